@@ -1,0 +1,3 @@
+export * from "./jobs.ts";
+export * from "./progress.ts";
+export * from "./queue.ts";

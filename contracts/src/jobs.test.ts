@@ -1,0 +1,31 @@
+import { describe, expect, it } from "vitest";
+import { assertTransition, canTransition, IllegalTransitionError, isTerminal, jobStates, transitions } from "./jobs.ts";
+
+describe("job transitions", () => {
+  it("follows the happy path", () => {
+    const path = ["queued", "resolving", "downloading", "uploading", "completed"] as const;
+    for (let i = 1; i < path.length; i++) expect(canTransition(path[i - 1]!, path[i]!)).toBe(true);
+  });
+
+  it("lets no terminal state move except by retry", () => {
+    expect(transitions.completed).toEqual([]);
+    expect(transitions.failed).toEqual(["queued"]);
+    expect(transitions.cancelled).toEqual(["queued"]);
+    expect(isTerminal("completed") && isTerminal("failed") && isTerminal("cancelled")).toBe(true);
+    expect(isTerminal("uploading")).toBe(false);
+  });
+
+  it("rejects moves that are not in the table", () => {
+    expect(canTransition("queued", "completed")).toBe(false);
+    expect(canTransition("completed", "queued")).toBe(false);
+    expect(() => assertTransition("uploading", "resolving")).toThrow(IllegalTransitionError);
+  });
+
+  it("lets every live state fail or be cancelled", () => {
+    for (const state of jobStates) {
+      if (isTerminal(state)) continue;
+      expect(canTransition(state, "failed")).toBe(true);
+      expect(canTransition(state, "cancelled")).toBe(true);
+    }
+  });
+});

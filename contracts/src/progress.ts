@@ -1,0 +1,38 @@
+// Progress events: what a worker appends to a job's progress stream and what
+// the browser reads back through the edge.
+import { z } from "zod";
+import { FileState, JobState } from "./jobs.ts";
+
+export const FileProgress = z.object({
+  index: z.number().int().min(0),
+  state: FileState,
+  size: z.number().int().min(0),
+  downloaded: z.number().int().min(0),
+  uploaded: z.number().int().min(0),
+});
+export type FileProgress = z.infer<typeof FileProgress>;
+
+export const ProgressEvent = z.object({
+  jobId: z.uuid(),
+  attempt: z.number().int().min(1),
+  phase: JobState,
+  /** Milliseconds since the epoch, worker clock. */
+  at: z.number().int(),
+  bytes: z.object({
+    total: z.number().int().min(0),
+    downloaded: z.number().int().min(0),
+    uploaded: z.number().int().min(0),
+  }),
+  /** Bytes per second, smoothed. */
+  rates: z.object({ down: z.number().min(0), up: z.number().min(0) }),
+  etaSeconds: z.number().min(0).nullable(),
+  peers: z.number().int().min(0),
+  /** Files whose state or bytes changed since the previous event. */
+  files: z.array(FileProgress),
+  /** A human-readable note, e.g. the failure reason on `failed`. */
+  message: z.string().optional(),
+});
+export type ProgressEvent = z.infer<typeof ProgressEvent>;
+
+/** Field name of the JSON event inside a progress-stream entry. */
+export const progressField = "e";
