@@ -32,15 +32,16 @@ export const prefixedLog: LogSink = (service, line) => {
 export const quietLog: LogSink = () => {};
 
 export class MissingProgramError extends Error {
-  constructor(
-    readonly program: string,
-    readonly debianPackage: string,
-  ) {
+  readonly program: string;
+  readonly debianPackage: string;
+  constructor(program: string, debianPackage: string) {
     super(
       `"${program}" was not found. Install it with: sudo apt-get install -y ${debianPackage}` +
         " (or run as root on Debian/Ubuntu and it is installed for you)",
     );
     this.name = "MissingProgramError";
+    this.program = program;
+    this.debianPackage = debianPackage;
   }
 }
 

@@ -1,0 +1,144 @@
+// `npm run dev`: the whole local stack and the app, until Ctrl-C.
+//
+//   --data-dir DIR    where local data lives (default .local/dev, git-ignored)
+//   --ports-from N    use N, N+1, ... instead of the fixed default ports
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { prefixedLog, type Service, spawnService } from "./process.ts";
+import { defaultPorts, type Ports, portsFrom, type Stack, startStack } from "./stack.ts";
+
+const root = resolve(import.meta.dirname, "..");
+const log = prefixedLog;
+
+async function answers(url: string): Promise<boolean> {
+  const response = await fetch(url, { signal: AbortSignal.timeout(2000) });
+  await response.body?.cancel();
+  return response.status < 500 || response.status === 503;
+}
+
+/** Quiet, offline wrangler: no metrics, no error reports, no outside lookups. */
+export const wranglerEnv = {
+  WRANGLER_SEND_METRICS: "false",
+  WRANGLER_SEND_ERROR_REPORTS: "false",
+  CLOUDFLARE_CF_FETCH_ENABLED: "false",
+  WRANGLER_HIDE_BANNER: "true",
+};
+
+async function startEdge(stack: Stack, ports: Ports, dataDir: string): Promise<Service> {
+  const vars = {
+    DATABASE_URL: stack.env.DATABASE_URL,
+    NEON_LOCAL_PROXY: stack.env.NEON_LOCAL_PROXY,
+    UPSTASH_REDIS_REST_URL: stack.env.UPSTASH_REDIS_REST_URL,
+    UPSTASH_REDIS_REST_TOKEN: stack.env.UPSTASH_REDIS_REST_TOKEN,
+    WEB_ORIGIN: `http://127.0.0.1:${ports.web}`,
+  };
+  const envFile = join(dataDir, "edge.env");
+  writeFileSync(envFile, Object.entries(vars).map(([k, v]) => `${k}=${v ?? ""}\n`).join(""), { mode: 0o600 });
+  // wrangler insists that the assets folder exists; Vite serves the app in dev.
+  mkdirSync(join(root, "web", "dist"), { recursive: true });
+  const url = `http://127.0.0.1:${ports.edge}`;
+  const edge = await spawnService("edge", process.execPath, {
+    args: [
+      join(root, "edge", "node_modules", "wrangler", "bin", "wrangler.js"),
+      "dev",
+      "--config",
+      join(root, "wrangler.toml"),
+      "--ip",
+      "127.0.0.1",
+      "--port",
+      String(ports.edge),
+      "--inspector-port",
+      String(ports.inspector),
+      "--env-file",
+      envFile,
+      "--persist-to",
+      join(dataDir, "wrangler"),
+      "--show-interactive-dev-session=false",
+      "--log-level",
+      "warn",
+    ],
+    cwd: root,
+    env: { ...process.env, ...wranglerEnv },
+    log,
+    ready: () => answers(`${url}/api/health`),
+    readyTimeoutMs: 60_000,
+  });
+  return { name: "edge", env: { EDGE_URL: url }, urls: [`edge API  ${url}/api`], stop: edge.stop };
+}
+
+async function startWorker(stack: Stack, ports: Ports): Promise<Service> {
+  const url = `http://127.0.0.1:${ports.worker}`;
+  const worker = await spawnService("worker", process.execPath, {
+    args: [join(root, "node-worker", "src", "main.ts")],
+    cwd: root,
+    env: { ...process.env, ...stack.env, WORKER_HTTP_PORT: String(ports.worker) },
+    log,
+    ready: () => answers(`${url}/healthz`),
+  });
+  return { name: "worker", env: {}, urls: [`worker    ${url}/metrics`], stop: worker.stop };
+}
+
+async function startWeb(stack: Stack, ports: Ports): Promise<Service> {
+  const url = `http://127.0.0.1:${ports.web}`;
+  const web = await spawnService("web", process.execPath, {
+    args: [join(root, "web", "node_modules", "vite", "bin", "vite.js"), "--clearScreen", "false"],
+    cwd: join(root, "web"),
+    env: { ...process.env, WEB_PORT: String(ports.web), EDGE_URL: stack.env.EDGE_URL ?? "" },
+    log,
+    ready: () => answers(url),
+  });
+  return { name: "web", env: { WEB_URL: url }, urls: [`web app   ${url}`], stop: web.stop };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: { "data-dir": { type: "string" }, "ports-from": { type: "string" } },
+  });
+  const dataDir = resolve(values["data-dir"] ?? join(root, ".local", "dev"));
+  const ports = values["ports-from"] ? portsFrom(Number(values["ports-from"])) : defaultPorts;
+  mkdirSync(dataDir, { recursive: true });
+
+  let stack: Stack | undefined;
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) {
+      log("local", "second signal: killing everything now");
+      process.exit(130);
+    }
+    stopping = true;
+    log("local", `${signal}: stopping every service`);
+    await stack?.stop();
+    log("local", "all stopped");
+    process.exit(0);
+  };
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, () => void shutdown(signal));
+
+  try {
+    stack = await startStack({ dataDir, ports, log, ephemeral: false });
+    stack.add(await startEdge(stack, ports, dataDir));
+    stack.add(await startWorker(stack, ports));
+    stack.add(await startWeb(stack, ports));
+  } catch (err) {
+    await stack?.stop();
+    throw err;
+  }
+
+  const lines = [
+    "",
+    "TorreClou is running. Open the web app:",
+    "",
+    ...stack.services.flatMap((s) => s.urls ?? []).map((u) => `  ${u}`),
+    "",
+    `Demo torrent: ${stack.env.DEMO_TORRENT_PATH ?? "(seeder off)"}`,
+    "Press Ctrl-C to stop everything.",
+    "",
+  ];
+  process.stdout.write(`${lines.join("\n")}\n`);
+  log("local", "ready");
+}
+
+main().catch((err: unknown) => {
+  log("local", err instanceof Error ? err.message : String(err));
+  process.exit(1);
+});

@@ -1,0 +1,125 @@
+// The local cloud in one call: each stand-in started in dependency order, its
+// readiness awaited, and one environment handed to whatever runs on top
+// (the launcher's edge/worker/web, or the test runner's tests).
+import { join } from "node:path";
+import { migrate } from "../drizzle/migrate.ts";
+import { startNeonProxy } from "./neon/proxy.ts";
+import { startPostgres } from "./postgres.ts";
+import type { LogSink, Service } from "./process.ts";
+import { startRedis } from "./redis.ts";
+import { startS3 } from "./s3.ts";
+import { startSeeder } from "./seeder/index.ts";
+import { startUpstashServer } from "./upstash/server.ts";
+
+export const portNames = [
+  "postgres",
+  "redis",
+  "neon",
+  "upstash",
+  "s3",
+  "tracker",
+  "peer",
+  "edge",
+  "web",
+  "worker",
+  "inspector",
+] as const;
+export type PortName = (typeof portNames)[number];
+export type Ports = Record<PortName, number>;
+
+/** Fixed ports of `npm run dev`, chosen to stay clear of system services. */
+export const defaultPorts: Ports = {
+  postgres: 54329,
+  redis: 63790,
+  neon: 4444,
+  upstash: 8079,
+  s3: 4569,
+  tracker: 6969,
+  peer: 6881,
+  edge: 8787,
+  web: 5173,
+  worker: 9464,
+  inspector: 9230,
+};
+
+/** Consecutive ports from `first`, in the order of `portNames`. */
+export function portsFrom(first: number): Ports {
+  return Object.fromEntries(portNames.map((name, i) => [name, first + i])) as Ports;
+}
+
+/** Local-only credentials: they guard nothing outside this machine. */
+export const localSecrets = {
+  upstashToken: "torreclou-local-upstash-token",
+  s3AccessKeyId: "torreclou",
+  s3SecretAccessKey: "torreclou-local-secret",
+  s3Bucket: "torreclou",
+};
+
+export interface StackOptions {
+  dataDir: string;
+  ports: Ports;
+  log: LogSink;
+  /** Durable data (dev) or fast throwaway data (tests). */
+  ephemeral: boolean;
+  /** Which optional parts to run; the databases always run. */
+  s3?: boolean;
+  seeder?: boolean;
+}
+
+export interface Stack {
+  env: Record<string, string>;
+  services: Service[];
+  /** Adds a service started on top, so `stop` takes it down first. */
+  add(service: Service): void;
+  stop(): Promise<void>;
+}
+
+export async function startStack(options: StackOptions): Promise<Stack> {
+  const { dataDir, ports, log, ephemeral } = options;
+  const services: Service[] = [];
+  const env: Record<string, string> = {};
+  const stack: Stack = {
+    env,
+    services,
+    add(service) {
+      services.push(service);
+      Object.assign(env, service.env);
+    },
+    async stop() {
+      for (const service of services.splice(0).reverse()) {
+        await service.stop().catch((err: unknown) => log(service.name, `stop failed: ${String(err)}`));
+      }
+    },
+  };
+  try {
+    stack.add(await startPostgres({ port: ports.postgres, dataDir, database: "torreclou", log, ephemeral }));
+    await migrate(env.DATABASE_URL!);
+    log("postgres", "migrations up to date");
+    stack.add(await startRedis({ port: ports.redis, dataDir, log, ephemeral }));
+    stack.add(await startNeonProxy({ port: ports.neon, postgres: { host: "127.0.0.1", port: ports.postgres }, log }));
+    stack.add(
+      await startUpstashServer({ port: ports.upstash, redisUrl: env.REDIS_URL!, token: localSecrets.upstashToken, log }),
+    );
+    if (options.s3 !== false) {
+      stack.add(
+        await startS3({
+          port: ports.s3,
+          dataDir: join(dataDir, "s3"),
+          bucket: localSecrets.s3Bucket,
+          accessKeyId: localSecrets.s3AccessKeyId,
+          secretAccessKey: localSecrets.s3SecretAccessKey,
+          log,
+        }),
+      );
+    }
+    if (options.seeder !== false) {
+      stack.add(
+        await startSeeder({ dataDir: join(dataDir, "seeder"), trackerPort: ports.tracker, peerPort: ports.peer, log }),
+      );
+    }
+    return stack;
+  } catch (err) {
+    await stack.stop();
+    throw err;
+  }
+}
