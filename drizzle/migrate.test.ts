@@ -5,43 +5,7 @@ import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { applyMigrations, migrate } from "./migrate.ts";
-
-const adminUrl: string = (() => {
-  const value = process.env.DATABASE_URL;
-  if (!value)
-    throw new Error("DATABASE_URL must point at a Postgres server the tests may create databases on");
-  return value;
-})();
-
-const created: string[] = [];
-
-/** Creates an empty database and returns its URL. */
-async function freshDatabase(): Promise<string> {
-  const name = `t_${randomBytes(6).toString("hex")}`;
-  await withClient(adminUrl, (c) => c.query(`CREATE DATABASE ${name}`));
-  created.push(name);
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  // An embedded server that ignores database names would share state between
-  // runs and make these results meaningless.
-  const actual = await withClient(url.toString(), (c) =>
-    c.query<{ db: string }>("SELECT current_database() AS db"),
-  );
-  if (actual.rows[0]?.db !== name) {
-    throw new Error(`the Postgres at DATABASE_URL connected to "${actual.rows[0]?.db}" instead of "${name}"`);
-  }
-  return url.toString();
-}
-
-async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
-}
+import { dropDatabases, freshDatabase, withClient } from "./testing.ts";
 
 const sha256Hex = () => randomBytes(32).toString("hex");
 
@@ -90,9 +54,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await db?.end();
-  await withClient(adminUrl, async (c) => {
-    for (const name of created) await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-  });
+  await dropDatabases();
 });
 
 describe("migrate", () => {

@@ -29,9 +29,8 @@ export const keys = {
 } as const;
 
 /** The one field of a jobs-stream entry: `job` = JSON of this shape. */
-export const JobMessage = z.object({
-  jobId: z.uuid(),
-  /** The attempt this message starts; workers ignore messages for an older attempt. */
-  attempt: z.number().int().min(1),
-});
+// Only the id: the job row is the truth. A worker takes the job's lease
+// (SET NX PX) and bumps its attempt in Postgres before running it, so a
+// duplicate message (retry, reclaim) can never run a job twice at once.
+export const JobMessage = z.object({ jobId: z.uuid() });
 export type JobMessage = z.infer<typeof JobMessage>;

@@ -1,0 +1,210 @@
+// Job writes that both the edge and the workers make, so the lifecycle rules
+// live in one place: creating a job with its files, and moving it from one
+// state to another (checked against the contracts' transition table, fenced by
+// the attempt number, and recorded in job_transitions).
+import {
+  assertTransition,
+  type JobState,
+  jobStates,
+  type TransitionCause,
+  terminalStates,
+} from "@torreclou/contracts";
+import { and, eq, inArray, sql } from "drizzle-orm";
+import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
+import { type Job, type JobFile, jobFiles, jobs, jobTransitions, torrents } from "./schema.ts";
+
+/** Any drizzle Postgres database: node-postgres in workers, Neon in the edge. */
+export type Db = PgDatabase<PgQueryResultHKT>;
+
+export interface TorrentInput {
+  infoHash: string;
+  infoHashV2?: string | undefined;
+  name: string;
+  totalSize?: number | undefined;
+  pieceLength?: number | undefined;
+  pieceCount?: number | undefined;
+  /** Null for a magnet whose metadata a worker has yet to fetch. */
+  files: { index: number; path: string; size: number }[] | null;
+  torrentFile?: Uint8Array | undefined;
+  magnetUri?: string | undefined;
+}
+
+export interface NewJobInput {
+  userId: string;
+  torrent: TorrentInput;
+  /** Indexes of the files to fetch; undefined means all of them. */
+  selected?: number[] | undefined;
+  storageProfileId: string;
+  targetFolder?: string | undefined;
+}
+
+/**
+ * Creates a queued job, its files and its first transition in one
+ * transaction. The caller then writes the queue message and calls
+ * `markEnqueued`; a job left with `enqueued_at` null is re-enqueued by the
+ * reconciler, so a failed queue write loses nothing.
+ */
+export async function insertJob(db: Db, input: NewJobInput): Promise<{ job: Job; files: JobFile[] }> {
+  const t = input.torrent;
+  return db.transaction(async (tx) => {
+    const [torrent] = await tx
+      .insert(torrents)
+      .values({
+        infoHash: t.infoHash,
+        infoHashV2: t.infoHashV2,
+        name: t.name,
+        totalSize: t.totalSize,
+        pieceLength: t.pieceLength,
+        pieceCount: t.pieceCount,
+        fileCount: t.files?.length,
+        torrentFile: t.torrentFile,
+        magnetUri: t.magnetUri,
+      })
+      .onConflictDoUpdate({
+        target: torrents.infoHash,
+        // Keep what we knew; fill in what a newer submission adds (a magnet
+        // first, the .torrent later).
+        set: {
+          torrentFile: sql`coalesce(${torrents.torrentFile}, excluded.torrent_file)`,
+          magnetUri: sql`coalesce(${torrents.magnetUri}, excluded.magnet_uri)`,
+          totalSize: sql`coalesce(${torrents.totalSize}, excluded.total_size)`,
+          pieceLength: sql`coalesce(${torrents.pieceLength}, excluded.piece_length)`,
+          pieceCount: sql`coalesce(${torrents.pieceCount}, excluded.piece_count)`,
+          fileCount: sql`coalesce(${torrents.fileCount}, excluded.file_count)`,
+        },
+      })
+      .returning({ id: torrents.id });
+    const selected = input.selected ? new Set(input.selected) : undefined;
+    const chosen = t.files?.filter((f) => !selected || selected.has(f.index)) ?? [];
+    const [job] = await tx
+      .insert(jobs)
+      .values({
+        userId: input.userId,
+        torrentId: torrent!.id,
+        storageProfileId: input.storageProfileId,
+        targetFolder: input.targetFolder,
+        bytesTotal: chosen.reduce((sum, f) => sum + f.size, 0),
+      })
+      .returning();
+    const files =
+      t.files && t.files.length > 0
+        ? await tx
+            .insert(jobFiles)
+            .values(
+              t.files.map((f) => ({
+                jobId: job!.id,
+                fileIndex: f.index,
+                path: f.path,
+                size: f.size,
+                selected: !selected || selected.has(f.index),
+                state: !selected || selected.has(f.index) ? ("pending" as const) : ("skipped" as const),
+              })),
+            )
+            .returning()
+        : [];
+    await tx.insert(jobTransitions).values({ jobId: job!.id, toState: "queued", cause: "user", attempt: job!.attempt });
+    return { job: job!, files };
+  });
+}
+
+/** Records that the queue message for this job is written. */
+export async function markEnqueued(db: Db, jobId: string): Promise<void> {
+  await db.update(jobs).set({ enqueuedAt: new Date() }).where(eq(jobs.id, jobId));
+}
+
+export class StaleAttemptError extends Error {
+  constructor(jobId: string, attempt: number) {
+    super(`job ${jobId} has moved past attempt ${attempt}; this worker no longer owns it`);
+    this.name = "StaleAttemptError";
+  }
+}
+
+export interface TransitionInput {
+  jobId: string;
+  to: JobState;
+  cause: TransitionCause;
+  reason?: string | undefined;
+  /** Fencing: only move the job while it is still at this attempt (workers always pass it). */
+  attempt?: number | undefined;
+  /** Only from these states (default: every state the table allows to reach `to`). */
+  from?: readonly JobState[] | undefined;
+  /** Extra columns to set in the same statement, e.g. byte counters. */
+  set?: Partial<Pick<Job, "bytesTotal" | "bytesDownloaded" | "bytesUploaded">> | undefined;
+  /** Scope to an owner (edge requests act only on the caller's jobs). */
+  userId?: string | undefined;
+}
+
+/**
+ * Moves a job to `to` if the transition table allows it from its current
+ * state, and records the move. Returns the updated job, or undefined when the
+ * job is missing, not in an allowed state, or (with `attempt`) owned by a
+ * newer attempt. Atomic: the check and the write are one UPDATE.
+ */
+export async function transitionJob(db: Db, input: TransitionInput): Promise<Job | undefined> {
+  const allowedFrom = (input.from ?? jobStates).filter((state) => {
+    try {
+      assertTransition(state, input.to);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  if (allowedFrom.length === 0) return undefined;
+  const now = new Date();
+  const terminal = terminalStates.includes(input.to);
+  return db.transaction(async (tx) => {
+    const [before] = await tx
+      .select({ state: jobs.state })
+      .from(jobs)
+      .where(eq(jobs.id, input.jobId))
+      .for("update");
+    if (!before) return undefined;
+    const [job] = await tx
+      .update(jobs)
+      .set({
+        ...input.set,
+        state: input.to,
+        failureReason: input.to === "failed" ? (input.reason ?? "failed") : input.to === "queued" ? null : undefined,
+        startedAt: input.to === "resolving" || input.to === "downloading" ? sql`coalesce(${jobs.startedAt}, now())` : undefined,
+        finishedAt: terminal ? now : input.to === "queued" ? null : undefined,
+      })
+      .where(
+        and(
+          eq(jobs.id, input.jobId),
+          inArray(jobs.state, allowedFrom),
+          input.attempt === undefined ? undefined : eq(jobs.attempt, input.attempt),
+          input.userId === undefined ? undefined : eq(jobs.userId, input.userId),
+        ),
+      )
+      .returning();
+    if (!job) return undefined;
+    await tx.insert(jobTransitions).values({
+      jobId: job.id,
+      fromState: before.state,
+      toState: input.to,
+      cause: input.cause,
+      attempt: job.attempt,
+      reason: input.reason,
+    });
+    return job;
+  });
+}
+
+/**
+ * A worker takes the job: bumps the attempt (the new fencing token) if the job
+ * is still live, and returns it. Undefined when the job is terminal or gone.
+ */
+export async function claimJob(db: Db, jobId: string): Promise<Job | undefined> {
+  const [job] = await db
+    .update(jobs)
+    .set({ attempt: sql`${jobs.attempt} + 1` })
+    .where(and(eq(jobs.id, jobId), inArray(jobs.state, ["queued", "resolving", "downloading", "uploading"])))
+    .returning();
+  return job;
+}
+
+/** Throws StaleAttemptError unless the job is still at `attempt` (for writes outside transitionJob). */
+export async function assertAttempt(db: Db, jobId: string, attempt: number): Promise<void> {
+  const [row] = await db.select({ attempt: jobs.attempt }).from(jobs).where(eq(jobs.id, jobId));
+  if (!row || row.attempt !== attempt) throw new StaleAttemptError(jobId, attempt);
+}

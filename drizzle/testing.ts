@@ -1,0 +1,48 @@
+// Test support shared by every suite that needs a database of its own: a
+// fresh, empty database on the Postgres at DATABASE_URL (the test runner's),
+// dropped again by `dropDatabases()`.
+import { randomBytes } from "node:crypto";
+import pg from "pg";
+
+export function adminUrl(): string {
+  const value = process.env.DATABASE_URL;
+  if (!value) throw new Error("DATABASE_URL must point at a Postgres server the tests may create databases on");
+  return value;
+}
+
+export async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+const created: string[] = [];
+
+/** Creates an empty database and returns its URL. */
+export async function freshDatabase(): Promise<string> {
+  const name = `t_${randomBytes(6).toString("hex")}`;
+  await withClient(adminUrl(), (c) => c.query(`CREATE DATABASE ${name}`));
+  created.push(name);
+  const url = new URL(adminUrl());
+  url.pathname = `/${name}`;
+  // An embedded server that ignores database names would share state between
+  // runs and make results meaningless.
+  const actual = await withClient(url.toString(), (c) => c.query<{ db: string }>("SELECT current_database() AS db"));
+  if (actual.rows[0]?.db !== name) {
+    throw new Error(`the Postgres at DATABASE_URL connected to "${actual.rows[0]?.db}" instead of "${name}"`);
+  }
+  return url.toString();
+}
+
+/** Drops every database `freshDatabase` made in this process. */
+export async function dropDatabases(): Promise<void> {
+  const names = created.splice(0);
+  if (names.length === 0) return;
+  await withClient(adminUrl(), async (c) => {
+    for (const name of names) await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  });
+}
