@@ -1,0 +1,49 @@
+// The parts of s3rver 3.7.1 the local S3 server uses; the package ships no types.
+
+declare module "s3rver" {
+  import type { EventEmitter } from "node:events";
+  import type { IncomingHttpHeaders, IncomingMessage, Server } from "node:http";
+  import type { AddressInfo } from "node:net";
+  import type { Readable } from "node:stream";
+
+  export interface S3rverOptions {
+    address?: string;
+    port?: number;
+    silent?: boolean;
+    /** Where buckets and objects are stored on disk. */
+    directory?: string;
+    resetOnClose?: boolean;
+    allowMismatchedSignatures?: boolean;
+    vhostBuckets?: boolean;
+    /** Buckets created (if missing) before the server listens. */
+    configureBuckets?: { name: string; configs?: (string | Uint8Array)[] }[];
+  }
+
+  /** The slice of Koa's context the middleware here touches. */
+  export interface S3rverContext {
+    /** The request body stream that s3rver's controllers read; replaceable. */
+    req: IncomingMessage | Readable;
+    readonly request: { readonly headers: IncomingHttpHeaders };
+    readonly method: string;
+    readonly path: string;
+  }
+
+  export type S3rverMiddleware = (ctx: S3rverContext, next: () => Promise<void>) => Promise<void>;
+
+  export default class S3rver extends EventEmitter {
+    constructor(options?: S3rverOptions);
+    /** Koa's middleware stack; composed when the server starts listening. */
+    middleware: S3rverMiddleware[];
+    httpServer?: Server;
+    run(): Promise<AddressInfo>;
+    close(): Promise<void>;
+  }
+}
+
+declare module "s3rver/lib/models/account.js" {
+  /** s3rver's account registry: only access key ids registered here are accepted. */
+  export default class AWSAccount {
+    static readonly DUMMY_ACCOUNT: AWSAccount;
+    createKeyPair(accessKeyId: string, secretAccessKey: string): void;
+  }
+}

@@ -1,0 +1,199 @@
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import {
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  UploadPartCommand,
+} from "@aws-sdk/client-s3";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort, quietLog, type Service } from "./process.ts";
+import { AwsChunkedDecoder, s3ClientFor, startS3 } from "./s3.ts";
+
+const MiB = 1024 * 1024;
+const sha = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
+
+describe("local S3 (s3rver)", () => {
+  let dataDir: string;
+  let port: number;
+  let s3: Service | undefined;
+  let client: S3Client;
+  const options = () => ({
+    port,
+    dataDir,
+    bucket: "torreclou-test",
+    accessKeyId: "local-key",
+    secretAccessKey: "local-secret",
+    log: quietLog,
+  });
+  const bucket = "torreclou-test";
+
+  async function getBytes(key: string): Promise<Uint8Array> {
+    const response = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    return response.Body!.transformToByteArray();
+  }
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), "torreclou-s3-"));
+    port = await freePort();
+    s3 = await startS3(options());
+    client = s3ClientFor(s3.env);
+  });
+
+  afterAll(async () => {
+    client?.destroy();
+    await s3?.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it("publishes the S3_* environment", () => {
+    expect(s3!.env).toEqual({
+      S3_ENDPOINT: `http://127.0.0.1:${port}`,
+      S3_REGION: "us-east-1",
+      S3_BUCKET: bucket,
+      S3_ACCESS_KEY_ID: "local-key",
+      S3_SECRET_ACCESS_KEY: "local-secret",
+      S3_FORCE_PATH_STYLE: "true",
+    });
+  });
+
+  it("stores and returns a binary object byte for byte", async () => {
+    const body = randomBytes(1 * MiB + 123);
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: "bin/one.bin", Body: body }));
+    const back = await getBytes("bin/one.bin");
+    expect(back.length).toBe(body.length);
+    expect(sha(back)).toBe(sha(body));
+  });
+
+  it("decodes aws-chunked uploads from a default-configured SDK client", async () => {
+    // The SDK's defaults stream this with a trailing checksum; S3 (and now the local server) stores only the data.
+    const defaults = new S3Client({
+      endpoint: s3!.env.S3_ENDPOINT,
+      region: "us-east-1",
+      forcePathStyle: true,
+      credentials: { accessKeyId: "local-key", secretAccessKey: "local-secret" },
+    });
+    try {
+      const body = randomBytes(3 * MiB + 5);
+      await defaults.send(
+        new PutObjectCommand({
+          Bucket: bucket,
+          Key: "bin/streamed.bin",
+          Body: Readable.from([body.subarray(0, MiB), body.subarray(MiB)]),
+          ContentLength: body.length,
+        }),
+      );
+      const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: "bin/streamed.bin" }));
+      expect(head.ContentLength).toBe(body.length);
+      expect(head.ContentEncoding).toBeUndefined();
+      expect(sha(await getBytes("bin/streamed.bin"))).toBe(sha(body));
+    } finally {
+      defaults.destroy();
+    }
+  });
+
+  it("completes a two-part multipart upload", async () => {
+    const body = randomBytes(5 * MiB + 777_777);
+    const key = "multi/two-parts.bin";
+    const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }));
+    const pieces = [body.subarray(0, 5 * MiB), body.subarray(5 * MiB)];
+    const parts = [];
+    for (const [index, piece] of pieces.entries()) {
+      const PartNumber = index + 1;
+      const { ETag } = await client.send(
+        new UploadPartCommand({ Bucket: bucket, Key: key, UploadId, PartNumber, Body: piece }),
+      );
+      expect(ETag).toBe(`"${createHash("md5").update(piece).digest("hex")}"`);
+      parts.push({ ETag, PartNumber });
+    }
+    await client.send(
+      new CompleteMultipartUploadCommand({
+        Bucket: bucket,
+        Key: key,
+        UploadId,
+        MultipartUpload: { Parts: parts },
+      }),
+    );
+    const back = await getBytes(key);
+    expect(back.length).toBe(body.length);
+    expect(sha(back)).toBe(sha(body));
+  });
+
+  it("lists objects by prefix", async () => {
+    const listed = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: "bin/" }));
+    expect(listed.Contents?.map((item) => item.Key).sort()).toEqual(["bin/one.bin", "bin/streamed.bin"]);
+    expect(listed.Contents?.find((item) => item.Key === "bin/one.bin")?.Size).toBe(MiB + 123);
+  });
+
+  it("rejects an access key id it was not configured with", async () => {
+    const stranger = s3ClientFor({ ...s3!.env, S3_ACCESS_KEY_ID: "someone-else" });
+    try {
+      await expect(
+        stranger.send(new HeadObjectCommand({ Bucket: bucket, Key: "bin/one.bin" })),
+      ).rejects.toThrow();
+      await expect(
+        stranger.send(new GetObjectCommand({ Bucket: bucket, Key: "bin/one.bin" })),
+      ).rejects.toMatchObject({ name: "InvalidAccessKeyId" });
+    } finally {
+      stranger.destroy();
+    }
+  });
+
+  it("keeps objects across a restart on the same directory", async () => {
+    const before = sha(await getBytes("multi/two-parts.bin"));
+    await s3!.stop();
+    s3 = await startS3(options());
+    client.destroy();
+    client = s3ClientFor(s3.env);
+    expect(sha(await getBytes("multi/two-parts.bin"))).toBe(before);
+    const listed = await client.send(new ListObjectsV2Command({ Bucket: bucket }));
+    expect(listed.Contents?.map((item) => item.Key).sort()).toEqual([
+      "bin/one.bin",
+      "bin/streamed.bin",
+      "multi/two-parts.bin",
+    ]);
+  });
+});
+
+describe("AwsChunkedDecoder", () => {
+  async function decode(encoded: Buffer, pieceSize: number): Promise<Buffer> {
+    const pieces: Buffer[] = [];
+    for (let at = 0; at < encoded.length; at += pieceSize) pieces.push(encoded.subarray(at, at + pieceSize));
+    const out: Buffer[] = [];
+    for await (const chunk of Readable.from(pieces).pipe(new AwsChunkedDecoder())) out.push(chunk as Buffer);
+    return Buffer.concat(out);
+  }
+
+  const data = randomBytes(70_000);
+  const signed = Buffer.concat([
+    Buffer.from(`10000;chunk-signature=${"a".repeat(64)}\r\n`),
+    data.subarray(0, 0x10000),
+    Buffer.from(`\r\n${(data.length - 0x10000).toString(16)};chunk-signature=${"b".repeat(64)}\r\n`),
+    data.subarray(0x10000),
+    Buffer.from(`\r\n0;chunk-signature=${"c".repeat(64)}\r\n\r\n`),
+  ]);
+  const trailer = Buffer.concat([
+    Buffer.from(`${data.length.toString(16)}\r\n`),
+    data,
+    Buffer.from("\r\n0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n"),
+  ]);
+
+  it.each([1, 2, 7, 4096, 1 << 20])(
+    "decodes signed and trailer bodies split every %i bytes",
+    async (size) => {
+      expect((await decode(signed, size)).equals(data)).toBe(true);
+      expect((await decode(trailer, size)).equals(data)).toBe(true);
+    },
+  );
+
+  it("fails on a truncated body", async () => {
+    await expect(decode(signed.subarray(0, signed.length - 10), 1024)).rejects.toThrow(/ended early/);
+  });
+});

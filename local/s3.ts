@@ -1,0 +1,227 @@
+// The local S3: s3rver in this process, objects on disk under dataDir (they
+// survive a restart), reached with the same AWS SDK calls as real S3.
+//
+// s3rver 3.7.1 accepts only access key ids registered in its account registry
+// (just "S3RVER" out of the box) and does not check SigV4 signatures, so the
+// configured key id is registered and any secret passes. It also stores
+// `aws-chunked` request bodies verbatim, chunk headers and trailers included;
+// the middleware below decodes them, as S3 does.
+
+import { mkdir } from "node:fs/promises";
+import type { IncomingMessage } from "node:http";
+import { pipeline, Transform, type TransformCallback } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
+import { HeadBucketCommand, S3Client } from "@aws-sdk/client-s3";
+import S3rver, { type S3rverContext } from "s3rver";
+import AWSAccount from "s3rver/lib/models/account.js";
+import { type LogSink, prefixedLog, type Service } from "./process.ts";
+
+export interface S3Options {
+  port: number;
+  host?: string;
+  dataDir: string;
+  bucket: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  log?: LogSink;
+}
+
+/** The S3_* variables `startS3` publishes; `process.env` fits too. */
+export type S3Env = Record<string, string | undefined>;
+
+/**
+ * An S3 client for the local server: path-style URLs, and checksums only where
+ * an operation requires them. With the SDK's default ("when supported") a
+ * streamed PutObject is sent `aws-chunked` with a trailing checksum, which
+ * unpatched s3rver stores corrupted.
+ */
+export function s3ClientFor(env: S3Env): S3Client {
+  const need = (key: string): string => {
+    const value = env[key];
+    if (!value) throw new Error(`${key} is not set`);
+    return value;
+  };
+  return new S3Client({
+    endpoint: need("S3_ENDPOINT"),
+    region: env.S3_REGION || "us-east-1",
+    forcePathStyle: env.S3_FORCE_PATH_STYLE !== "false",
+    credentials: { accessKeyId: need("S3_ACCESS_KEY_ID"), secretAccessKey: need("S3_SECRET_ACCESS_KEY") },
+    requestChecksumCalculation: "WHEN_REQUIRED",
+    responseChecksumValidation: "WHEN_REQUIRED",
+  });
+}
+
+const CRLF = Buffer.from("\r\n");
+const MAX_LINE = 8 * 1024;
+
+/**
+ * Decodes an `aws-chunked` body (SigV4 streaming, signed or unsigned, with or
+ * without trailers): `hex-size[;chunk-signature=..]\r\n data \r\n ... 0\r\n
+ * [trailer: value\r\n]* \r\n`. Signatures and trailers are not checked.
+ */
+export class AwsChunkedDecoder extends Transform {
+  #state: "size" | "data" | "data-end" | "trailers" | "done" = "size";
+  #left = 0;
+  #line: Buffer = Buffer.alloc(0);
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    done(this.#consume(chunk));
+  }
+
+  #consume(chunk: Buffer): Error | undefined {
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.#state === "done") return new Error("aws-chunked: data after the final chunk");
+      if (this.#state === "data") {
+        const take = Math.min(this.#left, chunk.length - at);
+        this.push(chunk.subarray(at, at + take));
+        at += take;
+        this.#left -= take;
+        if (this.#left === 0) this.#state = "data-end";
+        continue;
+      }
+      // The other states read one CRLF-terminated line, which may span chunks.
+      const joined =
+        this.#line.length > 0 ? Buffer.concat([this.#line, chunk.subarray(at)]) : chunk.subarray(at);
+      const eol = joined.indexOf(CRLF);
+      if (eol < 0) {
+        if (joined.length > MAX_LINE) return new Error("aws-chunked: header line too long");
+        this.#line = Buffer.from(joined);
+        return undefined;
+      }
+      at += eol + 2 - this.#line.length;
+      const line = joined.toString("latin1", 0, eol);
+      this.#line = Buffer.alloc(0);
+      const error = this.#onLine(line);
+      if (error) return error;
+    }
+    return undefined;
+  }
+
+  #onLine(line: string): Error | undefined {
+    switch (this.#state) {
+      case "data-end":
+        if (line !== "") return new Error("aws-chunked: chunk longer than declared");
+        this.#state = "size";
+        return undefined;
+      case "size": {
+        const size = Number.parseInt(line.split(";")[0] ?? "", 16);
+        if (!Number.isSafeInteger(size) || size < 0)
+          return new Error(`aws-chunked: bad chunk header "${line}"`);
+        this.#left = size;
+        this.#state = size === 0 ? "trailers" : "data";
+        return undefined;
+      }
+      case "trailers":
+        if (line === "") this.#state = "done";
+        return undefined;
+      default:
+        return new Error("aws-chunked: unexpected state");
+    }
+  }
+
+  override _flush(done: TransformCallback): void {
+    done(this.#state === "done" ? undefined : new Error("aws-chunked: body ended early"));
+  }
+}
+
+/** Koa middleware: swaps an `aws-chunked` request body for its decoded bytes before s3rver reads it. */
+async function decodeAwsChunked(ctx: S3rverContext, next: () => Promise<void>): Promise<void> {
+  const headers = ctx.request.headers;
+  const sha = String(headers["x-amz-content-sha256"] ?? "");
+  const encodings = String(headers["content-encoding"] ?? "")
+    .split(",")
+    .map((part) => part.trim())
+    .filter((part) => part !== "");
+  if (sha.startsWith("STREAMING-") || encodings.includes("aws-chunked")) {
+    // S3 stores neither the transfer encoding nor the encoded length as object metadata.
+    const rest = encodings.filter((part) => part !== "aws-chunked");
+    if (rest.length > 0) headers["content-encoding"] = rest.join(", ");
+    else delete headers["content-encoding"];
+    const decodedLength = headers["x-amz-decoded-content-length"];
+    if (typeof decodedLength === "string") headers["content-length"] = decodedLength;
+    const original = ctx.req as IncomingMessage;
+    const decoded = new AwsChunkedDecoder();
+    // s3rver does not watch its body stream for errors: fail the connection so the client sees it.
+    pipeline(original, decoded, (error) => {
+      if (error) original.socket?.destroy(error);
+    });
+    ctx.req = decoded;
+  }
+  await next();
+}
+
+export async function startS3(opts: S3Options): Promise<Service> {
+  const host = opts.host ?? "127.0.0.1";
+  const log = opts.log ?? prefixedLog;
+  await mkdir(opts.dataDir, { recursive: true });
+  // The registry is process-wide: every s3rver in this process accepts these keys.
+  AWSAccount.DUMMY_ACCOUNT.createKeyPair(opts.accessKeyId, opts.secretAccessKey);
+
+  const server = new S3rver({
+    address: host,
+    port: opts.port,
+    directory: opts.dataDir,
+    silent: true,
+    // Path-style only: never read a bucket name out of the Host header.
+    vhostBuckets: false,
+    configureBuckets: [{ name: opts.bucket }],
+  });
+  server.middleware.unshift(decodeAwsChunked);
+  // Having a listener also stops Koa printing every 4xx to stderr; client errors are the caller's to see.
+  server.on("error", (error: Error & { status?: number }, ctx?: S3rverContext) => {
+    if ((error.status ?? 500) >= 500)
+      log("s3", `${ctx?.method ?? "?"} ${ctx?.path ?? "?"}: ${error.stack ?? error.message}`);
+  });
+  await server.run();
+
+  const endpoint = `http://${host.includes(":") ? `[${host}]` : host}:${opts.port}`;
+  const env = {
+    S3_ENDPOINT: endpoint,
+    S3_REGION: "us-east-1",
+    S3_BUCKET: opts.bucket,
+    S3_ACCESS_KEY_ID: opts.accessKeyId,
+    S3_SECRET_ACCESS_KEY: opts.secretAccessKey,
+    S3_FORCE_PATH_STYLE: "true",
+  };
+
+  const stop = async () => {
+    const http = server.httpServer;
+    if (!http?.listening) return;
+    const closing = server.close();
+    http.closeIdleConnections();
+    // Give in-flight requests a moment, then cut whatever is left.
+    await Promise.race([closing, sleep(2000)]);
+    http.closeAllConnections();
+    await closing;
+  };
+
+  // Ready once a real SDK client, configured as the app's will be, sees the bucket.
+  const client = s3ClientFor(env);
+  try {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      try {
+        await client.send(new HeadBucketCommand({ Bucket: opts.bucket }));
+        break;
+      } catch (error) {
+        if (Date.now() > deadline)
+          throw new Error(`local S3 on ${endpoint} is not answering: ${String(error)}`);
+        await sleep(100);
+      }
+    }
+  } catch (error) {
+    await stop();
+    throw error;
+  } finally {
+    client.destroy();
+  }
+
+  log("s3", `listening on ${endpoint}, bucket "${opts.bucket}", data in ${opts.dataDir}`);
+  return {
+    name: "s3",
+    env,
+    urls: [`S3: ${endpoint} (bucket ${opts.bucket}, path-style)`],
+    stop,
+  };
+}
