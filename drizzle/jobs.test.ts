@@ -92,14 +92,20 @@ describe("insertJob", () => {
 
   it("shares one torrent row between jobs with the same info hash", async () => {
     const { job } = await newJob();
-    const { rows: before } = await pool.query<{ info_hash: string }>("select info_hash from torrents where id = $1", [
-      job.torrentId,
-    ]);
+    const { rows: before } = await pool.query<{ info_hash: string }>(
+      "select info_hash from torrents where id = $1",
+      [job.torrentId],
+    );
     const { userId, profileId } = await userWithProfile();
     const again = await insertJob(db, {
       userId,
       storageProfileId: profileId,
-      torrent: { infoHash: before[0]!.info_hash, name: "demo", files: null, magnetUri: "magnet:?xt=urn:btih:x" },
+      torrent: {
+        infoHash: before[0]!.info_hash,
+        name: "demo",
+        files: null,
+        magnetUri: "magnet:?xt=urn:btih:x",
+      },
     });
     expect(again.job.torrentId).toBe(job.torrentId);
     const { rows } = await pool.query(
@@ -141,13 +147,24 @@ describe("transitionJob", () => {
     expect(second?.attempt).toBe(2);
     const stale = await transitionJob(db, { jobId: job.id, to: "uploading", cause: "worker", attempt: 1 });
     expect(stale).toBeUndefined();
-    const fresh = await transitionJob(db, { jobId: job.id, to: "queued", cause: "worker", attempt: 2, reason: "reclaimed" });
+    const fresh = await transitionJob(db, {
+      jobId: job.id,
+      to: "queued",
+      cause: "worker",
+      attempt: 2,
+      reason: "reclaimed",
+    });
     expect(fresh?.state).toBe("queued");
   });
 
   it("records a failure reason and clears it on retry", async () => {
     const { job } = await newJob();
-    const failed = await transitionJob(db, { jobId: job.id, to: "failed", cause: "worker", reason: "bucket not found" });
+    const failed = await transitionJob(db, {
+      jobId: job.id,
+      to: "failed",
+      cause: "worker",
+      reason: "bucket not found",
+    });
     expect(failed?.failureReason).toBe("bucket not found");
     expect(failed?.finishedAt).toBeInstanceOf(Date);
     const retried = await transitionJob(db, { jobId: job.id, to: "queued", cause: "user" });
@@ -158,10 +175,12 @@ describe("transitionJob", () => {
   it("acts only on the owner's job when scoped to a user", async () => {
     const { job } = await newJob();
     const other = await userWithProfile();
-    expect(await transitionJob(db, { jobId: job.id, to: "cancelled", cause: "user", userId: other.userId })).toBeUndefined();
-    expect((await transitionJob(db, { jobId: job.id, to: "cancelled", cause: "user", userId: job.userId }))?.state).toBe(
-      "cancelled",
-    );
+    expect(
+      await transitionJob(db, { jobId: job.id, to: "cancelled", cause: "user", userId: other.userId }),
+    ).toBeUndefined();
+    expect(
+      (await transitionJob(db, { jobId: job.id, to: "cancelled", cause: "user", userId: job.userId }))?.state,
+    ).toBe("cancelled");
   });
 
   it("does not claim a terminal job", async () => {

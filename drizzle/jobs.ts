@@ -102,7 +102,9 @@ export async function insertJob(db: Db, input: NewJobInput): Promise<{ job: Job;
             )
             .returning()
         : [];
-    await tx.insert(jobTransitions).values({ jobId: job!.id, toState: "queued", cause: "user", attempt: job!.attempt });
+    await tx
+      .insert(jobTransitions)
+      .values({ jobId: job!.id, toState: "queued", cause: "user", attempt: job!.attempt });
     return { job: job!, files };
   });
 }
@@ -164,8 +166,12 @@ export async function transitionJob(db: Db, input: TransitionInput): Promise<Job
       .set({
         ...input.set,
         state: input.to,
-        failureReason: input.to === "failed" ? (input.reason ?? "failed") : input.to === "queued" ? null : undefined,
-        startedAt: input.to === "resolving" || input.to === "downloading" ? sql`coalesce(${jobs.startedAt}, now())` : undefined,
+        failureReason:
+          input.to === "failed" ? (input.reason ?? "failed") : input.to === "queued" ? null : undefined,
+        startedAt:
+          input.to === "resolving" || input.to === "downloading"
+            ? sql`coalesce(${jobs.startedAt}, now())`
+            : undefined,
         finishedAt: terminal ? now : input.to === "queued" ? null : undefined,
       })
       .where(

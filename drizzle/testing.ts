@@ -6,7 +6,8 @@ import pg from "pg";
 
 export function adminUrl(): string {
   const value = process.env.DATABASE_URL;
-  if (!value) throw new Error("DATABASE_URL must point at a Postgres server the tests may create databases on");
+  if (!value)
+    throw new Error("DATABASE_URL must point at a Postgres server the tests may create databases on");
   return value;
 }
 
@@ -31,7 +32,9 @@ export async function freshDatabase(): Promise<string> {
   url.pathname = `/${name}`;
   // An embedded server that ignores database names would share state between
   // runs and make results meaningless.
-  const actual = await withClient(url.toString(), (c) => c.query<{ db: string }>("SELECT current_database() AS db"));
+  const actual = await withClient(url.toString(), (c) =>
+    c.query<{ db: string }>("SELECT current_database() AS db"),
+  );
   if (actual.rows[0]?.db !== name) {
     throw new Error(`the Postgres at DATABASE_URL connected to "${actual.rows[0]?.db}" instead of "${name}"`);
   }

@@ -17,6 +17,10 @@ export default defineConfig({
           NEON_LOCAL_PROXY: fromEnv("NEON_LOCAL_PROXY"),
           UPSTASH_REDIS_REST_URL: fromEnv("UPSTASH_REDIS_REST_URL"),
           UPSTASH_REDIS_REST_TOKEN: fromEnv("UPSTASH_REDIS_REST_TOKEN"),
+          // Test-only values: nothing outside this run trusts them.
+          SESSION_SECRET: "edge-tests-session-secret-0123456789abcdef",
+          DEV_SIGN_IN: "true",
+          WEB_ORIGIN: "http://127.0.0.1:5173",
         },
       },
     }),

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { portOpen } from "./process.ts";
-import { portNames, type Ports, portsFrom } from "./stack.ts";
+import { type Ports, portNames, portsFrom } from "./stack.ts";
 
 const root = resolve(import.meta.dirname, "..");
 
@@ -39,12 +39,21 @@ function descendants(pid: number): number[] {
   return found;
 }
 
+/** Running, not a zombie waiting for a reaper that is not its parent's business. */
 function alive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    const state = execFileSync("ps", ["-o", "stat=", "-p", String(pid)], { encoding: "utf8" }).trim();
+    return state !== "" && !state.startsWith("Z");
   } catch {
-    return false;
+    return false; // ps exits 1 when there is no such process
+  }
+}
+
+function describeProcess(pid: number): string {
+  try {
+    return execFileSync("ps", ["-o", "pid=,stat=,args=", "-p", String(pid)], { encoding: "utf8" }).trim();
+  } catch {
+    return `${pid} (gone)`;
   }
 }
 
@@ -104,7 +113,11 @@ describe("npm run dev", () => {
 
   it("reports Postgres and Redis healthy through the web app's /api", async () => {
     const response = await fetch(`http://127.0.0.1:${ports.web}/api/health`);
-    const body = (await response.json()) as { ok: boolean; postgres: { ok: boolean }; redis: { ok: boolean } };
+    const body = (await response.json()) as {
+      ok: boolean;
+      postgres: { ok: boolean };
+      redis: { ok: boolean };
+    };
     expect(response.status).toBe(200);
     expect(body.postgres.ok).toBe(true);
     expect(body.redis.ok).toBe(true);
@@ -119,7 +132,9 @@ describe("npm run dev", () => {
     process.kill(-pid, "SIGINT");
     expect(await exited).toBe(0);
     expect(output).toContain("all stopped");
-    const survivors = [pid, ...tree].filter(alive);
+    // Give the kernel a moment to reap what the launcher waited for.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const survivors = [pid, ...tree].filter(alive).map(describeProcess);
     expect(survivors).toEqual([]);
     const open = [];
     for (const name of portNames) if (await portOpen(ports[name])) open.push(`${name}:${ports[name]}`);

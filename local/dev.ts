@@ -2,7 +2,8 @@
 //
 //   --data-dir DIR    where local data lives (default .local/dev, git-ignored)
 //   --ports-from N    use N, N+1, ... instead of the fixed default ports
-import { mkdirSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { prefixedLog, type Service, spawnService } from "./process.ts";
@@ -15,6 +16,13 @@ async function answers(url: string): Promise<boolean> {
   const response = await fetch(url, { signal: AbortSignal.timeout(2000) });
   await response.body?.cancel();
   return response.status < 500 || response.status === 503;
+}
+
+/** A random secret made once per data folder and kept there. */
+function localSecret(dataDir: string, name: string): string {
+  const file = join(dataDir, name);
+  if (!existsSync(file)) writeFileSync(file, randomBytes(32).toString("base64url"), { mode: 0o600 });
+  return readFileSync(file, "utf8").trim();
 }
 
 /** Quiet, offline wrangler: no metrics, no error reports, no outside lookups. */
@@ -32,9 +40,18 @@ async function startEdge(stack: Stack, ports: Ports, dataDir: string): Promise<S
     UPSTASH_REDIS_REST_URL: stack.env.UPSTASH_REDIS_REST_URL,
     UPSTASH_REDIS_REST_TOKEN: stack.env.UPSTASH_REDIS_REST_TOKEN,
     WEB_ORIGIN: `http://127.0.0.1:${ports.web}`,
+    SESSION_SECRET: localSecret(dataDir, "session-secret"),
+    // Local only: sign in with any email, no Google account needed.
+    DEV_SIGN_IN: "true",
   };
   const envFile = join(dataDir, "edge.env");
-  writeFileSync(envFile, Object.entries(vars).map(([k, v]) => `${k}=${v ?? ""}\n`).join(""), { mode: 0o600 });
+  writeFileSync(
+    envFile,
+    Object.entries(vars)
+      .map(([k, v]) => `${k}=${v ?? ""}\n`)
+      .join(""),
+    { mode: 0o600 },
+  );
   // wrangler insists that the assets folder exists; Vite serves the app in dev.
   mkdirSync(join(root, "web", "dist"), { recursive: true });
   const url = `http://127.0.0.1:${ports.edge}`;
@@ -112,7 +129,8 @@ async function main(): Promise<void> {
     log("local", "all stopped");
     process.exit(0);
   };
-  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, () => void shutdown(signal));
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const)
+    process.on(signal, () => void shutdown(signal));
 
   try {
     stack = await startStack({ dataDir, ports, log, ephemeral: false });

@@ -90,7 +90,17 @@ async function startSystemPostgres(bin: string, options: PostgresOptions): Promi
     log("postgres", `initialising a private cluster in ${dir}`);
     execFileSync(
       join(bin, "initdb"),
-      ["-D", dir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", ...(options.ephemeral ? ["--no-sync"] : [])],
+      [
+        "-D",
+        dir,
+        "-U",
+        "postgres",
+        "--auth=trust",
+        "-E",
+        "UTF8",
+        "--locale=C",
+        ...(options.ephemeral ? ["--no-sync"] : []),
+      ],
       { stdio: "pipe", ...ids },
     );
   }
@@ -128,7 +138,10 @@ async function startSystemPostgres(bin: string, options: PostgresOptions): Promi
 
 async function startEmbeddedPostgres(options: PostgresOptions): Promise<Service> {
   const log = options.log ?? prefixedLog;
-  log("postgres", "PostgreSQL is not installed; using the embedded PGlite server (apt-get install postgresql for the real one)");
+  log(
+    "postgres",
+    "PostgreSQL is not installed; using the embedded PGlite server (apt-get install postgresql for the real one)",
+  );
   const { PGlite } = await import("@electric-sql/pglite");
   const { PGLiteSocketServer } = await import("@electric-sql/pglite-socket");
   const dir = join(options.dataDir, "pglite");

@@ -116,7 +116,11 @@ function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
 }
 
 /** Starts a program as a service in its own process group and waits until it is ready. */
-export async function spawnService(name: string, command: string, options: SpawnOptions = {}): Promise<Spawned> {
+export async function spawnService(
+  name: string,
+  command: string,
+  options: SpawnOptions = {},
+): Promise<Spawned> {
   const log = options.log ?? prefixedLog;
   const child = spawn(command, options.args ?? [], {
     cwd: options.cwd,
@@ -171,7 +175,9 @@ export async function spawnService(name: string, command: string, options: Spawn
       if (await options.ready().catch(() => false)) break;
       if (Date.now() > deadline) {
         await stop();
-        throw new Error(`${name} was not ready within ${options.readyTimeoutMs ?? 30_000} ms:\n${tail.join("\n")}`);
+        throw new Error(
+          `${name} was not ready within ${options.readyTimeoutMs ?? 30_000} ms:\n${tail.join("\n")}`,
+        );
       }
       await sleep(100);
     }

@@ -14,7 +14,14 @@ export interface RedisOptions {
 }
 
 async function pong(port: number): Promise<boolean> {
-  const client = new Redis({ port, host: "127.0.0.1", lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  const client = new Redis({
+    port,
+    host: "127.0.0.1",
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  client.on("error", () => {}); // "not up yet" is the answer, not an error to print
   try {
     await client.connect();
     return (await client.ping()) === "PONG";
@@ -33,7 +40,17 @@ export async function startRedis(options: RedisOptions): Promise<Service> {
     ? ["--appendonly", "no", "--save", ""]
     : ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""];
   const server = await spawnService("redis", program, {
-    args: ["--port", String(options.port), "--bind", "127.0.0.1", "--dir", dir, "--loglevel", "warning", ...persistence],
+    args: [
+      "--port",
+      String(options.port),
+      "--bind",
+      "127.0.0.1",
+      "--dir",
+      dir,
+      "--loglevel",
+      "warning",
+      ...persistence,
+    ],
     cwd: dir,
     log: options.log ?? prefixedLog,
     ready: () => pong(options.port),

@@ -96,9 +96,16 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     await migrate(env.DATABASE_URL!);
     log("postgres", "migrations up to date");
     stack.add(await startRedis({ port: ports.redis, dataDir, log, ephemeral }));
-    stack.add(await startNeonProxy({ port: ports.neon, postgres: { host: "127.0.0.1", port: ports.postgres }, log }));
     stack.add(
-      await startUpstashServer({ port: ports.upstash, redisUrl: env.REDIS_URL!, token: localSecrets.upstashToken, log }),
+      await startNeonProxy({ port: ports.neon, postgres: { host: "127.0.0.1", port: ports.postgres }, log }),
+    );
+    stack.add(
+      await startUpstashServer({
+        port: ports.upstash,
+        redisUrl: env.REDIS_URL!,
+        token: localSecrets.upstashToken,
+        log,
+      }),
     );
     if (options.s3 !== false) {
       stack.add(
@@ -114,7 +121,12 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     }
     if (options.seeder !== false) {
       stack.add(
-        await startSeeder({ dataDir: join(dataDir, "seeder"), trackerPort: ports.tracker, peerPort: ports.peer, log }),
+        await startSeeder({
+          dataDir: join(dataDir, "seeder"),
+          trackerPort: ports.tracker,
+          peerPort: ports.peer,
+          log,
+        }),
       );
     }
     return stack;

@@ -6,7 +6,7 @@ import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync } from 
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { freePort } from "./process.ts";
-import { portNames, type Ports, startStack } from "./stack.ts";
+import { type Ports, portNames, startStack } from "./stack.ts";
 
 const root = resolve(import.meta.dirname, "..");
 
@@ -31,7 +31,9 @@ async function main(): Promise<number> {
   const serviceLog = createWriteStream(join(logDir, "services.log"));
   const log = (service: string, line: string) => serviceLog.write(`${service.padEnd(8)} | ${line}\n`);
 
-  process.stdout.write(`starting the local cloud for tests (service logs: ${join(logDir, "services.log")})\n`);
+  process.stdout.write(
+    `starting the local cloud for tests (service logs: ${join(logDir, "services.log")})\n`,
+  );
   const ports = await freePorts();
   const stack = await startStack({ dataDir, ports, log, ephemeral: true, seeder: false });
   let stopped = false;
@@ -51,7 +53,14 @@ async function main(): Promise<number> {
   const code = await new Promise<number>((done) => {
     const child = spawn(
       process.execPath,
-      [vitest, "run", "--reporter=default", "--reporter=json", `--outputFile.json=${reportFile}`, ...process.argv.slice(2)],
+      [
+        vitest,
+        "run",
+        "--reporter=default",
+        "--reporter=json",
+        `--outputFile.json=${reportFile}`,
+        ...process.argv.slice(2),
+      ],
       { cwd: root, stdio: "inherit", env: { ...process.env, ...stack.env, TORRECLOU_TEST_DATA: dataDir } },
     );
     child.on("exit", (status) => done(status ?? 1));

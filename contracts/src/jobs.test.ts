@@ -1,5 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { assertTransition, canTransition, IllegalTransitionError, isTerminal, jobStates, transitions } from "./jobs.ts";
+import {
+  assertTransition,
+  canTransition,
+  IllegalTransitionError,
+  isTerminal,
+  jobStates,
+  transitions,
+} from "./jobs.ts";
 
 describe("job transitions", () => {
   it("follows the happy path", () => {

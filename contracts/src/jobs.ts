@@ -58,7 +58,15 @@ export function assertTransition(from: JobState, to: JobState): void {
 }
 
 /** Per-file state inside a job. Files upload as soon as they are downloaded. */
-export const fileStates = ["pending", "downloading", "downloaded", "uploading", "uploaded", "skipped", "failed"] as const;
+export const fileStates = [
+  "pending",
+  "downloading",
+  "downloaded",
+  "uploading",
+  "uploaded",
+  "skipped",
+  "failed",
+] as const;
 export const FileState = z.enum(fileStates);
 export type FileState = z.infer<typeof FileState>;
 

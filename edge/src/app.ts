@@ -1,28 +1,65 @@
-// The Hono app: configuration once per isolate, one error shape, routes by concern.
+// The Hono app: configuration once per isolate, per-request clients, one error
+// shape, and routes by concern.
+import type { Redis } from "@upstash/redis/cloudflare";
+import type { NeonDatabase } from "drizzle-orm/neon-serverless";
 import { Hono } from "hono";
+import type { CurrentUser } from "./auth/index.ts";
 import { type Config, ConfigError, parseConfig } from "./config.ts";
+import { createDb, type Db } from "./db/index.ts";
 import { ApiError, notFound, onError } from "./errors/index.ts";
+import { createRedis } from "./redis/index.ts";
+import { auth } from "./routes/auth.ts";
 import { health } from "./routes/health.ts";
 
 export interface AppEnv {
   Bindings: Record<string, unknown>;
-  Variables: { config: Config };
+  Variables: {
+    config: Config;
+    redis: Redis;
+    /** The request's database, opened on first use and closed after the response. */
+    db: () => NeonDatabase;
+    user: CurrentUser;
+  };
 }
 
 export const app = new Hono<AppEnv>()
   .use("*", async (c, next) => {
+    let config: Config;
     try {
-      c.set("config", parseConfig(c.env));
+      config = parseConfig(c.env);
     } catch (err) {
       if (err instanceof ConfigError) {
         console.error(JSON.stringify({ level: "error", msg: err.message }));
-        throw new ApiError(500, "misconfigured", "The server is misconfigured; its operator has been told why.");
+        throw new ApiError(
+          500,
+          "misconfigured",
+          "The server is misconfigured; its operator has been told why.",
+        );
       }
       throw err;
     }
-    await next();
+    c.set("config", config);
+    c.set("redis", createRedis(config));
+    let opened: Db | undefined;
+    c.set("db", () => {
+      opened ??= createDb(config);
+      return opened.db;
+    });
+    try {
+      await next();
+    } finally {
+      if (opened) {
+        const closing = opened.close().catch(() => {});
+        try {
+          c.executionCtx.waitUntil(closing);
+        } catch {
+          await closing; // no execution context (e.g. app.request in tests)
+        }
+      }
+    }
   })
   .route("/api/health", health)
+  .route("/api/auth", auth)
   .notFound(notFound)
   .onError(onError);
 

@@ -7,6 +7,19 @@ const Config = z.object({
   UPSTASH_REDIS_REST_URL: z.url(),
   UPSTASH_REDIS_REST_TOKEN: z.string().min(1),
   WEB_ORIGIN: z.url().default("http://localhost:5173"),
+  /** Signs session JWTs (HS256). */
+  SESSION_SECRET: z.string().min(32, "must be at least 32 characters"),
+  SESSION_TTL_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(60)
+    .max(30 * 86_400)
+    .default(86_400),
+  /** "true" turns on POST /api/auth/dev (local use only); anything else leaves it a 404. */
+  DEV_SIGN_IN: z
+    .enum(["true", "false", ""])
+    .default("false")
+    .transform((v) => v === "true"),
   /** host:port of the local Neon proxy; unset in production. */
   NEON_LOCAL_PROXY: z
     .string()

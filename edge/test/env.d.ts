@@ -6,5 +6,8 @@ declare namespace Cloudflare {
     NEON_LOCAL_PROXY: string;
     UPSTASH_REDIS_REST_URL: string;
     UPSTASH_REDIS_REST_TOKEN: string;
+    SESSION_SECRET: string;
+    DEV_SIGN_IN: string;
+    WEB_ORIGIN: string;
   }
 }

@@ -19,11 +19,15 @@ export function App() {
       <p>Torrents into your own cloud storage.</p>
       <section aria-labelledby="status-heading">
         <h2 id="status-heading">Service status</h2>
-        <Show when={health()} fallback={<p role="status">{health.error ? "The API is unreachable." : "Checking…"}</p>}>
+        <Show
+          when={health()}
+          fallback={<p role="status">{health.error ? "The API is unreachable." : "Checking…"}</p>}
+        >
           {(h) => (
             <ul>
               <li data-testid="postgres">
-                Postgres: {h().postgres.ok ? `healthy (${h().postgres.latencyMs} ms)` : `down: ${h().postgres.error}`}
+                Postgres:{" "}
+                {h().postgres.ok ? `healthy (${h().postgres.latencyMs} ms)` : `down: ${h().postgres.error}`}
               </li>
               <li data-testid="redis">
                 Redis: {h().redis.ok ? `healthy (${h().redis.latencyMs} ms)` : `down: ${h().redis.error}`}

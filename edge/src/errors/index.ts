@@ -27,7 +27,9 @@ export function errorBody(code: string, message: string, details?: unknown): Err
 
 export function onError(err: Error, c: Context): Response {
   if (err instanceof ApiError) return c.json(errorBody(err.code, err.message, err.details), err.status);
-  console.error(JSON.stringify({ level: "error", msg: "unhandled error", name: err.name, error: err.message }));
+  console.error(
+    JSON.stringify({ level: "error", msg: "unhandled error", name: err.name, error: err.message }),
+  );
   return c.json(errorBody("internal", "Something went wrong on our side. Please try again."), 500);
 }
 

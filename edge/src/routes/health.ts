@@ -16,7 +16,11 @@ async function timed(probe: () => Promise<unknown>): Promise<Check> {
     await probe();
     return { ok: true, latencyMs: Date.now() - started };
   } catch (err) {
-    return { ok: false, latencyMs: Date.now() - started, error: err instanceof Error ? err.message : String(err) };
+    return {
+      ok: false,
+      latencyMs: Date.now() - started,
+      error: err instanceof Error ? err.message : String(err),
+    };
   }
 }
 

@@ -1,0 +1,24 @@
+// Requests against the app inside workerd, as a browser or script would send them.
+import { env } from "cloudflare:workers";
+import { app } from "../src/app.ts";
+
+export async function call(path: string, init: RequestInit = {}): Promise<Response> {
+  return app.request(path, init, env);
+}
+
+/** Signs in through the dev sign-in and returns the session cookie header value. */
+export async function signIn(
+  email = `user-${crypto.randomUUID()}@example.com`,
+): Promise<{ cookie: string; userId: string }> {
+  const response = await call("/api/auth/dev", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ email }),
+  });
+  if (response.status !== 200)
+    throw new Error(`dev sign-in failed: ${response.status} ${await response.text()}`);
+  const setCookie = response.headers.get("set-cookie") ?? "";
+  const cookie = setCookie.split(";")[0]!;
+  const { user } = (await response.json()) as { user: { id: string } };
+  return { cookie, userId: user.id };
+}
