@@ -2,7 +2,6 @@
 // shape, and routes by concern.
 import type { Redis } from "@upstash/redis/cloudflare";
 import type { NeonDatabase } from "drizzle-orm/neon-serverless";
-import { Hono } from "hono";
 import type { CurrentUser } from "./auth/index.ts";
 import { type Config, ConfigError, parseConfig } from "./config.ts";
 import { createDb, type Db } from "./db/index.ts";
@@ -10,6 +9,7 @@ import { ApiError, notFound, onError } from "./errors/index.ts";
 import { createRedis } from "./redis/index.ts";
 import { auth } from "./routes/auth.ts";
 import { health } from "./routes/health.ts";
+import { router } from "./routes/openapi.ts";
 
 export interface AppEnv {
   Bindings: Record<string, unknown>;
@@ -22,45 +22,52 @@ export interface AppEnv {
   };
 }
 
-export const app = new Hono<AppEnv>()
-  .use("*", async (c, next) => {
-    let config: Config;
-    try {
-      config = parseConfig(c.env);
-    } catch (err) {
-      if (err instanceof ConfigError) {
-        console.error(JSON.stringify({ level: "error", msg: err.message }));
-        throw new ApiError(
-          500,
-          "misconfigured",
-          "The server is misconfigured; its operator has been told why.",
-        );
-      }
-      throw err;
-    }
-    c.set("config", config);
-    c.set("redis", createRedis(config));
-    let opened: Db | undefined;
-    c.set("db", () => {
-      opened ??= createDb(config);
-      return opened.db;
-    });
-    try {
-      await next();
-    } finally {
-      if (opened) {
-        const closing = opened.close().catch(() => {});
-        try {
-          c.executionCtx.waitUntil(closing);
-        } catch {
-          await closing; // no execution context (e.g. app.request in tests)
-        }
-      }
-    }
-  })
-  .route("/api/health", health)
-  .route("/api/auth", auth)
-  .notFound(notFound)
-  .onError(onError);
+export const app = router();
 
-export type App = typeof app;
+app.use("*", async (c, next) => {
+  let config: Config;
+  try {
+    config = parseConfig(c.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(JSON.stringify({ level: "error", msg: err.message }));
+      throw new ApiError(
+        500,
+        "misconfigured",
+        "The server is misconfigured; its operator has been told why.",
+      );
+    }
+    throw err;
+  }
+  c.set("config", config);
+  c.set("redis", createRedis(config));
+  let opened: Db | undefined;
+  c.set("db", () => {
+    opened ??= createDb(config);
+    return opened.db;
+  });
+  try {
+    await next();
+  } finally {
+    if (opened) {
+      const closing = opened.close().catch(() => {});
+      try {
+        c.executionCtx.waitUntil(closing);
+      } catch {
+        await closing; // no execution context (e.g. app.request in tests)
+      }
+    }
+  }
+});
+
+// Chained so the type carries every route, for the web client (hono/client).
+const routes = app.route("/api/health", health).route("/api/auth", auth);
+
+app.doc31("/api/openapi.json", {
+  openapi: "3.1.0",
+  info: { title: "TorreClou API", version: "1.0.0", description: "Torrents into your own cloud storage." },
+});
+app.notFound(notFound);
+app.onError(onError);
+
+export type App = typeof routes;
