@@ -147,7 +147,9 @@ async function startEmbeddedPostgres(options: PostgresOptions): Promise<Service>
   const dir = join(options.dataDir, "pglite");
   mkdirSync(dir, { recursive: true });
   const db = await PGlite.create(dir);
-  const server = new PGLiteSocketServer({ db, port: options.port, host: "127.0.0.1" });
+  // PGlite runs one query at a time; the socket server queues the rest, so
+  // many clients (pools, the Neon proxy) can still be connected at once.
+  const server = new PGLiteSocketServer({ db, port: options.port, host: "127.0.0.1", maxConnections: 100 });
   await server.start();
   // PGlite has a single database and ignores the name in the URL.
   const url = `postgres://postgres@127.0.0.1:${options.port}/${options.database}`;
