@@ -62,12 +62,14 @@ export function which(program: string, extraDirs: string[] = []): string | undef
 
 /**
  * Finds a program, installing its Debian package when we run as root on a
- * system with apt-get. Otherwise fails with a message naming the package.
+ * system with apt-get (unless TORRECLOU_NO_AUTO_INSTALL=1). Otherwise fails
+ * with a message naming the package.
  */
 export function requireProgram(program: string, debianPackage: string, extraDirs: string[] = []): string {
   const found = which(program, extraDirs);
   if (found) return found;
-  const canInstall = process.getuid?.() === 0 && which("apt-get") !== undefined;
+  const canInstall =
+    process.getuid?.() === 0 && which("apt-get") !== undefined && process.env.TORRECLOU_NO_AUTO_INSTALL !== "1";
   if (canInstall) {
     process.stderr.write(`[local] installing ${debianPackage} for "${program}" (apt-get)\n`);
     const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
