@@ -47,8 +47,8 @@ async function main(): Promise<number> {
     process.on(signal, () => void stop().then(() => process.exit(130)));
   }
 
-  const reportFile = join(logDir, "vitest.json");
-  rmSync(reportFile, { force: true });
+  // One report per run, so runs that overlap never read each other's totals.
+  const reportFile = join(logDir, `vitest-${process.pid}.json`);
   const vitest = join(root, "node_modules", "vitest", "vitest.mjs");
   const code = await new Promise<number>((done) => {
     const child = spawn(
@@ -74,6 +74,7 @@ async function main(): Promise<number> {
   } catch {
     // Vitest crashed before writing its report; the exit code tells.
   }
+  rmSync(reportFile, { force: true });
   const passed = report?.numPassedTests ?? 0;
   const failed = report?.numFailedTests ?? (code === 0 ? 0 : 1);
   const skipped = (report?.numPendingTests ?? 0) + (report?.numTodoTests ?? 0);

@@ -1,46 +1,72 @@
-// The worker process: configuration, logs, health and metrics endpoints.
+// The worker process: configuration, logs, the job loop, and the health and
+// metrics endpoints. SIGTERM hands running jobs back to the queue and exits
+// within WORKER_SHUTDOWN_MS.
 import { createServer } from "node:http";
-import { Redis } from "ioredis";
+import type { Db } from "@torreclou/db/jobs";
+import { drizzle } from "drizzle-orm/node-postgres";
 import pg from "pg";
 import { pino } from "pino";
-import { collectDefaultMetrics, Registry } from "prom-client";
 import { loadConfig } from "./config.ts";
+import { createMetrics } from "./metrics.ts";
+import { Worker } from "./worker.ts";
 
 const config = loadConfig();
-const log = pino({ level: config.LOG_LEVEL, base: { service: "worker" } });
-const registry = new Registry();
-collectDefaultMetrics({ register: registry });
+const log = pino({ level: config.LOG_LEVEL, base: { service: "worker", worker: config.WORKER_ID } });
+const metrics = createMetrics();
 
-const redis = new Redis(config.REDIS_URL, { lazyConnect: true });
-const db = new pg.Pool({ connectionString: config.DATABASE_URL, max: 4 });
-await redis.connect();
-await db.query("select 1");
+const pool = new pg.Pool({
+  connectionString: config.DATABASE_URL,
+  max: Math.max(4, config.WORKER_CONCURRENCY * 3),
+});
+pool.on("error", (error) => log.warn({ err: error }, "postgres pool error"));
+const db: Db = drizzle({ client: pool });
+await pool.query("select 1");
+
+const worker = new Worker({ config, db, log, metrics });
+await worker.start();
 
 const server = createServer((req, res) => {
   if (req.url === "/healthz") {
-    Promise.all([redis.ping(), db.query("select 1")])
-      .then(() => res.writeHead(200, { "content-type": "application/json" }).end('{"ok":true}'))
+    Promise.all([worker.queue.commands.ping(), pool.query("select 1")])
+      .then(() =>
+        res
+          .writeHead(200, { "content-type": "application/json" })
+          .end(JSON.stringify({ ok: true, worker: config.WORKER_ID, jobs: worker.activeJobs.length })),
+      )
       .catch((err: unknown) =>
-        res.writeHead(503, { "content-type": "application/json" }).end(JSON.stringify({ ok: false, error: String(err) })),
+        res
+          .writeHead(503, { "content-type": "application/json" })
+          .end(JSON.stringify({ ok: false, error: String(err) })),
       );
     return;
   }
   if (req.url === "/metrics") {
-    registry
+    metrics.registry
       .metrics()
-      .then((body) => res.writeHead(200, { "content-type": registry.contentType }).end(body))
+      .then((body) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(body))
       .catch(() => res.writeHead(500).end());
     return;
   }
   res.writeHead(404).end();
 });
-server.listen(config.WORKER_HTTP_PORT, "127.0.0.1", () => log.info({ port: config.WORKER_HTTP_PORT }, "worker up"));
+server.listen(config.WORKER_HTTP_PORT, config.WORKER_HTTP_HOST, () =>
+  log.info({ host: config.WORKER_HTTP_HOST, port: config.WORKER_HTTP_PORT }, "worker up"),
+);
 
+let shuttingDown = false;
 async function shutdown(signal: string): Promise<void> {
-  log.info({ signal }, "shutting down");
+  if (shuttingDown) return;
+  shuttingDown = true;
+  log.info({ signal, boundMs: config.WORKER_SHUTDOWN_MS }, "shutting down: handing running jobs back");
+  // Whatever happens, the process is gone within the bound.
+  setTimeout(() => process.exit(1), config.WORKER_SHUTDOWN_MS).unref();
   server.close();
-  redis.disconnect();
-  await db.end();
+  try {
+    await worker.shutdown();
+    await pool.end();
+  } catch (error) {
+    log.error({ err: error }, "unclean shutdown");
+  }
   process.exit(0);
 }
 process.once("SIGTERM", () => void shutdown("SIGTERM"));

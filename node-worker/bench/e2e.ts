@@ -1,0 +1,201 @@
+// Throughput benchmark (prints numbers; not a test). For a 1 GiB, 3-file
+// torrent seeded by aria2c on loopback into the local S3 server it measures:
+//   end-to-end     a real worker process runs the job (submit → completed)
+//   download-only  aria2c downloads the same torrent from the same seeder
+//   upload-only    the worker's S3 uploader sends the same files to the same server
+// plus the worker's peak RSS and its peak scratch disk use.
+//
+//   node node-worker/bench/e2e.ts            (ports 17500-17510; BENCH_PORT=N to move them)
+//   BENCH_MIB=1024 BENCH_KEEP=1 ...           (size; keep the data folder)
+import { spawn } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { pino } from "pino";
+import { freePort, quietLog } from "../../local/process.ts";
+import { ARIA2_LOOPBACK_FLAGS, readTorrent } from "../../local/seeder/index.ts";
+import { portsFrom, startStack } from "../../local/stack.ts";
+import { diskUsage } from "../src/scratch.ts";
+import { S3Sink } from "../src/sinks/s3.ts";
+import {
+  createProfile,
+  expectStoredExactly,
+  MiB,
+  makeFixture,
+  seedFixtures,
+  setupEnv,
+  submitJob,
+  transitionsOf,
+  waitForState,
+  workerEnv,
+} from "../test/helpers.ts";
+
+const root = resolve(import.meta.dirname, "../..");
+const totalMiB = Number(process.env.BENCH_MIB ?? 1024);
+const basePort = Number(process.env.BENCH_PORT ?? 17500);
+
+function seconds(ms: number): string {
+  return (ms / 1000).toFixed(2);
+}
+
+async function main(): Promise<void> {
+  const stackDir = await mkdtemp(join(tmpdir(), "torreclou-bench-stack-"));
+  const stack = await startStack({
+    dataDir: stackDir,
+    ports: portsFrom(basePort),
+    log: quietLog,
+    ephemeral: true,
+    seeder: false,
+  });
+  Object.assign(process.env, stack.env);
+  const env = await setupEnv(15);
+  try {
+    // Three files of uneven sizes (~45/33/22 %), none aligned to a piece.
+    const sizes = [0.45, 0.33].map((f) => Math.floor(totalMiB * MiB * f) + 12_345);
+    sizes.push(totalMiB * MiB - sizes[0]! - sizes[1]!);
+    const made = await makeFixture(env, "bench", [
+      { path: "part-1.bin", size: sizes[0]! },
+      { path: "part-2.bin", size: sizes[1]! },
+      { path: "part-3.bin", size: sizes[2]! },
+    ]);
+    const summary = readTorrent(await readFile(made.torrentPath));
+    await seedFixtures(env, [made]);
+    process.stdout.write(
+      `torrent: ${summary.files.length} files, ${totalMiB} MiB, seeded by aria2c on loopback\n`,
+    );
+
+    // Download only: aria2c as the downloader.
+    const dlDir = join(env.dataDir, "aria2-download");
+    const dlStart = Date.now();
+    await new Promise<void>((done, fail) => {
+      const child = spawn(
+        "aria2c",
+        [...ARIA2_LOOPBACK_FLAGS, `--dir=${dlDir}`, "--seed-time=0", "--listen-port=17590", made.torrentPath],
+        { stdio: "ignore" },
+      );
+      child.on("exit", (code) => (code === 0 ? done() : fail(new Error(`aria2c exited with ${code}`))));
+    });
+    const downloadOnly = Date.now() - dlStart;
+    await rm(dlDir, { recursive: true, force: true });
+
+    // Upload only: the worker's S3 uploader, files already on disk, two files at a time as in a job.
+    const sink = new S3Sink({
+      config: {
+        endpoint: process.env.S3_ENDPOINT,
+        region: "us-east-1",
+        bucket: env.bucket,
+        forcePathStyle: true,
+      },
+      secret: {
+        accessKeyId: process.env.S3_ACCESS_KEY_ID!,
+        secretAccessKey: process.env.S3_SECRET_ACCESS_KEY!,
+      },
+      folder: "upload-only",
+      partSize: 8 * MiB,
+      concurrency: 4,
+      log: pino({ level: "warn" }),
+    });
+    const upStart = Date.now();
+    const queue = [...summary.files];
+    const signal = new AbortController().signal;
+    const lane = async () => {
+      for (let f = queue.shift(); f; f = queue.shift()) {
+        await sink.upload(
+          { path: f.path, size: f.length, localPath: join(env.dataDir, "seed", f.path), uploadSession: null },
+          {
+            signal,
+            ready: async () => {},
+            onSession: async () => {},
+            onPart: async () => {},
+            journal: async () => [],
+            clearSession: async () => {},
+            onBytes: () => {},
+          },
+        );
+      }
+    };
+    await Promise.all([lane(), lane()]);
+    const uploadOnly = Date.now() - upStart;
+    sink.close();
+
+    // End to end: a worker process runs the job.
+    const profileId = await createProfile(env);
+    const port = await freePort();
+    const worker = spawn(process.execPath, ["node-worker/src/main.ts"], {
+      cwd: root,
+      env: {
+        ...workerEnv(env, {
+          LOG_LEVEL: "warn",
+          WORKER_HTTP_PORT: String(port),
+          WORKER_PART_SIZE_BYTES: String(8 * MiB),
+          WORKER_UPLOAD_CONCURRENCY: "4",
+        }),
+        PATH: process.env.PATH ?? "",
+      },
+      stdio: ["ignore", "inherit", "inherit"],
+    });
+    // Ready once its HTTP server answers.
+    for (let i = 0; i < 100; i++) {
+      if (
+        await fetch(`http://127.0.0.1:${port}/healthz`).then(
+          (r) => r.ok,
+          () => false,
+        )
+      )
+        break;
+      await sleep(100);
+    }
+    let peakRss = 0;
+    let peakScratch = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        const status = await readFile(`/proc/${worker.pid}/status`, "utf8").catch(() => "");
+        const hwm = /VmHWM:\s+(\d+) kB/.exec(status);
+        if (hwm) peakRss = Math.max(peakRss, Number(hwm[1]) * 1024);
+        peakScratch = Math.max(peakScratch, await diskUsage(env.scratchDir));
+        await sleep(100);
+      }
+    })();
+    const e2eStart = Date.now();
+    const job = await submitJob(env, { made, profileId });
+    const done = await waitForState(env, job.id, ["completed", "failed"], 600_000);
+    const endToEnd = Date.now() - e2eStart;
+    sampling = false;
+    await sampler;
+    worker.kill("SIGTERM");
+    if (done.state !== "completed") throw new Error(`the job failed: ${done.failureReason}`);
+    await expectStoredExactly(env, made, job.id);
+
+    const history = await transitionsOf(env, job.id);
+    const at = (state: string) => history.find((t) => t.toState === state)?.at.getTime() ?? Number.NaN;
+    const phases = `queued→downloading ${seconds(at("downloading") - at("queued"))} s, downloading→uploading ${seconds(at("uploading") - at("downloading"))} s, uploading→completed ${seconds(at("completed") - at("uploading"))} s`;
+    const slower = Math.max(downloadOnly, uploadOnly);
+    process.stdout.write(
+      [
+        `end-to-end:      ${seconds(endToEnd)} s  (worker: download + upload, overlapped)`,
+        `download-only:   ${seconds(downloadOnly)} s  (aria2c from the same seeder)`,
+        `upload-only:     ${seconds(uploadOnly)} s  (same files, same uploader, same S3 server)`,
+        `phases:          ${phases}`,
+        `ratio:           ${(endToEnd / slower).toFixed(2)} × max(download-only, upload-only)  (target ≤ 1.30)`,
+        `worker peak RSS: ${(peakRss / MiB).toFixed(0)} MiB  (target ≤ 300)`,
+        `peak scratch:    ${(peakScratch / MiB).toFixed(0)} MiB  (of ${totalMiB} MiB torrent)`,
+        "objects verified byte-identical (sha256)",
+        "",
+      ].join("\n"),
+    );
+  } finally {
+    if (!process.env.BENCH_KEEP) await env.cleanup();
+    await stack.stop();
+    await rm(stackDir, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,538 @@
+// One attempt at one job: resolve the metadata (magnet), download the chosen
+// files, upload each as its bytes arrive, record state and progress, clean up.
+// The attempt number is the fencing token: every database write checks it, and
+// a StaleAttemptError stops the attempt without touching anything else.
+import { mkdir } from "node:fs/promises";
+import {
+  CredentialsError,
+  decryptS3Secret,
+  type FileProgress,
+  type JobState,
+  type Keyring,
+  type S3Secret,
+  sealedOf,
+  type TransitionCause,
+} from "@torreclou/contracts";
+import type { JobFile, S3ProfileConfig } from "@torreclou/db";
+import { type Db, StaleAttemptError, transitionJob } from "@torreclou/db/jobs";
+import type { Redis } from "ioredis";
+import type { Logger } from "pino";
+import type { Config } from "../config.ts";
+import type { Metrics } from "../metrics.ts";
+import { ProgressPublisher } from "../progress.ts";
+import { type Reservation, removeDir, removeFile, type ScratchBudget, scratchDirFor } from "../scratch.ts";
+import { PermanentJobError, type Sink } from "../sinks/index.ts";
+import { S3Sink } from "../sinks/s3.ts";
+import { Download } from "../torrent/download.ts";
+import {
+  clearUploadSession,
+  currentJob,
+  type Fenced,
+  type JobContext,
+  journalOf,
+  loadJobContext,
+  recordPart,
+  saveResolvedMetadata,
+  updateFile,
+  updateJobCounters,
+} from "./store.ts";
+
+export type Outcome = "completed" | "failed" | "cancelled" | "handed_back" | "stale" | "gone";
+export type StopReason = "cancel" | "shutdown" | "stale";
+
+export interface RunnerDeps {
+  db: Db;
+  redis: Redis;
+  config: Config;
+  log: Logger;
+  budget: ScratchBudget;
+  metrics: Metrics;
+  keyRing: Keyring;
+}
+
+class Stopped extends Error {
+  readonly why: StopReason;
+  constructor(why: StopReason) {
+    super(`attempt stopped: ${why}`);
+    this.why = why;
+  }
+}
+
+/** Rejects when the signal aborts, so no await outlives a stop. */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+export class JobRun {
+  readonly jobId: string;
+  readonly attempt: number;
+  readonly #deps: RunnerDeps;
+  readonly #log: Logger;
+  readonly #controller = new AbortController();
+  readonly #fenced: Fenced;
+  #stopReason: StopReason | undefined;
+  #download: Download | undefined;
+  #sink: Sink | undefined;
+  #progress: ProgressPublisher | undefined;
+  #reservation: Reservation | undefined;
+  #files: JobFile[] = [];
+  #phase: JobState = "queued";
+  #uploadedBytes = new Map<number, number>();
+  /** Every chosen file is on disk: peers are no longer needed. */
+  #allDownloaded = false;
+
+  constructor(deps: RunnerDeps, jobId: string, attempt: number) {
+    this.#deps = deps;
+    this.jobId = jobId;
+    this.attempt = attempt;
+    this.#log = deps.log.child({ jobId, attempt });
+    this.#fenced = { db: deps.db, jobId, attempt };
+  }
+
+  get phase(): JobState {
+    return this.#phase;
+  }
+
+  /** Asks the attempt to stop; `run` then settles with the matching outcome. */
+  stop(why: StopReason): void {
+    if (this.#stopReason) return;
+    this.#stopReason = why;
+    this.#log.info({ why }, "stopping attempt");
+    this.#controller.abort(new Stopped(why));
+    void this.#download?.destroy();
+  }
+
+  get #signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  async run(): Promise<Outcome> {
+    const { metrics } = this.#deps;
+    metrics.activeJobs.inc();
+    try {
+      const outcome = await this.#run();
+      metrics.jobOutcomes.inc({ outcome });
+      return outcome;
+    } finally {
+      metrics.activeJobs.dec();
+      await this.#download?.destroy().catch(() => {});
+      await this.#progress?.close();
+      this.#sink?.close();
+      this.#reservation?.releaseAll();
+      metrics.scratchReservedBytes.set(this.#deps.budget.used);
+    }
+  }
+
+  async #run(): Promise<Outcome> {
+    const ctx = await loadJobContext(this.#deps.db, this.jobId);
+    if (!ctx) return "gone";
+    if (ctx.job.attempt !== this.attempt) return "stale";
+    this.#phase = ctx.job.state;
+    this.#files = ctx.files;
+    this.#progress = new ProgressPublisher(
+      this.#deps.redis,
+      this.jobId,
+      this.attempt,
+      ctx.job.state,
+      this.#log,
+    );
+    this.#progress.setBytes({ total: ctx.job.bytesTotal });
+    try {
+      await this.#work(ctx);
+      return "completed";
+    } catch (error) {
+      return this.#settle(error);
+    }
+  }
+
+  /** What an error means for the attempt, and the clean-up it calls for. */
+  async #settle(error: unknown): Promise<Outcome> {
+    const why = this.#stopReason ?? (error instanceof Stopped ? error.why : undefined);
+    if (error instanceof StaleAttemptError || why === "stale") {
+      this.#log.warn("a newer attempt owns this job; stopping without touching it");
+      return "stale";
+    }
+    try {
+      if (why === "shutdown") {
+        // The caller hands the job back to the queue; scratch data stays for a resume.
+        return "handed_back";
+      }
+      if (why === "cancel") {
+        await this.#cleanup();
+        await this.#transition("cancelled", "user", "cancelled by the user").catch(() => undefined);
+        await this.#progress?.phase("cancelled", "Cancelled");
+        return "cancelled";
+      }
+      const reason =
+        error instanceof PermanentJobError
+          ? error.reason
+          : `The job stopped on an unexpected error: ${messageOf(error)}`;
+      this.#log.warn({ err: error, reason }, "job failed");
+      await this.#cleanup();
+      const moved = await this.#transition("failed", "worker", reason);
+      if (!moved) return (await this.#isCancelled()) ? "cancelled" : "stale";
+      await this.#progress?.phase("failed", reason);
+      return "failed";
+    } catch (inner) {
+      if (inner instanceof StaleAttemptError) return "stale";
+      throw inner;
+    }
+  }
+
+  async #isCancelled(): Promise<boolean> {
+    return (await currentJob(this.#deps.db, this.jobId))?.state === "cancelled";
+  }
+
+  /** Aborts unfinished uploads, forgets their sessions, deletes the scratch folder. */
+  async #cleanup(): Promise<void> {
+    await this.#download?.destroy().catch(() => {});
+    const fresh = await loadJobContext(this.#deps.db, this.jobId);
+    for (const file of fresh?.files ?? this.#files) {
+      if (!file.uploadSession) continue;
+      await this.#sink?.abort({ path: file.path, uploadSession: file.uploadSession });
+      await clearUploadSession(this.#fenced, file.id).catch((error: unknown) => {
+        if (error instanceof StaleAttemptError) throw error;
+      });
+    }
+    await removeDir(scratchDirFor(this.#deps.config.WORKER_SCRATCH_DIR, this.jobId));
+  }
+
+  /** Fenced, table-checked state change; false if the job could not move (cancelled meanwhile, or stale). */
+  async #transition(to: JobState, cause: TransitionCause, reason?: string): Promise<boolean> {
+    const job = await transitionJob(this.#deps.db, {
+      jobId: this.jobId,
+      to,
+      cause,
+      reason,
+      attempt: this.attempt,
+      set: this.#progress
+        ? { bytesDownloaded: this.#progress.bytes.downloaded, bytesUploaded: this.#progress.bytes.uploaded }
+        : undefined,
+    });
+    if (job) {
+      this.#phase = to;
+      return true;
+    }
+    return false;
+  }
+
+  /** A forward move the attempt needs; anything else means it was cancelled or replaced. */
+  async #advance(to: JobState, reason?: string): Promise<void> {
+    if (await this.#transition(to, "worker", reason)) {
+      await this.#progress?.phase(to);
+      return;
+    }
+    const now = await currentJob(this.#deps.db, this.jobId);
+    if (!now || now.attempt !== this.attempt) throw new StaleAttemptError(this.jobId, this.attempt);
+    if (now.state === "cancelled") throw new Stopped("cancel");
+    throw new Error(`the job could not move from "${now.state}" to "${to}"`);
+  }
+
+  async #work(ctx: JobContext): Promise<void> {
+    const { config } = this.#deps;
+    const progress = this.#progress!;
+    const signal = this.#signal;
+
+    // A job taken over from a stopped attempt starts again from the queue state.
+    if (ctx.job.state !== "queued") {
+      await this.#advance("queued", "taken over after the previous attempt stopped");
+    }
+    progress.start();
+
+    // Where the files go.
+    const profile = ctx.profile;
+    if (!profile) {
+      throw new PermanentJobError(
+        "The storage profile for this job was deleted. Choose another destination and retry.",
+      );
+    }
+    if (profile.kind !== "s3") {
+      throw new PermanentJobError(
+        "This worker cannot upload to Google Drive yet; choose an S3-compatible destination.",
+      );
+    }
+    let secret: S3Secret;
+    try {
+      secret = await decryptS3Secret(this.#deps.keyRing, sealedOf(profile), profile.id);
+    } catch (error) {
+      if (error instanceof CredentialsError) {
+        throw new PermanentJobError(`The storage profile's credentials could not be read: ${error.message}.`);
+      }
+      throw error;
+    }
+    const sink = new S3Sink({
+      config: profile.config as S3ProfileConfig,
+      secret,
+      folder: ctx.job.targetFolder || ctx.job.id,
+      partSize: config.WORKER_PART_SIZE_BYTES,
+      concurrency: config.WORKER_UPLOAD_CONCURRENCY,
+      log: this.#log,
+    });
+    this.#sink = sink;
+    await sink.preflight(signal);
+
+    const dir = scratchDirFor(config.WORKER_SCRATCH_DIR, this.jobId);
+    const source = ctx.torrent.torrentFile ?? ctx.torrent.magnetUri;
+    if (!source) throw new PermanentJobError("The job has neither a .torrent file nor a magnet link.");
+
+    // A magnet: fetch the metadata from peers first.
+    let files = ctx.files;
+    if (files.length === 0) {
+      await this.#advance("resolving");
+      await mkdir(dir, { recursive: true });
+      const download = this.#startDownload(source, dir);
+      const meta = await this.#withPeerWatch(download.metadata(signal), "metadata");
+      files = await saveResolvedMetadata(this.#fenced, ctx.torrent.id, {
+        torrentFile: meta.torrentFile,
+        totalSize: meta.totalSize,
+        pieceLength: meta.pieceLength,
+        pieceCount: meta.pieceCount,
+        files: meta.files,
+      });
+      this.#files = files;
+      this.#log.info({ files: files.length, bytes: meta.totalSize }, "metadata resolved");
+    }
+
+    const chosen = files.filter((f) => f.selected && f.state !== "skipped");
+    const total = chosen.reduce((sum, f) => sum + f.size, 0);
+    progress.setBytes({ total });
+    const todo = chosen.filter((f) => !(f.state === "uploaded" && f.cloudId));
+    for (const f of chosen) {
+      const done = f.state === "uploaded" && f.cloudId;
+      this.#uploadedBytes.set(f.fileIndex, done ? f.size : 0);
+      progress.setFile({
+        index: f.fileIndex,
+        state: done ? "uploaded" : f.state,
+        size: f.size,
+        downloaded: done ? f.size : 0,
+        uploaded: done ? f.size : 0,
+      });
+    }
+
+    // Disk for what is left, before any byte is fetched.
+    const needed = todo.reduce((sum, f) => sum + f.size, 0);
+    this.#reservation = await this.#deps.budget.reserve(needed, signal, () =>
+      this.#log.info({ needed }, "waiting for scratch space"),
+    );
+    this.#deps.metrics.scratchReservedBytes.set(this.#deps.budget.used);
+
+    await this.#advance("downloading");
+    await mkdir(dir, { recursive: true });
+    const download = this.#download ?? this.#startDownload(source, dir);
+    // A .torrent's metadata is parsed locally (asynchronously); files exist only after it.
+    await abortable(download.metadata(signal), signal);
+    if (todo.length > 0) download.select(todo.map((f) => f.fileIndex));
+
+    const ticker = setInterval(() => this.#refresh(), 1000);
+    const persister = setInterval(() => void this.#persistCounters(), 5000);
+    try {
+      await this.#transfer(todo, download, sink);
+    } finally {
+      clearInterval(ticker);
+      clearInterval(persister);
+    }
+    this.#refresh();
+
+    if (this.#phase === "downloading") await this.#advance("uploading");
+    await download.destroy();
+    await removeDir(dir);
+    await this.#advance("completed");
+    this.#log.info({ files: chosen.length, bytes: total }, "job completed");
+  }
+
+  #startDownload(source: string | Uint8Array, dir: string): Download {
+    const c = this.#deps.config;
+    const download = new Download(
+      source,
+      dir,
+      {
+        dht: c.WORKER_DHT,
+        lsd: c.WORKER_LSD,
+        natUpnp: c.WORKER_NAT_UPNP,
+        natPmp: c.WORKER_NAT_PMP,
+        utp: c.WORKER_UTP,
+        maxConns: c.WORKER_MAX_CONNS,
+      },
+      this.#log,
+    );
+    download.on("download", (bytes: number) => this.#deps.metrics.bytesDownloaded.inc(bytes));
+    this.#download = download;
+    return download;
+  }
+
+  /** Rejects if no peer is connected for WORKER_NO_PEERS_TIMEOUT_MS while `work` is pending. */
+  #withPeerWatch<T>(work: Promise<T>, what: "metadata" | "data"): Promise<T> {
+    const timeout = this.#deps.config.WORKER_NO_PEERS_TIMEOUT_MS;
+    let lastPeer = Date.now();
+    let timer: NodeJS.Timeout | undefined;
+    const watch = new Promise<never>((_, reject) => {
+      timer = setInterval(() => {
+        const download = this.#download;
+        if (!download || download.peers > 0 || this.#allDownloaded) {
+          lastPeer = Date.now();
+          return;
+        }
+        if (Date.now() - lastPeer >= timeout) {
+          const seconds = Math.round(timeout / 1000);
+          reject(
+            new PermanentJobError(
+              what === "metadata"
+                ? `No peers shared this magnet's metadata: none connected within ${seconds} s.`
+                : `No peers are sharing this torrent: none connected within ${seconds} s.`,
+            ),
+          );
+        }
+      }, 500);
+    });
+    const failure = new Promise<never>((_, reject) => {
+      this.#download?.once("failed", (error: Error) =>
+        reject(
+          new PermanentJobError(`The torrent could not be downloaded: ${error.message}`, { cause: error }),
+        ),
+      );
+    });
+    return abortable(Promise.race([work, watch, failure]), this.#signal).finally(() => clearInterval(timer));
+  }
+
+  /** Downloads and uploads every remaining file; uploads start as soon as their bytes are on disk. */
+  async #transfer(todo: JobFile[], download: Download, sink: Sink): Promise<void> {
+    const allDownloaded = Promise.all(
+      todo.map(async (file) => {
+        await download.waitRange(file.fileIndex, 0, file.size);
+        await this.#fileState(file, "uploading", { bytesDownloaded: file.size });
+      }),
+    ).then(async () => {
+      this.#allDownloaded = true;
+      this.#refresh();
+      if (this.#phase === "downloading") await this.#advance("uploading");
+    });
+    // Two files upload at once; each upload keeps its own parts in flight.
+    const queue = [...todo];
+    const lane = async () => {
+      for (let file = queue.shift(); file; file = queue.shift()) await this.#uploadFile(file, download, sink);
+    };
+    const uploads = Promise.all([lane(), lane()]);
+    await this.#withPeerWatch(Promise.all([allDownloaded, uploads]), "data");
+  }
+
+  async #fileState(
+    file: JobFile,
+    state: JobFile["state"],
+    extra: Parameters<typeof updateFile>[2] = {},
+  ): Promise<void> {
+    await updateFile(this.#fenced, file.id, { state, ...extra });
+    file.state = state;
+    const before = this.#progress?.file(file.fileIndex);
+    this.#progress?.setFile({
+      index: file.fileIndex,
+      state,
+      size: file.size,
+      downloaded: extra.bytesDownloaded ?? before?.downloaded ?? 0,
+      uploaded: extra.bytesUploaded ?? before?.uploaded ?? 0,
+    });
+  }
+
+  async #uploadFile(file: JobFile, download: Download, sink: Sink): Promise<void> {
+    const signal = this.#signal;
+    if (file.state === "pending") await this.#fileState(file, "downloading");
+    const localPath = download.localPath(file.fileIndex);
+    let uploaded = 0;
+    const result = await sink.upload(
+      { path: file.path, size: file.size, localPath, uploadSession: file.uploadSession },
+      {
+        signal,
+        ready: (start, end) => abortable(download.waitRange(file.fileIndex, start, end), signal),
+        onSession: async (session) => {
+          await updateFile(this.#fenced, file.id, { uploadSession: session });
+          file.uploadSession = session;
+        },
+        onPart: (part) => recordPart(this.#fenced, file.id, part),
+        journal: () => journalOf(this.#deps.db, file.id),
+        clearSession: async () => {
+          await clearUploadSession(this.#fenced, file.id);
+          file.uploadSession = null;
+        },
+        onBytes: (bytes) => {
+          uploaded += bytes;
+          this.#uploadedBytes.set(file.fileIndex, uploaded);
+        },
+        onSent: (bytes) => this.#deps.metrics.bytesUploaded.inc(bytes),
+      },
+    );
+    await download.waitRange(file.fileIndex, 0, file.size);
+    await this.#fileState(file, "uploaded", {
+      cloudId: result.cloudId,
+      cloudUrl: result.cloudUrl ?? null,
+      checksum: result.checksum,
+      uploadSession: null,
+      bytesDownloaded: file.size,
+      bytesUploaded: file.size,
+      error: null,
+    });
+    file.cloudId = result.cloudId;
+    this.#uploadedBytes.set(file.fileIndex, file.size);
+    await removeFile(localPath);
+    this.#reservation?.release(file.size);
+    this.#deps.metrics.scratchReservedBytes.set(this.#deps.budget.used);
+    this.#log.info({ file: file.path, key: result.cloudId, bytes: file.size }, "file uploaded");
+  }
+
+  /** Recomputes byte counters and per-file progress from the download and the uploads. */
+  #refresh(): void {
+    const progress = this.#progress;
+    const download = this.#download;
+    if (!progress) return;
+    let downloaded = 0;
+    let uploaded = 0;
+    for (const file of this.#files) {
+      if (!file.selected || file.state === "skipped") continue;
+      const up = this.#uploadedBytes.get(file.fileIndex) ?? 0;
+      const done = file.state === "uploaded";
+      const down = done ? file.size : Math.max(download?.downloadedOf(file.fileIndex) ?? 0, up);
+      downloaded += down;
+      uploaded += up;
+      const entry: FileProgress = {
+        index: file.fileIndex,
+        state: file.state,
+        size: file.size,
+        downloaded: down,
+        uploaded: up,
+      };
+      progress.setFile(entry);
+    }
+    progress.setBytes({ downloaded, uploaded });
+    if (download) progress.setPeers(download.peers);
+  }
+
+  async #persistCounters(): Promise<void> {
+    const progress = this.#progress;
+    if (!progress || this.#signal.aborted) return;
+    try {
+      await updateJobCounters(this.#fenced, {
+        bytesDownloaded: progress.bytes.downloaded,
+        bytesUploaded: progress.bytes.uploaded,
+      });
+    } catch (error) {
+      if (error instanceof StaleAttemptError) this.stop("stale");
+      else this.#log.warn({ err: error }, "could not save byte counters");
+    }
+  }
+}

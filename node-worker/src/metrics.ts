@@ -1,0 +1,57 @@
+// Prometheus metrics of one worker process.
+import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
+
+export interface Metrics {
+  registry: Registry;
+  bytesDownloaded: Counter;
+  bytesUploaded: Counter;
+  activeJobs: Gauge;
+  jobOutcomes: Counter<"outcome">;
+  queuePending: Gauge;
+  queueOldestAgeSeconds: Gauge;
+  scratchReservedBytes: Gauge;
+}
+
+export function createMetrics(): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  return {
+    registry,
+    bytesDownloaded: new Counter({
+      name: "torreclou_worker_downloaded_bytes_total",
+      help: "Bytes received from BitTorrent peers",
+      registers: [registry],
+    }),
+    bytesUploaded: new Counter({
+      name: "torreclou_worker_uploaded_bytes_total",
+      help: "Bytes sent to storage providers",
+      registers: [registry],
+    }),
+    activeJobs: new Gauge({
+      name: "torreclou_worker_active_jobs",
+      help: "Jobs running in this process",
+      registers: [registry],
+    }),
+    jobOutcomes: new Counter({
+      name: "torreclou_worker_job_outcomes_total",
+      help: "Attempts that ended, by outcome (completed, failed, cancelled, handed_back, stale)",
+      labelNames: ["outcome"],
+      registers: [registry],
+    }),
+    queuePending: new Gauge({
+      name: "torreclou_queue_pending_entries",
+      help: "Jobs delivered to the consumer group and not yet acknowledged (all workers)",
+      registers: [registry],
+    }),
+    queueOldestAgeSeconds: new Gauge({
+      name: "torreclou_queue_oldest_pending_age_seconds",
+      help: "Age of the oldest unacknowledged job message",
+      registers: [registry],
+    }),
+    scratchReservedBytes: new Gauge({
+      name: "torreclou_worker_scratch_reserved_bytes",
+      help: "Scratch disk reserved by running jobs",
+      registers: [registry],
+    }),
+  };
+}

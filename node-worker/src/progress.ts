@@ -1,0 +1,185 @@
+// Live progress of one job: what the browser sees. Events go to the job's
+// progress stream (bounded with MAXLEN ~) and the latest one to its snapshot
+// key, at most `queue.progressPerSecond` times a second (Upstash bills per
+// command), plus one immediately on every phase change.
+import {
+  type FileProgress,
+  type JobState,
+  keys,
+  type ProgressEvent,
+  progressField,
+  queue,
+} from "@torreclou/contracts";
+import type { Redis } from "ioredis";
+import type { Logger } from "pino";
+
+/** How long a finished job's snapshot and stream stay readable. */
+const RETAIN_SECONDS = 7 * 24 * 3600;
+/** Smoothing of the byte rates (weight of the newest sample). */
+const ALPHA = 0.3;
+
+export class ProgressPublisher {
+  readonly #redis: Redis;
+  readonly #jobId: string;
+  readonly #attempt: number;
+  readonly #log: Logger;
+  readonly #interval: number;
+  #phase: JobState;
+  #total = 0;
+  #downloaded = 0;
+  #uploaded = 0;
+  #peers = 0;
+  #files = new Map<number, FileProgress>();
+  #changed = new Set<number>();
+  #dirty = true;
+  #rates = { down: 0, up: 0 };
+  #sample: { at: number; down: number; up: number } | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #lastSent = 0;
+  #sending: Promise<void> = Promise.resolve();
+
+  constructor(redis: Redis, jobId: string, attempt: number, phase: JobState, log: Logger) {
+    this.#redis = redis;
+    this.#jobId = jobId;
+    this.#attempt = attempt;
+    this.#phase = phase;
+    this.#log = log;
+    this.#interval = Math.ceil(1000 / queue.progressPerSecond);
+  }
+
+  start(): void {
+    this.#timer ??= setInterval(() => this.#tick(), this.#interval);
+    this.#timer.unref();
+  }
+
+  setFile(file: FileProgress): void {
+    const before = this.#files.get(file.index);
+    if (
+      before &&
+      before.state === file.state &&
+      before.downloaded === file.downloaded &&
+      before.uploaded === file.uploaded &&
+      before.size === file.size
+    ) {
+      return;
+    }
+    this.#files.set(file.index, { ...file });
+    this.#changed.add(file.index);
+    this.#dirty = true;
+  }
+
+  file(index: number): FileProgress | undefined {
+    return this.#files.get(index);
+  }
+
+  setBytes(bytes: { total?: number; downloaded?: number; uploaded?: number }): void {
+    if (bytes.total !== undefined && bytes.total !== this.#total) {
+      this.#total = bytes.total;
+      this.#dirty = true;
+    }
+    if (bytes.downloaded !== undefined && bytes.downloaded !== this.#downloaded) {
+      this.#downloaded = bytes.downloaded;
+      this.#dirty = true;
+    }
+    if (bytes.uploaded !== undefined && bytes.uploaded !== this.#uploaded) {
+      this.#uploaded = bytes.uploaded;
+      this.#dirty = true;
+    }
+  }
+
+  setPeers(peers: number): void {
+    if (peers !== this.#peers) {
+      this.#peers = peers;
+      this.#dirty = true;
+    }
+  }
+
+  get bytes(): { total: number; downloaded: number; uploaded: number } {
+    return { total: this.#total, downloaded: this.#downloaded, uploaded: this.#uploaded };
+  }
+
+  /** Moves to a new phase and publishes at once (the final event of the old phase). */
+  async phase(phase: JobState, message?: string): Promise<void> {
+    this.#phase = phase;
+    this.#dirty = true;
+    await this.#publish(message);
+  }
+
+  #updateRates(now: number): void {
+    const sample = { at: now, down: this.#downloaded, up: this.#uploaded };
+    const prev = this.#sample;
+    this.#sample = sample;
+    if (!prev || now <= prev.at) return;
+    const seconds = (now - prev.at) / 1000;
+    const down = Math.max(0, (sample.down - prev.down) / seconds);
+    const up = Math.max(0, (sample.up - prev.up) / seconds);
+    this.#rates = {
+      down: ALPHA * down + (1 - ALPHA) * this.#rates.down,
+      up: ALPHA * up + (1 - ALPHA) * this.#rates.up,
+    };
+  }
+
+  #eta(): number | null {
+    const leftDown = Math.max(0, this.#total - this.#downloaded);
+    const leftUp = Math.max(0, this.#total - this.#uploaded);
+    if (leftUp === 0) return 0;
+    const down =
+      leftDown === 0 ? 0 : this.#rates.down > 1 ? leftDown / this.#rates.down : Number.POSITIVE_INFINITY;
+    const up = this.#rates.up > 1 ? leftUp / this.#rates.up : Number.POSITIVE_INFINITY;
+    // Uploads trail downloads: the job ends with whichever finishes last.
+    const eta = Math.max(down, leftDown === 0 ? up : Math.min(up, Number.POSITIVE_INFINITY));
+    return Number.isFinite(eta) ? Math.round(eta) : null;
+  }
+
+  #tick(): void {
+    this.#updateRates(Date.now());
+    if (!this.#dirty) return;
+    if (Date.now() - this.#lastSent < this.#interval - 5) return;
+    void this.#publish();
+  }
+
+  event(message?: string): ProgressEvent {
+    const event: ProgressEvent = {
+      jobId: this.#jobId,
+      attempt: this.#attempt,
+      phase: this.#phase,
+      at: Date.now(),
+      bytes: { total: this.#total, downloaded: this.#downloaded, uploaded: this.#uploaded },
+      rates: { down: Math.round(this.#rates.down), up: Math.round(this.#rates.up) },
+      etaSeconds: this.#eta(),
+      peers: this.#peers,
+      files: [...this.#changed].sort((a, b) => a - b).flatMap((i) => this.#files.get(i) ?? []),
+    };
+    if (message !== undefined) event.message = message;
+    return event;
+  }
+
+  #publish(message?: string): Promise<void> {
+    const event = this.event(message);
+    this.#changed.clear();
+    this.#dirty = false;
+    this.#lastSent = Date.now();
+    const json = JSON.stringify(event);
+    this.#sending = this.#sending.then(async () => {
+      try {
+        await this.#redis
+          .multi()
+          .xadd(keys.progress(this.#jobId), "MAXLEN", "~", queue.progressMaxLen, "*", progressField, json)
+          .set(keys.snapshot(this.#jobId), json, "EX", RETAIN_SECONDS)
+          .expire(keys.progress(this.#jobId), RETAIN_SECONDS)
+          .exec();
+      } catch (error) {
+        // Progress is best effort: a Redis hiccup must not fail the job.
+        this.#log.warn({ err: error }, "could not publish progress");
+      }
+    });
+    return this.#sending;
+  }
+
+  /** Stops the timer after publishing what is pending. */
+  async close(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+    await this.#sending;
+  }
+}

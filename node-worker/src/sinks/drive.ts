@@ -1,0 +1,616 @@
+// Uploads into a user's Google Drive with Drive's resumable upload protocol,
+// over plain fetch: one session per file, chunks (multiples of 256 KiB)
+// streamed from the local file as soon as their bytes are downloaded. The
+// session URI is handed to the runner before any data is sent, so another
+// attempt (or another worker) asks the session how much it holds and goes on
+// from there. The torrent's folders are mirrored under a job folder with
+// find-or-create, so a retry never makes duplicates.
+//
+// Protocol: https://developers.google.com/drive/api/guides/manage-uploads#resumable
+import { createHash, type Hash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { Readable, Transform, type TransformCallback } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Logger } from "pino";
+import { defaultRetry, GoogleApiError, isTransient, type RetryPolicy, withRetry } from "./drive/http.ts";
+import { type GoogleOAuthOptions, GoogleTokenSource, ReconnectRequiredError } from "./drive/oauth.ts";
+import {
+  contentTypeFor,
+  PermanentJobError,
+  type Sink,
+  type SinkFile,
+  sanitisePath,
+  type UploadHooks,
+  type UploadResult,
+} from "./index.ts";
+
+export { GoogleApiError } from "./drive/http.ts";
+export {
+  type AccessToken,
+  GOOGLE_REVOKE_URL,
+  GOOGLE_TOKEN_URL,
+  type GoogleOAuthOptions,
+  GoogleTokenSource,
+  ReconnectRequiredError,
+} from "./drive/oauth.ts";
+
+export const GOOGLE_API_BASE_URL = "https://www.googleapis.com";
+export const FOLDER_MIME = "application/vnd.google-apps.folder";
+/** Every chunk but the last must be a multiple of this. */
+export const DRIVE_CHUNK_GRANULARITY = 256 * 1024;
+const MiB = 1024 * 1024;
+/** Times a file starts over in a new session (the old one expired) before the attempt gives up. */
+const MAX_RESTARTS = 3;
+
+export interface DriveSinkOptions {
+  /** OAuth settings, or a token source shared with other sinks of the same profile. */
+  oauth: GoogleOAuthOptions | GoogleTokenSource;
+  /** Folder the job folder goes in (the profile's `rootFolderId`); default `root` (My Drive). */
+  rootFolderId?: string | undefined;
+  /** The job folder's name: the job's target folder or its id. */
+  folder: string;
+  /** Bytes per PUT; a multiple of 256 KiB (default 8 MiB). */
+  chunkSize?: number;
+  /** Default https://www.googleapis.com; tests point it at the local Drive double. */
+  apiBaseUrl?: string;
+  retry?: Partial<RetryPolicy>;
+  log: Pick<Logger, "warn" | "debug" | "info">;
+  fetch?: typeof fetch;
+}
+
+/** The parts of a Drive file resource the sink asks for. */
+export interface DriveFile {
+  id: string;
+  name: string;
+  mimeType?: string;
+  size?: string;
+  md5Checksum?: string;
+  createdTime?: string;
+  webViewLink?: string;
+}
+
+const uploadedFields = "id,name,mimeType,size,md5Checksum,webViewLink";
+
+/** A string literal for Drive's `q` language. */
+export function driveQuote(value: string): string {
+  return `'${value.replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'`;
+}
+
+/** What a session said about itself: how many bytes it holds, or the finished file. */
+type SessionState =
+  | { kind: "partial"; committed: number }
+  | { kind: "done"; file: DriveFile }
+  | { kind: "gone" };
+
+class SessionGoneError extends Error {
+  constructor() {
+    super("the upload session expired or no longer exists");
+    this.name = "SessionGoneError";
+  }
+}
+
+/** Bytes of the local file hashed in order; chunks re-sent after a failure are not hashed twice. */
+class FileHasher {
+  readonly #hash: Hash = createHash("md5");
+  readonly #path: string;
+  at = 0;
+  constructor(path: string) {
+    this.#path = path;
+  }
+
+  /** Feeds bytes read at `position`; only those past `at` count. */
+  feed(piece: Buffer, position: number): void {
+    if (position > this.at || position + piece.length <= this.at) return;
+    this.#hash.update(piece.subarray(this.at - position));
+    this.at = position + piece.length;
+  }
+
+  /** Reads and hashes the file up to `end`. */
+  async catchUp(end: number): Promise<void> {
+    if (this.at >= end) return;
+    for await (const piece of createReadStream(this.#path, { start: this.at, end: end - 1 })) {
+      this.feed(piece as Buffer, this.at);
+    }
+    if (this.at < end) throw new Error(`${this.#path} ended at ${this.at} bytes, expected ${end}`);
+  }
+
+  hex(): string {
+    return this.#hash.digest("hex");
+  }
+}
+
+export class DriveSink implements Sink {
+  readonly tokens: GoogleTokenSource;
+  readonly #opts: DriveSinkOptions;
+  readonly #api: string;
+  readonly #chunk: number;
+  readonly #retry: RetryPolicy;
+  readonly #fetch: typeof fetch;
+  /** Folder ids by path under the job folder ("" is the job folder). */
+  readonly #folders = new Map<string, Promise<string>>();
+
+  constructor(opts: DriveSinkOptions) {
+    this.#opts = opts;
+    this.#api = (opts.apiBaseUrl ?? GOOGLE_API_BASE_URL).replace(/\/+$/, "");
+    this.#chunk = opts.chunkSize ?? 8 * MiB;
+    if (this.#chunk < DRIVE_CHUNK_GRANULARITY || this.#chunk % DRIVE_CHUNK_GRANULARITY !== 0)
+      throw new Error(`Drive chunk size must be a multiple of ${DRIVE_CHUNK_GRANULARITY} bytes`);
+    this.#retry = { ...defaultRetry, ...opts.retry };
+    this.#fetch = opts.fetch ?? fetch;
+    this.tokens =
+      opts.oauth instanceof GoogleTokenSource
+        ? opts.oauth
+        : new GoogleTokenSource({ retry: this.#retry, log: opts.log, fetch: this.#fetch, ...opts.oauth });
+  }
+
+  // -- HTTP -----------------------------------------------------------------
+
+  /**
+   * One authorised request. A 401 refreshes the access token and tries once
+   * more; a second 401 means the grant is gone.
+   */
+  async #request(
+    url: string,
+    init: { method: string; headers?: Record<string, string>; body?: () => RequestInit["body"] },
+    signal: AbortSignal,
+  ): Promise<Response> {
+    for (let attempt = 1; ; attempt++) {
+      const token = await this.tokens.token(signal);
+      const response = await this.#fetch(url, {
+        method: init.method,
+        headers: { Authorization: `Bearer ${token}`, ...init.headers },
+        ...(init.body ? { body: init.body(), duplex: "half" } : {}),
+        redirect: "manual",
+        signal,
+      });
+      if (response.status !== 401) return response;
+      await response.body?.cancel();
+      this.tokens.invalidate(token);
+      if (attempt >= 2) throw new ReconnectRequiredError();
+    }
+  }
+
+  /** A metadata call with JSON in and out, retried on transient failures. */
+  async #json<T>(
+    method: string,
+    path: string,
+    params: Record<string, string>,
+    body: unknown,
+    signal: AbortSignal,
+  ): Promise<T> {
+    const url = `${this.#api}${path}?${new URLSearchParams(params)}`;
+    return withRetry(
+      async () => {
+        const response = await this.#request(
+          url,
+          {
+            method,
+            ...(body === undefined
+              ? {}
+              : {
+                  headers: { "Content-Type": "application/json; charset=UTF-8" },
+                  body: () => JSON.stringify(body),
+                }),
+          },
+          signal,
+        );
+        if (!response.ok) throw await GoogleApiError.from(response, `Drive ${method} ${path}`);
+        if (response.status === 204) return undefined as T;
+        return (await response.json()) as T;
+      },
+      { policy: this.#retry, signal, what: `${method} ${path}`, log: this.#opts.log },
+    );
+  }
+
+  // -- folders --------------------------------------------------------------
+
+  async #findFolders(name: string, parent: string, signal: AbortSignal): Promise<DriveFile[]> {
+    const q = `name = ${driveQuote(name)} and ${driveQuote(parent)} in parents and mimeType = '${FOLDER_MIME}' and trashed = false`;
+    const found: DriveFile[] = [];
+    let pageToken: string | undefined;
+    do {
+      const page = await this.#json<{ files?: DriveFile[]; nextPageToken?: string }>(
+        "GET",
+        "/drive/v3/files",
+        {
+          q,
+          fields: "nextPageToken,files(id,name,createdTime)",
+          pageSize: "100",
+          ...(pageToken ? { pageToken } : {}),
+        },
+        undefined,
+        signal,
+      );
+      found.push(...(page.files ?? []));
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+    return found;
+  }
+
+  /** The oldest of same-named folders: every worker settles on the same one. */
+  static #oldest(files: DriveFile[]): DriveFile | undefined {
+    return [...files].sort(
+      (a, b) => (a.createdTime ?? "").localeCompare(b.createdTime ?? "") || a.id.localeCompare(b.id),
+    )[0];
+  }
+
+  async #findOrCreateFolder(name: string, parent: string, signal: AbortSignal): Promise<string> {
+    const existing = DriveSink.#oldest(await this.#findFolders(name, parent, signal));
+    if (existing) return existing.id;
+    const created = await this.#json<DriveFile>(
+      "POST",
+      "/drive/v3/files",
+      { fields: "id,createdTime" },
+      { name, mimeType: FOLDER_MIME, parents: [parent] },
+      signal,
+    );
+    // Another worker (or a retried request whose answer was lost) may have made
+    // the same folder at the same moment: keep the oldest, drop ours if it lost.
+    const winner = DriveSink.#oldest(await this.#findFolders(name, parent, signal)) ?? created;
+    if (winner.id !== created.id) {
+      await this.#json(
+        "DELETE",
+        `/drive/v3/files/${encodeURIComponent(created.id)}`,
+        {},
+        undefined,
+        signal,
+      ).catch((error: unknown) =>
+        this.#opts.log.warn({ err: error, folder: name }, "could not remove a duplicate folder"),
+      );
+    }
+    return winner.id;
+  }
+
+  /** The id of a folder under the job folder, creating the path as needed. */
+  #folder(segments: string[], signal: AbortSignal): Promise<string> {
+    const key = segments.join("/");
+    let id = this.#folders.get(key);
+    if (!id) {
+      id =
+        segments.length === 0
+          ? this.#findOrCreateFolder(
+              sanitisePath(this.#opts.folder),
+              this.#opts.rootFolderId ?? "root",
+              signal,
+            )
+          : this.#folder(segments.slice(0, -1), signal).then((parent) =>
+              this.#findOrCreateFolder(segments.at(-1)!, parent, signal),
+            );
+      // A failed lookup is not cached: the next file tries again.
+      id.catch(() => this.#folders.delete(key));
+      this.#folders.set(key, id);
+    }
+    return id;
+  }
+
+  // -- Sink -----------------------------------------------------------------
+
+  async preflight(signal: AbortSignal): Promise<void> {
+    const rootId = this.#opts.rootFolderId ?? "root";
+    try {
+      const root = await this.#json<{ id: string; mimeType?: string; trashed?: boolean }>(
+        "GET",
+        `/drive/v3/files/${encodeURIComponent(rootId)}`,
+        { fields: "id,mimeType,trashed" },
+        undefined,
+        signal,
+      );
+      if (root.mimeType !== FOLDER_MIME || root.trashed)
+        throw new PermanentJobError(
+          "The Google Drive folder chosen for this destination is not a folder any more (or is in the trash). Pick another folder.",
+        );
+      await this.#folder([], signal);
+    } catch (error) {
+      this.#fail(error, signal);
+    }
+  }
+
+  async upload(file: SinkFile, hooks: UploadHooks): Promise<UploadResult> {
+    try {
+      return await this.#upload(file, hooks);
+    } catch (error) {
+      this.#fail(error, hooks.signal);
+    }
+  }
+
+  async abort(file: Pick<SinkFile, "path" | "uploadSession">): Promise<void> {
+    if (!file.uploadSession) return;
+    try {
+      const response = await this.#request(
+        file.uploadSession,
+        { method: "DELETE" },
+        AbortSignal.timeout(10_000),
+      );
+      await response.body?.cancel();
+    } catch (error) {
+      this.#opts.log.warn({ err: error, path: file.path }, "could not cancel a Drive upload session");
+    }
+  }
+
+  close(): void {
+    this.#folders.clear();
+  }
+
+  /** Rethrows transient errors as they are; everything else as a PermanentJobError a person can read. */
+  #fail(error: unknown, signal: AbortSignal): never {
+    if (error instanceof PermanentJobError || signal.aborted || isTransient(error)) throw error;
+    if (error instanceof GoogleApiError)
+      throw new PermanentJobError(describeDriveError(error), { cause: error });
+    throw error;
+  }
+
+  // -- upload ---------------------------------------------------------------
+
+  async #upload(file: SinkFile, hooks: UploadHooks): Promise<UploadResult> {
+    const segments = sanitisePath(file.path).split("/");
+    const name = segments.pop()!;
+    const parent = await this.#folder(segments, hooks.signal);
+    let session = file.uploadSession;
+    let mismatches = 0;
+    for (let restarts = 0; ; ) {
+      const hasher = new FileHasher(file.localPath);
+      let uploaded: DriveFile;
+      try {
+        let fresh = false;
+        if (!session) {
+          const existing = await this.#existing(name, parent, file, hooks);
+          if (existing) return existing;
+          session = await this.#startSession(name, parent, file, hooks.signal);
+          await hooks.onSession(session);
+          fresh = true;
+        }
+        uploaded = await this.#send(session, fresh, file, hooks, hasher);
+      } catch (error) {
+        if (!(error instanceof SessionGoneError) || ++restarts > MAX_RESTARTS) throw error;
+        this.#opts.log.info({ path: file.path }, "Drive upload session is gone; starting the file over");
+        await hooks.clearSession();
+        session = null;
+        continue;
+      }
+      await hooks.ready(0, file.size);
+      await hasher.catchUp(file.size);
+      const md5 = hasher.hex();
+      if (uploaded.md5Checksum === md5 && Number(uploaded.size ?? -1) === file.size) {
+        return {
+          cloudId: uploaded.id,
+          cloudUrl: uploaded.webViewLink ?? `https://drive.google.com/file/d/${uploaded.id}/view`,
+          checksum: `md5:${md5}`,
+        };
+      }
+      // Drive stored something else: drop it and send the file once more.
+      this.#opts.log.warn(
+        { path: file.path, local: md5, drive: uploaded.md5Checksum, size: uploaded.size },
+        "Drive's copy does not match the local file",
+      );
+      await this.#json(
+        "DELETE",
+        `/drive/v3/files/${encodeURIComponent(uploaded.id)}`,
+        {},
+        undefined,
+        hooks.signal,
+      );
+      await hooks.clearSession();
+      session = null;
+      if (++mismatches > 1)
+        throw new PermanentJobError(
+          `Google Drive stored "${file.path}" with a different checksum than the downloaded file, twice.`,
+        );
+    }
+  }
+
+  /** A finished file of the same name, size and md5 already in the folder (from an earlier attempt). */
+  async #existing(
+    name: string,
+    parent: string,
+    file: SinkFile,
+    hooks: UploadHooks,
+  ): Promise<UploadResult | undefined> {
+    const q = `name = ${driveQuote(name)} and ${driveQuote(parent)} in parents and mimeType != '${FOLDER_MIME}' and trashed = false`;
+    const page = await this.#json<{ files?: DriveFile[] }>(
+      "GET",
+      "/drive/v3/files",
+      { q, fields: `files(${uploadedFields})`, pageSize: "100" },
+      undefined,
+      hooks.signal,
+    );
+    const candidates = (page.files ?? []).filter((f) => Number(f.size ?? -1) === file.size && f.md5Checksum);
+    if (candidates.length === 0) return undefined;
+    await hooks.ready(0, file.size);
+    const hasher = new FileHasher(file.localPath);
+    await hasher.catchUp(file.size);
+    const md5 = hasher.hex();
+    const match = candidates.find((f) => f.md5Checksum === md5);
+    if (!match) return undefined;
+    this.#opts.log.debug({ path: file.path, id: match.id }, "already on Drive");
+    hooks.onBytes(file.size);
+    return {
+      cloudId: match.id,
+      cloudUrl: match.webViewLink ?? `https://drive.google.com/file/d/${match.id}/view`,
+      checksum: `md5:${md5}`,
+    };
+  }
+
+  async #startSession(name: string, parent: string, file: SinkFile, signal: AbortSignal): Promise<string> {
+    const url = `${this.#api}/upload/drive/v3/files?${new URLSearchParams({ uploadType: "resumable", fields: uploadedFields })}`;
+    const type = contentTypeFor(name);
+    return withRetry(
+      async () => {
+        const response = await this.#request(
+          url,
+          {
+            method: "POST",
+            headers: {
+              "Content-Type": "application/json; charset=UTF-8",
+              "X-Upload-Content-Type": type,
+              "X-Upload-Content-Length": String(file.size),
+            },
+            body: () => JSON.stringify({ name, parents: [parent], mimeType: type }),
+          },
+          signal,
+        );
+        if (!response.ok) throw await GoogleApiError.from(response, "Drive: start a resumable upload");
+        await response.body?.cancel();
+        const location = response.headers.get("location");
+        if (!location) throw new Error("Drive started an upload session without a Location");
+        return location;
+      },
+      { policy: this.#retry, signal, what: `start upload ${name}`, log: this.#opts.log },
+    );
+  }
+
+  /** Reads a session's answer: 308 + Range, 200/201 + file, 404/410 gone; anything else throws. */
+  async #state(response: Response, what: string): Promise<SessionState> {
+    if (response.status === 200 || response.status === 201)
+      return { kind: "done", file: (await response.json()) as DriveFile };
+    if (response.status === 308) {
+      await response.body?.cancel();
+      const range = /^bytes=0-(\d+)$/.exec(response.headers.get("range") ?? "");
+      return { kind: "partial", committed: range ? Number(range[1]) + 1 : 0 };
+    }
+    if (response.status === 404 || response.status === 410) {
+      await response.body?.cancel();
+      return { kind: "gone" };
+    }
+    throw await GoogleApiError.from(response, what);
+  }
+
+  /** Asks a session how much it holds: an empty PUT with `Content-Range: bytes *\/size`. */
+  async #query(session: string, size: number, signal: AbortSignal): Promise<SessionState> {
+    return withRetry(
+      async () => {
+        const response = await this.#request(
+          session,
+          { method: "PUT", headers: { "Content-Range": `bytes */${size}`, "Content-Length": "0" } },
+          signal,
+        );
+        return this.#state(response, "Drive: upload status");
+      },
+      { policy: this.#retry, signal, what: "upload status", log: this.#opts.log },
+    );
+  }
+
+  /** Sends the file through `session`, resuming where it stands; returns the finished file. */
+  async #send(
+    session: string,
+    fresh: boolean,
+    file: SinkFile,
+    hooks: UploadHooks,
+    hasher: FileHasher,
+  ): Promise<DriveFile> {
+    const { signal } = hooks;
+    // A session from an earlier attempt may hold some bytes already, or the whole file.
+    let state: SessionState = fresh
+      ? { kind: "partial", committed: 0 }
+      : await this.#query(session, file.size, signal);
+    let confirmed = 0;
+    const confirm = (committed: number) => {
+      if (committed > confirmed) {
+        hooks.onBytes(committed - confirmed);
+        confirmed = committed;
+      }
+    };
+    let failures = 0;
+    for (;;) {
+      if (state.kind === "done") {
+        confirm(file.size);
+        return state.file;
+      }
+      if (state.kind === "gone") throw new SessionGoneError();
+      const offset = state.committed;
+      if (offset > confirmed) failures = 0;
+      confirm(offset);
+      signal.throwIfAborted();
+      const end = Math.min(offset + this.#chunk, file.size);
+      if (offset > hasher.at) {
+        // Resuming: hash what the session already holds first.
+        await hooks.ready(hasher.at, offset);
+        await hasher.catchUp(offset);
+      }
+      await hooks.ready(offset, end);
+      try {
+        state = await this.#put(session, file, offset, end, hasher, hooks);
+      } catch (error) {
+        if (signal.aborted) throw signal.reason ?? error;
+        const gap =
+          error instanceof GoogleApiError &&
+          error.status === 400 &&
+          /exceeds already uploaded size/.test(error.message);
+        if (!gap && (!isTransient(error) || ++failures >= this.#retry.attempts)) throw error;
+        if (!gap) {
+          const delay = Math.min(this.#retry.maxDelayMs, this.#retry.baseDelayMs * 2 ** (failures - 1));
+          this.#opts.log.warn(
+            { err: error, path: file.path, offset, attempt: failures },
+            "Drive chunk failed; asking the session where it stands",
+          );
+          await sleep(delay / 2 + (Math.random() * delay) / 2, undefined, { signal });
+        }
+        // The session may hold some, all or none of what was sent: ask it.
+        state = await this.#query(session, file.size, signal);
+      }
+    }
+  }
+
+  async #put(
+    session: string,
+    file: SinkFile,
+    start: number,
+    end: number,
+    hasher: FileHasher,
+    hooks: UploadHooks,
+  ): Promise<SessionState> {
+    const length = end - start;
+    const headers: Record<string, string> = {
+      "Content-Length": String(length),
+      "Content-Range": length === 0 ? `bytes */${file.size}` : `bytes ${start}-${end - 1}/${file.size}`,
+    };
+    const response = await this.#request(
+      session,
+      {
+        method: "PUT",
+        headers,
+        ...(length === 0
+          ? {}
+          : {
+              body: () => {
+                let position = start;
+                const tap = new Transform({
+                  transform(piece: Buffer, _encoding, done: TransformCallback) {
+                    hasher.feed(piece, position);
+                    position += piece.length;
+                    hooks.onSent?.(piece.length);
+                    done(null, piece);
+                  },
+                });
+                const source = createReadStream(file.localPath, { start, end: end - 1 });
+                source.on("error", (error) => tap.destroy(error));
+                return Readable.toWeb(source.pipe(tap)) as ReadableStream<Uint8Array>;
+              },
+            }),
+      },
+      hooks.signal,
+    );
+    return this.#state(response, "Drive: upload chunk");
+  }
+}
+
+/** A sentence for the user about a Drive error no retry fixes. */
+export function describeDriveError(error: GoogleApiError): string {
+  switch (error.reason) {
+    case "storageQuotaExceeded":
+    case "quotaExceeded":
+      return "Google Drive is full: the account's storage quota is used up. Free some space and retry.";
+    case "insufficientPermissions":
+    case "insufficientFilePermissions":
+    case "appNotAuthorizedToFile":
+    case "forbidden":
+      return "TorreClou is not allowed to write to the chosen Google Drive folder. Reconnect Google Drive or pick another folder.";
+    case "notFound":
+      return "The Google Drive folder chosen for this destination no longer exists. Pick another folder and retry.";
+    case "dailyLimitExceeded":
+    case "uploadLimitExceeded":
+      return "Google Drive refused more uploads today (daily upload limit). Retry tomorrow.";
+  }
+  if (error.status === 404)
+    return "The Google Drive folder chosen for this destination no longer exists. Pick another folder and retry.";
+  return `Google Drive refused the upload (${error.reason || error.status}): ${error.message}`;
+}

@@ -1,0 +1,118 @@
+// Where finished files go. A sink uploads one local file at a time, resumes an
+// upload an earlier attempt started (its session id and journal come from the
+// database), and can abort one. The runner owns the state; a sink only talks
+// to the storage provider.
+import type { JournalPart } from "../jobs/store.ts";
+
+export interface SinkFile {
+  /** Path inside the torrent, `/`-separated (e.g. `Name/dir/file.bin`). */
+  path: string;
+  size: number;
+  /** Where the downloaded bytes are on local disk. */
+  localPath: string;
+  /** Upload id (S3) or session URI (Drive) an earlier attempt left, if any. */
+  uploadSession: string | null;
+}
+
+export interface UploadHooks {
+  /** Resolves once bytes [start, end) of the file are downloaded and verified on disk. */
+  ready(start: number, end: number): Promise<void>;
+  /** A new upload session started: persist it before sending data. */
+  onSession(session: string): Promise<void>;
+  /** A part is stored by the provider: journal it. */
+  onPart(part: JournalPart): Promise<void>;
+  /** Parts journaled for the current session. */
+  journal(): Promise<JournalPart[]>;
+  /** The session is unusable (expired, aborted): forget it and its journal. */
+  clearSession(): Promise<void>;
+  /** Bytes confirmed stored (counted once per part, including parts resumed from an earlier attempt). */
+  onBytes(bytes: number): void;
+  /** Bytes sent on the wire (not counting resumed parts), for rates and metrics. */
+  onSent?(bytes: number): void;
+  signal: AbortSignal;
+}
+
+export interface UploadResult {
+  /** S3 object key or Drive file id. */
+  cloudId: string;
+  cloudUrl?: string | undefined;
+  /** e.g. `md5:<hex>` of the whole file. */
+  checksum: string;
+}
+
+export interface Sink {
+  /** Checks that the destination accepts our credentials and exists; throws PermanentJobError otherwise. */
+  preflight(signal: AbortSignal): Promise<void>;
+  upload(file: SinkFile, hooks: UploadHooks): Promise<UploadResult>;
+  /** Best-effort: drops an unfinished upload session and the parts it holds. */
+  abort(file: Pick<SinkFile, "path" | "uploadSession">): Promise<void>;
+  close(): void;
+}
+
+/** A failure no retry can fix; `reason` is shown to the user as is. */
+export class PermanentJobError extends Error {
+  readonly reason: string;
+  constructor(reason: string, options?: { cause?: unknown }) {
+    super(reason, options);
+    this.reason = reason;
+    this.name = "PermanentJobError";
+  }
+}
+
+/**
+ * Turns a torrent path into a safe object path: `/`-separated, no empty, `.`
+ * or `..` segments, no control characters or backslashes.
+ */
+export function sanitisePath(path: string): string {
+  const parts = path
+    .split(/[/\\]+/)
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what we strip
+    .map((part) => part.replace(/[\u0000-\u001f\u007f]/g, "").trim())
+    .filter((part) => part !== "" && part !== "." && part !== "..");
+  return parts.length > 0 ? parts.join("/") : "file";
+}
+
+const types: Record<string, string> = {
+  txt: "text/plain; charset=utf-8",
+  nfo: "text/plain; charset=utf-8",
+  md: "text/markdown; charset=utf-8",
+  srt: "application/x-subrip",
+  vtt: "text/vtt",
+  json: "application/json",
+  xml: "application/xml",
+  html: "text/html; charset=utf-8",
+  csv: "text/csv",
+  pdf: "application/pdf",
+  epub: "application/epub+zip",
+  zip: "application/zip",
+  rar: "application/vnd.rar",
+  "7z": "application/x-7z-compressed",
+  gz: "application/gzip",
+  tar: "application/x-tar",
+  iso: "application/x-iso9660-image",
+  mp4: "video/mp4",
+  m4v: "video/mp4",
+  mkv: "video/x-matroska",
+  webm: "video/webm",
+  avi: "video/x-msvideo",
+  mov: "video/quicktime",
+  ts: "video/mp2t",
+  mp3: "audio/mpeg",
+  m4a: "audio/mp4",
+  flac: "audio/flac",
+  ogg: "audio/ogg",
+  opus: "audio/opus",
+  wav: "audio/wav",
+  jpg: "image/jpeg",
+  jpeg: "image/jpeg",
+  png: "image/png",
+  gif: "image/gif",
+  webp: "image/webp",
+  svg: "image/svg+xml",
+};
+
+export function contentTypeFor(path: string): string {
+  const dot = path.lastIndexOf(".");
+  const ext = dot >= 0 ? path.slice(dot + 1).toLowerCase() : "";
+  return types[ext] ?? "application/octet-stream";
+}

@@ -1,0 +1,516 @@
+// Uploads into any S3-compatible bucket (AWS S3, R2, B2, MinIO, ...). Small
+// files go up in one PutObject; bigger ones as a multipart upload whose parts
+// are sent as soon as their bytes are downloaded, each with a Content-MD5 the
+// provider verifies, journaled so another attempt can resume.
+import { createHash } from "node:crypto";
+import { type FileHandle, open } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  ListPartsCommand,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+  UploadPartCommand,
+} from "@aws-sdk/client-s3";
+import type { S3Secret } from "@torreclou/contracts";
+import type { S3ProfileConfig } from "@torreclou/db";
+import type { Logger } from "pino";
+import type { JournalPart } from "../jobs/store.ts";
+import {
+  contentTypeFor,
+  PermanentJobError,
+  type Sink,
+  type SinkFile,
+  sanitisePath,
+  type UploadHooks,
+  type UploadResult,
+} from "./index.ts";
+
+const MiB = 1024 * 1024;
+const MAX_PARTS = 10_000;
+/** Upper bound on part bytes held in memory per upload. */
+const IN_FLIGHT_BYTES = 64 * MiB;
+
+export interface S3SinkOptions {
+  config: S3ProfileConfig;
+  secret: S3Secret;
+  /** Folder under the profile prefix: the job's target folder or its id. */
+  folder: string;
+  /** Smallest part size (>= 5 MiB). */
+  partSize: number;
+  /** Parts in flight per upload. */
+  concurrency: number;
+  log: Logger;
+}
+
+/** Part size for a file: at least `min`, whole MiB, and few enough parts for S3's 10,000 limit. */
+export function partSizeFor(size: number, min: number): number {
+  const needed = Math.ceil(size / MAX_PARTS);
+  return Math.max(min, Math.ceil(needed / MiB) * MiB);
+}
+
+function joinKey(...segments: (string | undefined)[]): string {
+  return segments
+    .filter((s): s is string => s !== undefined && s !== "")
+    .map((s) => s.replace(/^\/+|\/+$/g, ""))
+    .filter((s) => s !== "")
+    .join("/");
+}
+
+export function objectKey(config: Pick<S3ProfileConfig, "prefix">, folder: string, path: string): string {
+  return joinKey(config.prefix, sanitisePath(folder), sanitisePath(path));
+}
+
+function statusOf(error: unknown): number | undefined {
+  if (error instanceof S3ServiceException) return error.$metadata.httpStatusCode;
+  return undefined;
+}
+
+function codeOf(error: unknown): string {
+  if (error && typeof error === "object") {
+    const e = error as { name?: unknown; Code?: unknown; code?: unknown };
+    for (const value of [e.Code, e.name, e.code]) if (typeof value === "string") return value;
+  }
+  return "";
+}
+
+/** Network trouble, throttling or a server-side error: worth trying again. */
+export function isTransient(error: unknown): boolean {
+  if (error instanceof PermanentJobError) return false;
+  const status = statusOf(error);
+  if (status !== undefined) return status >= 500 || status === 429 || status === 408;
+  const code = codeOf(error);
+  if (
+    ["SlowDown", "RequestTimeout", "RequestTimeoutException", "ThrottlingException", "TimeoutError"].includes(
+      code,
+    )
+  ) {
+    return true;
+  }
+  // No HTTP response at all: connection refused/reset, DNS, socket timeout.
+  return code !== "AbortError" && !(error instanceof S3ServiceException);
+}
+
+/** A sentence for the user about a permanent storage error. */
+export function describeS3Error(error: unknown, bucket: string): string {
+  const code = codeOf(error);
+  const status = statusOf(error);
+  switch (code) {
+    case "InvalidAccessKeyId":
+      return "The storage provider rejected the access key: it does not know this access key id. Check the storage profile's credentials.";
+    case "SignatureDoesNotMatch":
+      return "The storage provider rejected the access key: the secret access key does not match. Check the storage profile's credentials.";
+    case "ExpiredToken":
+    case "InvalidToken":
+      return "The storage provider rejected the access key as expired or invalid. Update the storage profile's credentials.";
+    case "NoSuchBucket":
+      return `The bucket "${bucket}" does not exist at the storage provider. Create it or fix the storage profile.`;
+    case "AccessDenied":
+    case "AllAccessDisabled":
+      return `The storage provider denied access to the bucket "${bucket}". The access key needs permission to write objects there.`;
+    case "EntityTooLarge":
+      return "The storage provider refused a file as too large.";
+    case "QuotaExceeded":
+    case "StorageQuotaExceeded":
+      return "The storage provider refused the upload: the account's storage quota is exhausted.";
+  }
+  if (status === 404)
+    return `The bucket "${bucket}" does not exist at the storage provider. Create it or fix the storage profile.`;
+  if (status === 403) {
+    return `The storage provider denied access to the bucket "${bucket}". Check the storage profile's credentials and permissions.`;
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return `The storage provider refused the upload (${code || status || "error"}): ${message}`;
+}
+
+export interface RetryOptions {
+  signal: AbortSignal;
+  attempts?: number;
+  log?: Logger;
+  what?: string;
+}
+
+/** Runs `fn`, retrying transient failures with exponential backoff and jitter. */
+export async function withRetry<T>(fn: () => Promise<T>, opts: RetryOptions): Promise<T> {
+  const attempts = opts.attempts ?? 7;
+  for (let attempt = 1; ; attempt++) {
+    opts.signal.throwIfAborted();
+    try {
+      return await fn();
+    } catch (error) {
+      if (opts.signal.aborted) throw opts.signal.reason ?? error;
+      if (!isTransient(error) || attempt >= attempts) throw error;
+      const delay = Math.min(15_000, 250 * 2 ** attempt) * (0.5 + Math.random() / 2);
+      opts.log?.warn(
+        { err: error, attempt, delayMs: Math.round(delay), what: opts.what },
+        "transient storage error, retrying",
+      );
+      await sleep(delay, undefined, { signal: opts.signal });
+    }
+  }
+}
+
+function md5(data: Uint8Array): Buffer {
+  return createHash("md5").update(data).digest();
+}
+
+function unquote(etag: string | undefined): string {
+  return (etag ?? "").replace(/"/g, "");
+}
+
+export class S3Sink implements Sink {
+  readonly client: S3Client;
+  readonly #opts: S3SinkOptions;
+  readonly #bucket: string;
+
+  constructor(opts: S3SinkOptions) {
+    this.#opts = opts;
+    this.#bucket = opts.config.bucket;
+    this.client = new S3Client({
+      endpoint: opts.config.endpoint,
+      region: opts.config.region || "us-east-1",
+      forcePathStyle: opts.config.forcePathStyle ?? false,
+      credentials: { accessKeyId: opts.secret.accessKeyId, secretAccessKey: opts.secret.secretAccessKey },
+      // Checksums only where an operation requires them; we send Content-MD5
+      // ourselves, which every S3-compatible server understands.
+      requestChecksumCalculation: "WHEN_REQUIRED",
+      responseChecksumValidation: "WHEN_REQUIRED",
+      // Our own retry loop (withRetry) backs off for longer than the SDK's.
+      maxAttempts: 2,
+    });
+  }
+
+  keyFor(path: string): string {
+    return objectKey(this.#opts.config, this.#opts.folder, path);
+  }
+
+  #permanent(error: unknown): never {
+    if (error instanceof PermanentJobError) throw error;
+    if (isTransient(error)) throw error;
+    const name = codeOf(error);
+    if (name === "AbortError") throw error;
+    throw new PermanentJobError(describeS3Error(error, this.#bucket), { cause: error });
+  }
+
+  async preflight(signal: AbortSignal): Promise<void> {
+    try {
+      await withRetry(
+        () => this.client.send(new HeadBucketCommand({ Bucket: this.#bucket }), { abortSignal: signal }),
+        {
+          signal,
+          log: this.#opts.log,
+          what: "HeadBucket",
+          attempts: 4,
+        },
+      );
+    } catch (error) {
+      if (statusOf(error) === 403 && codeOf(error) !== "AccessDenied") {
+        // HEAD responses carry no error body: ask again with a GET to learn why.
+        await this.#explainForbidden(signal);
+      }
+      if (isTransient(error) && !signal.aborted) {
+        const message = error instanceof Error ? error.message : String(error);
+        throw new PermanentJobError(
+          `Could not reach the storage provider at ${this.#opts.config.endpoint ?? "AWS S3"}: ${message}`,
+          {
+            cause: error,
+          },
+        );
+      }
+      this.#permanent(error);
+    }
+  }
+
+  async #explainForbidden(signal: AbortSignal): Promise<void> {
+    try {
+      await this.client.send(new ListObjectsV2Command({ Bucket: this.#bucket, MaxKeys: 1 }), {
+        abortSignal: signal,
+      });
+    } catch (error) {
+      const code = codeOf(error);
+      if (
+        [
+          "InvalidAccessKeyId",
+          "SignatureDoesNotMatch",
+          "ExpiredToken",
+          "InvalidToken",
+          "NoSuchBucket",
+        ].includes(code)
+      ) {
+        throw new PermanentJobError(describeS3Error(error, this.#bucket), { cause: error });
+      }
+    }
+    throw new PermanentJobError(
+      `The storage provider rejected the access key or denied it access to the bucket "${this.#bucket}". Check the storage profile's credentials and permissions.`,
+    );
+  }
+
+  async upload(file: SinkFile, hooks: UploadHooks): Promise<UploadResult> {
+    try {
+      const partSize = partSizeFor(file.size, this.#opts.partSize);
+      return file.size <= partSize
+        ? await this.#putSingle(file, hooks)
+        : await this.#putMultipart(file, partSize, hooks);
+    } catch (error) {
+      this.#permanent(error);
+    }
+  }
+
+  async #putSingle(file: SinkFile, hooks: UploadHooks): Promise<UploadResult> {
+    const key = this.keyFor(file.path);
+    await hooks.ready(0, file.size);
+    const body = await readRange(file.localPath, 0, file.size);
+    const digest = md5(body);
+    await withRetry(
+      () =>
+        this.client.send(
+          new PutObjectCommand({
+            Bucket: this.#bucket,
+            Key: key,
+            Body: body,
+            ContentLength: body.length,
+            ContentMD5: digest.toString("base64"),
+            ContentType: contentTypeFor(file.path),
+          }),
+          { abortSignal: hooks.signal },
+        ),
+      { signal: hooks.signal, log: this.#opts.log, what: `PutObject ${key}` },
+    );
+    hooks.onSent?.(body.length);
+    hooks.onBytes(body.length);
+    await this.#checkStored(key, file.size, hooks.signal);
+    return { cloudId: key, checksum: `md5:${digest.toString("hex")}` };
+  }
+
+  async #putMultipart(file: SinkFile, partSize: number, hooks: UploadHooks): Promise<UploadResult> {
+    const key = this.keyFor(file.path);
+    const count = Math.ceil(file.size / partSize);
+    const lengthOf = (n: number) => Math.min(partSize, file.size - (n - 1) * partSize);
+    const stored = new Map<number, JournalPart>();
+    let uploadId = file.uploadSession;
+    if (uploadId) {
+      const known = await this.#resumeParts(key, uploadId, hooks);
+      if (known) {
+        for (const part of known)
+          if (part.size === lengthOf(part.partNumber)) stored.set(part.partNumber, part);
+      } else {
+        uploadId = null;
+        await hooks.clearSession();
+      }
+    }
+    if (!uploadId) {
+      const created = await withRetry(
+        () =>
+          this.client.send(
+            new CreateMultipartUploadCommand({
+              Bucket: this.#bucket,
+              Key: key,
+              ContentType: contentTypeFor(file.path),
+            }),
+            { abortSignal: hooks.signal },
+          ),
+        { signal: hooks.signal, log: this.#opts.log, what: `CreateMultipartUpload ${key}` },
+      );
+      if (!created.UploadId) throw new Error("the storage provider returned no upload id");
+      uploadId = created.UploadId;
+      await hooks.onSession(uploadId);
+    }
+    const id = uploadId;
+    this.#opts.log.debug({ key, uploadId: id, parts: count, resumed: stored.size }, "multipart upload");
+
+    const whole = createHash("md5");
+    const maxInFlight = Math.max(1, Math.min(this.#opts.concurrency, Math.floor(IN_FLIGHT_BYTES / partSize)));
+    const inFlight = new Set<Promise<void>>();
+    let failure: unknown;
+    // Opened once the first part is on disk: the torrent creates the file as data arrives.
+    let handle: FileHandle | undefined;
+    try {
+      for (let n = 1; n <= count && failure === undefined; n++) {
+        const start = (n - 1) * partSize;
+        const length = lengthOf(n);
+        await hooks.ready(start, start + length);
+        handle ??= await open(file.localPath, "r");
+        const body = Buffer.allocUnsafe(length);
+        await readFully(handle, body, start);
+        whole.update(body);
+        if (stored.has(n)) {
+          hooks.onBytes(length);
+          continue;
+        }
+        while (inFlight.size >= maxInFlight) await Promise.race(inFlight);
+        if (failure !== undefined) break;
+        const task = this.#sendPart(key, id, n, body, hooks).then(
+          (part) => {
+            stored.set(part.partNumber, part);
+            inFlight.delete(task);
+          },
+          (error: unknown) => {
+            inFlight.delete(task);
+            failure ??= error;
+          },
+        );
+        inFlight.add(task);
+      }
+      await Promise.all(inFlight);
+    } finally {
+      await Promise.allSettled(inFlight);
+      await handle?.close();
+    }
+    if (failure !== undefined) throw failure;
+
+    const parts = [...stored.values()].sort((a, b) => a.partNumber - b.partNumber);
+    if (parts.length !== count) throw new Error(`expected ${count} parts for ${key}, have ${parts.length}`);
+    await withRetry(
+      () =>
+        this.client.send(
+          new CompleteMultipartUploadCommand({
+            Bucket: this.#bucket,
+            Key: key,
+            UploadId: id,
+            MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.partNumber, ETag: `"${p.etag}"` })) },
+          }),
+          { abortSignal: hooks.signal },
+        ),
+      { signal: hooks.signal, log: this.#opts.log, what: `CompleteMultipartUpload ${key}` },
+    );
+    await this.#checkStored(key, file.size, hooks.signal);
+    return { cloudId: key, checksum: `md5:${whole.digest("hex")}` };
+  }
+
+  async #sendPart(
+    key: string,
+    uploadId: string,
+    partNumber: number,
+    body: Buffer,
+    hooks: UploadHooks,
+  ): Promise<JournalPart> {
+    const digest = md5(body);
+    const result = await withRetry(
+      () =>
+        this.client.send(
+          new UploadPartCommand({
+            Bucket: this.#bucket,
+            Key: key,
+            UploadId: uploadId,
+            PartNumber: partNumber,
+            Body: body,
+            ContentLength: body.length,
+            ContentMD5: digest.toString("base64"),
+          }),
+          { abortSignal: hooks.signal },
+        ),
+      { signal: hooks.signal, log: this.#opts.log, what: `UploadPart ${key} #${partNumber}` },
+    );
+    hooks.onSent?.(body.length);
+    const etag = unquote(result.ETag) || digest.toString("hex");
+    const part = { partNumber, etag, size: body.length };
+    await hooks.onPart(part);
+    hooks.onBytes(body.length);
+    return part;
+  }
+
+  /**
+   * Parts already stored for an upload an earlier attempt started: the
+   * provider's own list where it has ListParts, else our journal. Undefined
+   * when the upload no longer exists.
+   */
+  async #resumeParts(key: string, uploadId: string, hooks: UploadHooks): Promise<JournalPart[] | undefined> {
+    const listed: JournalPart[] = [];
+    try {
+      let marker: string | undefined;
+      for (;;) {
+        const page = await withRetry(
+          () =>
+            this.client.send(
+              new ListPartsCommand({
+                Bucket: this.#bucket,
+                Key: key,
+                UploadId: uploadId,
+                PartNumberMarker: marker,
+              }),
+              { abortSignal: hooks.signal },
+            ),
+          { signal: hooks.signal, log: this.#opts.log, what: `ListParts ${key}` },
+        );
+        for (const part of page.Parts ?? []) {
+          if (part.PartNumber && part.ETag && part.Size !== undefined) {
+            listed.push({ partNumber: part.PartNumber, etag: unquote(part.ETag), size: part.Size });
+          }
+        }
+        if (!page.IsTruncated || !page.NextPartNumberMarker) break;
+        marker = page.NextPartNumberMarker;
+      }
+      return listed;
+    } catch (error) {
+      const code = codeOf(error);
+      if (code === "NoSuchUpload") return undefined;
+      if (hooks.signal.aborted || isTransient(error)) throw error;
+      // Servers without ListParts (MethodNotAllowed, NotImplemented, ...): trust the journal.
+      this.#opts.log.debug({ code }, "ListParts unavailable, resuming from the journal");
+      return hooks.journal();
+    }
+  }
+
+  async #checkStored(key: string, size: number, signal: AbortSignal): Promise<void> {
+    const head = await withRetry(
+      () =>
+        this.client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: key }), { abortSignal: signal }),
+      { signal, log: this.#opts.log, what: `HeadObject ${key}` },
+    );
+    if (head.ContentLength !== size) {
+      throw new PermanentJobError(
+        `The storage provider stored "${key}" with ${head.ContentLength ?? "unknown"} bytes instead of ${size}.`,
+      );
+    }
+  }
+
+  async abort(file: Pick<SinkFile, "path" | "uploadSession">): Promise<void> {
+    if (!file.uploadSession) return;
+    const key = this.keyFor(file.path);
+    try {
+      await this.client.send(
+        new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: key, UploadId: file.uploadSession }),
+        { abortSignal: AbortSignal.timeout(10_000) },
+      );
+    } catch (error) {
+      // NoSuchUpload: already gone. Servers without Abort leave the parts to their own expiry.
+      if (codeOf(error) !== "NoSuchUpload")
+        this.#opts.log.warn({ err: error, key }, "could not abort a multipart upload");
+    }
+  }
+
+  close(): void {
+    this.client.destroy();
+  }
+}
+
+async function readFully(
+  handle: import("node:fs/promises").FileHandle,
+  into: Buffer,
+  position: number,
+): Promise<void> {
+  let at = 0;
+  while (at < into.length) {
+    const { bytesRead } = await handle.read(into, at, into.length - at, position + at);
+    if (bytesRead === 0) throw new Error(`file ended ${into.length - at} bytes early`);
+    at += bytesRead;
+  }
+}
+
+async function readRange(path: string, start: number, length: number): Promise<Buffer> {
+  const body = Buffer.allocUnsafe(length);
+  if (length === 0) return body;
+  const handle = await open(path, "r");
+  try {
+    await readFully(handle, body, start);
+  } finally {
+    await handle.close();
+  }
+  return body;
+}

@@ -1,0 +1,220 @@
+// One job's BitTorrent download: a webtorrent client of its own, writing into
+// the job's scratch folder (the same folder on every attempt, so a restart
+// re-verifies what is on disk and fetches only what is missing). Only the
+// chosen files are selected; completion is tracked per byte range from the
+// verified-piece bitfield, because the torrent's `done` event never fires for
+// a partial selection.
+import { EventEmitter } from "node:events";
+import { basename, dirname, join, resolve, sep } from "node:path";
+import type { Logger } from "pino";
+import WebTorrent, { type Torrent } from "webtorrent";
+
+export interface DiscoveryOptions {
+  dht: boolean;
+  lsd: boolean;
+  natUpnp: boolean;
+  natPmp: boolean;
+  utp: boolean;
+  maxConns: number;
+}
+
+export interface TorrentMetadata {
+  infoHash: string;
+  name: string;
+  torrentFile: Uint8Array;
+  totalSize: number;
+  pieceLength: number;
+  pieceCount: number;
+  files: { index: number; path: string; size: number }[];
+}
+
+/** File names fs-chunk-store strips characters from (filename-reserved-regex). */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the same set fs-chunk-store removes
+const RESERVED = /[<>:"/\\|?*\u0000-\u001F]/g;
+
+interface Waiter {
+  first: number;
+  last: number;
+  resolve: () => void;
+  reject: (error: Error) => void;
+}
+
+export class Download extends EventEmitter {
+  readonly dir: string;
+  readonly #client: WebTorrent;
+  readonly #torrent: Torrent;
+  readonly #log: Logger;
+  #waiters: Waiter[] = [];
+  #ready: Promise<void>;
+  #failure: Error | undefined;
+  #destroyed = false;
+  #selected = new Set<number>();
+  /** Bytes received from peers (for rates; unaffected by re-verification of data on disk). */
+  received = 0;
+
+  constructor(source: string | Uint8Array, dir: string, discovery: DiscoveryOptions, log: Logger) {
+    super();
+    this.dir = dir;
+    this.#log = log;
+    this.#client = new WebTorrent({
+      utp: discovery.utp,
+      dht: discovery.dht,
+      lsd: discovery.lsd,
+      natUpnp: discovery.natUpnp,
+      natPmp: discovery.natPmp,
+      maxConns: discovery.maxConns,
+    });
+    this.#client.on("error", (error: Error) => this.#fail(error));
+    this.#torrent = this.#client.add(source, {
+      path: dir,
+      deselect: true,
+      strategy: "sequential",
+      // A worker fetches and moves on; it does not serve pieces of files it deletes after upload.
+      uploads: 0,
+    });
+    this.#torrent.on("error", (error: Error) => this.#fail(error));
+    this.#torrent.on("warning", (error: Error) => log.debug({ err: error }, "torrent warning"));
+    this.#torrent.on("verified", () => this.#check());
+    this.#torrent.on("download", (bytes: number) => {
+      this.received += bytes;
+      this.emit("download", bytes);
+    });
+    this.#ready = new Promise<void>((resolveReady, rejectReady) => {
+      this.#torrent.once("ready", () => resolveReady());
+      this.once("failed", rejectReady);
+    });
+    this.#ready.catch(() => {});
+  }
+
+  #fail(error: Error): void {
+    if (this.#failure) return;
+    this.#failure = error;
+    this.#log.warn({ err: error }, "torrent failed");
+    for (const w of this.#waiters.splice(0)) w.reject(error);
+    this.emit("failed", error);
+  }
+
+  /** Resolves with the metadata (at once for a .torrent, after peers send it for a magnet). */
+  metadata(signal: AbortSignal): Promise<TorrentMetadata> {
+    const t = this.#torrent;
+    const build = (): TorrentMetadata => ({
+      infoHash: t.infoHash,
+      name: t.name,
+      torrentFile: t.torrentFile,
+      totalSize: t.length,
+      pieceLength: t.pieceLength,
+      pieceCount: t.pieces.length,
+      files: t.files.map((file, index) => ({
+        index,
+        path: file.path.split(sep).join("/"),
+        size: file.length,
+      })),
+    });
+    if (t.files.length > 0 && t.torrentFile) return Promise.resolve(build());
+    return new Promise((resolveMeta, rejectMeta) => {
+      const onAbort = () => rejectMeta(signal.reason);
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.once("failed", rejectMeta);
+      t.once("metadata", () => {
+        signal.removeEventListener("abort", onAbort);
+        this.off("failed", rejectMeta);
+        resolveMeta(build());
+      });
+    });
+  }
+
+  /** Verification of the data already on disk is finished. */
+  ready(): Promise<void> {
+    return this.#ready;
+  }
+
+  /** Selects these files (by torrent index) for download; everything else stays deselected. */
+  select(indexes: Iterable<number>): void {
+    for (const index of indexes) {
+      const file = this.#torrent.files[index];
+      if (!file) throw new Error(`torrent has no file #${index}`);
+      this.#selected.add(index);
+      file.select();
+    }
+  }
+
+  /** Where a file's bytes are on disk: the path fs-chunk-store writes to. */
+  localPath(index: number): string {
+    const file = this.#torrent.files[index];
+    if (!file) throw new Error(`torrent has no file #${index}`);
+    const path = join(resolve(this.dir, dirname(file.path)), basename(file.path).replace(RESERVED, ""));
+    if (!path.startsWith(resolve(this.dir) + sep))
+      throw new Error(`torrent file path escapes the scratch folder: ${file.path}`);
+    return path;
+  }
+
+  #pieceRange(index: number, start: number, end: number): [number, number] {
+    const file = this.#torrent.files[index];
+    if (!file) throw new Error(`torrent has no file #${index}`);
+    const pl = this.#torrent.pieceLength;
+    const from = file.offset + start;
+    const to = file.offset + Math.max(start, end - 1);
+    return [Math.floor(from / pl), Math.floor(to / pl)];
+  }
+
+  #have(first: number, last: number): boolean {
+    const bits = this.#torrent.bitfield;
+    for (let i = first; i <= last; i++) if (!bits.get(i)) return false;
+    return true;
+  }
+
+  #check(): void {
+    if (this.#waiters.length === 0) return;
+    const still: Waiter[] = [];
+    for (const w of this.#waiters) {
+      if (this.#have(w.first, w.last)) w.resolve();
+      else still.push(w);
+    }
+    this.#waiters = still;
+  }
+
+  /** Resolves once bytes [start, end) of file `index` are downloaded and verified. */
+  async waitRange(index: number, start: number, end: number): Promise<void> {
+    await this.#ready;
+    if (this.#failure) throw this.#failure;
+    if (end <= start) return;
+    const [first, last] = this.#pieceRange(index, start, end);
+    if (this.#have(first, last)) return;
+    await new Promise<void>((resolveWait, rejectWait) => {
+      this.#waiters.push({ first, last, resolve: resolveWait, reject: rejectWait });
+    });
+  }
+
+  /** Whether the whole file is downloaded and verified (false before verification ends). */
+  isComplete(index: number): boolean {
+    const file = this.#torrent.files[index];
+    if (!file || !this.#torrent.ready) return false;
+    if (file.length === 0) return true;
+    const [first, last] = this.#pieceRange(index, 0, file.length);
+    return this.#have(first, last);
+  }
+
+  /** Verified (or partially received) bytes of a file. */
+  downloadedOf(index: number): number {
+    const file = this.#torrent.files[index];
+    if (!file || !this.#torrent.ready) return 0;
+    return Math.min(file.length, Math.max(0, file.downloaded));
+  }
+
+  get peers(): number {
+    return this.#torrent.numPeers;
+  }
+
+  get failure(): Error | undefined {
+    return this.#failure;
+  }
+
+  async destroy(): Promise<void> {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    for (const w of this.#waiters.splice(0)) w.reject(new Error("download stopped"));
+    await new Promise<void>((done) => {
+      this.#client.destroy(() => done());
+    });
+  }
+}

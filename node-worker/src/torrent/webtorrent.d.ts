@@ -1,0 +1,68 @@
+// The parts of webtorrent the worker uses; the package ships no type declarations.
+declare module "webtorrent" {
+  import type { EventEmitter } from "node:events";
+
+  export interface ClientOptions {
+    utp?: boolean;
+    dht?: boolean | object;
+    lsd?: boolean;
+    natUpnp?: boolean;
+    natPmp?: boolean;
+    tracker?: boolean | object;
+    maxConns?: number;
+    webSeeds?: boolean;
+    torrentPort?: number;
+  }
+
+  export interface AddOptions {
+    path?: string;
+    deselect?: boolean;
+    announce?: string[];
+    strategy?: "sequential" | "rarest";
+    uploads?: number | false;
+    noPeersIntervalTime?: number;
+  }
+
+  export interface TorrentFile extends EventEmitter {
+    readonly name: string;
+    readonly path: string;
+    readonly length: number;
+    readonly offset: number;
+    readonly downloaded: number;
+    readonly progress: number;
+    done: boolean;
+    readonly _startPiece: number;
+    readonly _endPiece: number;
+    select(priority?: number): void;
+    deselect(): void;
+  }
+
+  export interface BitField {
+    get(index: number): boolean;
+  }
+
+  export interface Torrent extends EventEmitter {
+    readonly infoHash: string;
+    readonly name: string;
+    readonly files: TorrentFile[];
+    readonly length: number;
+    readonly pieceLength: number;
+    readonly lastPieceLength: number;
+    readonly pieces: unknown[];
+    readonly bitfield: BitField;
+    readonly torrentFile: Uint8Array;
+    readonly ready: boolean;
+    readonly destroyed: boolean;
+    readonly numPeers: number;
+    readonly downloadSpeed: number;
+    readonly received: number;
+    destroy(opts?: { destroyStore?: boolean }, cb?: (err?: Error | null) => void): void;
+  }
+
+  export default class WebTorrent extends EventEmitter {
+    constructor(opts?: ClientOptions);
+    add(torrentId: string | Uint8Array, opts?: AddOptions, ontorrent?: (torrent: Torrent) => void): Torrent;
+    destroy(cb?: (err?: Error | null) => void): void;
+    readonly torrents: Torrent[];
+  }
+}

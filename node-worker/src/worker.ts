@@ -1,0 +1,292 @@
+// The worker loop: read jobs from the stream (and reclaim those of dead
+// workers), take each job's lease, claim it in Postgres, run it, keep the
+// lease alive while it runs, and acknowledge the entry when the attempt ends.
+import { isTerminal, type Keyring, parseKeyring } from "@torreclou/contracts";
+import { claimJob, type Db, transitionJob } from "@torreclou/db/jobs";
+import type { Logger } from "pino";
+import type { Config } from "./config.ts";
+import { JobRun, type Outcome } from "./jobs/runner.ts";
+import { currentJob } from "./jobs/store.ts";
+import type { Metrics } from "./metrics.ts";
+import { type Entry, JobQueue } from "./queue/queue.ts";
+import { removeDir, ScratchBudget, scratchDirFor, scratchJobs } from "./scratch.ts";
+
+/** A job attempted this many times without finishing is failed instead of retried forever. */
+const MAX_ATTEMPTS = 10;
+
+interface Active {
+  run: JobRun;
+  entryId: string;
+  renewal: NodeJS.Timeout;
+  done: Promise<void>;
+}
+
+export interface WorkerDeps {
+  config: Config;
+  db: Db;
+  log: Logger;
+  metrics: Metrics;
+}
+
+export class Worker {
+  readonly queue: JobQueue;
+  readonly budget: ScratchBudget;
+  readonly #deps: WorkerDeps;
+  readonly #log: Logger;
+  readonly #keyRing: Keyring;
+  readonly #active = new Map<string, Active>();
+  #stopping = false;
+  #slotFreed: (() => void) | undefined;
+  #loops: Promise<void>[] = [];
+  #timers: NodeJS.Timeout[] = [];
+
+  constructor(deps: WorkerDeps) {
+    this.#deps = deps;
+    this.#log = deps.log;
+    this.#keyRing = parseKeyring(deps.config.CREDENTIALS_KEYS);
+    this.budget = new ScratchBudget(deps.config.WORKER_SCRATCH_BUDGET_BYTES);
+    this.queue = new JobQueue(
+      deps.config.REDIS_URL,
+      deps.config.WORKER_ID,
+      deps.config.WORKER_LEASE_MS,
+      deps.log,
+    );
+  }
+
+  get activeJobs(): string[] {
+    return [...this.#active.keys()];
+  }
+
+  async start(): Promise<void> {
+    await this.queue.init();
+    await this.#clearLeftovers();
+    this.#loops.push(this.#readLoop());
+    const reclaimEvery = Math.max(500, Math.min(this.#deps.config.WORKER_LEASE_MS / 2, 15_000));
+    this.#timers.push(setInterval(() => void this.#reclaim(), reclaimEvery));
+    this.#timers.push(setInterval(() => void this.#measureLag(), 10_000));
+    void this.#reclaim();
+    void this.#measureLag();
+    this.#log.info(
+      { worker: this.#deps.config.WORKER_ID, concurrency: this.#deps.config.WORKER_CONCURRENCY },
+      "taking jobs",
+    );
+  }
+
+  /** Scratch folders of jobs that are finished or gone (a crash can leave them behind). */
+  async #clearLeftovers(): Promise<void> {
+    const root = this.#deps.config.WORKER_SCRATCH_DIR;
+    for (const name of await scratchJobs(root)) {
+      if (!/^[0-9a-f-]{36}$/.test(name)) continue;
+      const job = await currentJob(this.#deps.db, name).catch(() => undefined);
+      if (!job || isTerminal(job.state)) await removeDir(scratchDirFor(root, name));
+    }
+  }
+
+  #free(): number {
+    return this.#deps.config.WORKER_CONCURRENCY - this.#active.size;
+  }
+
+  async #readLoop(): Promise<void> {
+    while (!this.#stopping) {
+      if (this.#free() <= 0) {
+        await new Promise<void>((resolve) => {
+          this.#slotFreed = resolve;
+        });
+        continue;
+      }
+      let entries: Entry[];
+      try {
+        entries = await this.queue.read(this.#free(), 5000);
+      } catch (error) {
+        if (this.#stopping) break;
+        this.#log.warn({ err: error }, "reading the job stream failed; retrying");
+        await new Promise((r) => setTimeout(r, 1000));
+        continue;
+      }
+      for (const entry of entries) await this.#take(entry, true);
+    }
+  }
+
+  async #reclaim(): Promise<void> {
+    if (this.#stopping || this.#free() <= 0) return;
+    try {
+      const entries = await this.queue.reclaim(this.#free());
+      for (const entry of entries) {
+        this.#log.info(
+          { entry: entry.id, jobId: entry.message?.jobId },
+          "reclaimed a job entry idle longer than a lease",
+        );
+        await this.#take(entry, false);
+      }
+    } catch (error) {
+      this.#log.warn({ err: error }, "reclaiming idle jobs failed");
+    }
+  }
+
+  async #measureLag(): Promise<void> {
+    try {
+      const lag = await this.queue.lag();
+      this.#deps.metrics.queuePending.set(lag.pending + lag.undelivered);
+      this.#deps.metrics.queueOldestAgeSeconds.set(lag.oldestAgeSeconds);
+    } catch (error) {
+      this.#log.debug({ err: error }, "could not measure queue lag");
+    }
+  }
+
+  /**
+   * One stream entry. `fresh` entries (never delivered before) for a job whose
+   * lease someone holds are duplicates and acknowledged; reclaimed ones are
+   * left alone, since their owner is alive and will acknowledge them itself.
+   */
+  async #take(entry: Entry, fresh: boolean): Promise<void> {
+    const jobId = entry.message?.jobId;
+    if (!jobId) {
+      await this.queue.ack(entry.id);
+      return;
+    }
+    const log = this.#log.child({ jobId, entry: entry.id });
+    if (this.#active.has(jobId)) {
+      if (fresh) await this.queue.ack(entry.id);
+      return;
+    }
+    if (this.#stopping) return;
+    if (!(await this.queue.acquireLease(jobId))) {
+      if (fresh) {
+        log.info("job is leased by another worker; dropping the duplicate entry");
+        await this.queue.ack(entry.id);
+      }
+      return;
+    }
+    try {
+      const job = await claimJob(this.#deps.db, jobId);
+      if (!job) {
+        log.info("job is finished or gone; acknowledging");
+        await this.queue.ack(entry.id);
+        await this.queue.releaseLease(jobId);
+        return;
+      }
+      if (job.attempt > MAX_ATTEMPTS) {
+        await transitionJob(this.#deps.db, {
+          jobId,
+          to: "failed",
+          cause: "system",
+          attempt: job.attempt,
+          reason: `The job was started ${MAX_ATTEMPTS} times without finishing; it is stopped to avoid retrying forever.`,
+        });
+        await this.queue.ack(entry.id);
+        await this.queue.releaseLease(jobId);
+        return;
+      }
+      log.info({ attempt: job.attempt, state: job.state }, "job claimed");
+      const run = new JobRun(
+        {
+          db: this.#deps.db,
+          redis: this.queue.commands,
+          config: this.#deps.config,
+          log: this.#log,
+          budget: this.budget,
+          metrics: this.#deps.metrics,
+          keyRing: this.#keyRing,
+        },
+        jobId,
+        job.attempt,
+      );
+      const renewEvery = Math.max(200, Math.min(Math.floor(this.#deps.config.WORKER_LEASE_MS / 3), 5000));
+      const renewal = setInterval(() => void this.#renew(jobId, entry.id, run), renewEvery);
+      const active: Active = { run, entryId: entry.id, renewal, done: Promise.resolve() };
+      this.#active.set(jobId, active);
+      if (await this.queue.cancelRequested(jobId)) run.stop("cancel");
+      active.done = run.run().then(
+        (outcome) => this.#finish(jobId, outcome),
+        async (error: unknown) => {
+          log.error({ err: error }, "attempt crashed");
+          clearInterval(renewal);
+          this.#active.delete(jobId);
+          // The entry stays pending; freeing the lease lets a worker reclaim it.
+          await this.queue.releaseLease(jobId).catch(() => {});
+          this.#wake();
+        },
+      );
+    } catch (error) {
+      log.error({ err: error }, "could not start the job");
+      await this.queue.releaseLease(jobId).catch(() => {});
+    }
+  }
+
+  async #renew(jobId: string, entryId: string, run: JobRun): Promise<void> {
+    try {
+      const { owned, cancelled } = await this.queue.renew(jobId, entryId);
+      if (!owned) run.stop("stale");
+      else if (cancelled) run.stop("cancel");
+    } catch (error) {
+      this.#log.warn({ err: error, jobId }, "lease renewal failed");
+    }
+  }
+
+  async #finish(jobId: string, outcome: Outcome): Promise<void> {
+    const active = this.#active.get(jobId);
+    if (!active) return;
+    clearInterval(active.renewal);
+    const log = this.#log.child({ jobId, attempt: active.run.attempt });
+    try {
+      switch (outcome) {
+        case "stale":
+          // Another attempt owns the job and its entry: leave both alone.
+          break;
+        case "handed_back": {
+          const phase = active.run.phase;
+          if (phase !== "queued") {
+            await transitionJob(this.#deps.db, {
+              jobId,
+              to: "queued",
+              cause: "worker",
+              reason: "worker shutting down",
+              attempt: active.run.attempt,
+            });
+          }
+          // Lease first: a worker reading the new entry must be able to take it.
+          await this.queue.releaseLease(jobId);
+          await this.queue.requeue(jobId, active.entryId);
+          break;
+        }
+        default:
+          await this.queue.ack(active.entryId);
+          await this.queue.releaseLease(jobId);
+      }
+      log.info({ outcome }, "attempt ended");
+    } catch (error) {
+      log.error({ err: error, outcome }, "could not settle the attempt");
+    } finally {
+      this.#active.delete(jobId);
+      this.#wake();
+    }
+  }
+
+  #wake(): void {
+    const wake = this.#slotFreed;
+    this.#slotFreed = undefined;
+    wake?.();
+  }
+
+  /**
+   * Stops taking jobs and hands running ones back to the queue (each becomes
+   * `queued` again with a fresh entry). Resolves within `boundMs`.
+   */
+  async shutdown(boundMs = this.#deps.config.WORKER_SHUTDOWN_MS): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    for (const t of this.#timers) clearInterval(t);
+    this.queue.stopReading();
+    this.#wake();
+    const running = [...this.#active.values()];
+    for (const a of running) a.run.stop("shutdown");
+    const settled = Promise.all([...running.map((a) => a.done), ...this.#loops]).then(() => true);
+    const timedOut = new Promise<boolean>((resolve) =>
+      setTimeout(() => resolve(false), Math.max(0, boundMs - 1000)).unref(),
+    );
+    if (!(await Promise.race([settled, timedOut]))) {
+      this.#log.warn({ jobs: this.activeJobs }, "jobs did not hand back in time; their leases will lapse");
+    }
+    await this.queue.close();
+  }
+}

@@ -1,0 +1,199 @@
+// Crash safety with real worker processes: `kill -9` mid-download and
+// mid-upload, then a second worker reclaims the job after the lease lapses
+// and finishes it without storing anything twice; SIGTERM hands a running job
+// back to the queue within the shutdown bound.
+import { type ChildProcess, spawn } from "node:child_process";
+import { resolve } from "node:path";
+import { keys, ProgressEvent } from "@torreclou/contracts";
+import { uploadParts } from "@torreclou/db";
+import { inArray } from "drizzle-orm";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import {
+  createProfile,
+  type Env,
+  expectStoredExactly,
+  filesOf,
+  MiB,
+  makeFixture,
+  s3Proxy,
+  seedFixtures,
+  setupEnv,
+  submitJob,
+  transitionsOf,
+  waitFor,
+  waitForState,
+  workerEnv,
+} from "./helpers.ts";
+
+const root = resolve(import.meta.dirname, "../..");
+let env: Env;
+let proxy: Awaited<ReturnType<typeof s3Proxy>>;
+let profileId: string;
+const children: ChildProcess[] = [];
+
+beforeAll(async () => {
+  env = await setupEnv(12);
+  // Part uploads are slowed down so a kill can land in the middle of one file's upload.
+  proxy = await s3Proxy({ partDelayMs: 400 });
+  profileId = await createProfile(env, { endpoint: proxy.endpoint });
+});
+
+afterEach(() => {
+  for (const child of children.splice(0)) if (child.exitCode === null) child.kill("SIGKILL");
+});
+
+afterAll(async () => {
+  await proxy?.close();
+  await env?.cleanup();
+});
+
+interface Spawned {
+  child: ChildProcess;
+  output: string[];
+  exited: Promise<number | null>;
+}
+
+function spawnWorker(name: string, extra: Record<string, string> = {}): Spawned {
+  const child = spawn(process.execPath, ["node-worker/src/main.ts"], {
+    cwd: root,
+    env: {
+      ...workerEnv(env, { WORKER_ID: name, LOG_LEVEL: "info", WORKER_UPLOAD_CONCURRENCY: "1", ...extra }),
+      PATH: process.env.PATH ?? "",
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  children.push(child);
+  const output: string[] = [];
+  child.stdout?.on("data", (d: Buffer) => output.push(d.toString()));
+  child.stderr?.on("data", (d: Buffer) => output.push(d.toString()));
+  const exited = new Promise<number | null>((done) => child.on("exit", (code) => done(code)));
+  return { child, output, exited };
+}
+
+async function snapshot(jobId: string): Promise<ProgressEvent | undefined> {
+  const raw = await env.redis.get(keys.snapshot(jobId));
+  return raw ? ProgressEvent.parse(JSON.parse(raw)) : undefined;
+}
+
+async function journal(jobId: string): Promise<Map<string, number[]>> {
+  const files = await filesOf(env, jobId);
+  const ids = files.map((f) => f.id);
+  const rows = ids.length
+    ? await env.db.select().from(uploadParts).where(inArray(uploadParts.jobFileId, ids))
+    : [];
+  const out = new Map<string, number[]>();
+  for (const file of files) {
+    out.set(
+      `${jobId}/${file.path}`,
+      rows.filter((r) => r.jobFileId === file.id).map((r) => r.partNumber),
+    );
+  }
+  return out;
+}
+
+/** Nothing stored twice: one object write per key, and no part journaled before the kill sent again. */
+function expectNoDuplicateWrites(before: Map<string, number[]>): void {
+  for (const [key, parts] of before) {
+    expect(proxy.count("create", key), `multipart uploads started for ${key}`).toBeLessThanOrEqual(1);
+    expect(proxy.count("complete", key) + proxy.count("put", key), `object writes for ${key}`).toBe(1);
+    for (const part of parts) {
+      const sent = proxy.requests.filter((r) => r.kind === "part" && r.key === key && r.part === part).length;
+      expect(sent, `${key} part ${part} was sent again after the kill`).toBe(1);
+    }
+  }
+}
+
+describe("worker crashes", () => {
+  it("kill -9 mid-download: another worker reclaims and completes", async () => {
+    const made = await makeFixture(env, "crash-download", [
+      { path: "first.bin", size: 11 * MiB + 3 },
+      { path: "second.bin", size: 9 * MiB + 1 },
+    ]);
+    await seedFixtures(env, [made], "3M");
+    const job = await submitJob(env, { made, profileId });
+    const a = spawnWorker("worker-a");
+    await waitFor(
+      "a third of the download",
+      async () => {
+        const s = await snapshot(job.id);
+        return s && s.phase === "downloading" && s.bytes.downloaded > s.bytes.total / 3;
+      },
+      60_000,
+    );
+    const row = await waitForState(env, job.id, ["downloading"]);
+    expect(row.attempt).toBe(1);
+    a.child.kill("SIGKILL");
+    await a.exited;
+    const journaled = await journal(job.id);
+
+    const b = spawnWorker("worker-b");
+    const done = await waitForState(env, job.id, ["completed", "failed"], 90_000).catch((error: unknown) => {
+      throw new Error(`${String(error)}\n${b.output.join("").slice(-3000)}`);
+    });
+    expect(done.failureReason).toBeNull();
+    expect(done.attempt).toBe(2);
+    await expectStoredExactly(env, made, job.id);
+    expectNoDuplicateWrites(journaled);
+    const reasons = (await transitionsOf(env, job.id)).map((t) => `${t.toState}:${t.attempt}`);
+    expect(reasons).toContain("queued:2");
+    b.child.kill("SIGTERM");
+    await b.exited;
+  });
+
+  it("kill -9 mid-upload: the multipart upload is resumed, not restarted", async () => {
+    const made = await makeFixture(env, "crash-upload", [{ path: "crash-upload", size: 31 * MiB + 77 }]);
+    await seedFixtures(env, [made]);
+    const job = await submitJob(env, { made, profileId });
+    const key = `${job.id}/crash-upload`;
+    const a = spawnWorker("worker-c");
+    await waitFor(
+      "two parts journaled",
+      async () => ((await journal(job.id)).get(key)?.length ?? 0) >= 2,
+      60_000,
+    );
+    a.child.kill("SIGKILL");
+    await a.exited;
+    const journaled = await journal(job.id);
+    expect(journaled.get(key)!.length).toBeLessThan(7);
+
+    const b = spawnWorker("worker-d");
+    const done = await waitForState(env, job.id, ["completed", "failed"], 90_000).catch((error: unknown) => {
+      throw new Error(`${String(error)}\n${b.output.join("").slice(-3000)}`);
+    });
+    expect(done.failureReason).toBeNull();
+    await expectStoredExactly(env, made, job.id);
+    expectNoDuplicateWrites(journaled);
+    expect(proxy.count("create", key)).toBe(1);
+    b.child.kill("SIGTERM");
+    await b.exited;
+  });
+
+  it("SIGTERM hands the running job back to the queue within the bound", async () => {
+    const made = await makeFixture(env, "handback", [{ path: "handback", size: 12 * MiB }]);
+    await seedFixtures(env, [made], "2M");
+    const job = await submitJob(env, { made, profileId });
+    const a = spawnWorker("worker-e");
+    await waitFor("download under way", async () => {
+      const s = await snapshot(job.id);
+      return s && s.phase === "downloading" && s.bytes.downloaded > 0;
+    });
+    const asked = Date.now();
+    a.child.kill("SIGTERM");
+    expect(await a.exited).toBe(0);
+    expect(Date.now() - asked).toBeLessThan(20_000);
+    const queued = await waitForState(env, job.id, ["queued"], 5000);
+    const last = (await transitionsOf(env, job.id)).at(-1);
+    expect(last?.reason).toBe("worker shutting down");
+    expect(last?.cause).toBe("worker");
+    expect(queued.attempt).toBe(1);
+    // No lease left behind: the next worker takes it at once, not after a lease lapses.
+    expect(await env.redis.exists(keys.lease(job.id))).toBe(0);
+
+    const b = spawnWorker("worker-f", { WORKER_LEASE_MS: "60000" });
+    const done = await waitForState(env, job.id, ["completed", "failed"], 60_000);
+    expect(done.failureReason).toBeNull();
+    await expectStoredExactly(env, made, job.id);
+    b.child.kill("SIGTERM");
+    await b.exited;
+  });
+});

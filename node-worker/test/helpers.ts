@@ -1,0 +1,447 @@
+// Test support for the worker suites: a database, a Redis database number and
+// a bucket of their own per file, a tracker with aria2c seeders, jobs created
+// the way the edge creates them, and checks of what landed in the bucket.
+import { createHash, randomBytes, randomUUID } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { createServer, request, type Server } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import {
+  CreateBucketCommand,
+  GetObjectCommand,
+  ListObjectsV2Command,
+  type S3Client,
+} from "@aws-sdk/client-s3";
+import { columnsOf, encryptSecret, type JobState, keys, parseKeyring, queue } from "@torreclou/contracts";
+import {
+  type Job,
+  type JobFile,
+  jobFiles,
+  jobs,
+  jobTransitions,
+  storageProfiles,
+  users,
+} from "@torreclou/db";
+import { type Db, insertJob, markEnqueued } from "@torreclou/db/jobs";
+import { asc, eq } from "drizzle-orm";
+import { drizzle } from "drizzle-orm/node-postgres";
+import { Redis } from "ioredis";
+import pg from "pg";
+import { pino } from "pino";
+import { migrate } from "../../drizzle/migrate.ts";
+import { dropDatabases, freshDatabase } from "../../drizzle/testing.ts";
+import { freePort, quietLog, type Spawned, spawnService } from "../../local/process.ts";
+import { s3ClientFor } from "../../local/s3.ts";
+import {
+  ARIA2_LOOPBACK_FLAGS,
+  type MadeTorrent,
+  makeTorrent,
+  readTorrent,
+  seedAll,
+  startTracker,
+  type TorrentFile,
+  type Tracker,
+} from "../../local/seeder/index.ts";
+import { type Config, loadConfig } from "../src/config.ts";
+import { createMetrics } from "../src/metrics.ts";
+import { Worker } from "../src/worker.ts";
+
+export const MiB = 1024 * 1024;
+
+export interface Env {
+  db: Db;
+  pool: pg.Pool;
+  databaseUrl: string;
+  redisUrl: string;
+  redis: Redis;
+  s3: S3Client;
+  bucket: string;
+  tracker: Tracker;
+  dataDir: string;
+  scratchDir: string;
+  credentialsKeys: string;
+  userId: string;
+  seeders: Spawned[];
+  cleanup(): Promise<void>;
+}
+
+/** Everything one test file needs; `redisDb` must differ between files running in parallel. */
+export async function setupEnv(redisDb: number): Promise<Env> {
+  const databaseUrl = await freshDatabase();
+  await migrate(databaseUrl);
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
+  const db: Db = drizzle({ client: pool });
+  const base = process.env.REDIS_URL;
+  if (!base) throw new Error("REDIS_URL must be set (run the suite with npm test)");
+  const url = new URL(base);
+  url.pathname = `/${redisDb}`;
+  const redisUrl = url.toString();
+  const redis = new Redis(redisUrl);
+  await redis.flushdb();
+  const s3 = s3ClientFor(process.env);
+  const bucket = `worker-${randomBytes(4).toString("hex")}`;
+  await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+  const tracker = await startTracker({ port: await freePort(), log: quietLog });
+  const dataDir = await mkdtemp(join(tmpdir(), "torreclou-worker-test-"));
+  const credentialsKeys = `k1:${randomBytes(32).toString("base64")}`;
+  const [user] = await db
+    .insert(users)
+    .values({ googleSub: `sub-${randomUUID()}`, email: "worker-test@example.com" })
+    .returning();
+  const env: Env = {
+    db,
+    pool,
+    databaseUrl,
+    redisUrl,
+    redis,
+    s3,
+    bucket,
+    tracker,
+    dataDir,
+    scratchDir: join(dataDir, "scratch"),
+    credentialsKeys,
+    userId: user!.id,
+    seeders: [],
+    async cleanup() {
+      for (const seeder of env.seeders.splice(0)) await seeder.stop().catch(() => {});
+      await tracker.stop();
+      redis.disconnect();
+      s3.destroy();
+      await pool.end();
+      await dropDatabases();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+  return env;
+}
+
+export interface ProfileOptions {
+  endpoint?: string;
+  bucket?: string;
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  prefix?: string;
+  name?: string;
+}
+
+/** A storage profile with its secret encrypted exactly as the edge stores it. */
+export async function createProfile(env: Env, opts: ProfileOptions = {}): Promise<string> {
+  const ring = parseKeyring(env.credentialsKeys);
+  // As the edge does: the id first, since the ciphertext is bound to it.
+  const id = randomUUID();
+  const secret = await encryptSecret(
+    ring,
+    {
+      accessKeyId: opts.accessKeyId ?? process.env.S3_ACCESS_KEY_ID,
+      secretAccessKey: opts.secretAccessKey ?? process.env.S3_SECRET_ACCESS_KEY,
+    },
+    id,
+  );
+  const [profile] = await env.db
+    .insert(storageProfiles)
+    .values({
+      id,
+      userId: env.userId,
+      kind: "s3",
+      name: opts.name ?? `profile-${id}`,
+      config: {
+        endpoint: opts.endpoint ?? process.env.S3_ENDPOINT,
+        region: process.env.S3_REGION ?? "us-east-1",
+        bucket: opts.bucket ?? env.bucket,
+        prefix: opts.prefix,
+        forcePathStyle: true,
+      },
+      ...columnsOf(secret),
+    })
+    .returning();
+  return profile!.id;
+}
+
+export async function makeFixture(
+  env: Env,
+  name: string,
+  files: TorrentFile[],
+  pieceLength?: number,
+): Promise<MadeTorrent> {
+  return makeTorrent({
+    dir: join(env.dataDir, "seed"),
+    name,
+    files,
+    announce: [env.tracker.announceUrl],
+    pieceLength,
+  });
+}
+
+/** aria2c seeding the torrents, optionally throttled (bytes per second, e.g. "2M"). */
+export async function seedFixtures(env: Env, made: MadeTorrent[], uploadLimit?: string): Promise<Spawned> {
+  const peerPort = await freePort();
+  const self = `127.0.0.1:${peerPort}`;
+  const hashes = made.map((m) => m.infoHash);
+  const ready = async () => hashes.every((h) => env.tracker.seeders(h).includes(self));
+  let spawned: Spawned;
+  if (!uploadLimit) {
+    spawned = await seedAll({
+      torrents: made.map((m) => ({ torrentPath: m.torrentPath, dir: join(env.dataDir, "seed") })),
+      peerPort,
+      log: quietLog,
+      ready,
+    });
+  } else {
+    const args = [
+      ...ARIA2_LOOPBACK_FLAGS,
+      `--listen-port=${peerPort}`,
+      "--check-integrity=true",
+      "--bt-seed-unverified=false",
+      "--seed-ratio=0.0",
+      "--auto-file-renaming=false",
+      "--allow-overwrite=false",
+      `--max-overall-upload-limit=${uploadLimit}`,
+      `--stop-with-process=${process.pid}`,
+      `--dir=${join(env.dataDir, "seed")}`,
+      ...made.map((m) => m.torrentPath),
+    ];
+    spawned = await spawnService("seeder", "aria2c", { args, log: quietLog, ready, readyTimeoutMs: 60_000 });
+  }
+  env.seeders.push(spawned);
+  return spawned;
+}
+
+export interface SubmitOptions {
+  made: MadeTorrent;
+  profileId: string;
+  selected?: number[];
+  magnet?: boolean;
+  targetFolder?: string;
+}
+
+/** Creates a job as the edge does: insert, XADD the message, mark it enqueued. */
+export async function submitJob(env: Env, opts: SubmitOptions): Promise<Job> {
+  const bytes = await readFile(opts.made.torrentPath);
+  const summary = readTorrent(bytes);
+  const { job } = await insertJob(env.db, {
+    userId: env.userId,
+    storageProfileId: opts.profileId,
+    selected: opts.selected,
+    targetFolder: opts.targetFolder,
+    torrent: opts.magnet
+      ? { infoHash: summary.infoHash, name: summary.name, files: null, magnetUri: opts.made.magnet }
+      : {
+          infoHash: summary.infoHash,
+          name: summary.name,
+          totalSize: summary.files.reduce((s, f) => s + f.length, 0),
+          files: summary.files.map((f, index) => ({ index, path: f.path, size: f.length })),
+          torrentFile: bytes,
+        },
+  });
+  await env.redis.xadd(queue.stream, "*", "job", JSON.stringify({ jobId: job.id }));
+  await markEnqueued(env.db, job.id);
+  await env.redis.set(keys.owner(job.id), env.userId);
+  return job;
+}
+
+export async function jobRow(env: Env, jobId: string): Promise<Job> {
+  const [row] = await env.db.select().from(jobs).where(eq(jobs.id, jobId));
+  if (!row) throw new Error(`job ${jobId} not found`);
+  return row;
+}
+
+export async function filesOf(env: Env, jobId: string): Promise<JobFile[]> {
+  return env.db.select().from(jobFiles).where(eq(jobFiles.jobId, jobId)).orderBy(asc(jobFiles.fileIndex));
+}
+
+export async function transitionsOf(env: Env, jobId: string) {
+  return env.db
+    .select()
+    .from(jobTransitions)
+    .where(eq(jobTransitions.jobId, jobId))
+    .orderBy(asc(jobTransitions.id));
+}
+
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined | false>,
+  timeoutMs = 60_000,
+  everyMs = 100,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+export async function waitForState(
+  env: Env,
+  jobId: string,
+  states: JobState[],
+  timeoutMs = 60_000,
+): Promise<Job> {
+  let last: Job | undefined;
+  try {
+    return await waitFor(
+      `job ${jobId} to reach ${states.join("/")}`,
+      async () => {
+        last = await jobRow(env, jobId);
+        return states.includes(last.state) ? last : undefined;
+      },
+      timeoutMs,
+    );
+  } catch (error) {
+    throw new Error(`${(error as Error).message} (last state ${last?.state}, reason ${last?.failureReason})`);
+  }
+}
+
+export async function sha256File(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest("hex");
+}
+
+export async function sha256Object(s3: S3Client, bucket: string, key: string): Promise<string> {
+  const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+  const hash = createHash("sha256");
+  for await (const chunk of got.Body as AsyncIterable<Uint8Array>) hash.update(chunk);
+  return hash.digest("hex");
+}
+
+export async function listKeys(s3: S3Client, bucket: string, prefix?: string): Promise<string[]> {
+  const out: string[] = [];
+  let token: string | undefined;
+  do {
+    const page = await s3.send(
+      new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }),
+    );
+    for (const o of page.Contents ?? []) if (o.Key) out.push(o.Key);
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return out.sort();
+}
+
+/**
+ * Every object the job stored, byte for byte against the seeder's copy of the
+ * torrent content; returns the keys.
+ */
+export async function expectStoredExactly(
+  env: Env,
+  made: MadeTorrent,
+  folder: string,
+  indexes?: number[],
+): Promise<string[]> {
+  const summary = readTorrent(await readFile(made.torrentPath));
+  const chosen = summary.files.filter((_, i) => !indexes || indexes.includes(i));
+  const expected = chosen.map((f) => `${folder}/${f.path}`).sort();
+  const actual = await listKeys(env.s3, env.bucket, `${folder}/`);
+  if (JSON.stringify(actual) !== JSON.stringify(expected)) {
+    throw new Error(
+      `bucket holds ${JSON.stringify(actual.slice(0, 10))}…, expected ${JSON.stringify(expected.slice(0, 10))}…`,
+    );
+  }
+  const seedRoot = join(env.dataDir, "seed");
+  for (const file of chosen) {
+    const local = await sha256File(join(seedRoot, ...file.path.split("/")));
+    const remote = await sha256Object(env.s3, env.bucket, `${folder}/${file.path}`);
+    if (local !== remote) throw new Error(`${file.path}: stored bytes differ from the torrent's`);
+  }
+  return actual;
+}
+
+export function workerEnv(env: Env, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    DATABASE_URL: env.databaseUrl,
+    REDIS_URL: env.redisUrl,
+    WORKER_SCRATCH_DIR: env.scratchDir,
+    CREDENTIALS_KEYS: env.credentialsKeys,
+    WORKER_LEASE_MS: "3000",
+    WORKER_DHT: "false",
+    WORKER_LSD: "false",
+    WORKER_NAT_UPNP: "false",
+    WORKER_NAT_PMP: "false",
+    WORKER_UTP: "false",
+    WORKER_PART_SIZE_BYTES: String(5 * MiB),
+    WORKER_NO_PEERS_TIMEOUT_MS: "4000",
+    WORKER_HTTP_PORT: "0",
+    LOG_LEVEL: process.env.WORKER_TEST_LOG_LEVEL ?? "silent",
+    ...extra,
+  };
+}
+
+/** A worker running in this process. */
+export async function startWorker(
+  env: Env,
+  extra: Record<string, string> = {},
+): Promise<{ worker: Worker; config: Config }> {
+  const config = loadConfig(workerEnv(env, extra));
+  const log = pino({ level: config.LOG_LEVEL });
+  const worker = new Worker({ config, db: env.db, log, metrics: createMetrics() });
+  await worker.start();
+  return { worker, config };
+}
+
+export interface S3Request {
+  /** put, part, create, complete, abort, listparts, head, headbucket, other */
+  kind: string;
+  key: string;
+  part?: number;
+}
+
+/**
+ * A recording HTTP proxy in front of the local S3, so tests can count what a
+ * worker really sent (and slow part uploads down).
+ */
+export async function s3Proxy(opts: { partDelayMs?: number } = {}): Promise<{
+  endpoint: string;
+  requests: S3Request[];
+  count(kind: string, key?: string): number;
+  close(): Promise<void>;
+}> {
+  const target = new URL(process.env.S3_ENDPOINT!);
+  const requests: S3Request[] = [];
+  const server: Server = createServer((req, res) => {
+    const url = new URL(req.url ?? "/", "http://proxy");
+    const key = decodeURIComponent(url.pathname.split("/").slice(2).join("/"));
+    const q = url.searchParams;
+    const entry: S3Request = { kind: "other", key };
+    if (req.method === "PUT" && q.has("partNumber")) {
+      entry.kind = "part";
+      entry.part = Number(q.get("partNumber"));
+    } else if (req.method === "PUT" && key) entry.kind = "put";
+    else if (req.method === "POST" && q.has("uploads")) entry.kind = "create";
+    else if (req.method === "POST" && q.has("uploadId")) entry.kind = "complete";
+    else if (req.method === "DELETE" && q.has("uploadId")) entry.kind = "abort";
+    else if (req.method === "GET" && q.has("uploadId")) entry.kind = "listparts";
+    else if (req.method === "HEAD") entry.kind = key ? "head" : "headbucket";
+    requests.push(entry);
+    const forward = () => {
+      const upstream = request(
+        { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+        (up) => {
+          res.writeHead(up.statusCode ?? 502, up.headers);
+          up.pipe(res);
+        },
+      );
+      upstream.on("error", () => res.destroy());
+      req.pipe(upstream);
+    };
+    if (entry.kind === "part" && opts.partDelayMs) {
+      req.pause();
+      setTimeout(forward, opts.partDelayMs);
+    } else forward();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  const port = typeof address === "object" && address ? address.port : 0;
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    requests,
+    count: (kind, key) =>
+      requests.filter((r) => r.kind === kind && (key === undefined || r.key === key)).length,
+    async close() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
