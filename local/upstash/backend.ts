@@ -5,6 +5,7 @@
 import { Command, Redis, type RedisOptions } from "ioredis";
 import { type Arg, isBlocking, type RedisCommand, RequestError } from "./commands.ts";
 import type { Reply } from "./reply.ts";
+import { adaptScripts } from "./scripts.ts";
 
 /** One command's outcome, as `/pipeline` and `/multi-exec` report it. */
 export type Outcome = { result: Reply } | { error: string };
@@ -131,10 +132,13 @@ function command(name: string, args: Arg[]): Command {
   return new Command(name.toUpperCase(), args);
 }
 
-function send(conn: Redis, [name, ...args]: RedisCommand): Promise<Reply> {
+async function send(conn: Redis, original: RedisCommand): Promise<Reply> {
+  const adapted = adaptScripts(original);
+  const [name, ...args] = adapted.command;
   const cmd = command(name, args);
   conn.sendCommand(cmd);
-  return cmd.promise as Promise<Reply>;
+  const reply = (await cmd.promise) as Reply;
+  return adapted.reply ?? reply;
 }
 
 /** Writes every command before any reply arrives, like a Redis pipeline. */
@@ -154,7 +158,8 @@ async function sendAll(conn: Redis, commands: RedisCommand[]): Promise<Outcome[]
 async function transaction(conn: Redis, commands: RedisCommand[]): Promise<Outcome[]> {
   // ioredis recognises the lower-case names when it cleans up after a dropped connection.
   const multi = new Command("multi");
-  const queued = commands.map(([name, ...args]) => {
+  const queued = commands.map((original) => {
+    const [name, ...args] = adaptScripts(original).command;
     const cmd = command(name, args);
     cmd.inTransaction = true;
     return cmd;

@@ -1,6 +1,6 @@
 // Drives the local Upstash REST server with the real @upstash/redis client
 // against the redis-server named by REDIS_URL.
-import { randomBytes, randomUUID } from "node:crypto";
+import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { Redis as Upstash } from "@upstash/redis";
 import { Redis as IORedis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -432,5 +432,24 @@ describe("publish and subscribe", () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     expect(await redis.publish(channel, "x")).toBe(0);
+  });
+});
+
+describe("Lua scripts", () => {
+  // @upstash/ratelimit's scripts start like this; Redis 7.0 rejects the flag.
+  const script = "#!lua flags=allow-key-locking\nreturn redis.call('INCR', KEYS[1])";
+  const sha = createHash("sha1").update(script).digest("hex");
+
+  it("runs scripts with Upstash-only shebang flags, by text and then by the client's SHA-1", async () => {
+    const redis = client();
+    const k = key("script");
+    expect(await redis.eval(script, [k], [])).toBe(1);
+    expect(await redis.evalsha(sha, [k], [])).toBe(2);
+  });
+
+  it("answers SCRIPT LOAD with the SHA-1 of the script as sent", async () => {
+    const redis = client();
+    expect(await redis.scriptLoad(script)).toBe(sha);
+    expect(await redis.evalsha(sha, [key("loaded")], [])).toBe(1);
   });
 });
