@@ -21,7 +21,7 @@ import {
   GoogleTokenSource,
   ReconnectRequiredError,
 } from "./drive.ts";
-import type { SinkFile, UploadHooks, UploadResult } from "./index.ts";
+import { PermanentJobError, type SinkFile, type UploadHooks, type UploadResult } from "./index.ts";
 
 const KiB = 1024;
 const CHUNK = 256 * KiB;
@@ -73,7 +73,7 @@ describe("DriveSink against the Drive double", () => {
   /** Local files of a small torrent: nested folders, an empty file, awkward names. */
   const tree: Record<string, Buffer> = {
     "Show/episode 1.mkv": randomBytes(3 * CHUNK + 12_345),
-    "Show/extras/it's \\ odd.bin": randomBytes(CHUNK),
+    'Show/extras/it\'s "odd" ünïcode.bin': randomBytes(CHUNK),
     "Show/extras/deeper/notes.txt": Buffer.from("hello drive\n"),
     "Show/empty.dat": Buffer.alloc(0),
     "Show/subs/en.srt": randomBytes(700 * KiB),
@@ -121,7 +121,7 @@ describe("DriveSink against the Drive double", () => {
     return results;
   }
 
-  /** Drive's files of the account by path (`My Drive/...`), with their md5. */
+  /** Drive's files of the account by path under My Drive, with their md5. */
   function driveTree(): Map<string, { id: string; md5?: string; folder: boolean }> {
     const files = drive.filesOf(grant.accountId);
     const byId = new Map(files.map((f) => [f.id, f]));
@@ -178,7 +178,7 @@ describe("DriveSink against the Drive double", () => {
     const sink = new DriveSink(sinkOptions());
     await sink.preflight(new AbortController().signal);
     const results = await uploadTree(sink);
-    expectTreeOnDrive("My Drive/job-1");
+    expectTreeOnDrive("job-1");
     for (const [path, result] of results) {
       expect(result.checksum).toBe(`md5:${md5(tree[path]!)}`);
       expect((await drive.contentOf(result.cloudId)).equals(tree[path]!)).toBe(true);
@@ -198,7 +198,7 @@ describe("DriveSink against the Drive double", () => {
     for (const result of results.values()) expect(first.has(result.cloudId)).toBe(true);
     expect(drive.stats.requests("upload.create")).toBe(0);
     expect(drive.stats.requests("files.create")).toBe(0);
-    expectTreeOnDrive("My Drive/job-1");
+    expectTreeOnDrive("job-1");
   });
 
   it("resumes after a crash mid-file without sending an accepted byte again", async () => {
@@ -265,7 +265,7 @@ describe("DriveSink against the Drive double", () => {
     const sink = new DriveSink(sinkOptions({ folder: "job-faults" }));
     await sink.preflight(new AbortController().signal);
     await uploadTree(sink);
-    expectTreeOnDrive("My Drive/job-faults");
+    expectTreeOnDrive("job-faults");
     expect(f.pending()).toBe(0);
     expect(new Set(f.fired().map((x) => x.kind))).toEqual(
       new Set(["status", "rate-limit", "drop", "expire-session"]),
@@ -326,7 +326,7 @@ describe("DriveSink against the Drive double", () => {
     expect(tokensIssued.length).toBe(3);
     // And a fresh one is kept.
     expect(await source.token(new AbortController().signal)).toBe(token);
-    expect(drive.stats.requests("token")).toBe(2);
+    expect(drive.stats.requests("token")).toBe(3);
   });
 
   it("fails with ReconnectRequiredError when the grant is revoked", async () => {
@@ -351,6 +351,16 @@ describe("DriveSink against the Drive double", () => {
       .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ReconnectRequiredError);
     expect((error as Error).message).toBe("reconnect Google Drive");
+  });
+
+  it("preflight fails with a readable reason when the destination folder is gone", async () => {
+    const error = await new DriveSink(sinkOptions({ rootFolderId: "1doesNotExist" }))
+      .preflight(new AbortController().signal)
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(PermanentJobError);
+    expect((error as PermanentJobError).reason).toMatch(
+      /folder chosen for this destination no longer exists/,
+    );
   });
 
   it("sends a file in chunk-sized PUTs", async () => {

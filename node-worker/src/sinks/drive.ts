@@ -347,6 +347,8 @@ export class DriveSink implements Sink {
     const parent = await this.#folder(segments, hooks.signal);
     let session = file.uploadSession;
     let mismatches = 0;
+    // Bytes reported through onBytes: a session started over does not count its bytes twice.
+    const progress = { reported: 0 };
     for (let restarts = 0; ; ) {
       const hasher = new FileHasher(file.localPath);
       let uploaded: DriveFile;
@@ -354,12 +356,15 @@ export class DriveSink implements Sink {
         let fresh = false;
         if (!session) {
           const existing = await this.#existing(name, parent, file, hooks);
-          if (existing) return existing;
+          if (existing) {
+            if (file.size > progress.reported) hooks.onBytes(file.size - progress.reported);
+            return existing;
+          }
           session = await this.#startSession(name, parent, file, hooks.signal);
           await hooks.onSession(session);
           fresh = true;
         }
-        uploaded = await this.#send(session, fresh, file, hooks, hasher);
+        uploaded = await this.#send(session, fresh, file, hooks, hasher, progress);
       } catch (error) {
         if (!(error instanceof SessionGoneError) || ++restarts > MAX_RESTARTS) throw error;
         this.#opts.log.info({ path: file.path }, "Drive upload session is gone; starting the file over");
@@ -422,7 +427,6 @@ export class DriveSink implements Sink {
     const match = candidates.find((f) => f.md5Checksum === md5);
     if (!match) return undefined;
     this.#opts.log.debug({ path: file.path, id: match.id }, "already on Drive");
-    hooks.onBytes(file.size);
     return {
       cloudId: match.id,
       cloudUrl: match.webViewLink ?? `https://drive.google.com/file/d/${match.id}/view`,
@@ -496,6 +500,7 @@ export class DriveSink implements Sink {
     file: SinkFile,
     hooks: UploadHooks,
     hasher: FileHasher,
+    progress: { reported: number },
   ): Promise<DriveFile> {
     const { signal } = hooks;
     // A session from an earlier attempt may hold some bytes already, or the whole file.
@@ -504,9 +509,10 @@ export class DriveSink implements Sink {
       : await this.#query(session, file.size, signal);
     let confirmed = 0;
     const confirm = (committed: number) => {
-      if (committed > confirmed) {
-        hooks.onBytes(committed - confirmed);
-        confirmed = committed;
+      confirmed = Math.max(confirmed, committed);
+      if (committed > progress.reported) {
+        hooks.onBytes(committed - progress.reported);
+        progress.reported = committed;
       }
     };
     let failures = 0;
