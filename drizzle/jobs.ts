@@ -14,7 +14,7 @@ import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
 import { type Job, type JobFile, jobFiles, jobs, jobTransitions, torrents } from "./schema.ts";
 
 /** Any drizzle Postgres database: node-postgres in workers, Neon in the edge. */
-export type Db = PgDatabase<PgQueryResultHKT>;
+export type Db = PgDatabase<PgQueryResultHKT, Record<string, unknown>>;
 
 export interface TorrentInput {
   infoHash: string;

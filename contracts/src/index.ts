@@ -1,3 +1,5 @@
+export * from "./credentials.ts";
 export * from "./jobs.ts";
 export * from "./progress.ts";
 export * from "./queue.ts";
+export * from "./torrent.ts";

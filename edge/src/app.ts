@@ -8,8 +8,16 @@ import { createDb, type Db } from "./db/index.ts";
 import { ApiError, notFound, onError } from "./errors/index.ts";
 import { createRedis } from "./redis/index.ts";
 import { auth } from "./routes/auth.ts";
+import { docs } from "./routes/docs.ts";
+import { drive } from "./routes/drive.ts";
 import { health } from "./routes/health.ts";
+import { jobsApi } from "./routes/jobs.ts";
 import { router } from "./routes/openapi.ts";
+import { progress } from "./routes/progress.ts";
+import { storage } from "./routes/storage.ts";
+import { tokens } from "./routes/tokens.ts";
+import { torrents } from "./routes/torrents.ts";
+import { corsForWebApp, securityHeaders } from "./security/index.ts";
 
 export interface AppEnv {
   Bindings: Record<string, unknown>;
@@ -23,6 +31,10 @@ export interface AppEnv {
 }
 
 export const app = router();
+
+// Outermost, so errors, redirects and preflights get them too.
+app.use("*", securityHeaders());
+app.use("*", corsForWebApp());
 
 app.use("*", async (c, next) => {
   let config: Config;
@@ -61,7 +73,16 @@ app.use("*", async (c, next) => {
 });
 
 // Chained so the type carries every route, for the web client (hono/client).
-const routes = app.route("/api/health", health).route("/api/auth", auth);
+const routes = app
+  .route("/api/health", health)
+  .route("/api/auth", auth)
+  .route("/api/tokens", tokens)
+  .route("/api/docs", docs)
+  .route("/api/storage", storage)
+  .route("/api/drive", drive)
+  .route("/api/torrents", torrents)
+  .route("/api/jobs", jobsApi)
+  .route("/api/progress", progress);
 
 app.doc31("/api/openapi.json", {
   openapi: "3.1.0",

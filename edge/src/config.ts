@@ -1,6 +1,23 @@
 // Bindings (vars and secrets) parsed once per isolate. A missing or malformed
 // setting fails with a message that names it, never with an undefined later.
+import { CredentialsError, parseKeyring } from "@torreclou/contracts";
 import { z } from "zod";
+
+/** A setting that may be absent; an empty string counts as absent. */
+const optionalString = z
+  .string()
+  .trim()
+  .optional()
+  .transform((v) => v || undefined);
+
+/** A URL setting with a default; an empty string counts as absent. */
+const urlOr = (fallback: string) =>
+  z
+    .string()
+    .trim()
+    .optional()
+    .transform((v) => v || fallback)
+    .pipe(z.url());
 
 const Config = z.object({
   DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// connection string"),
@@ -17,6 +34,70 @@ const Config = z.object({
     .default(86_400),
   /** "true" turns on POST /api/auth/dev (local use only); anything else leaves it a 404. */
   DEV_SIGN_IN: z
+    .enum(["true", "false", ""])
+    .default("false")
+    .transform((v) => v === "true"),
+  /**
+   * Key ring for storage secrets at rest: `keyId:base64(32 random bytes)`,
+   * comma-separated; the first key encrypts, every key decrypts (see
+   * contracts/src/credentials.ts). Parsed here, once per isolate.
+   */
+  CREDENTIALS_KEYS: z
+    .string({ error: "is required: keyId:base64(32 random bytes)[,keyId:...]" })
+    .transform((spec, ctx) => {
+      try {
+        return parseKeyring(spec);
+      } catch (err) {
+        if (!(err instanceof CredentialsError)) throw err;
+        ctx.addIssue({ code: "custom", message: err.message.replace(/^CREDENTIALS_KEYS:? */, "") });
+        return z.NEVER;
+      }
+    }),
+  /**
+   * Google sign-in (OAuth client of type "Web application"). All optional so
+   * local dev runs without Google; without an id and secret the Google routes
+   * answer 503 google_sign_in_unavailable.
+   */
+  GOOGLE_CLIENT_ID: optionalString,
+  GOOGLE_CLIENT_SECRET: optionalString,
+  /**
+   * The callback URL registered with Google. Defaults to
+   * `<origin of the request>/api/auth/google/callback`.
+   */
+  GOOGLE_REDIRECT_URI: z
+    .url()
+    .optional()
+    .or(z.literal("").transform(() => undefined)),
+  /**
+   * Google Drive destinations (routes/drive.ts): the OAuth client defaults to
+   * the sign-in one (GOOGLE_CLIENT_ID/SECRET); set these to use another (the
+   * workers need the same id and secret). Without any, the Drive routes
+   * answer 503 google_drive_unavailable.
+   */
+  GOOGLE_DRIVE_CLIENT_ID: optionalString,
+  GOOGLE_DRIVE_CLIENT_SECRET: optionalString,
+  /**
+   * Google's OAuth and Drive endpoints for the Drive connection. Google's by
+   * default; the local stack points them at the Drive double (local/drive).
+   */
+  GOOGLE_OAUTH_AUTH_URL: urlOr("https://accounts.google.com/o/oauth2/v2/auth"),
+  GOOGLE_OAUTH_TOKEN_URL: urlOr("https://oauth2.googleapis.com/token"),
+  GOOGLE_OAUTH_REVOKE_URL: urlOr("https://oauth2.googleapis.com/revoke"),
+  DRIVE_API_BASE_URL: urlOr("https://www.googleapis.com"),
+  /**
+   * The Drive connect callback registered with Google. Defaults to
+   * `<origin of the request>/api/drive/callback`.
+   */
+  GOOGLE_DRIVE_REDIRECT_URI: z
+    .url()
+    .optional()
+    .or(z.literal("").transform(() => undefined)),
+  /**
+   * "true" lets storage profiles use endpoints on localhost or private networks,
+   * over http too (local development with the local S3). Off in production: the
+   * edge and the workers would send signed requests into their own networks.
+   */
+  ALLOW_PRIVATE_STORAGE_ENDPOINTS: z
     .enum(["true", "false", ""])
     .default("false")
     .transform((v) => v === "true"),

@@ -6,8 +6,23 @@ declare namespace Cloudflare {
     NEON_LOCAL_PROXY: string;
     UPSTASH_REDIS_REST_URL: string;
     UPSTASH_REDIS_REST_TOKEN: string;
+    S3_ENDPOINT: string;
+    S3_REGION: string;
+    S3_BUCKET: string;
+    S3_ACCESS_KEY_ID: string;
+    S3_SECRET_ACCESS_KEY: string;
     SESSION_SECRET: string;
+    CREDENTIALS_KEYS: string;
     DEV_SIGN_IN: string;
+    GOOGLE_CLIENT_ID: string;
+    GOOGLE_CLIENT_SECRET: string;
+    GOOGLE_REDIRECT_URI: string;
+    ALLOW_PRIVATE_STORAGE_ENDPOINTS: string;
+    GOOGLE_OAUTH_AUTH_URL: string;
+    GOOGLE_OAUTH_TOKEN_URL: string;
+    GOOGLE_OAUTH_REVOKE_URL: string;
+    DRIVE_API_BASE_URL: string;
+    GOOGLE_DRIVE_REDIRECT_URI: string;
     WEB_ORIGIN: string;
   }
 }

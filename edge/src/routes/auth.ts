@@ -1,20 +1,145 @@
-// Sign-in and sign-out. Google sign-in lives beside this in google.ts; the
-// dev sign-in exists only when DEV_SIGN_IN=true and is a 404 otherwise.
+// Sign-in and sign-out. Google sign-in (the flow itself is in auth/google.ts);
+// the dev sign-in exists only when DEV_SIGN_IN=true and is a 404 otherwise.
+//
+// Google sign-in errors: a browser (a navigation that accepts text/html) is
+// sent back to the web app with `?signin_error=<code>` so it can say what went
+// wrong; any other client gets the JSON error (400 bad state or Google error,
+// 401 code or ID token rejected, 403 unverified email, 502 Google unreachable).
+import { createRoute, z } from "@hono/zod-openapi";
 import { users } from "@torreclou/db";
 import { eq, sql } from "drizzle-orm";
-import { Hono } from "hono";
-import { z } from "zod";
+import type { Context } from "hono";
 import type { AppEnv } from "../app.ts";
+import {
+  beginSignIn,
+  completeSignIn,
+  googleClient,
+  isLocalPath,
+  SignInError,
+  takeSignInCookies,
+} from "../auth/google.ts";
 import { requireUser } from "../auth/index.ts";
 import { endSession, readSession, startSession } from "../auth/session.ts";
 import { ApiError, notFound } from "../errors/index.ts";
+import { rateLimit } from "../limits/index.ts";
+import { errorResponses } from "../security/openapi.ts";
+import { router } from "./openapi.ts";
 
 const DevSignIn = z.object({
   email: z.email("must be an email address"),
   name: z.string().trim().min(1).max(200).optional(),
 });
 
-export const auth = new Hono<AppEnv>()
+const redirect = { description: "Redirect.", headers: { Location: { schema: { type: "string" as const } } } };
+
+const googleStart = createRoute({
+  method: "get",
+  path: "/google",
+  tags: ["Sign-in"],
+  summary: "Sign in with Google",
+  description:
+    "Redirects the browser to Google's consent screen (scopes `openid email profile`, PKCE). Google sends it back to `/api/auth/google/callback`.",
+  middleware: [rateLimit("google-sign-in", 30, "1 m")] as const,
+  request: {
+    query: z.object({
+      returnTo: z
+        .string()
+        .refine(isLocalPath, "must be a path on this site, like /jobs")
+        .optional()
+        .openapi({ description: "Where in the web app to land after signing in.", example: "/jobs" }),
+    }),
+  },
+  responses: {
+    302: { ...redirect, description: "To Google's consent screen." },
+    ...errorResponses({
+      400: "`returnTo` is not a local path.",
+      429: "Too many sign-in attempts from this address.",
+      503: "Google sign-in is not configured on this server.",
+    }),
+  },
+});
+
+const googleCallback = createRoute({
+  method: "get",
+  path: "/google/callback",
+  tags: ["Sign-in"],
+  summary: "Google sign-in callback",
+  description:
+    "Where Google returns the browser. Checks the state, redeems the code, verifies the ID token, signs the user in (session cookie) and redirects to the web app. On failure a browser is redirected to the web app with `?signin_error=<code>`; other clients get the JSON error.",
+  middleware: [rateLimit("google-sign-in", 30, "1 m")] as const,
+  request: {
+    query: z.object({
+      code: z.string().optional(),
+      state: z.string().optional(),
+      error: z.string().optional(),
+      error_description: z.string().optional(),
+    }),
+  },
+  responses: {
+    302: { ...redirect, description: "Signed in (or, for a browser, failed): back to the web app." },
+    ...errorResponses({
+      400: "Missing or stale state, or Google reported an error (e.g. the user cancelled).",
+      401: "Google rejected the code, or its ID token failed verification.",
+      403: "The Google account's email is not verified.",
+      429: "Too many sign-in attempts from this address.",
+      502: "Google could not be reached.",
+      503: "Google sign-in is not configured on this server.",
+    }),
+  },
+});
+
+/** A top-level browser navigation, as opposed to a script or fetch(). */
+function isNavigation(c: Context<AppEnv>): boolean {
+  const mode = c.req.header("sec-fetch-mode");
+  if (mode) return mode === "navigate";
+  return (c.req.header("accept") ?? "").includes("text/html");
+}
+
+function webUrl(c: Context<AppEnv>, path: string): string {
+  return new URL(path, c.var.config.WEB_ORIGIN).toString();
+}
+
+export const auth = router()
+  .openapi(googleStart, (c) => {
+    const google = googleClient(c.var.config, c.req.url);
+    const url = beginSignIn(c, google, c.req.valid("query").returnTo ?? "/");
+    c.header("Cache-Control", "no-store");
+    return c.redirect(url.toString(), 302);
+  })
+  .openapi(googleCallback, async (c) => {
+    const config = c.var.config;
+    const google = googleClient(config, c.req.url);
+    const saved = takeSignInCookies(c);
+    c.header("Cache-Control", "no-store");
+    try {
+      const profile = await completeSignIn(google, config.GOOGLE_CLIENT_ID!, c.req.valid("query"), saved);
+      const now = new Date();
+      const [user] = await c.var
+        .db()
+        .insert(users)
+        .values({
+          googleSub: profile.sub,
+          email: profile.email,
+          name: profile.name,
+          pictureUrl: profile.picture,
+          lastLoginAt: now,
+        })
+        .onConflictDoUpdate({
+          target: users.googleSub,
+          set: { email: profile.email, name: profile.name, pictureUrl: profile.picture, lastLoginAt: now },
+        })
+        .returning({ id: users.id });
+      await startSession(c, config, c.var.redis, user!.id);
+      return c.redirect(webUrl(c, saved.returnTo), 302);
+    } catch (err) {
+      if (err instanceof SignInError && isNavigation(c)) {
+        const target = new URL(webUrl(c, "/"));
+        target.searchParams.set("signin_error", err.code);
+        return c.redirect(target.toString(), 302);
+      }
+      throw err;
+    }
+  })
   .post("/dev", async (c) => {
     if (!c.var.config.DEV_SIGN_IN) return notFound(c);
     const parsed = DevSignIn.safeParse(await c.req.json().catch(() => undefined));

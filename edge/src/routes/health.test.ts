@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { call } from "../../test/helpers.ts";
+import { call, signIn } from "../../test/helpers.ts";
 
 describe("GET /api/health", () => {
   it("reports Postgres and Redis healthy with their latency", async () => {
@@ -16,5 +16,18 @@ describe("GET /api/health", () => {
     expect(await response.json()).toEqual({
       error: { code: "not_found", message: "No route for GET /api/nope" },
     });
+  });
+});
+
+describe("bad request bodies", () => {
+  it("answers malformed JSON with a 400 in the JSON error shape, not a 500", async () => {
+    const { cookie } = await signIn();
+    const response = await call("/api/tokens", {
+      method: "POST",
+      headers: { "content-type": "application/json", cookie },
+      body: "{not json",
+    });
+    expect(response.status).toBe(400);
+    expect(((await response.json()) as { error: { code: string } }).error.code).toBe("invalid_request");
   });
 });

@@ -1,0 +1,65 @@
+// Putting a job on the queue. The job row (Postgres) and the queue message
+// (Redis) live in two systems, so the order is fixed: the row is written first
+// with `enqueued_at` null, then the message, then `enqueued_at`. A failure
+// between the steps leaves a row the reconciler (reconcile.ts) finds and
+// enqueues again; a message written twice is harmless because a worker takes a
+// lease and bumps the job's attempt before running it.
+import { type JobMessage, keys, queue } from "@torreclou/contracts";
+import { type Db, markEnqueued } from "@torreclou/db/jobs";
+import type { Redis } from "@upstash/redis/cloudflare";
+
+/**
+ * One MULTI, so it happens entirely or not at all: clear a cancel flag left by
+ * an earlier attempt (a retried job must not be stopped by it), set the owner
+ * key (before the message, so progress reads work as soon as a worker can see
+ * the job; no expiry, it is deleted with the job), then the queue message.
+ * Only queued jobs are ever enqueued, so clearing the flag is always right;
+ * a job cancelled meanwhile is refused by the worker's claim anyway.
+ */
+export async function writeQueueMessage(redis: Redis, jobId: string, userId: string): Promise<string> {
+  const message: JobMessage = { jobId };
+  const results = await redis
+    .multi()
+    .del(keys.cancel(jobId))
+    .set(keys.owner(jobId), userId)
+    .xadd(queue.stream, "*", { job: JSON.stringify(message) })
+    .exec();
+  return String(results[2]);
+}
+
+export interface EnqueueResult {
+  /** True when the message is written and the row says so. */
+  enqueued: boolean;
+  error?: string;
+}
+
+/**
+ * Queue message, then `enqueued_at`. Never throws: the job is already saved,
+ * and whatever did not happen here the reconciler does later.
+ */
+export async function enqueueJob(
+  db: Db,
+  redis: Redis,
+  jobId: string,
+  userId: string,
+): Promise<EnqueueResult> {
+  try {
+    await writeQueueMessage(redis, jobId, userId);
+  } catch (err) {
+    return failed("queue write failed", jobId, err);
+  }
+  try {
+    await markEnqueued(db, jobId);
+  } catch (err) {
+    return failed("marking the job enqueued failed", jobId, err);
+  }
+  return { enqueued: true };
+}
+
+function failed(what: string, jobId: string, err: unknown): EnqueueResult {
+  const error = err instanceof Error ? err.message : String(err);
+  console.warn(
+    JSON.stringify({ level: "warn", msg: `${what}; the reconciler will enqueue it`, jobId, error }),
+  );
+  return { enqueued: false, error };
+}

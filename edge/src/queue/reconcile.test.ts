@@ -1,0 +1,194 @@
+// The job row and the queue message must not part ways: fail each write in
+// turn and check that nothing is lost and nothing half-written.
+import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { keys } from "@torreclou/contracts";
+import { jobs, torrents } from "@torreclou/db";
+import { eq, inArray } from "drizzle-orm";
+import { describe, expect, it } from "vitest";
+import { redis, withDb } from "../../test/fixtures/db.ts";
+import { failJobWrites, failRedis } from "../../test/fixtures/faults.ts";
+import { type JobView, messagesFor, send, submitJob, userWithStorage } from "../../test/fixtures/jobs.ts";
+import { makeTorrent, toBase64 } from "../../test/fixtures/torrents.ts";
+import worker from "../index.ts";
+import { createRedis } from "../redis/index.ts";
+import { reconcile } from "./reconcile.ts";
+
+const jobRow = (id: string) => withDb(async (db) => (await db.select().from(jobs).where(eq(jobs.id, id)))[0]);
+
+/**
+ * Ages the given jobs past the reconciler's threshold, then reconciles as the
+ * cron does. Jobs of tests running in parallel stay younger than the
+ * threshold, so a request that is between its writes is never touched.
+ */
+async function reconcileNow(...ids: string[]): Promise<{ enqueued: string[]; failed: string[] }> {
+  return withDb(async (db) => {
+    if (ids.length > 0) {
+      await db
+        .update(jobs)
+        .set({ updatedAt: new Date(Date.now() - 10 * 60_000) })
+        .where(inArray(jobs.id, ids));
+    }
+    return reconcile(db, createRedis(env), { olderThanMs: 60_000 });
+  });
+}
+
+describe("creating a job when a write fails", () => {
+  it("answers 201 when the queue write fails; the reconciler enqueues the job exactly once", async () => {
+    const user = await userWithStorage();
+    const fault = failRedis(["XADD"]);
+    let job: JobView;
+    try {
+      job = await submitJob(user);
+    } finally {
+      fault.restore();
+    }
+    expect(fault.seen).toContain("XADD");
+    expect(job.state).toBe("queued");
+    expect(job.enqueuedAt).toBeNull();
+    expect(await messagesFor(job.id)).toEqual([]);
+    // The MULTI failed as a whole: no owner key without its message.
+    expect(await redis().get(keys.owner(job.id))).toBeNull();
+    // The owner still sees the job's progress (the owner key is restored from Postgres).
+    expect((await send(user.cookie, "GET", `/api/jobs/${job.id}/progress`)).status).toBe(200);
+
+    // A young job is left alone (its request may still be between writes).
+    const early = await reconcileNow();
+    expect(early.enqueued).not.toContain(job.id);
+
+    const first = await reconcileNow(job.id);
+    expect(first.enqueued).toContain(job.id);
+    expect(await messagesFor(job.id)).toHaveLength(1);
+    expect((await jobRow(job.id))?.enqueuedAt).not.toBeNull();
+    expect(await redis().get(keys.owner(job.id))).toBe(user.userId);
+
+    const second = await reconcileNow(job.id);
+    expect(second.enqueued).not.toContain(job.id);
+    expect(await messagesFor(job.id)).toHaveLength(1);
+  });
+
+  it("survives Redis being unreachable altogether", async () => {
+    const user = await userWithStorage();
+    const torrent = await makeTorrent();
+    const fault = failRedis(["MULTI", "XADD", "SET", "DEL"], "network");
+    let response: Response;
+    try {
+      response = await send(user.cookie, "POST", "/api/jobs", { torrent: toBase64(torrent.bytes) });
+    } finally {
+      fault.restore();
+    }
+    expect(response.status).toBe(201);
+    const job = ((await response.json()) as { job: JobView }).job;
+    expect(job.enqueuedAt).toBeNull();
+    await reconcileNow(job.id);
+    expect(await messagesFor(job.id)).toHaveLength(1);
+  });
+
+  it("leaves a cancelled job alone even if its queue write never happened", async () => {
+    const user = await userWithStorage();
+    const fault = failRedis(["XADD"]);
+    let job: JobView;
+    try {
+      job = await submitJob(user);
+    } finally {
+      fault.restore();
+    }
+    await send(user.cookie, "POST", `/api/jobs/${job.id}/cancel`);
+    const result = await reconcileNow(job.id);
+    expect(result.enqueued).not.toContain(job.id);
+    expect(await messagesFor(job.id)).toEqual([]);
+  });
+
+  it("re-enqueues a retry whose queue write failed, clearing the old cancel flag", async () => {
+    const user = await userWithStorage();
+    const job = await submitJob(user);
+    await send(user.cookie, "POST", `/api/jobs/${job.id}/cancel`);
+    const fault = failRedis(["XADD"]);
+    let retried: Response;
+    try {
+      retried = await send(user.cookie, "POST", `/api/jobs/${job.id}/retry`);
+    } finally {
+      fault.restore();
+    }
+    expect(retried.status).toBe(200);
+    expect(((await retried.json()) as { job: JobView }).job).toMatchObject({
+      state: "queued",
+      enqueuedAt: null,
+    });
+    expect(await messagesFor(job.id)).toHaveLength(1); // the original only
+    await reconcileNow(job.id);
+    expect(await messagesFor(job.id)).toHaveLength(2);
+    expect(await redis().exists(keys.cancel(job.id))).toBe(0);
+  });
+
+  it("writes nothing (no row, no torrent, no message) when the database insert fails", async () => {
+    const user = await userWithStorage();
+    const folder = `explode-${crypto.randomUUID()}`;
+    const torrent = await makeTorrent();
+    const restore = await failJobWrites(folder, "insert");
+    const fault = failRedis([]);
+    let response: Response;
+    try {
+      response = await send(user.cookie, "POST", "/api/jobs", {
+        torrent: toBase64(torrent.bytes),
+        targetFolder: folder,
+      });
+    } finally {
+      fault.restore();
+      await restore();
+    }
+    expect(response.status).toBe(500);
+    expect(await response.json()).toMatchObject({ error: { code: "internal" } });
+    expect(fault.seen).not.toContain("XADD");
+    const list = (await (await send(user.cookie, "GET", "/api/jobs")).json()) as { jobs: unknown[] };
+    expect(list.jobs).toEqual([]);
+    const stored = await withDb((db) =>
+      db.select().from(torrents).where(eq(torrents.infoHash, torrent.infoHash)),
+    );
+    expect(stored).toEqual([]);
+  });
+
+  it("loses nothing when recording enqueued_at fails after the message is written", async () => {
+    const user = await userWithStorage();
+    const folder = `no-mark-${crypto.randomUUID()}`;
+    const restore = await failJobWrites(folder, "enqueued");
+    let job: JobView;
+    try {
+      job = await submitJob(user, { targetFolder: folder });
+      expect(job.enqueuedAt).toBeNull();
+      expect(await messagesFor(job.id)).toHaveLength(1);
+    } finally {
+      await restore();
+    }
+    // The reconciler enqueues it again: a duplicate message, which the worker's lease makes harmless.
+    await reconcileNow(job.id);
+    expect(await messagesFor(job.id)).toHaveLength(2);
+    expect((await jobRow(job.id))?.enqueuedAt).not.toBeNull();
+    await reconcileNow(job.id);
+    expect(await messagesFor(job.id)).toHaveLength(2);
+  });
+});
+
+describe("the cron trigger", () => {
+  it("runs the reconciler", async () => {
+    const user = await userWithStorage();
+    const fault = failRedis(["XADD"]);
+    let job: JobView;
+    try {
+      job = await submitJob(user);
+    } finally {
+      fault.restore();
+    }
+    await withDb((db) =>
+      db
+        .update(jobs)
+        .set({ updatedAt: new Date(Date.now() - 10 * 60_000) })
+        .where(eq(jobs.id, job.id)),
+    );
+    const ctx = createExecutionContext();
+    await worker.scheduled(createScheduledController({ cron: "* * * * *" }), { ...env }, ctx);
+    await waitOnExecutionContext(ctx);
+    expect(await messagesFor(job.id)).toHaveLength(1);
+    expect((await jobRow(job.id))?.enqueuedAt).not.toBeNull();
+  });
+});

@@ -1,0 +1,20 @@
+// The Worker's cron trigger (wrangler.toml [triggers]): runs the reconciler,
+// which enqueues jobs whose queue write never got confirmed.
+import { parseConfig } from "../config.ts";
+import { createDb } from "../db/index.ts";
+import { createRedis } from "../redis/index.ts";
+import { reconcile } from "./reconcile.ts";
+
+export async function scheduled(
+  _controller: ScheduledController,
+  env: Record<string, unknown>,
+  ctx: ExecutionContext,
+): Promise<void> {
+  const config = parseConfig(env);
+  const handle = createDb(config);
+  try {
+    await reconcile(handle.db, createRedis(config));
+  } finally {
+    ctx.waitUntil(handle.close().catch(() => {}));
+  }
+}

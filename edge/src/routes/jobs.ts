@@ -1,0 +1,802 @@
+// Jobs: submit a torrent or magnet into a storage profile, list and inspect
+// jobs, cancel, retry, delete, and read a job's live progress.
+//
+// Creating a job writes the row first (enqueued_at null), then the queue
+// message, then enqueued_at (queue/enqueue.ts). If the queue write fails the
+// answer is still 201: the job is saved and the reconciler enqueues it. Every
+// state change goes through the contracts' transition table (transitionJob),
+// scoped to the caller; an illegal change is a 409 saying why. Another user's
+// job is a 404 everywhere, indistinguishable from a job that does not exist.
+//
+// Progress reads never touch Postgres on the common path: the owner check is
+// the job's owner key in Redis, read in the same pipeline as the events.
+import { createRoute, z } from "@hono/zod-openapi";
+import {
+  JobState,
+  jobStates,
+  keys,
+  MAX_TORRENT_FILES,
+  ProgressEvent,
+  progressField,
+  terminalStates,
+} from "@torreclou/contracts";
+import { jobFiles, jobs, jobTransitions, storageProfiles, torrents } from "@torreclou/db";
+import { type Db, insertJob, transitionJob } from "@torreclou/db/jobs";
+import type { Redis } from "@upstash/redis/cloudflare";
+import { and, asc, desc, eq, inArray, sql } from "drizzle-orm";
+import { requireUser } from "../auth/index.ts";
+import { ApiError } from "../errors/index.ts";
+import { rateLimit } from "../limits/index.ts";
+import { enqueueJob } from "../queue/enqueue.ts";
+import { errorResponses, registerAuthSchemes, signedIn } from "../security/openapi.ts";
+import { router } from "./openapi.ts";
+import {
+  acceptContentTypes,
+  limitBody,
+  parseJsonBody,
+  readSource,
+  TORRENT_BODY_LIMIT,
+  type TorrentSource,
+} from "./torrents.ts";
+
+/** Jobs per page at most. */
+export const MAX_PAGE = 100;
+/** Progress events per poll at most. */
+export const MAX_EVENTS = 200;
+/** How long a cancel flag stays in Redis: far longer than any worker takes to notice it. */
+const CANCEL_FLAG_SECONDS = 7 * 86_400;
+
+// --- Schemas ---------------------------------------------------------------------
+
+const MAX_FOLDER_CHARS = 1024;
+
+/** A folder under the destination: `/` or `\` separated, no `..`, no control characters; "" means none. */
+const TargetFolder = z
+  .string()
+  .max(MAX_FOLDER_CHARS, `must be at most ${MAX_FOLDER_CHARS} characters`)
+  .transform((raw, ctx) => {
+    const parts = raw
+      .split(/[\\/]+/)
+      .map((part) => part.trim())
+      .filter((part) => part !== "" && part !== ".");
+    for (const part of parts) {
+      if (part === "..") ctx.addIssue({ code: "custom", message: 'must not contain ".."' });
+      else if ([...part].some((ch) => ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f))
+        ctx.addIssue({ code: "custom", message: "must not contain control characters" });
+      else if (new TextEncoder().encode(part).length > 255)
+        ctx.addIssue({ code: "custom", message: "each folder name must be at most 255 bytes" });
+    }
+    return parts.length > 0 ? parts.join("/") : undefined;
+  })
+  .openapi({
+    example: "Music/2024",
+    description: "Folder (S3 key prefix or Drive folder) the files go under.",
+  });
+
+const CreateJobBody = z
+  .object({
+    torrent: z
+      .string()
+      .optional()
+      .openapi({ description: "The .torrent file in base64 (or give `magnet`)." }),
+    magnet: z
+      .string()
+      .optional()
+      .openapi({ example: "magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a" }),
+    files: z
+      .array(z.number().int().min(0))
+      .max(MAX_TORRENT_FILES)
+      .optional()
+      .openapi({ description: "Indexes of the files to fetch (default: all). Only with `torrent`." }),
+    storageProfileId: z
+      .uuid()
+      .optional()
+      .openapi({ description: "Destination (default: your default profile)." }),
+    targetFolder: TargetFolder.optional(),
+  })
+  .openapi("CreateJob");
+
+const iso = z.iso.datetime();
+
+const JobSummarySchema = z
+  .object({
+    id: z.uuid(),
+    state: JobState,
+    attempt: z.number().int(),
+    name: z.string(),
+    infoHash: z.string(),
+    source: z.enum(["torrent", "magnet"]),
+    storageProfileId: z.uuid().nullable(),
+    targetFolder: z.string().nullable(),
+    failureReason: z.string().nullable(),
+    bytes: z.object({ total: z.number(), downloaded: z.number(), uploaded: z.number() }),
+    fileCount: z
+      .number()
+      .int()
+      .nullable()
+      .openapi({ description: "Null for a magnet until its metadata is known." }),
+    enqueuedAt: iso.nullable(),
+    createdAt: iso,
+    updatedAt: iso,
+    startedAt: iso.nullable(),
+    finishedAt: iso.nullable(),
+  })
+  .openapi("JobSummary");
+
+const JobFileSchema = z
+  .object({
+    index: z.number().int(),
+    path: z.string(),
+    size: z.number(),
+    selected: z.boolean(),
+    state: z.string(),
+    bytesDownloaded: z.number(),
+    bytesUploaded: z.number(),
+    cloudUrl: z.string().nullable(),
+    error: z.string().nullable(),
+  })
+  .openapi("JobFile");
+
+const TransitionSchema = z
+  .object({
+    from: JobState.nullable(),
+    to: JobState,
+    cause: z.string(),
+    attempt: z.number().int(),
+    reason: z.string().nullable(),
+    at: iso,
+  })
+  .openapi("JobTransition");
+
+const JobDetailSchema = JobSummarySchema.extend({
+  files: z.array(JobFileSchema),
+  transitions: z.array(TransitionSchema),
+}).openapi("Job");
+
+const JobResponse = z.object({ job: JobDetailSchema });
+
+const JobParams = z.object({
+  id: z.uuid("must be a job id (a UUID)").openapi({ param: { name: "id", in: "path" } }),
+});
+
+const ListQuery = z.object({
+  limit: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(MAX_PAGE)
+    .default(20)
+    .openapi({ description: `At most ${MAX_PAGE}.` }),
+  cursor: z.string().max(200).optional().openapi({ description: "`nextCursor` of the previous page." }),
+  status: z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined || value === "") return undefined;
+      const states = [...new Set(value.split(",").map((s) => s.trim()))];
+      const bad = states.filter((s) => !(jobStates as readonly string[]).includes(s));
+      if (bad.length > 0) {
+        ctx.addIssue({
+          code: "custom",
+          message: `unknown state ${bad.join(", ")}; use ${jobStates.join(", ")}`,
+        });
+        return z.NEVER;
+      }
+      return states as JobState[];
+    })
+    .openapi({
+      description: "Only jobs in these states, comma-separated.",
+      example: "downloading,uploading",
+    }),
+});
+
+const STREAM_ID = /^\d{1,20}-\d{1,20}$/;
+
+const ProgressQuery = z.object({
+  after: z
+    .string()
+    .regex(STREAM_ID, "must be a cursor from an earlier response (a stream id like 1718000000000-0)")
+    .optional(),
+  limit: z.coerce.number().int().min(1).max(MAX_EVENTS).default(100),
+});
+
+const ProgressEventSchema = ProgressEvent;
+
+const ProgressResponse = z.object({
+  events: z.array(z.object({ id: z.string(), event: ProgressEventSchema })),
+  cursor: z.string().openapi({ description: "Pass as `after` to get only newer events." }),
+  more: z.boolean().openapi({ description: "More events are waiting; poll again at once." }),
+  snapshot: ProgressEventSchema.nullable().openapi({
+    description: "The latest event, or null before the first.",
+  }),
+});
+
+// --- Queries ---------------------------------------------------------------------
+
+const summaryColumns = {
+  id: jobs.id,
+  state: jobs.state,
+  attempt: jobs.attempt,
+  name: torrents.name,
+  infoHash: torrents.infoHash,
+  hasFile: sql<boolean>`(${torrents.torrentFile} IS NOT NULL)`,
+  storageProfileId: jobs.storageProfileId,
+  targetFolder: jobs.targetFolder,
+  failureReason: jobs.failureReason,
+  bytesTotal: jobs.bytesTotal,
+  bytesDownloaded: jobs.bytesDownloaded,
+  bytesUploaded: jobs.bytesUploaded,
+  fileCount: torrents.fileCount,
+  enqueuedAt: jobs.enqueuedAt,
+  createdAt: jobs.createdAt,
+  updatedAt: jobs.updatedAt,
+  startedAt: jobs.startedAt,
+  finishedAt: jobs.finishedAt,
+};
+
+interface SummaryRow {
+  id: string;
+  state: JobState;
+  attempt: number;
+  name: string;
+  infoHash: string;
+  hasFile: boolean;
+  storageProfileId: string | null;
+  targetFolder: string | null;
+  failureReason: string | null;
+  bytesTotal: number;
+  bytesDownloaded: number;
+  bytesUploaded: number;
+  fileCount: number | null;
+  enqueuedAt: Date | null;
+  createdAt: Date;
+  updatedAt: Date;
+  startedAt: Date | null;
+  finishedAt: Date | null;
+}
+
+const isoOrNull = (d: Date | null) => d?.toISOString() ?? null;
+
+function presentSummary(row: SummaryRow): z.infer<typeof JobSummarySchema> {
+  return {
+    id: row.id,
+    state: row.state,
+    attempt: row.attempt,
+    name: row.name,
+    infoHash: row.infoHash,
+    source: row.hasFile ? "torrent" : "magnet",
+    storageProfileId: row.storageProfileId,
+    targetFolder: row.targetFolder,
+    failureReason: row.failureReason,
+    bytes: { total: row.bytesTotal, downloaded: row.bytesDownloaded, uploaded: row.bytesUploaded },
+    fileCount: row.fileCount,
+    enqueuedAt: isoOrNull(row.enqueuedAt),
+    createdAt: row.createdAt.toISOString(),
+    updatedAt: row.updatedAt.toISOString(),
+    startedAt: isoOrNull(row.startedAt),
+    finishedAt: isoOrNull(row.finishedAt),
+  };
+}
+
+async function loadJob(db: Db, userId: string, jobId: string): Promise<z.infer<typeof JobDetailSchema>> {
+  const [row] = await db
+    .select(summaryColumns)
+    .from(jobs)
+    .innerJoin(torrents, eq(jobs.torrentId, torrents.id))
+    .where(and(eq(jobs.id, jobId), eq(jobs.userId, userId)));
+  if (!row) throw jobNotFound();
+  const [files, transitions] = await Promise.all([
+    db.select().from(jobFiles).where(eq(jobFiles.jobId, jobId)).orderBy(asc(jobFiles.fileIndex)),
+    db
+      .select()
+      .from(jobTransitions)
+      .where(eq(jobTransitions.jobId, jobId))
+      .orderBy(asc(jobTransitions.at), asc(jobTransitions.id)),
+  ]);
+  return {
+    ...presentSummary(row),
+    files: files.map((f) => ({
+      index: f.fileIndex,
+      path: f.path,
+      size: f.size,
+      selected: f.selected,
+      state: f.state,
+      bytesDownloaded: f.bytesDownloaded,
+      bytesUploaded: f.bytesUploaded,
+      cloudUrl: f.cloudUrl,
+      error: f.error,
+    })),
+    transitions: transitions.map((t) => ({
+      from: t.fromState,
+      to: t.toState,
+      cause: t.cause,
+      attempt: t.attempt,
+      reason: t.reason,
+      at: t.at.toISOString(),
+    })),
+  };
+}
+
+function jobNotFound(): ApiError {
+  return new ApiError(404, "job_not_found", "No job with this id belongs to you.");
+}
+
+/** Why a state change was refused: 404 if the job is not the caller's, else 409 naming its state. */
+async function refuse(db: Db, userId: string, jobId: string, action: string): Promise<never> {
+  const [row] = await db
+    .select({ state: jobs.state })
+    .from(jobs)
+    .where(and(eq(jobs.id, jobId), eq(jobs.userId, userId)));
+  if (!row) throw jobNotFound();
+  const article = /^[aeiou]/.test(row.state) ? "an" : "a";
+  throw new ApiError(
+    409,
+    "illegal_transition",
+    `${article[0]!.toUpperCase()}${article.slice(1)} ${row.state} job cannot be ${action}.`,
+    {
+      state: row.state,
+    },
+  );
+}
+
+async function pickProfile(db: Db, userId: string, id: string | undefined): Promise<string> {
+  const [profile] = await db
+    .select({ id: storageProfiles.id, name: storageProfiles.name, status: storageProfiles.status })
+    .from(storageProfiles)
+    .where(
+      and(
+        eq(storageProfiles.userId, userId),
+        id === undefined ? eq(storageProfiles.isDefault, true) : eq(storageProfiles.id, id),
+      ),
+    );
+  if (!profile && id !== undefined) {
+    throw new ApiError(404, "storage_profile_not_found", "No storage profile with this id belongs to you.");
+  }
+  if (!profile) {
+    throw new ApiError(
+      409,
+      "no_storage",
+      "You have no storage yet: add an S3 bucket or Google Drive under Storage, then submit the job again.",
+    );
+  }
+  if (profile.status === "needs_reconnect") {
+    throw new ApiError(
+      409,
+      "storage_needs_reconnect",
+      `The storage "${profile.name}" needs to be reconnected before files can go there.`,
+      { storageProfileId: profile.id },
+    );
+  }
+  return profile.id;
+}
+
+function checkSelection(source: TorrentSource, files: number[] | undefined): number[] | undefined {
+  if (files === undefined) return undefined;
+  if (source.kind === "magnet") {
+    throw new ApiError(
+      422,
+      "selection_needs_metadata",
+      "Files can only be picked from a .torrent file; a magnet link's file list is unknown until a worker fetches it. Leave out `files` to fetch everything.",
+    );
+  }
+  const selected = [...new Set(files)];
+  if (selected.length === 0) throw new ApiError(422, "no_files_selected", "Pick at least one file.");
+  const known = new Set(source.info.files.map((f) => f.index));
+  const unknown = selected.filter((i) => !known.has(i));
+  if (unknown.length > 0) {
+    throw new ApiError(
+      422,
+      "unknown_files",
+      `The torrent has no file with index ${unknown.slice(0, 10).join(", ")}${unknown.length > 10 ? ", …" : ""}; it has ${source.info.files.length} files.`,
+      { unknown: unknown.slice(0, 100) },
+    );
+  }
+  return selected.sort((a, b) => a - b);
+}
+
+// --- Cursor ---------------------------------------------------------------------
+
+interface Cursor {
+  /** created_at to the microsecond, as Postgres wrote it (UTC). */
+  ts: string;
+  id: string;
+}
+
+const CURSOR_TS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function encodeCursor(cursor: Cursor): string {
+  return btoa(JSON.stringify([cursor.ts, cursor.id]))
+    .replaceAll("+", "-")
+    .replaceAll("/", "_")
+    .replace(/=+$/, "");
+}
+
+function decodeCursor(text: string): Cursor {
+  try {
+    const value: unknown = JSON.parse(atob(text.replaceAll("-", "+").replaceAll("_", "/")));
+    if (Array.isArray(value) && typeof value[0] === "string" && typeof value[1] === "string") {
+      const [ts, id] = value as [string, string];
+      if (CURSOR_TS.test(ts) && UUID.test(id)) return { ts, id };
+    }
+  } catch {
+    // falls through to the 400
+  }
+  throw new ApiError(400, "invalid_request", "cursor: must be the nextCursor of an earlier page.");
+}
+
+// --- Progress -------------------------------------------------------------------
+
+/** A progress event as stored (JSON, or already decoded by the Redis client); undefined if malformed. */
+export function readEvent(value: unknown): ProgressEvent | undefined {
+  let data = value;
+  if (typeof data === "string") {
+    try {
+      data = JSON.parse(data);
+    } catch {
+      return undefined;
+    }
+  }
+  const parsed = ProgressEvent.safeParse(data);
+  return parsed.success ? parsed.data : undefined;
+}
+
+/**
+ * Is the job the caller's? The owner key answers; only when it is missing
+ * (e.g. Redis lost it) does Postgres, and the key is then written back.
+ */
+export async function ownsJobs(
+  db: () => Db,
+  redis: Redis,
+  userId: string,
+  owners: Map<string, unknown>,
+): Promise<Set<string>> {
+  const owned = new Set<string>();
+  const unknown: string[] = [];
+  for (const [jobId, owner] of owners) {
+    if (owner === null || owner === undefined) unknown.push(jobId);
+    else if (String(owner) === userId) owned.add(jobId);
+  }
+  if (unknown.length > 0) {
+    const found = await db()
+      .select({ id: jobs.id })
+      .from(jobs)
+      .where(and(eq(jobs.userId, userId), inArray(jobs.id, unknown)));
+    if (found.length > 0) {
+      const heal = redis.pipeline();
+      for (const { id } of found) {
+        owned.add(id);
+        heal.set(keys.owner(id), userId);
+      }
+      await heal.exec().catch(() => {});
+    }
+  }
+  return owned;
+}
+
+// --- Routes ---------------------------------------------------------------------
+
+const tags = ["Jobs"];
+
+const createJob = createRoute({
+  method: "post",
+  path: "/",
+  tags,
+  summary: "Submit a job",
+  description:
+    "Creates a job from a .torrent (base64) or a magnet link into one of your storage profiles, and queues it. Answers 201 once the job is saved, even if queueing has to be retried in the background.",
+  security: signedIn,
+  middleware: [
+    requireUser,
+    rateLimit("jobs-create", 30, "1 m"),
+    acceptContentTypes("application/json"),
+    limitBody(TORRENT_BODY_LIMIT),
+    parseJsonBody,
+  ] as const,
+  request: { body: { required: true, content: { "application/json": { schema: CreateJobBody } } } },
+  responses: {
+    201: { description: "The job, queued.", content: { "application/json": { schema: JobResponse } } },
+    ...errorResponses({
+      400: "The body is not valid (e.g. both or neither of torrent and magnet, bad targetFolder).",
+      401: "Not signed in.",
+      404: "The storage profile does not exist or is not yours.",
+      409: "You have no storage profile yet, or it needs reconnecting.",
+      413: "The body or the .torrent is too large.",
+      415: "The body is not JSON.",
+      422: "The torrent or magnet is invalid, or the file selection does not fit it.",
+      429: "Too many jobs submitted; wait a minute.",
+    }),
+  },
+});
+
+const listJobs = createRoute({
+  method: "get",
+  path: "/",
+  tags,
+  summary: "List your jobs",
+  description: "Newest first, a page at a time: pass `nextCursor` back as `cursor` for the next page.",
+  security: signedIn,
+  middleware: [requireUser] as const,
+  request: { query: ListQuery },
+  responses: {
+    200: {
+      description: "A page of jobs.",
+      content: {
+        "application/json": {
+          schema: z.object({ jobs: z.array(JobSummarySchema), nextCursor: z.string().nullable() }),
+        },
+      },
+    },
+    ...errorResponses({ 400: "Bad limit, cursor or status.", 401: "Not signed in." }),
+  },
+});
+
+const getJob = createRoute({
+  method: "get",
+  path: "/{id}",
+  tags,
+  summary: "A job with its files and history",
+  security: signedIn,
+  middleware: [requireUser] as const,
+  request: { params: JobParams },
+  responses: {
+    200: { description: "The job.", content: { "application/json": { schema: JobResponse } } },
+    ...errorResponses({ 400: "The id is not a UUID.", 401: "Not signed in.", 404: "No such job of yours." }),
+  },
+});
+
+const cancelJob = createRoute({
+  method: "post",
+  path: "/{id}/cancel",
+  tags,
+  summary: "Cancel a job",
+  description: "Stops a queued or running job; a worker running it stops at its next lease renewal.",
+  security: signedIn,
+  middleware: [requireUser] as const,
+  request: { params: JobParams },
+  responses: {
+    200: { description: "The cancelled job.", content: { "application/json": { schema: JobResponse } } },
+    ...errorResponses({
+      400: "The id is not a UUID.",
+      401: "Not signed in.",
+      404: "No such job of yours.",
+      409: "The job has already finished.",
+    }),
+  },
+});
+
+const retryJob = createRoute({
+  method: "post",
+  path: "/{id}/retry",
+  tags,
+  summary: "Retry a failed or cancelled job",
+  description: "Queues the job again; files already stored are not uploaded twice.",
+  security: signedIn,
+  middleware: [requireUser, rateLimit("jobs-create", 30, "1 m")] as const,
+  request: { params: JobParams },
+  responses: {
+    200: { description: "The job, queued again.", content: { "application/json": { schema: JobResponse } } },
+    ...errorResponses({
+      400: "The id is not a UUID.",
+      401: "Not signed in.",
+      404: "No such job of yours.",
+      409: "Only failed or cancelled jobs can be retried.",
+      429: "Too many jobs submitted; wait a minute.",
+    }),
+  },
+});
+
+const deleteJob = createRoute({
+  method: "delete",
+  path: "/{id}",
+  tags,
+  summary: "Delete a finished job",
+  description: "Removes a completed, failed or cancelled job and its progress history. Stored files stay.",
+  security: signedIn,
+  middleware: [requireUser] as const,
+  request: { params: JobParams },
+  responses: {
+    204: { description: "Deleted." },
+    ...errorResponses({
+      400: "The id is not a UUID.",
+      401: "Not signed in.",
+      404: "No such job of yours.",
+      409: "The job is still live; cancel it first.",
+    }),
+  },
+});
+
+const jobProgress = createRoute({
+  method: "get",
+  path: "/{id}/progress",
+  tags,
+  summary: "A job's progress events",
+  description:
+    "Events newer than `after` (oldest first, at most `limit`) and the latest snapshot. Poll with the returned `cursor` as `after`.",
+  security: signedIn,
+  middleware: [requireUser] as const,
+  request: { params: JobParams, query: ProgressQuery },
+  responses: {
+    200: { description: "New events.", content: { "application/json": { schema: ProgressResponse } } },
+    ...errorResponses({
+      400: "The id is not a UUID or `after` is not a cursor.",
+      401: "Not signed in.",
+      404: "No such job of yours.",
+    }),
+  },
+});
+
+const api = router();
+registerAuthSchemes(api);
+
+export const jobsApi = api
+  .openapi(createJob, async (c) => {
+    const body = c.req.valid("json");
+    const userId = c.var.user.id;
+    const source = await readSource({ torrent: body.torrent, magnet: body.magnet });
+    const selected = checkSelection(source, body.files);
+    const db = c.var.db();
+    const storageProfileId = await pickProfile(db, userId, body.storageProfileId);
+    const torrent =
+      source.kind === "torrent"
+        ? {
+            infoHash: source.info.infoHash,
+            infoHashV2: source.info.infoHashV2,
+            name: source.info.name,
+            totalSize: source.info.totalSize,
+            pieceLength: source.info.pieceLength,
+            pieceCount: source.info.pieceCount,
+            files: source.info.files,
+            torrentFile: source.bytes,
+          }
+        : {
+            infoHash: source.info.infoHash,
+            infoHashV2: source.info.infoHashV2,
+            name: source.info.name ?? source.info.infoHash,
+            files: null,
+            magnetUri: source.uri,
+          };
+    const { job } = await insertJob(db, {
+      userId,
+      torrent,
+      selected,
+      storageProfileId,
+      targetFolder: body.targetFolder,
+    });
+    await enqueueJob(db, c.var.redis, job.id, userId);
+    return c.json({ job: await loadJob(db, userId, job.id) }, 201);
+  })
+  .openapi(listJobs, async (c) => {
+    const { limit, cursor, status } = c.req.valid("query");
+    const after = cursor === undefined ? undefined : decodeCursor(cursor);
+    const rows = await c.var
+      .db()
+      .select({
+        ...summaryColumns,
+        cursorTs: sql<string>`to_char(${jobs.createdAt} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`,
+      })
+      .from(jobs)
+      .innerJoin(torrents, eq(jobs.torrentId, torrents.id))
+      .where(
+        and(
+          eq(jobs.userId, c.var.user.id),
+          status ? inArray(jobs.state, status) : undefined,
+          after
+            ? sql`(${jobs.createdAt}, ${jobs.id}) < (${after.ts}::timestamptz, ${after.id}::uuid)`
+            : undefined,
+        ),
+      )
+      // Matches jobs_user_created_idx (user_id, created_at DESC, id DESC).
+      .orderBy(desc(jobs.createdAt), desc(jobs.id))
+      .limit(limit + 1);
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    return c.json(
+      {
+        jobs: page.map(presentSummary),
+        nextCursor: rows.length > limit && last ? encodeCursor({ ts: last.cursorTs, id: last.id }) : null,
+      },
+      200,
+    );
+  })
+  .openapi(getJob, async (c) => {
+    const { id } = c.req.valid("param");
+    return c.json({ job: await loadJob(c.var.db(), c.var.user.id, id) }, 200);
+  })
+  .openapi(cancelJob, async (c) => {
+    const { id } = c.req.valid("param");
+    const userId = c.var.user.id;
+    const db = c.var.db();
+    const job = await transitionJob(db, {
+      jobId: id,
+      to: "cancelled",
+      cause: "user",
+      reason: "cancelled by the user",
+      userId,
+    });
+    if (!job) await refuse(db, userId, id, "cancelled");
+    try {
+      // A worker running the job checks this flag as it renews its lease.
+      await c.var.redis.set(keys.cancel(id), "1", { ex: CANCEL_FLAG_SECONDS });
+    } catch (err) {
+      // The row says cancelled: the worker's next fenced write is refused and it stops then.
+      console.warn(
+        JSON.stringify({ level: "warn", msg: "cancel flag not written", jobId: id, error: String(err) }),
+      );
+    }
+    return c.json({ job: await loadJob(db, userId, id) }, 200);
+  })
+  .openapi(retryJob, async (c) => {
+    const { id } = c.req.valid("param");
+    const userId = c.var.user.id;
+    const db = c.var.db();
+    // Unconfirmed first, so the reconciler covers a queue write that fails below.
+    await db
+      .update(jobs)
+      .set({ enqueuedAt: null })
+      .where(and(eq(jobs.id, id), eq(jobs.userId, userId), inArray(jobs.state, ["failed", "cancelled"])));
+    const job = await transitionJob(db, {
+      jobId: id,
+      to: "queued",
+      from: ["failed", "cancelled"],
+      cause: "user",
+      reason: "retried by the user",
+      userId,
+    });
+    if (!job) await refuse(db, userId, id, "retried");
+    await enqueueJob(db, c.var.redis, id, userId);
+    return c.json({ job: await loadJob(db, userId, id) }, 200);
+  })
+  .openapi(deleteJob, async (c) => {
+    const { id } = c.req.valid("param");
+    const userId = c.var.user.id;
+    const db = c.var.db();
+    const [gone] = await db
+      .delete(jobs)
+      .where(and(eq(jobs.id, id), eq(jobs.userId, userId), inArray(jobs.state, [...terminalStates])))
+      .returning({ id: jobs.id });
+    if (!gone) await refuse(db, userId, id, "deleted; cancel it first");
+    try {
+      await c.var.redis.del(
+        keys.owner(id),
+        keys.progress(id),
+        keys.snapshot(id),
+        keys.cancel(id),
+        keys.lease(id),
+      );
+    } catch (err) {
+      // Progress keys expire by themselves; only the owner key would linger, naming a deleted job.
+      console.warn(
+        JSON.stringify({ level: "warn", msg: "job keys not deleted", jobId: id, error: String(err) }),
+      );
+    }
+    return c.body(null, 204);
+  })
+  .openapi(jobProgress, async (c) => {
+    const { id } = c.req.valid("param");
+    const { after, limit } = c.req.valid("query");
+    const redis = c.var.redis;
+    const [owner, snapshot, entries] = await redis
+      .pipeline()
+      .get<string>(keys.owner(id))
+      .get<unknown>(keys.snapshot(id))
+      .xrange(keys.progress(id), after ? `(${after}` : "-", "+", limit)
+      .exec<[string | null, unknown, Record<string, Record<string, unknown>>]>();
+    const owned = await ownsJobs(c.var.db, redis, c.var.user.id, new Map([[id, owner]]));
+    if (!owned.has(id)) throw jobNotFound();
+    const ids = Object.keys(entries ?? {});
+    const events: { id: string; event: ProgressEvent }[] = [];
+    for (const entryId of ids) {
+      const event = readEvent(entries[entryId]?.[progressField]);
+      if (event) events.push({ id: entryId, event });
+    }
+    return c.json(
+      {
+        events,
+        cursor: ids.at(-1) ?? after ?? "0-0",
+        more: ids.length >= limit,
+        snapshot: snapshot === null ? null : (readEvent(snapshot) ?? null),
+      },
+      200,
+    );
+  });

@@ -1,0 +1,139 @@
+import { env } from "cloudflare:workers";
+import { keys, progressField } from "@torreclou/contracts";
+import { describe, expect, it } from "vitest";
+import { redis } from "../../test/fixtures/db.ts";
+import { failRedis } from "../../test/fixtures/faults.ts";
+import { publishProgress, send, submitJob, userWithStorage } from "../../test/fixtures/jobs.ts";
+import { signIn } from "../../test/helpers.ts";
+import { app } from "../app.ts";
+
+interface ProgressBody {
+  events: { id: string; event: { phase: string; bytes: { downloaded: number } } }[];
+  cursor: string;
+  more: boolean;
+  snapshot: { bytes: { downloaded: number } } | null;
+}
+
+const progressOf = async (cookie: string, jobId: string, query = "") => {
+  const response = await send(cookie, "GET", `/api/jobs/${jobId}/progress${query}`);
+  return { status: response.status, body: (await response.json()) as ProgressBody };
+};
+
+describe("GET /api/jobs/:id/progress", () => {
+  it("returns events after a cursor and the latest snapshot", async () => {
+    const user = await userWithStorage();
+    const job = await submitJob(user);
+
+    const empty = await progressOf(user.cookie, job.id);
+    expect(empty).toEqual({ status: 200, body: { events: [], cursor: "0-0", more: false, snapshot: null } });
+
+    const first = await publishProgress(job.id, { bytes: { total: 68_000, downloaded: 1000, uploaded: 0 } });
+    const second = await publishProgress(job.id, { bytes: { total: 68_000, downloaded: 5000, uploaded: 0 } });
+    const all = await progressOf(user.cookie, job.id);
+    expect(all.status).toBe(200);
+    expect(all.body.events.map((e) => e.id)).toEqual([first, second]);
+    expect(all.body.events[1]!.event).toMatchObject({ phase: "downloading", bytes: { downloaded: 5000 } });
+    expect(all.body.cursor).toBe(second);
+    expect(all.body.snapshot).toMatchObject({ bytes: { downloaded: 5000 } });
+
+    const third = await publishProgress(job.id, { phase: "uploading" });
+    const newer = await progressOf(user.cookie, job.id, `?after=${all.body.cursor}`);
+    expect(newer.body.events.map((e) => e.id)).toEqual([third]);
+    const none = await progressOf(user.cookie, job.id, `?after=${third}`);
+    expect(none.body).toMatchObject({ events: [], cursor: third });
+
+    const paged = await progressOf(user.cookie, job.id, "?limit=2");
+    expect(paged.body.events).toHaveLength(2);
+    expect(paged.body.more).toBe(true);
+  });
+
+  it("skips a malformed event but moves the cursor past it", async () => {
+    const user = await userWithStorage();
+    const job = await submitJob(user);
+    const bad = await redis().xadd(keys.progress(job.id), "*", { [progressField]: '{"not":"an event"}' });
+    const good = await publishProgress(job.id);
+    const result = await progressOf(user.cookie, job.id);
+    expect(result.body.events.map((e) => e.id)).toEqual([good]);
+    const onlyBad = await progressOf(user.cookie, job.id, `?after=0-0&limit=1`);
+    expect(onlyBad.body).toMatchObject({ events: [], cursor: bad, more: true });
+  });
+
+  it("is 404 for another user's job and for unknown jobs; 400 for a bad cursor", async () => {
+    const user = await userWithStorage();
+    const job = await submitJob(user);
+    await publishProgress(job.id);
+    const other = await signIn();
+    const stranger = await send(other.cookie, "GET", `/api/jobs/${job.id}/progress`);
+    expect(stranger.status).toBe(404);
+    expect(await stranger.json()).toMatchObject({ error: { code: "job_not_found" } });
+    expect((await send(user.cookie, "GET", `/api/jobs/${crypto.randomUUID()}/progress`)).status).toBe(404);
+    for (const after of ["abc", "1-2-3", "-", "(1-0", "99999999999999999999999-0"]) {
+      const response = await send(
+        user.cookie,
+        "GET",
+        `/api/jobs/${job.id}/progress?after=${encodeURIComponent(after)}`,
+      );
+      expect(response.status, after).toBe(400);
+    }
+  });
+
+  it("reads ownership from Redis alone, and restores a lost owner key from Postgres", async () => {
+    const user = await userWithStorage();
+    const job = await submitJob(user);
+    const fault = failRedis([]);
+    try {
+      await progressOf(user.cookie, job.id);
+    } finally {
+      fault.restore();
+    }
+    // One pipeline (owner, snapshot, events) after the session read.
+    expect(fault.seen).toEqual(["GET", "GET", "GET", "XRANGE"]);
+    // And no database: with Postgres unreachable the poll still answers.
+    const noDatabase = { ...env, DATABASE_URL: "postgres://nobody:nothing@127.0.0.1:9/none" };
+    const offline = await app.request(
+      `/api/jobs/${job.id}/progress`,
+      { headers: { cookie: user.cookie } },
+      noDatabase,
+    );
+    expect(offline.status).toBe(200);
+
+    await redis().del(keys.owner(job.id));
+    expect((await progressOf(user.cookie, job.id)).status).toBe(200);
+    expect(await redis().get(keys.owner(job.id))).toBe(user.userId);
+    const other = await signIn();
+    await redis().del(keys.owner(job.id));
+    expect((await send(other.cookie, "GET", `/api/jobs/${job.id}/progress`)).status).toBe(404);
+  });
+});
+
+describe("GET /api/progress", () => {
+  it("returns snapshots of the caller's jobs only", async () => {
+    const user = await userWithStorage();
+    const [a, b] = [await submitJob(user), await submitJob(user)];
+    await publishProgress(a.id, { bytes: { total: 10, downloaded: 7, uploaded: 2 } });
+    const stranger = await userWithStorage();
+    const theirs = await submitJob(stranger);
+    await publishProgress(theirs.id);
+    const unknown = crypto.randomUUID();
+
+    const response = await send(
+      user.cookie,
+      "GET",
+      `/api/progress?ids=${a.id},${b.id},${theirs.id},${unknown}`,
+    );
+    expect(response.status).toBe(200);
+    const body = (await response.json()) as { snapshots: Record<string, unknown> };
+    expect(Object.keys(body.snapshots).sort()).toEqual([a.id, b.id].sort());
+    expect(body.snapshots[a.id]).toMatchObject({ bytes: { downloaded: 7, uploaded: 2 } });
+    expect(body.snapshots[b.id]).toBeNull();
+  });
+
+  it("refuses missing, malformed and too many ids", async () => {
+    const { cookie } = await signIn();
+    const many = Array.from({ length: 51 }, () => crypto.randomUUID()).join(",");
+    for (const query of ["", "?ids=", "?ids=nope", `?ids=${many}`]) {
+      const response = await send(cookie, "GET", `/api/progress${query}`);
+      expect(response.status, query).toBe(400);
+    }
+  });
+});

@@ -1,0 +1,69 @@
+// GET /api/progress?ids=a,b,c: the latest progress snapshot of several jobs at
+// once, for the jobs list. One MGET reads every job's owner key and snapshot;
+// ids that are not the caller's jobs are simply absent from the answer.
+import { createRoute, z } from "@hono/zod-openapi";
+import { keys, ProgressEvent } from "@torreclou/contracts";
+import { requireUser } from "../auth/index.ts";
+import { errorResponses, registerAuthSchemes, signedIn } from "../security/openapi.ts";
+import { ownsJobs, readEvent } from "./jobs.ts";
+import { router } from "./openapi.ts";
+
+/** Jobs per batch at most. */
+export const MAX_BATCH = 50;
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+const BatchQuery = z.object({
+  ids: z
+    .string()
+    .transform((value, ctx) => {
+      const ids = [...new Set(value.split(",").map((id) => id.trim().toLowerCase()))].filter(
+        (id) => id !== "",
+      );
+      if (ids.length === 0) ctx.addIssue({ code: "custom", message: "give at least one job id" });
+      else if (ids.length > MAX_BATCH)
+        ctx.addIssue({ code: "custom", message: `at most ${MAX_BATCH} job ids` });
+      else if (!ids.every((id) => UUID.test(id)))
+        ctx.addIssue({ code: "custom", message: "must be job ids (UUIDs)" });
+      return ids;
+    })
+    .openapi({ description: `Comma-separated job ids, at most ${MAX_BATCH}.` }),
+});
+
+const batch = createRoute({
+  method: "get",
+  path: "/",
+  tags: ["Jobs"],
+  summary: "Latest progress of several jobs",
+  description:
+    "The latest progress snapshot of each listed job that is yours (null before its first event). Ids of jobs that are not yours are left out.",
+  security: signedIn,
+  middleware: [requireUser] as const,
+  request: { query: BatchQuery },
+  responses: {
+    200: {
+      description: "Snapshots by job id.",
+      content: {
+        "application/json": {
+          schema: z.object({ snapshots: z.record(z.string(), ProgressEvent.nullable()) }),
+        },
+      },
+    },
+    ...errorResponses({ 400: "Missing, too many or malformed ids.", 401: "Not signed in." }),
+  },
+});
+
+const api = router();
+registerAuthSchemes(api);
+
+export const progress = api.openapi(batch, async (c) => {
+  const { ids } = c.req.valid("query");
+  const values = await c.var.redis.mget<unknown[]>(...ids.map(keys.owner), ...ids.map(keys.snapshot));
+  const owners = new Map(ids.map((id, i) => [id, values[i]]));
+  const owned = await ownsJobs(c.var.db, c.var.redis, c.var.user.id, owners);
+  const snapshots: Record<string, ProgressEvent | null> = {};
+  ids.forEach((id, i) => {
+    if (owned.has(id)) snapshots[id] = readEvent(values[ids.length + i]) ?? null;
+  });
+  return c.json({ snapshots }, 200);
+});

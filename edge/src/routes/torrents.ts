@@ -1,0 +1,317 @@
+// POST /api/torrents/analyze: what is in a .torrent or a magnet link, before
+// any job exists. The browser reads .torrent files itself with the same
+// parser (contracts/src/torrent.ts); this route serves scripts and API tokens.
+//
+// Input: a .torrent as the raw body (`application/x-bittorrent`), as the
+// `file` field of a multipart form, or base64 in JSON `{ "torrent": … }`; or a
+// magnet link in JSON `{ "magnet": … }` (or a `magnet` form field). Bodies
+// over the stated limit get 413 before they are read in full, other content
+// types 415, a torrent the parser refuses 422 naming the problem.
+//
+// The body helpers here are shared with POST /api/jobs, which takes the same
+// torrent or magnet.
+import { createRoute, z } from "@hono/zod-openapi";
+import {
+  MAX_TORRENT_BYTES,
+  type MagnetInfo,
+  parseMagnet,
+  parseTorrentFile,
+  TorrentError,
+  type TorrentInfo,
+} from "@torreclou/contracts";
+import { bodyLimit } from "hono/body-limit";
+import { createMiddleware } from "hono/factory";
+import type { AppEnv } from "../app.ts";
+import { requireUser } from "../auth/index.ts";
+import { ApiError } from "../errors/index.ts";
+import { rateLimit } from "../limits/index.ts";
+import { errorResponses, registerAuthSchemes, signedIn } from "../security/openapi.ts";
+import { router } from "./openapi.ts";
+
+// --- Request bodies ------------------------------------------------------------
+
+/** Largest request body carrying one .torrent: its base64 in JSON, plus room for the other fields. */
+export const TORRENT_BODY_LIMIT = Math.ceil(MAX_TORRENT_BYTES / 3) * 4 + 64 * 1024;
+
+const mib = (bytes: number) => `${Math.round((bytes / 1024 / 1024) * 10) / 10} MiB`;
+
+/** 413 once the body passes `max` bytes, checked as it streams in (not only by Content-Length). */
+export function limitBody(max: number) {
+  return bodyLimit({
+    maxSize: max,
+    onError: () => {
+      throw new ApiError(
+        413,
+        "payload_too_large",
+        `The request body is larger than ${mib(max)}; a .torrent file may be at most ${mib(MAX_TORRENT_BYTES)}.`,
+        { limit: max },
+      );
+    },
+  });
+}
+
+function mediaType(header: string | undefined): string {
+  return (header ?? "").split(";")[0]!.trim().toLowerCase();
+}
+
+/** 415 unless the body is one of `types`. */
+export function acceptContentTypes(...types: string[]) {
+  return createMiddleware<AppEnv>(async (c, next) => {
+    const type = mediaType(c.req.header("content-type"));
+    if (!types.includes(type)) {
+      throw new ApiError(
+        415,
+        "unsupported_media_type",
+        `Send the body as ${types.join(" or ")}${type ? `, not ${type}` : ""}.`,
+        { accepted: types },
+      );
+    }
+    await next();
+  });
+}
+
+/**
+ * Parses a JSON body up front so malformed JSON is a 400 in the one error
+ * shape; the zod validator that runs next reuses the parsed body.
+ */
+export const parseJsonBody = createMiddleware<AppEnv>(async (c, next) => {
+  try {
+    await c.req.json();
+  } catch {
+    throw new ApiError(400, "invalid_request", "The body is not valid JSON.");
+  }
+  await next();
+});
+
+/** A TorrentError as the API reports it: 413 for size, 422 for everything else. */
+export function torrentProblem(err: TorrentError): ApiError {
+  const details = { problem: err.code, ...err.details };
+  if (err.code === "too_large") return new ApiError(413, "payload_too_large", err.message, details);
+  const code = err.code === "invalid_magnet" ? "invalid_magnet" : "invalid_torrent";
+  return new ApiError(422, code, err.message, details);
+}
+
+function fromBase64(text: string): Uint8Array {
+  const clean = text.replace(/\s+/g, "");
+  if (!/^[A-Za-z0-9+/_-]*={0,2}$/.test(clean)) {
+    throw new ApiError(400, "invalid_request", "torrent: must be the .torrent file's bytes in base64.");
+  }
+  const binary = atob(clean.replaceAll("-", "+").replaceAll("_", "/"));
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
+export type TorrentSource =
+  | { kind: "torrent"; info: TorrentInfo; bytes: Uint8Array }
+  | { kind: "magnet"; info: MagnetInfo; uri: string };
+
+/** Parses a .torrent (bytes or base64) or a magnet; TorrentError becomes 413/422. */
+export async function readSource(input: {
+  torrent?: Uint8Array | string | undefined;
+  magnet?: string | undefined;
+}): Promise<TorrentSource> {
+  const given = (input.torrent !== undefined ? 1 : 0) + (input.magnet !== undefined ? 1 : 0);
+  if (given !== 1) {
+    throw new ApiError(
+      400,
+      "invalid_request",
+      "Send exactly one of a .torrent file (torrent) or a magnet link (magnet).",
+    );
+  }
+  try {
+    if (input.magnet !== undefined) {
+      const uri = input.magnet.trim();
+      return { kind: "magnet", info: parseMagnet(uri), uri };
+    }
+    const bytes = typeof input.torrent === "string" ? fromBase64(input.torrent) : input.torrent!;
+    if (bytes.length > MAX_TORRENT_BYTES) {
+      throw new ApiError(
+        413,
+        "payload_too_large",
+        `The .torrent file is ${bytes.length} bytes; the limit is ${MAX_TORRENT_BYTES} bytes (${mib(MAX_TORRENT_BYTES)}).`,
+        { problem: "too_large", size: bytes.length, limit: MAX_TORRENT_BYTES },
+      );
+    }
+    return { kind: "torrent", info: await parseTorrentFile(bytes), bytes };
+  } catch (err) {
+    if (err instanceof TorrentError) throw torrentProblem(err);
+    throw err;
+  }
+}
+
+const torrentTypes = ["application/x-bittorrent", "application/octet-stream"];
+const analyzeTypes = [...torrentTypes, "multipart/form-data", "application/json"];
+
+const AnalyzeJson = z.object({
+  torrent: z.string().optional(),
+  magnet: z.string().optional(),
+});
+
+/** Reads the analyze body in whichever of its accepted forms it came. */
+async function readAnalyzeBody(request: Request): Promise<TorrentSource> {
+  const type = mediaType(request.headers.get("content-type") ?? undefined);
+  if (torrentTypes.includes(type))
+    return readSource({ torrent: new Uint8Array(await request.arrayBuffer()) });
+  if (type === "multipart/form-data") {
+    let form: FormData;
+    try {
+      form = await request.formData();
+    } catch {
+      throw new ApiError(400, "invalid_request", "The multipart form could not be read.");
+    }
+    const file = form.get("file");
+    const magnet = form.get("magnet");
+    if (file !== null && typeof file !== "string") {
+      return readSource({ torrent: new Uint8Array(await file.arrayBuffer()) });
+    }
+    if (typeof magnet === "string") return readSource({ magnet });
+    throw new ApiError(
+      400,
+      "invalid_request",
+      'Put the .torrent file in the form field "file" (or a magnet link in "magnet").',
+    );
+  }
+  let json: unknown;
+  try {
+    json = await request.json();
+  } catch {
+    throw new ApiError(400, "invalid_request", "The body is not valid JSON.");
+  }
+  const parsed = AnalyzeJson.safeParse(json);
+  if (!parsed.success) {
+    throw new ApiError(
+      400,
+      "invalid_request",
+      'Send JSON like {"magnet": "magnet:?xt=urn:btih:…"} or {"torrent": "<base64>"}.',
+    );
+  }
+  return readSource(parsed.data);
+}
+
+// --- Schemas -------------------------------------------------------------------
+
+const hex40 = z.string().regex(/^[0-9a-f]{40}$/);
+const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
+
+export const TorrentFileSchema = z
+  .object({
+    index: z
+      .number()
+      .int()
+      .min(0)
+      .openapi({ description: "Position in the torrent's file list; select files by it." }),
+    path: z.string().openapi({ example: "Album/CD1/01 Intro.flac" }),
+    size: z.number().int().min(0),
+  })
+  .openapi("TorrentFile");
+
+const TorrentAnalysisSchema = z
+  .object({
+    source: z.literal("torrent"),
+    infoHash: hex40.openapi({ description: "BitTorrent v1 info hash (hex SHA-1 of the info dictionary)." }),
+    infoHashV2: hex64.optional().openapi({ description: "v2 info hash (hex SHA-256), for hybrid torrents." }),
+    name: z.string(),
+    files: z.array(TorrentFileSchema),
+    totalSize: z.number().int().min(0),
+    pieceLength: z.number().int().min(1),
+    pieceCount: z.number().int().min(1),
+    trackers: z.array(z.string()),
+    private: z.boolean(),
+  })
+  .openapi("TorrentAnalysis");
+
+const MagnetAnalysisSchema = z
+  .object({
+    source: z.literal("magnet"),
+    infoHash: hex40,
+    infoHashV2: hex64.optional(),
+    name: z.string().nullable().openapi({ description: "The link's display name (dn), if any." }),
+    trackers: z.array(z.string()),
+    files: z.null().openapi({ description: "Unknown until a worker fetches the metadata from peers." }),
+  })
+  .openapi("MagnetAnalysis");
+
+const AnalysisSchema = z.discriminatedUnion("source", [TorrentAnalysisSchema, MagnetAnalysisSchema]);
+
+function present(source: TorrentSource): z.infer<typeof AnalysisSchema> {
+  if (source.kind === "torrent") return { source: "torrent", ...source.info };
+  const { infoHash, infoHashV2, name, trackers } = source.info;
+  return {
+    source: "magnet",
+    infoHash,
+    ...(infoHashV2 ? { infoHashV2 } : {}),
+    name: name ?? null,
+    trackers,
+    files: null,
+  };
+}
+
+// --- Route ---------------------------------------------------------------------
+
+const analyze = createRoute({
+  method: "post",
+  path: "/analyze",
+  tags: ["Torrents"],
+  summary: "Analyze a .torrent or magnet link",
+  description: `Reads a .torrent (at most ${MAX_TORRENT_BYTES} bytes) or a magnet link and returns its info hash(es), name, files, sizes, pieces and trackers. Nothing is stored.`,
+  security: signedIn,
+  middleware: [
+    requireUser,
+    rateLimit("torrents-analyze", 60, "1 m"),
+    acceptContentTypes(...analyzeTypes),
+    limitBody(TORRENT_BODY_LIMIT),
+  ] as const,
+  // Described here, read by the handler: each form needs its own size handling.
+  request: {
+    body: {
+      required: true,
+      content: {
+        "application/x-bittorrent": { schema: { type: "string", format: "binary" } },
+        "multipart/form-data": {
+          schema: {
+            type: "object",
+            properties: {
+              file: { type: "string", format: "binary", description: "The .torrent file." },
+              magnet: { type: "string", description: "Or a magnet link." },
+            },
+          },
+        },
+        "application/json": {
+          schema: {
+            type: "object",
+            properties: {
+              magnet: {
+                type: "string",
+                example: "magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a",
+              },
+              torrent: { type: "string", format: "byte", description: "Or the .torrent in base64." },
+            },
+          },
+        },
+      },
+    },
+  },
+  responses: {
+    200: {
+      description: "What the torrent holds.",
+      content: { "application/json": { schema: AnalysisSchema } },
+    },
+    ...errorResponses({
+      400: "The body is malformed (bad JSON, missing field, bad base64).",
+      401: "Not signed in.",
+      413: `The body or the .torrent is too large (a .torrent may be at most ${MAX_TORRENT_BYTES} bytes).`,
+      415: "The body is not a .torrent, a multipart form or JSON.",
+      422: "The .torrent or magnet link is invalid or unsafe; the message names the problem and details.problem its code.",
+      429: "Too many requests.",
+    }),
+  },
+});
+
+const api = router();
+registerAuthSchemes(api);
+
+export const torrents = api.openapi(analyze, async (c) => {
+  const source = await readAnalyzeBody(c.req.raw);
+  return c.json(present(source), 200);
+});
