@@ -40,7 +40,10 @@ export function onError(err: Error, c: Context): Response {
   // Hono's own 4xx (e.g. "Malformed JSON in request body" from a validator).
   if (err instanceof HTTPException && err.status < 500) {
     const status = err.status as ContentfulStatusCode;
-    return c.json(errorBody(httpCodes[status] ?? "bad_request", err.message || "The request is not valid."), status);
+    return c.json(
+      errorBody(httpCodes[status] ?? "bad_request", err.message || "The request is not valid."),
+      status,
+    );
   }
   console.error(
     JSON.stringify({

@@ -24,7 +24,9 @@ export function rateLimit(name: string, limit: number, window: Window) {
     if (!result.success) {
       const retryAfter = Math.max(1, Math.ceil((result.reset - Date.now()) / 1000));
       c.header("Retry-After", String(retryAfter));
-      throw new ApiError(429, "rate_limited", `Too many requests; try again in ${retryAfter} s.`, { retryAfter });
+      throw new ApiError(429, "rate_limited", `Too many requests; try again in ${retryAfter} s.`, {
+        retryAfter,
+      });
     }
     await next();
   });
