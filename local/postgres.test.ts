@@ -40,7 +40,14 @@ describe.each([
     const dataDir = mkdtempSync(join(tmpdir(), "torreclou-pg-"));
     dirs.push(dataDir);
     const port = await freePort();
-    const service = await startPostgres({ port, dataDir, database: "torreclou", ephemeral: true, embedded, log: () => {} });
+    const service = await startPostgres({
+      port,
+      dataDir,
+      database: "torreclou",
+      ephemeral: true,
+      embedded,
+      log: () => {},
+    });
     try {
       expect(service.env.DATABASE_URL).toBe(`postgres://postgres@127.0.0.1:${port}/torreclou`);
       await roundTrip(service.env.DATABASE_URL!);

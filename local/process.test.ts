@@ -49,7 +49,11 @@ describe("spawnService", () => {
 
   it("reports a service that dies before it is ready, with its last words", async () => {
     await expect(
-      spawnService("quitter", "sh", { args: ["-c", "echo cannot bind; exit 3"], log: () => {}, ready: async () => false }),
+      spawnService("quitter", "sh", {
+        args: ["-c", "echo cannot bind; exit 3"],
+        log: () => {},
+        ready: async () => false,
+      }),
     ).rejects.toThrow(/quitter exited before it was ready:\ncannot bind/);
   });
 });

@@ -69,7 +69,9 @@ export function requireProgram(program: string, debianPackage: string, extraDirs
   const found = which(program, extraDirs);
   if (found) return found;
   const canInstall =
-    process.getuid?.() === 0 && which("apt-get") !== undefined && process.env.TORRECLOU_NO_AUTO_INSTALL !== "1";
+    process.getuid?.() === 0 &&
+    which("apt-get") !== undefined &&
+    process.env.TORRECLOU_NO_AUTO_INSTALL !== "1";
   if (canInstall) {
     process.stderr.write(`[local] installing ${debianPackage} for "${program}" (apt-get)\n`);
     const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
