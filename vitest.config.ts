@@ -16,6 +16,18 @@ export default defineConfig({
       },
       // Runs inside workerd through @cloudflare/vitest-plugin.
       "edge/vitest.config.ts",
+      // The web app's unit and component tests (jsdom).
+      "web/vitest.config.ts",
+      // The web app end to end: the whole local stack (local/dev.ts) driven by Chromium.
+      {
+        test: {
+          name: "e2e",
+          include: ["web/e2e/**/*.test.ts"],
+          exclude: ["**/node_modules/**"],
+          testTimeout: 180_000,
+          hookTimeout: 240_000,
+        },
+      },
     ],
   },
 });

@@ -1,0 +1,385 @@
+// The web app end to end, as a person uses it: the whole local stack started
+// with `local/dev.ts` (edge in wrangler dev, worker, Vite, Postgres, Redis, S3,
+// an aria2c seeder of the demo torrent), driven by a real Chromium.
+//
+// Flow: sign in (dev sign-in) → a storage profile with a wrong access key id is
+// refused inline → a correct one is saved → an API token is made and revoked →
+// the demo torrent is read in the browser and submitted with two of its three
+// files → progress reaches 100% → exactly those two files are listed with links
+// and are in the S3 bucket, byte for byte the seeded sizes → a job that cannot
+// finish (a magnet nobody seeds) is cancelled while it runs.
+//
+// Screenshots of every main screen, light and dark, desktop and phone width,
+// go to .local/screenshots/ (git-ignored).
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { type BrowserContext, chromium, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { portOpen } from "../../local/process.ts";
+import { s3ClientFor } from "../../local/s3.ts";
+import { type Ports, portNames, portsFrom } from "../../local/stack.ts";
+
+const root = resolve(import.meta.dirname, "..", "..");
+// The AWS SDK is a dependency of local/ (the S3 server's own package), so it is loaded from there.
+const { GetObjectCommand, ListObjectsV2Command } = createRequire(join(root, "local", "s3.ts"))(
+  "@aws-sdk/client-s3",
+) as typeof import("../../local/node_modules/@aws-sdk/client-s3/dist-types/index.js");
+const shots = join(root, ".local", "screenshots");
+const chromiumArgs = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+const desktop = { width: 1280, height: 860 };
+const phone = { width: 390, height: 844 };
+
+/** Consecutive free ports below the kernel's ephemeral range, which wrangler and the browser draw from. */
+async function freeRange(): Promise<Ports> {
+  for (;;) {
+    const base = 20000 + Math.floor(Math.random() * 12000);
+    const ports = portsFrom(base);
+    const busy = await Promise.all(portNames.map((name) => portOpen(ports[name])));
+    if (!busy.some(Boolean)) return ports;
+  }
+}
+
+describe("the web app, end to end", () => {
+  let dev: ChildProcess;
+  let output = "";
+  let ports: Ports;
+  let dataDir: string;
+  let profileDir: string;
+  let context: BrowserContext;
+  let page: Page;
+  let web: string;
+  let demoTorrent: string;
+  let completedJobUrl = "";
+
+  /** Saves the current page, light and dark, at desktop width (and phone width when asked). */
+  async function screenshots(name: string, options: { phone?: boolean } = {}): Promise<void> {
+    const sizes = options.phone
+      ? [["desktop", desktop] as const, ["phone", phone] as const]
+      : [["desktop", desktop] as const];
+    for (const [label, size] of sizes) {
+      await page.setViewportSize(size);
+      for (const scheme of ["light", "dark"] as const) {
+        await page.emulateMedia({ colorScheme: scheme, reducedMotion: "reduce" });
+        // From the top, so the sticky header sits where a reader sees it.
+        await page.evaluate(() => window.scrollTo(0, 0));
+        await page.waitForTimeout(150);
+        await page.screenshot({ path: join(shots, `${name}-${label}-${scheme}.png`), fullPage: true });
+      }
+    }
+    await page.setViewportSize(desktop);
+    await page.emulateMedia({ colorScheme: "light", reducedMotion: "reduce" });
+  }
+
+  beforeAll(async () => {
+    mkdirSync(shots, { recursive: true });
+    ports = await freeRange();
+    dataDir = mkdtempSync(join(tmpdir(), "torreclou-e2e-"));
+    profileDir = mkdtempSync(join(tmpdir(), "torreclou-e2e-chromium-"));
+    dev = spawn(
+      process.execPath,
+      [join(root, "local", "dev.ts"), "--data-dir", dataDir, "--ports-from", String(ports.postgres)],
+      { cwd: root, detached: true, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    dev.stdout?.on("data", (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    dev.stderr?.on("data", (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    await new Promise<void>((ready, fail) => {
+      const timer = setTimeout(() => fail(new Error(`local stack not ready in 180 s:\n${output}`)), 180_000);
+      const check = setInterval(() => {
+        if (/local\s+\| ready/.test(output)) {
+          clearInterval(check);
+          clearTimeout(timer);
+          ready();
+        }
+      }, 200);
+      dev.on("exit", (code) => {
+        clearInterval(check);
+        clearTimeout(timer);
+        fail(new Error(`local stack exited early (${code}):\n${output}`));
+      });
+    });
+    const demo = /Demo torrent: (.+\.torrent)\s*$/m.exec(output)?.[1];
+    if (!demo) throw new Error(`no demo torrent in the banner:\n${output}`);
+    demoTorrent = demo.trim();
+    web = `http://127.0.0.1:${ports.web}`;
+
+    context = await chromium.launchPersistentContext(profileDir, {
+      executablePath: "/usr/bin/chromium",
+      headless: true,
+      args: chromiumArgs,
+      viewport: desktop,
+      reducedMotion: "reduce",
+    });
+    page = context.pages()[0] ?? (await context.newPage());
+    page.setDefaultTimeout(20_000);
+  }, 240_000);
+
+  afterAll(async () => {
+    await context?.close().catch(() => {});
+    if (dev?.pid && dev.exitCode === null) {
+      const exited = new Promise<void>((done) => dev.on("exit", () => done()));
+      process.kill(-dev.pid, "SIGINT"); // Ctrl-C to the launcher's process group
+      const stopped = await Promise.race([
+        exited.then(() => true),
+        new Promise<boolean>((done) => setTimeout(() => done(false), 30_000)),
+      ]);
+      if (!stopped) process.kill(-dev.pid, "SIGKILL");
+    }
+    rmSync(dataDir, { recursive: true, force: true });
+    rmSync(profileDir, { recursive: true, force: true });
+  }, 60_000);
+
+  it("sends a visitor to the sign-in screen and signs in with the dev sign-in", async () => {
+    await page.goto(`${web}/storage`);
+    await expect.poll(() => new URL(page.url()).pathname).toBe("/signin");
+    await page.getByLabel("Email").waitFor();
+    await page.getByRole("button", { name: "Continue with Google" }).waitFor();
+    await screenshots("signin", { phone: true });
+    // Google is not configured locally: the button says so instead of leaving the app.
+    await page.getByRole("button", { name: "Continue with Google" }).click();
+    await page.getByText(/Google sign-in is not configured on this server/).waitFor();
+    expect(new URL(page.url()).pathname).toBe("/signin");
+
+    await page.getByLabel("Email").fill("ada@example.com");
+    await page.getByRole("button", { name: "Sign in with email" }).click();
+    // Back where the visitor was going.
+    await page.getByRole("heading", { name: "Storage", level: 1 }).waitFor();
+    expect(new URL(page.url()).pathname).toBe("/storage");
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Jobs" }).click();
+    await page.getByRole("heading", { name: "Jobs", level: 1 }).waitFor();
+    await page.getByText("No jobs yet").waitFor();
+    await screenshots("jobs-empty", { phone: true });
+  });
+
+  async function fillS3(name: string, accessKeyId: string): Promise<void> {
+    const field = (label: string) => page.getByLabel(label, { exact: true });
+    await field("Name").fill(name);
+    await field("Endpoint").fill(`http://127.0.0.1:${ports.s3}`);
+    await field("Bucket").fill("torreclou");
+    await field("Region").fill("us-east-1");
+    await field("Folder (key prefix)").fill("e2e");
+    await field("Path-style URLs").check();
+    await field("Access key ID").fill(accessKeyId);
+    await field("Secret access key").fill("torreclou-local-secret");
+  }
+
+  it("shows the provider's refusal next to the form for a wrong access key id", async () => {
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Storage" }).click();
+    await page.getByRole("heading", { name: "Storage", level: 1 }).waitFor();
+    await page.getByText("No storage yet").waitFor();
+    await fillS3("Wrong key", "NOT-A-REAL-KEY-ID");
+    await page.getByRole("button", { name: "Check and save" }).click();
+    const error = page.getByTestId("storage-check-error");
+    await error.waitFor();
+    expect(await error.textContent()).toMatch(/InvalidAccessKeyId|access key/i);
+    // The form keeps what was typed, and nothing was saved.
+    expect(await page.getByLabel("Name", { exact: true }).inputValue()).toBe("Wrong key");
+    expect(await page.getByTestId("storage-profile").count()).toBe(0);
+    await screenshots("storage-error", { phone: true });
+  });
+
+  it("saves a working S3 profile as the default", async () => {
+    await fillS3("Local S3", "torreclou");
+    await page.getByRole("button", { name: "Check and save" }).click();
+    await page.getByText("Saved “Local S3”").waitFor();
+    const profile = page.getByTestId("storage-profile");
+    await expect.poll(() => profile.count()).toBe(1);
+    expect(await profile.textContent()).toContain("Default");
+    expect(await page.getByTestId("storage-check-error").count()).toBe(0);
+    await screenshots("storage", { phone: true });
+  });
+
+  it("creates an API token, shows it once, and revokes it", async () => {
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "API tokens" }).click();
+    await page.getByRole("heading", { name: "API tokens", level: 1 }).waitFor();
+    await page.getByLabel("Name").fill("backup script");
+    await page.getByRole("button", { name: "Create token" }).click();
+    const token = (await page.getByTestId("new-token").textContent())?.trim() ?? "";
+    expect(token).toMatch(/^tc_\S{20,}$/);
+    // The token works against the API.
+    const me = await fetch(`${web}/api/auth/me`, { headers: { authorization: `Bearer ${token}` } });
+    expect(me.status).toBe(200);
+    await screenshots("tokens", { phone: true });
+    await page.getByRole("button", { name: "I have stored it; hide it" }).click();
+    expect(await page.getByTestId("new-token").count()).toBe(0);
+    await page.getByRole("button", { name: "Revoke token backup script" }).click();
+    await page.getByRole("button", { name: "Revoke now" }).click();
+    await page.getByText("No API tokens yet").waitFor();
+    const after = await fetch(`${web}/api/auth/me`, { headers: { authorization: `Bearer ${token}` } });
+    expect(after.status).toBe(401);
+  });
+
+  it("refuses something that is not a torrent in the browser, before sending anything", async () => {
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "New job" }).click();
+    await page.getByRole("heading", { name: "New job", level: 1 }).waitFor();
+    let posted = false;
+    const watch = (request: { method(): string; url(): string }) => {
+      if (request.method() === "POST" && new URL(request.url()).pathname.startsWith("/api/")) posted = true;
+    };
+    page.on("request", watch);
+    await page.getByTestId("torrent-input").setInputFiles({
+      name: "notes.torrent",
+      mimeType: "application/x-bittorrent",
+      buffer: Buffer.from("hello, I am not bencoded"),
+    });
+    const error = page.getByTestId("torrent-error");
+    await error.waitFor();
+    expect(await error.textContent()).toMatch(/not a valid \.torrent/i);
+    await page.getByLabel("Or a magnet link").fill("magnet:?dn=nothing");
+    await page.getByRole("button", { name: "Read link" }).click();
+    await expect.poll(async () => (await error.textContent()) ?? "").toMatch(/no BitTorrent info hash/i);
+    page.off("request", watch);
+    expect(posted).toBe(false);
+  });
+
+  it("runs the demo torrent with two of its three files into S3", async () => {
+    await page.getByTestId("torrent-input").setInputFiles(demoTorrent);
+    await page.getByTestId("torrent-name").waitFor();
+    expect(await page.getByTestId("torrent-name").textContent()).toBe("TorreClou Demo");
+    // Three files, all selected at first; the folder boxes reflect them.
+    const total = page.getByTestId("selected-total");
+    expect(await total.textContent()).toMatch(/^3 of 3 files selected/);
+    await screenshots("new-job", { phone: true });
+
+    // Leave out README.txt: two files remain.
+    await page.getByRole("checkbox", { name: /^README\.txt,/ }).uncheck();
+    expect(await total.textContent()).toMatch(/^2 of 3 files selected/);
+    // Folder selection is tri-state: clearing "video" then selecting it again.
+    const video = page.getByRole("checkbox", { name: /^Folder video,/ });
+    await video.uncheck();
+    expect(await total.textContent()).toMatch(/^1 of 3 files selected/);
+    await video.check();
+    expect(await total.textContent()).toMatch(/^2 of 3 files selected/);
+    await page.getByLabel("Folder in the destination").fill("demo-run");
+    await page.getByRole("button", { name: /^Start job/ }).click();
+
+    await expect
+      .poll(() => new URL(page.url()).pathname, { timeout: 20_000 })
+      .toMatch(/^\/jobs\/[0-9a-f-]{36}$/);
+    completedJobUrl = page.url();
+    await page.getByTestId("job-status").waitFor();
+    await screenshots("job-running");
+
+    // Progress reaches 100% and the job completes.
+    await expect
+      .poll(async () => (await page.getByTestId("job-status").textContent())?.trim(), {
+        timeout: 150_000,
+        interval: 1000,
+      })
+      .toBe("Completed");
+    expect(await page.getByTestId("job-percent").textContent()).toBe("100%");
+
+    // Exactly the two chosen files, each stored and linked.
+    const rows = page.getByTestId("job-file");
+    expect(await rows.count()).toBe(2);
+    const names = (await rows.allTextContents()).join("\n");
+    expect(names).toContain("video/sample-a.bin");
+    expect(names).toContain("audio/sample-b.bin");
+    expect(names).not.toContain("README.txt");
+    // Soft, so the bucket is still checked below when a link is missing.
+    expect.soft(await page.getByTestId("file-link").count(), "links to the stored objects").toBe(2);
+    for (const link of await page.getByTestId("file-link").all()) {
+      expect.soft(await link.getAttribute("href")).toMatch(/^https?:\/\//);
+    }
+    await page.getByTestId("timeline").getByText("Completed", { exact: true }).waitFor();
+    await screenshots("job-completed", { phone: true });
+
+    // And they are in the bucket, with the seeded sizes; README.txt is not.
+    const s3 = s3ClientFor({
+      S3_ENDPOINT: `http://127.0.0.1:${ports.s3}`,
+      S3_ACCESS_KEY_ID: "torreclou",
+      S3_SECRET_ACCESS_KEY: "torreclou-local-secret",
+    });
+    const listed = await s3.send(new ListObjectsV2Command({ Bucket: "torreclou", Prefix: "e2e/" }));
+    const objects = new Map((listed.Contents ?? []).map((o) => [o.Key ?? "", o.Size ?? -1]));
+    const keys = [...objects.keys()];
+    const a = keys.find((k) => k.endsWith("video/sample-a.bin"));
+    const b = keys.find((k) => k.endsWith("audio/sample-b.bin"));
+    expect(a, `objects: ${keys.join(", ")}`).toBeDefined();
+    expect(b, `objects: ${keys.join(", ")}`).toBeDefined();
+    expect(a).toMatch(/^e2e\/demo-run\//);
+    expect(keys.some((k) => k.endsWith("README.txt"))).toBe(false);
+    expect(objects.get(a!)).toBe(3 * 1024 * 1024 + 12_345);
+    expect(objects.get(b!)).toBe(2 * 1024 * 1024 - 777);
+    const body = await s3.send(new GetObjectCommand({ Bucket: "torreclou", Key: b! }));
+    expect((await body.Body!.transformToByteArray()).length).toBe(2 * 1024 * 1024 - 777);
+    s3.destroy();
+  });
+
+  it("lists the finished job with its progress and filters by status", async () => {
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Jobs" }).click();
+    await page.getByRole("heading", { name: "Jobs", level: 1 }).waitFor();
+    const row = page.getByTestId("job-row").first();
+    await row.waitFor();
+    expect(await row.getByTestId("job-status").textContent()).toBe("Completed");
+    expect(await row.getByTestId("percent").textContent()).toBe("100%");
+    await screenshots("jobs", { phone: true });
+    await page.getByRole("button", { name: "Failed" }).click();
+    await page.getByText("No failed jobs").waitFor();
+    await page.getByRole("button", { name: "All" }).click();
+    await row.waitFor();
+  });
+
+  it("cancels a running job", async () => {
+    // A magnet link nobody seeds: the job stays running (looking for metadata) until cancelled.
+    const hash = "0123456789abcdef0123456789abcdef01234567";
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "New job" }).click();
+    await page.getByLabel("Or a magnet link").fill(`magnet:?xt=urn:btih:${hash}&dn=Nobody%20seeds%20this`);
+    await page.getByRole("button", { name: "Read link" }).click();
+    await page.getByTestId("torrent-name").waitFor();
+    expect(await page.getByTestId("torrent-name").textContent()).toBe("Nobody seeds this");
+    await page.getByRole("button", { name: /^Start job/ }).click();
+    await expect.poll(() => new URL(page.url()).pathname).toMatch(/^\/jobs\/[0-9a-f-]{36}$/);
+    expect(page.url()).not.toBe(completedJobUrl);
+    const jobUrl = page.url();
+    const status = page.getByTestId("job-status");
+    await expect
+      .poll(async () => (await status.textContent())?.trim())
+      .toMatch(/Queued|Finding metadata|Downloading/);
+
+    // In the list it is running, with live numbers; the finished job is below it.
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Jobs" }).click();
+    const running = page.getByTestId("job-row").first();
+    await running.getByText("Nobody seeds this").waitFor();
+    expect(await running.getByTestId("job-status").textContent()).toMatch(
+      /Queued|Finding metadata|Downloading/,
+    );
+    await running.getByText("Peers").waitFor();
+    expect(await page.getByTestId("job-row").count()).toBe(2);
+    await screenshots("jobs-running", { phone: true });
+    await page.getByRole("button", { name: "Running" }).click();
+    await expect.poll(() => page.getByTestId("job-row").count()).toBe(1);
+    await running.getByRole("link", { name: "Nobody seeds this" }).click();
+    await expect.poll(() => page.url()).toBe(jobUrl);
+    await page.getByRole("button", { name: "Cancel this job" }).click();
+    await page.getByRole("button", { name: "Cancel job" }).click();
+    await expect
+      .poll(async () => (await status.textContent())?.trim(), { timeout: 30_000 })
+      .toBe("Cancelled");
+    await page.getByTestId("timeline").getByText("Cancelled", { exact: true }).waitFor();
+    await page.getByRole("button", { name: "Retry" }).waitFor();
+    await screenshots("job-cancelled");
+  });
+
+  it("returns to the sign-in screen after signing out", async () => {
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await expect.poll(() => new URL(page.url()).pathname).toBe("/signin");
+    await page.goto(`${web}/jobs`);
+    await expect.poll(() => new URL(page.url()).pathname).toBe("/signin");
+  });
+});

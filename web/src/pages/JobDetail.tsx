@@ -1,0 +1,392 @@
+// One job: overall progress with speeds, ETA and peers; every file with its
+// state, bytes and a link to the stored object; the transitions timeline;
+// cancel and retry. Progress comes from the job's progress stream with a
+// cursor, polled only while the job runs.
+import { A, useNavigate, useParams } from "@solidjs/router";
+import {
+  createEffect,
+  createMemo,
+  createResource,
+  createSignal,
+  For,
+  Match,
+  on,
+  Show,
+  Switch,
+} from "solid-js";
+import { createStore, reconcile } from "solid-js/store";
+import { ApiError, api, call, describeError } from "../api/client.ts";
+import { ConfirmButton } from "../components/Confirm.tsx";
+import { Legend, ProgressBar, StatsRow } from "../components/Progress.tsx";
+import { ErrorState, Loading } from "../components/States.tsx";
+import { formatBytes, formatDate, formatPercent, formatRelative } from "../format.ts";
+import { createPoll } from "../poll.ts";
+import { fileLabel, isActive, jobStateLabel } from "../status.ts";
+
+function fetchJob(id: string) {
+  return call(api.api.jobs[":id"].$get({ param: { id } }));
+}
+
+type JobBody = Awaited<ReturnType<typeof fetchJob>>;
+type ProgressBody = Awaited<ReturnType<typeof fetchProgress>>;
+type Event = ProgressBody["events"][number]["event"];
+type FileProgress = Event["files"][number];
+
+function fetchProgress(id: string, after: string | undefined) {
+  return call(api.api.jobs[":id"].progress.$get({ param: { id }, query: after ? { after } : {} }));
+}
+
+export function JobDetail() {
+  const params = useParams();
+  const navigate = useNavigate();
+  const [data, { refetch }] = createResource(() => params.id ?? "", fetchJob);
+  const [profiles] = createResource(() => call(api.api.storage.$get()));
+  const [latest, setLatest] = createSignal<Event | null>(null);
+  const [fileLive, setFileLive] = createStore<Record<number, FileProgress>>({});
+  const [actionError, setActionError] = createSignal<string>();
+  const [acting, setActing] = createSignal(false);
+  let cursor: string | undefined;
+  let lastReload = Date.now();
+  let seenPhase: string | undefined;
+
+  const job = () => data.latest?.job;
+  /** The job row says it is still going: keep polling until the row itself ends. */
+  const rowActive = () => {
+    const s = job()?.state;
+    return s !== undefined && isActive(s);
+  };
+  /** The worker has reported the end, though the row may lag a moment behind. */
+  const streamEnded = () => {
+    const phase = latest()?.phase;
+    return phase !== undefined && !isActive(phase);
+  };
+  const running = () => rowActive() && !streamEnded();
+  const state = () => (rowActive() ? (latest()?.phase ?? job()?.state) : job()?.state);
+
+  // A new job id (navigation between jobs): start the stream over.
+  createEffect(
+    on(
+      () => params.id,
+      () => {
+        cursor = undefined;
+        seenPhase = undefined;
+        setLatest(null);
+        setFileLive(reconcile({}));
+      },
+    ),
+  );
+
+  createPoll(
+    async () => {
+      const id = params.id ?? "";
+      let last: Event | null = null;
+      // Catch up in a few rounds when the stream holds more than one page.
+      for (let round = 0; round < 5; round++) {
+        const body = await fetchProgress(id, cursor);
+        if (id !== params.id) return;
+        cursor = body.cursor || cursor;
+        for (const { event } of body.events) {
+          for (const file of event.files) setFileLive(file.index, file);
+        }
+        last = body.events.at(-1)?.event ?? body.snapshot ?? last;
+        if (!body.more) break;
+      }
+      if (last) setLatest(last);
+      // The worker reached a terminal phase, or moved on: the job row has the final word.
+      // Also re-read the row now and then: a queued job has no events yet, and a cancel may land without one.
+      const moved = last !== null && last.phase !== seenPhase;
+      if (last) seenPhase = last.phase;
+      if (moved || streamEnded() || Date.now() - lastReload > 10_000) {
+        lastReload = Date.now();
+        await refetch();
+      }
+    },
+    { interval: 1000, hiddenInterval: 10_000, enabled: rowActive },
+  );
+
+  const files = createMemo(() => job()?.files ?? []);
+  const selectedFiles = createMemo(() => files().filter((f) => f.selected));
+  // While the job runs the stream is freshest; once it ends the job row is the truth.
+  const bytes = () => (rowActive() ? (latest()?.bytes ?? job()?.bytes) : job()?.bytes);
+  const total = () => bytes()?.total ?? 0;
+  const downloaded = () => bytes()?.downloaded ?? 0;
+  const uploaded = () => bytes()?.uploaded ?? 0;
+  const destination = () => {
+    const id = job()?.storageProfileId;
+    if (!id) return "—";
+    return profiles.latest?.profiles.find((p) => p.id === id)?.name ?? "—";
+  };
+
+  const act = async (what: "cancel" | "retry" | "delete") => {
+    const id = params.id ?? "";
+    setActionError(undefined);
+    setActing(true);
+    try {
+      if (what === "cancel") await call(api.api.jobs[":id"].cancel.$post({ param: { id } }));
+      if (what === "retry") {
+        await call(api.api.jobs[":id"].retry.$post({ param: { id } }));
+        cursor = undefined;
+        seenPhase = undefined;
+        setLatest(null);
+        setFileLive(reconcile({}));
+      }
+      if (what === "delete") {
+        await call(api.api.jobs[":id"].$delete({ param: { id } }));
+        navigate("/jobs", { replace: true });
+        return;
+      }
+      await refetch();
+    } catch (err) {
+      setActionError(describeError(err));
+      if (err instanceof ApiError && err.status === 409) await refetch();
+    } finally {
+      setActing(false);
+    }
+  };
+
+  return (
+    <Switch>
+      <Match when={data.error}>
+        <p class="crumbs">
+          <A href="/jobs">← Jobs</A>
+        </p>
+        <h1>Job</h1>
+        <Show
+          when={data.error instanceof ApiError && data.error.status === 404}
+          fallback={<ErrorState error={data.error} what="this job" retry={refetch} />}
+        >
+          <div class="alert error" role="alert">
+            <p>There is no such job, or it was deleted.</p>
+          </div>
+        </Show>
+      </Match>
+      <Match when={data.loading && !data.latest}>
+        <p class="crumbs">
+          <A href="/jobs">← Jobs</A>
+        </p>
+        <h1>Job</h1>
+        <Loading label="Loading the job" />
+      </Match>
+      <Match when={job()}>
+        {(j) => (
+          <>
+            <div class="page-head">
+              <div style={{ "min-width": 0 }}>
+                <p class="crumbs">
+                  <A href="/jobs">← Jobs</A>
+                </p>
+                <h1 style={{ "overflow-wrap": "anywhere" }}>
+                  {j().name ?? "Magnet link (fetching metadata)"}
+                </h1>
+              </div>
+              <div class="row">
+                <Show when={running()}>
+                  <ConfirmButton
+                    label="Cancel"
+                    confirmLabel="Cancel job"
+                    subject="this job"
+                    disabled={acting()}
+                    onConfirm={() => act("cancel")}
+                  />
+                </Show>
+                <Show when={j().state === "failed" || j().state === "cancelled"}>
+                  <button type="button" class="button small" onClick={() => act("retry")} disabled={acting()}>
+                    Retry
+                  </button>
+                </Show>
+                <Show when={!rowActive()}>
+                  <ConfirmButton
+                    label="Delete"
+                    confirmLabel="Delete job"
+                    subject="this job"
+                    disabled={acting()}
+                    onConfirm={() => act("delete")}
+                  />
+                </Show>
+              </div>
+            </div>
+            <Show when={actionError()}>
+              <div class="alert error" role="alert" style={{ "margin-bottom": "1rem" }}>
+                <p>{actionError()}</p>
+              </div>
+            </Show>
+
+            <div class="detail-grid">
+              <div>
+                <section class="card overview" aria-labelledby="progress-heading">
+                  <h2 id="progress-heading" class="visually-hidden">
+                    Progress
+                  </h2>
+                  <div class="row" style={{ "justify-content": "space-between" }}>
+                    <span class="big-pct" data-testid="job-percent">
+                      {formatPercent(uploaded(), total())}
+                    </span>
+                    <span
+                      class={`badge s-${state()}`}
+                      role="status"
+                      aria-live="polite"
+                      data-testid="job-status"
+                    >
+                      {jobStateLabel[state() ?? "queued"]}
+                    </span>
+                  </div>
+                  <ProgressBar
+                    label="Job progress"
+                    total={total()}
+                    downloaded={downloaded()}
+                    uploaded={uploaded()}
+                  />
+                  <StatsRow
+                    total={total()}
+                    downloaded={downloaded()}
+                    uploaded={uploaded()}
+                    down={latest()?.rates.down ?? 0}
+                    up={latest()?.rates.up ?? 0}
+                    etaSeconds={latest()?.etaSeconds ?? null}
+                    peers={latest()?.peers ?? 0}
+                    live={running()}
+                    showPercent={false}
+                  />
+                  <div style={{ "margin-top": "0.5rem" }}>
+                    <Legend />
+                  </div>
+                  <Show when={j().state === "failed" && j().failureReason}>
+                    <div class="alert error" style={{ "margin-top": "1rem" }}>
+                      <p>
+                        <strong>Failed:</strong> {j().failureReason}
+                      </p>
+                    </div>
+                  </Show>
+                </section>
+
+                <section class="card" aria-labelledby="files-heading">
+                  <h2 id="files-heading">Files</h2>
+                  <Show
+                    when={selectedFiles().length > 0}
+                    fallback={
+                      <p class="muted">The file list appears once the torrent's metadata is known.</p>
+                    }
+                  >
+                    <div class="table-wrap">
+                      <table class="files">
+                        <thead>
+                          <tr>
+                            <th scope="col">File</th>
+                            <th scope="col">State</th>
+                            <th scope="col" class="size">
+                              Size
+                            </th>
+                            <th scope="col">Progress</th>
+                          </tr>
+                        </thead>
+                        <tbody>
+                          <For each={selectedFiles()}>
+                            {(file) => {
+                              const live = () => (rowActive() ? fileLive[file.index] : undefined);
+                              const fileState = () => live()?.state ?? file.state;
+                              const fileUploaded = () => live()?.uploaded ?? file.bytesUploaded ?? 0;
+                              const fileDownloaded = () => live()?.downloaded ?? file.bytesDownloaded ?? 0;
+                              return (
+                                <tr data-testid="job-file">
+                                  <td class="path">
+                                    <Show when={file.cloudUrl} fallback={<span>{file.path}</span>}>
+                                      {(url) => (
+                                        <a
+                                          href={url()}
+                                          target="_blank"
+                                          rel="noopener noreferrer"
+                                          data-testid="file-link"
+                                        >
+                                          {file.path}
+                                        </a>
+                                      )}
+                                    </Show>
+                                  </td>
+                                  <td>
+                                    <span class={`badge f-${fileState()}`}>{fileLabel(fileState())}</span>
+                                  </td>
+                                  <td class="size num">{formatBytes(file.size)}</td>
+                                  <td class="progress-cell">
+                                    <ProgressBar
+                                      label={`Progress of ${file.path}`}
+                                      total={file.size}
+                                      downloaded={fileDownloaded()}
+                                      uploaded={fileUploaded()}
+                                    />
+                                  </td>
+                                </tr>
+                              );
+                            }}
+                          </For>
+                        </tbody>
+                      </table>
+                    </div>
+                  </Show>
+                  <Show when={files().length > selectedFiles().length}>
+                    <p class="muted small" style={{ "margin-top": "0.75rem" }}>
+                      {files().length - selectedFiles().length} more in the torrent, not selected.
+                    </p>
+                  </Show>
+                </section>
+              </div>
+
+              <div>
+                <section class="card" aria-labelledby="about-heading">
+                  <h2 id="about-heading">About</h2>
+                  <dl class="facts">
+                    <dt>Destination</dt>
+                    <dd>{destination()}</dd>
+                    <Show when={j().targetFolder}>
+                      <dt>Folder</dt>
+                      <dd class="mono">{j().targetFolder}</dd>
+                    </Show>
+                    <dt>Created</dt>
+                    <dd>
+                      <time datetime={j().createdAt}>{formatDate(j().createdAt)}</time>
+                    </dd>
+                    <Show when={j().finishedAt}>
+                      {(at) => (
+                        <>
+                          <dt>Finished</dt>
+                          <dd>
+                            <time datetime={at()}>{formatDate(at())}</time>
+                          </dd>
+                        </>
+                      )}
+                    </Show>
+                    <dt>Attempt</dt>
+                    <dd class="num">{j().attempt}</dd>
+                    <dt>Info hash</dt>
+                    <dd class="mono small">{j().infoHash}</dd>
+                  </dl>
+                </section>
+                <section class="card" aria-labelledby="timeline-heading">
+                  <h2 id="timeline-heading">Timeline</h2>
+                  <ol class="timeline" data-testid="timeline">
+                    <For each={j().transitions}>
+                      {(t) => (
+                        <li>
+                          <strong>{jobStateLabel[t.to]}</strong>
+                          <span class="muted small">
+                            {" "}
+                            by {t.cause}
+                            {t.reason ? `: ${t.reason}` : ""}
+                          </span>
+                          <time class="when" datetime={t.at} title={formatDate(t.at)}>
+                            {formatRelative(t.at)}
+                          </time>
+                        </li>
+                      )}
+                    </For>
+                  </ol>
+                </section>
+              </div>
+            </div>
+          </>
+        )}
+      </Match>
+    </Switch>
+  );
+}
+
+export type { JobBody };

@@ -1,0 +1,406 @@
+// New job: a .torrent (dropped or chosen) or a magnet link, read and checked
+// here in the browser with the same parser and limits as the server, then
+// the files to fetch, the destination, and off it goes.
+import { A, useNavigate } from "@solidjs/router";
+import {
+  MAX_TORRENT_BYTES,
+  type MagnetInfo,
+  parseMagnet,
+  parseTorrentFile,
+  TorrentError,
+  type TorrentInfo,
+} from "@torreclou/contracts";
+import { createMemo, createResource, createSignal, For, Match, Show, Switch } from "solid-js";
+import { ApiError, api, call, describeError } from "../api/client.ts";
+import { FileTree } from "../components/FileTree.tsx";
+import { formatBytes, plural } from "../format.ts";
+import { buildTree, selectAll, selectedIndices, selectedSize } from "../tree.ts";
+
+type Source =
+  | { kind: "torrent"; fileName: string; bytes: Uint8Array; info: TorrentInfo }
+  | { kind: "magnet"; uri: string; info: MagnetInfo };
+
+/** Standard base64 of bytes, in chunks so large files do not overflow the call stack. */
+export function toBase64(bytes: Uint8Array): string {
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(binary);
+}
+
+/** Paths without the torrent's own name in front (it is shown above the tree). */
+function relativeFiles(info: TorrentInfo) {
+  const prefix = `${info.name}/`;
+  const all = info.files.every((file) => file.path.startsWith(prefix));
+  return info.files.map((file) => ({ ...file, path: all ? file.path.slice(prefix.length) : file.path }));
+}
+
+export function NewJob() {
+  const navigate = useNavigate();
+  const [source, setSource] = createSignal<Source>();
+  const [readError, setReadError] = createSignal<string>();
+  const [reading, setReading] = createSignal(false);
+  const [over, setOver] = createSignal(false);
+  const [magnet, setMagnet] = createSignal("");
+  const [selected, setSelected] = createSignal<Set<number>>(new Set());
+  const [profileId, setProfileId] = createSignal<string>();
+  const [targetFolder, setTargetFolder] = createSignal("");
+  const [submitting, setSubmitting] = createSignal(false);
+  const [submitError, setSubmitError] = createSignal<string>();
+  const [profiles] = createResource(() => call(api.api.storage.$get()));
+  let fileInput: HTMLInputElement | undefined;
+  let summaryRef: HTMLHeadingElement | undefined;
+  let errorRef: HTMLDivElement | undefined;
+
+  const torrent = () => {
+    const s = source();
+    return s?.kind === "torrent" ? s : undefined;
+  };
+  const files = createMemo(() => {
+    const t = torrent();
+    return t ? relativeFiles(t.info) : [];
+  });
+  const tree = createMemo(() => buildTree(files()));
+  const chosenSize = () => selectedSize(files(), selected());
+  const defaultProfile = () =>
+    profiles.latest?.profiles.find((p) => p.isDefault) ?? profiles.latest?.profiles[0];
+  const chosenProfile = () => profileId() ?? defaultProfile()?.id;
+
+  const accepted = (next: Source) => {
+    setSource(next);
+    setReadError(undefined);
+    setSubmitError(undefined);
+    setSelected(next.kind === "torrent" ? selectAll(next.info.files) : new Set<number>());
+    requestAnimationFrame(() => summaryRef?.focus());
+  };
+
+  const refused = (err: unknown) => {
+    setSource(undefined);
+    setReadError(err instanceof TorrentError ? err.message : `Could not read it: ${describeError(err)}`);
+    requestAnimationFrame(() => errorRef?.focus());
+  };
+
+  const readFile = async (file: File) => {
+    setReading(true);
+    setReadError(undefined);
+    try {
+      if (file.size > MAX_TORRENT_BYTES) {
+        throw new TorrentError(
+          "too_large",
+          `“${file.name}” is ${formatBytes(file.size)}; a .torrent file may be at most ${formatBytes(MAX_TORRENT_BYTES)}.`,
+        );
+      }
+      const bytes = new Uint8Array(await file.arrayBuffer());
+      const info = await parseTorrentFile(bytes);
+      accepted({ kind: "torrent", fileName: file.name, bytes, info });
+    } catch (err) {
+      refused(err);
+    } finally {
+      setReading(false);
+      if (fileInput) fileInput.value = "";
+    }
+  };
+
+  const readMagnet = (event?: SubmitEvent) => {
+    event?.preventDefault();
+    const uri = magnet().trim();
+    if (uri === "") {
+      refused(new TorrentError("invalid_magnet", "Paste a magnet link first (it starts with “magnet:?”)."));
+      return;
+    }
+    try {
+      accepted({ kind: "magnet", uri, info: parseMagnet(uri) });
+    } catch (err) {
+      refused(err);
+    }
+  };
+
+  const onDrop = (event: DragEvent) => {
+    event.preventDefault();
+    setOver(false);
+    const file = event.dataTransfer?.files[0];
+    if (file) {
+      void readFile(file);
+      return;
+    }
+    const text = event.dataTransfer?.getData("text/plain")?.trim();
+    if (text?.startsWith("magnet:")) {
+      setMagnet(text);
+      readMagnet();
+    }
+  };
+
+  const submit = async (event: SubmitEvent) => {
+    event.preventDefault();
+    const s = source();
+    if (!s) return;
+    setSubmitError(undefined);
+    if (s.kind === "torrent" && selected().size === 0) {
+      setSubmitError("Pick at least one file to download.");
+      return;
+    }
+    setSubmitting(true);
+    try {
+      const folder = targetFolder().trim();
+      const common = {
+        ...(chosenProfile() ? { storageProfileId: chosenProfile() } : {}),
+        ...(folder ? { targetFolder: folder } : {}),
+      };
+      const everything = s.kind === "torrent" && selected().size === s.info.files.length;
+      const created = await call(
+        api.api.jobs.$post({
+          json:
+            s.kind === "torrent"
+              ? {
+                  torrent: toBase64(s.bytes),
+                  ...(everything ? {} : { files: selectedIndices(selected()) }),
+                  ...common,
+                }
+              : { magnet: s.uri, ...common },
+        }),
+      );
+      navigate(`/jobs/${created.job.id}`);
+    } catch (err) {
+      setSubmitError(err instanceof ApiError ? err.message : describeError(err));
+      setSubmitting(false);
+    }
+  };
+
+  const reset = () => {
+    setSource(undefined);
+    setMagnet("");
+    setReadError(undefined);
+    setSubmitError(undefined);
+  };
+
+  return (
+    <>
+      <div class="page-head">
+        <div>
+          <h1>New job</h1>
+          <p class="muted">
+            Choose a .torrent file or paste a magnet link. Nothing is sent until you start the job.
+          </p>
+        </div>
+      </div>
+
+      <section class="card stack" aria-labelledby="source-heading">
+        <h2 id="source-heading">Torrent</h2>
+        <label
+          class="dropzone"
+          classList={{ over: over() }}
+          onDragOver={(e) => {
+            e.preventDefault();
+            setOver(true);
+          }}
+          onDragLeave={() => setOver(false)}
+          onDrop={onDrop}
+        >
+          <span class="big">{reading() ? "Reading…" : "Drop a .torrent file here"}</span>
+          <span class="muted small">or press to choose one (up to {formatBytes(MAX_TORRENT_BYTES)})</span>
+          <input
+            ref={fileInput}
+            class="visually-hidden"
+            type="file"
+            accept=".torrent,application/x-bittorrent"
+            data-testid="torrent-input"
+            aria-label="Choose a .torrent file"
+            onChange={(e) => {
+              const file = e.currentTarget.files?.[0];
+              if (file) void readFile(file);
+            }}
+          />
+        </label>
+        <form class="row" onSubmit={readMagnet} style={{ "align-items": "flex-end" }}>
+          <div class="field" style={{ flex: "1 1 18rem" }}>
+            <label for="magnet">Or a magnet link</label>
+            <input
+              id="magnet"
+              type="text"
+              inputmode="url"
+              spellcheck={false}
+              autocomplete="off"
+              placeholder="magnet:?xt=urn:btih:…"
+              value={magnet()}
+              onInput={(e) => setMagnet(e.currentTarget.value)}
+              onPaste={(e) => {
+                const text = e.clipboardData?.getData("text/plain")?.trim();
+                if (text?.startsWith("magnet:")) {
+                  e.preventDefault();
+                  setMagnet(text);
+                  readMagnet();
+                }
+              }}
+            />
+          </div>
+          <button type="submit" class="button">
+            Read link
+          </button>
+        </form>
+        <Show when={readError()}>
+          <div class="alert error" role="alert" tabindex="-1" ref={errorRef} data-testid="torrent-error">
+            <p>{readError()}</p>
+          </div>
+        </Show>
+      </section>
+
+      <Show when={source()}>
+        {(s) => (
+          <form
+            class="card stack"
+            onSubmit={submit}
+            aria-labelledby="summary-heading"
+            style={{ "margin-top": "1.25rem" }}
+          >
+            <div class="summary">
+              <h2 id="summary-heading" ref={summaryRef} tabindex="-1" data-testid="torrent-name">
+                {s().info.name ?? "Unnamed magnet link"}
+              </h2>
+              <Switch>
+                <Match when={torrent()}>
+                  {(t) => (
+                    <>
+                      <span class="num">{formatBytes(t().info.totalSize)}</span>
+                      <span>{plural(t().info.files.length, "file")}</span>
+                      <span class="muted small">
+                        {plural(t().info.pieceCount, "piece")} of {formatBytes(t().info.pieceLength)}
+                      </span>
+                      <span class="muted small">{plural(t().info.trackers.length, "tracker")}</span>
+                      <Show when={t().info.private}>
+                        <span class="muted small">private torrent</span>
+                      </Show>
+                    </>
+                  )}
+                </Match>
+                <Match when={s().kind === "magnet"}>
+                  <span class="muted small">{plural(s().info.trackers.length, "tracker")}</span>
+                </Match>
+              </Switch>
+              <span class="muted small">
+                info hash <code>{s().info.infoHash}</code>
+              </span>
+            </div>
+
+            <Show
+              when={torrent()}
+              fallback={
+                <p class="alert info">
+                  A magnet link carries no file list: the worker fetches it from peers, then downloads every
+                  file. To pick files, use the .torrent file instead.
+                </p>
+              }
+            >
+              <div>
+                <div class="tree-tools">
+                  <span class="label" id="files-heading">
+                    Files to download
+                  </span>
+                  <span class="row">
+                    <button
+                      type="button"
+                      class="button small"
+                      onClick={() => setSelected(selectAll(files()))}
+                    >
+                      Select all
+                    </button>
+                    <button type="button" class="button small" onClick={() => setSelected(new Set<number>())}>
+                      Select none
+                    </button>
+                  </span>
+                </div>
+                <FileTree
+                  root={tree()}
+                  selected={selected}
+                  onChange={setSelected}
+                  collapsed={files().length > 200}
+                />
+                <p class="muted small num" role="status" aria-live="polite" data-testid="selected-total">
+                  {selected().size} of {plural(files().length, "file")} selected · {formatBytes(chosenSize())}
+                </p>
+              </div>
+            </Show>
+
+            <div class="grid-2">
+              <div class="field">
+                <label for="destination">Destination</label>
+                <Switch>
+                  <Match when={profiles.error}>
+                    <p class="field-error">Could not load your storage: {describeError(profiles.error)}</p>
+                  </Match>
+                  <Match when={profiles.loading && !profiles.latest}>
+                    <select id="destination" disabled>
+                      <option>Loading…</option>
+                    </select>
+                  </Match>
+                  <Match when={profiles.latest?.profiles.length === 0}>
+                    <p class="hint" id="destination">
+                      You have no storage yet. <A href="/storage">Add a bucket</A> first.
+                    </p>
+                  </Match>
+                  <Match when={profiles.latest}>
+                    {(data) => (
+                      <select
+                        id="destination"
+                        value={chosenProfile()}
+                        onChange={(e) => setProfileId(e.currentTarget.value)}
+                      >
+                        <For each={data().profiles}>
+                          {(p) => (
+                            <option value={p.id}>
+                              {p.name}
+                              {p.isDefault ? " (default)" : ""}
+                            </option>
+                          )}
+                        </For>
+                      </select>
+                    )}
+                  </Match>
+                </Switch>
+              </div>
+              <div class="field">
+                <label for="target-folder">Folder in the destination</label>
+                <input
+                  id="target-folder"
+                  type="text"
+                  spellcheck={false}
+                  placeholder="Optional, e.g. movies/2025"
+                  value={targetFolder()}
+                  onInput={(e) => setTargetFolder(e.currentTarget.value)}
+                  aria-describedby="target-folder-hint"
+                />
+                <p id="target-folder-hint" class="hint">
+                  Files keep their paths from the torrent under this folder.
+                </p>
+              </div>
+            </div>
+
+            <Show when={submitError()}>
+              <div class="alert error" role="alert">
+                <p>{submitError()}</p>
+              </div>
+            </Show>
+            <div class="submit-bar">
+              <button type="button" class="button subtle" onClick={reset}>
+                Choose another
+              </button>
+              <button
+                type="submit"
+                class="button primary"
+                disabled={
+                  submitting() || (torrent() !== undefined && selected().size === 0) || !chosenProfile()
+                }
+              >
+                {submitting()
+                  ? "Starting…"
+                  : torrent()
+                    ? `Start job · ${formatBytes(chosenSize())}`
+                    : "Start job"}
+              </button>
+            </div>
+          </form>
+        )}
+      </Show>
+    </>
+  );
+}
