@@ -12,7 +12,8 @@ const root = resolve(import.meta.dirname, "..");
 
 async function freeRange(): Promise<Ports> {
   for (;;) {
-    const base = 30000 + Math.floor(Math.random() * 20000);
+    // Below the kernel's ephemeral range (32768+), so no outgoing connection holds one of them.
+    const base = 20000 + Math.floor(Math.random() * 12000);
     const ports = portsFrom(base);
     const busy = await Promise.all(portNames.map((name) => portOpen(ports[name])));
     if (!busy.some(Boolean)) return ports;

@@ -12,15 +12,26 @@
 // the job's owner key in Redis, read in the same pipeline as the events.
 import { createRoute, z } from "@hono/zod-openapi";
 import {
+  decryptS3Secret,
   JobState,
   jobStates,
+  type Keyring,
   keys,
   MAX_TORRENT_FILES,
   ProgressEvent,
   progressField,
+  type S3Secret,
+  sealedOf,
   terminalStates,
 } from "@torreclou/contracts";
-import { jobFiles, jobs, jobTransitions, storageProfiles, torrents } from "@torreclou/db";
+import {
+  jobFiles,
+  jobs,
+  jobTransitions,
+  type S3ProfileConfig,
+  storageProfiles,
+  torrents,
+} from "@torreclou/db";
 import { type Db, insertJob, transitionJob } from "@torreclou/db/jobs";
 import type { Redis } from "@upstash/redis/cloudflare";
 import { and, asc, desc, eq, inArray, sql } from "drizzle-orm";
@@ -29,6 +40,7 @@ import { ApiError } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
 import { enqueueJob } from "../queue/enqueue.ts";
 import { errorResponses, registerAuthSchemes, signedIn } from "../security/openapi.ts";
+import { presignGet } from "../storage/s3.ts";
 import { router } from "./openapi.ts";
 import {
   acceptContentTypes,
@@ -278,7 +290,49 @@ function presentSummary(row: SummaryRow): z.infer<typeof JobSummarySchema> {
   };
 }
 
-async function loadJob(db: Db, userId: string, jobId: string): Promise<z.infer<typeof JobDetailSchema>> {
+/**
+ * Links to the stored objects of an S3 job: presigned GETs (an hour), since
+ * buckets are private. Drive files carry their own web link (cloud_url).
+ */
+async function downloadLinks(
+  db: Db,
+  userId: string,
+  profileId: string | null,
+  keyring: Keyring,
+  files: { fileIndex: number; cloudId: string | null; cloudUrl: string | null }[],
+): Promise<Map<number, string>> {
+  const links = new Map<number, string>();
+  const wanted = files.filter((f) => f.cloudId && !f.cloudUrl);
+  if (!profileId || wanted.length === 0) return links;
+  const [profile] = await db
+    .select()
+    .from(storageProfiles)
+    .where(and(eq(storageProfiles.id, profileId), eq(storageProfiles.userId, userId)));
+  if (profile?.kind !== "s3") return links;
+  let secret: S3Secret;
+  try {
+    secret = await decryptS3Secret(keyring, sealedOf(profile), profile.id);
+  } catch {
+    return links; // keys rotated away: no links rather than a failed page
+  }
+  const config = profile.config as S3ProfileConfig;
+  const target = {
+    endpoint: config.endpoint,
+    region: config.region,
+    bucket: config.bucket,
+    prefix: config.prefix ?? "",
+    forcePathStyle: config.forcePathStyle ?? false,
+  };
+  for (const f of wanted) links.set(f.fileIndex, await presignGet(target, secret, f.cloudId!));
+  return links;
+}
+
+async function loadJob(
+  db: Db,
+  userId: string,
+  jobId: string,
+  keyring: Keyring,
+): Promise<z.infer<typeof JobDetailSchema>> {
   const [row] = await db
     .select(summaryColumns)
     .from(jobs)
@@ -293,6 +347,7 @@ async function loadJob(db: Db, userId: string, jobId: string): Promise<z.infer<t
       .where(eq(jobTransitions.jobId, jobId))
       .orderBy(asc(jobTransitions.at), asc(jobTransitions.id)),
   ]);
+  const links = await downloadLinks(db, userId, row.storageProfileId, keyring, files);
   return {
     ...presentSummary(row),
     files: files.map((f) => ({
@@ -303,7 +358,7 @@ async function loadJob(db: Db, userId: string, jobId: string): Promise<z.infer<t
       state: f.state,
       bytesDownloaded: f.bytesDownloaded,
       bytesUploaded: f.bytesUploaded,
-      cloudUrl: f.cloudUrl,
+      cloudUrl: f.cloudUrl ?? links.get(f.fileIndex) ?? null,
       error: f.error,
     })),
     transitions: transitions.map((t) => ({
@@ -664,7 +719,7 @@ export const jobsApi = api
       targetFolder: body.targetFolder,
     });
     await enqueueJob(db, c.var.redis, job.id, userId);
-    return c.json({ job: await loadJob(db, userId, job.id) }, 201);
+    return c.json({ job: await loadJob(db, userId, job.id, c.var.config.CREDENTIALS_KEYS) }, 201);
   })
   .openapi(listJobs, async (c) => {
     const { limit, cursor, status } = c.req.valid("query");
@@ -701,7 +756,7 @@ export const jobsApi = api
   })
   .openapi(getJob, async (c) => {
     const { id } = c.req.valid("param");
-    return c.json({ job: await loadJob(c.var.db(), c.var.user.id, id) }, 200);
+    return c.json({ job: await loadJob(c.var.db(), c.var.user.id, id, c.var.config.CREDENTIALS_KEYS) }, 200);
   })
   .openapi(cancelJob, async (c) => {
     const { id } = c.req.valid("param");
@@ -724,7 +779,7 @@ export const jobsApi = api
         JSON.stringify({ level: "warn", msg: "cancel flag not written", jobId: id, error: String(err) }),
       );
     }
-    return c.json({ job: await loadJob(db, userId, id) }, 200);
+    return c.json({ job: await loadJob(db, userId, id, c.var.config.CREDENTIALS_KEYS) }, 200);
   })
   .openapi(retryJob, async (c) => {
     const { id } = c.req.valid("param");
@@ -745,7 +800,7 @@ export const jobsApi = api
     });
     if (!job) await refuse(db, userId, id, "retried");
     await enqueueJob(db, c.var.redis, id, userId);
-    return c.json({ job: await loadJob(db, userId, id) }, 200);
+    return c.json({ job: await loadJob(db, userId, id, c.var.config.CREDENTIALS_KEYS) }, 200);
   })
   .openapi(deleteJob, async (c) => {
     const { id } = c.req.valid("param");

@@ -344,3 +344,20 @@ export function checkEndpoint(
   if (url.protocol === "http:" && !privateHost) return { ok: false, reason: "must use https://" };
   return { ok: true, origin: url.origin, host: url.hostname };
 }
+
+/**
+ * A time-limited download link for an object (SigV4 query signing), so the
+ * job page can link to files in a private bucket without exposing keys.
+ */
+export async function presignGet(
+  target: S3Target,
+  credentials: S3Credentials,
+  key: string,
+  expiresSeconds = 3600,
+): Promise<string> {
+  const url = objectUrl(target, key);
+  url.searchParams.set("X-Amz-Expires", String(expiresSeconds));
+  const client = new AwsClient({ ...credentials, service: "s3", region: target.region });
+  const signed = await client.sign(url.toString(), { method: "GET", aws: { signQuery: true } });
+  return signed.url;
+}
