@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { prefixedLog, type Service, spawnService } from "./process.ts";
-import { defaultPorts, type Ports, portsFrom, type Stack, startStack } from "./stack.ts";
+import { defaultPorts, localSecrets, type Ports, portsFrom, type Stack, startStack } from "./stack.ts";
 
 const root = resolve(import.meta.dirname, "..");
 const log = prefixedLog;
@@ -43,6 +43,19 @@ async function startEdge(stack: Stack, ports: Ports, dataDir: string): Promise<S
     SESSION_SECRET: localSecret(dataDir, "session-secret"),
     // Local only: sign in with any email, no Google account needed.
     DEV_SIGN_IN: "true",
+    // The stack's key ring for storage secrets; the worker gets the same one.
+    CREDENTIALS_KEYS: stack.env.CREDENTIALS_KEYS,
+    // Local only: storage profiles may point at the local S3 (http://127.0.0.1).
+    ALLOW_PRIVATE_STORAGE_ENDPOINTS: "true",
+    // Connecting Google Drive runs against the Drive double: its consent screen
+    // approves at once for the signed-in email. A Drive-only client, so Google
+    // sign-in stays off locally.
+    GOOGLE_DRIVE_CLIENT_ID: localSecrets.googleClientId,
+    GOOGLE_DRIVE_CLIENT_SECRET: localSecrets.googleClientSecret,
+    GOOGLE_OAUTH_AUTH_URL: stack.env.GOOGLE_OAUTH_AUTH_URL,
+    GOOGLE_OAUTH_TOKEN_URL: stack.env.GOOGLE_OAUTH_TOKEN_URL,
+    GOOGLE_OAUTH_REVOKE_URL: stack.env.GOOGLE_OAUTH_REVOKE_URL,
+    DRIVE_API_BASE_URL: stack.env.DRIVE_API_BASE_URL,
   };
   const envFile = join(dataDir, "edge.env");
   writeFileSync(
@@ -89,7 +102,14 @@ async function startWorker(stack: Stack, ports: Ports): Promise<Service> {
   const worker = await spawnService("worker", process.execPath, {
     args: [join(root, "node-worker", "src", "main.ts")],
     cwd: root,
-    env: { ...process.env, ...stack.env, WORKER_HTTP_PORT: String(ports.worker) },
+    env: {
+      ...process.env,
+      ...stack.env,
+      WORKER_HTTP_PORT: String(ports.worker),
+      // Uploads to Google Drive go to the Drive double (its URLs come with stack.env).
+      GOOGLE_CLIENT_ID: localSecrets.googleClientId,
+      GOOGLE_CLIENT_SECRET: localSecrets.googleClientSecret,
+    },
     log,
     ready: () => answers(`${url}/healthz`),
   });

@@ -1,8 +1,11 @@
 // The local cloud in one call: each stand-in started in dependency order, its
 // readiness awaited, and one environment handed to whatever runs on top
 // (the launcher's edge/worker/web, or the test runner's tests).
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { migrate } from "../drizzle/migrate.ts";
+import { startDriveDouble } from "./drive/server.ts";
 import { startNeonProxy } from "./neon/proxy.ts";
 import { startPostgres } from "./postgres.ts";
 import type { LogSink, Service } from "./process.ts";
@@ -23,6 +26,7 @@ export const portNames = [
   "web",
   "worker",
   "inspector",
+  "drive",
 ] as const;
 export type PortName = (typeof portNames)[number];
 export type Ports = Record<PortName, number>;
@@ -40,6 +44,7 @@ export const defaultPorts: Ports = {
   web: 5173,
   worker: 9464,
   inspector: 9230,
+  drive: 4580,
 };
 
 /** Consecutive ports from `first`, in the order of `portNames`. */
@@ -53,7 +58,25 @@ export const localSecrets = {
   s3AccessKeyId: "torreclou",
   s3SecretAccessKey: "torreclou-local-secret",
   s3Bucket: "torreclou",
+  /** The OAuth client the edge and the workers present to the local Google (the Drive double). */
+  googleClientId: "torreclou-local.apps.googleusercontent.com",
+  googleClientSecret: "torreclou-local-google-secret",
 };
+
+/**
+ * The local key ring for storage secrets (CREDENTIALS_KEYS, see
+ * contracts/src/credentials.ts): one random key, made the first time a data
+ * folder is used and kept there, so profiles saved in dev stay readable across
+ * restarts. Every data folder has its own; production sets its own keys.
+ */
+export function localCredentialsKeys(dataDir: string): string {
+  const file = join(dataDir, "credentials-keys");
+  if (!existsSync(file)) {
+    mkdirSync(dataDir, { recursive: true });
+    writeFileSync(file, `local-1:${randomBytes(32).toString("base64")}\n`, { mode: 0o600, flag: "wx" });
+  }
+  return readFileSync(file, "utf8").trim();
+}
 
 export interface StackOptions {
   dataDir: string;
@@ -64,6 +87,7 @@ export interface StackOptions {
   /** Which optional parts to run; the databases always run. */
   s3?: boolean;
   seeder?: boolean;
+  drive?: boolean;
 }
 
 export interface Stack {
@@ -91,6 +115,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       }
     },
   };
+  // Shared by the edge and the workers, like the real deployment's secret.
+  env.CREDENTIALS_KEYS = localCredentialsKeys(dataDir);
   try {
     stack.add(await startPostgres({ port: ports.postgres, dataDir, database: "torreclou", log, ephemeral }));
     await migrate(env.DATABASE_URL!);
@@ -118,6 +144,11 @@ export async function startStack(options: StackOptions): Promise<Stack> {
           log,
         }),
       );
+    }
+    if (options.drive !== false) {
+      // Google's OAuth endpoints (consent screen, token, revoke) and the Drive API, offline.
+      // Its env: DRIVE_API_BASE_URL, GOOGLE_OAUTH_AUTH_URL, GOOGLE_OAUTH_TOKEN_URL, GOOGLE_OAUTH_REVOKE_URL.
+      stack.add(await startDriveDouble({ port: ports.drive, dataDir: join(dataDir, "drive"), log }));
     }
     if (options.seeder !== false) {
       stack.add(

@@ -3,8 +3,10 @@
 
 /** Every request the double serves falls into one of these. */
 export const routes = [
+  "authorize",
   "token",
   "revoke",
+  "about",
   "files.create",
   "files.list",
   "files.get",

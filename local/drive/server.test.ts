@@ -571,3 +571,188 @@ describe("Google Drive double", () => {
     });
   });
 });
+
+describe("Google Drive double: the consent screen and the code exchange", () => {
+  const clientId = "local-client.apps.googleusercontent.com";
+  const clientSecret = "local-client-secret";
+  const redirectUri = "http://127.0.0.1:8787/api/drive/callback";
+  let dataDir: string;
+  let drive: DriveDouble;
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), "drive-double-oauth-"));
+    drive = await startDriveDouble({
+      port: await freePort(),
+      dataDir,
+      log: quietLog,
+      clientId,
+      clientSecret,
+      consentEmail: "local@example.com",
+    });
+  });
+
+  afterAll(async () => {
+    await drive?.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  const verifier = randomBytes(32).toString("base64url");
+  const challenge = createHash("sha256").update(verifier).digest("base64url");
+
+  function consentUrl(params: Record<string, string> = {}): string {
+    const url = new URL(drive.env.GOOGLE_OAUTH_AUTH_URL!);
+    const all: Record<string, string> = {
+      response_type: "code",
+      client_id: clientId,
+      redirect_uri: redirectUri,
+      state: "state-123",
+      scope: "https://www.googleapis.com/auth/drive.file",
+      code_challenge_method: "S256",
+      code_challenge: challenge,
+      access_type: "offline",
+      prompt: "consent",
+      ...params,
+    };
+    for (const [k, v] of Object.entries(all)) if (v !== "") url.searchParams.set(k, v);
+    return url.toString();
+  }
+
+  /** The consent screen's redirect back to the app. */
+  async function consent(params: Record<string, string> = {}): Promise<URL> {
+    const response = await fetch(consentUrl(params), { redirect: "manual" });
+    expect(response.status).toBe(302);
+    return new URL(response.headers.get("location")!);
+  }
+
+  async function exchange(
+    code: string,
+    opts: { verifier?: string; redirectUri?: string; basic?: boolean; secret?: string } = {},
+  ): Promise<Response> {
+    const form = new URLSearchParams({
+      grant_type: "authorization_code",
+      code,
+      redirect_uri: opts.redirectUri ?? redirectUri,
+    });
+    if (opts.verifier !== "") form.set("code_verifier", opts.verifier ?? verifier);
+    const headers: Record<string, string> = { "Content-Type": "application/x-www-form-urlencoded" };
+    const secret = opts.secret ?? clientSecret;
+    if (opts.basic === false) {
+      form.set("client_id", clientId);
+      form.set("client_secret", secret);
+    } else headers.Authorization = `Basic ${Buffer.from(`${clientId}:${secret}`).toString("base64")}`;
+    return fetch(`${drive.url}/token`, { method: "POST", headers, body: form });
+  }
+
+  it("sends the browser straight back with a code and the state", async () => {
+    const back = await consent();
+    expect(`${back.origin}${back.pathname}`).toBe(redirectUri);
+    expect(back.searchParams.get("state")).toBe("state-123");
+    expect(back.searchParams.get("code")).toMatch(/^4\/0A/);
+    expect(back.searchParams.get("scope")).toBe("https://www.googleapis.com/auth/drive.file");
+  });
+
+  it("redeems a code once, with the PKCE verifier, for a refresh and an access token", async () => {
+    const code = (await consent()).searchParams.get("code")!;
+    const response = await exchange(code);
+    expect(response.status).toBe(200);
+    const body = (await response.json()) as Record<string, unknown>;
+    expect(body).toMatchObject({ token_type: "Bearer", scope: "https://www.googleapis.com/auth/drive.file" });
+    expect(body.refresh_token).toMatch(/^1\/\//);
+    expect(body.access_token).toMatch(/^ya29\./);
+
+    // The access token works on Drive and names the local account.
+    const about = await fetch(`${drive.url}/drive/v3/about?fields=user(emailAddress,displayName)`, {
+      headers: { Authorization: `Bearer ${body.access_token}` },
+    });
+    expect(await about.json()).toEqual({ user: { emailAddress: "local@example.com", displayName: "local" } });
+    // The refresh token refreshes (the worker's grant) ...
+    const refreshed = await fetch(`${drive.url}/token`, {
+      method: "POST",
+      body: new URLSearchParams({
+        grant_type: "refresh_token",
+        refresh_token: String(body.refresh_token),
+        client_id: clientId,
+        client_secret: clientSecret,
+      }),
+    });
+    expect(refreshed.status).toBe(200);
+    // ... and the code is spent.
+    const replay = await exchange(code);
+    expect(replay.status).toBe(400);
+    expect(await replay.json()).toMatchObject({ error: "invalid_grant" });
+  });
+
+  it("accepts the client in the form as well as in Basic auth, and refuses a wrong secret", async () => {
+    const code = (await consent()).searchParams.get("code")!;
+    expect((await exchange(code, { basic: false })).status).toBe(200);
+    const other = (await consent()).searchParams.get("code")!;
+    const wrong = await exchange(other, { secret: "not-the-secret" });
+    expect(wrong.status).toBe(401);
+    expect(await wrong.json()).toMatchObject({ error: "invalid_client" });
+  });
+
+  it("refuses a wrong or missing PKCE verifier and another redirect URI", async () => {
+    const a = (await consent()).searchParams.get("code")!;
+    expect(await (await exchange(a, { verifier: "x".repeat(43) })).json()).toMatchObject({
+      error: "invalid_grant",
+    });
+    const b = (await consent()).searchParams.get("code")!;
+    expect(await (await exchange(b, { verifier: "" })).json()).toMatchObject({ error: "invalid_grant" });
+    const c = (await consent()).searchParams.get("code")!;
+    expect(await (await exchange(c, { redirectUri: "http://127.0.0.1:1/elsewhere" })).json()).toMatchObject({
+      error: "redirect_uri_mismatch",
+    });
+  });
+
+  it("issues a refresh token only for offline access", async () => {
+    const code = (await consent({ access_type: "" })).searchParams.get("code")!;
+    const body = (await (await exchange(code)).json()) as Record<string, unknown>;
+    expect(body.access_token).toBeTruthy();
+    expect(body.refresh_token).toBeUndefined();
+  });
+
+  it("signs in as the login_hint account when one is given", async () => {
+    const code = (await consent({ login_hint: "hinted@example.com" })).searchParams.get("code")!;
+    const body = (await (await exchange(code)).json()) as { access_token: string };
+    const about = await fetch(`${drive.url}/drive/v3/about?fields=user/emailAddress`, {
+      headers: { Authorization: `Bearer ${body.access_token}` },
+    });
+    expect(await about.json()).toEqual({ user: { emailAddress: "hinted@example.com" } });
+  });
+
+  it("shows an error page for an unknown client or a missing redirect URI, as Google does", async () => {
+    const broken: Record<string, string>[] = [{ client_id: "someone-else" }, { redirect_uri: "" }];
+    for (const params of broken) {
+      const response = await fetch(consentUrl(params), { redirect: "manual" });
+      expect(response.status).toBe(400);
+      expect(response.headers.get("content-type")).toMatch(/text\/html/);
+    }
+  });
+
+  it("reports request errors back to the redirect URI with the state", async () => {
+    const back = await consent({ response_type: "token" });
+    expect(back.searchParams.get("error")).toBe("unsupported_response_type");
+    expect(back.searchParams.get("state")).toBe("state-123");
+    const noScope = await consent({ scope: "" });
+    expect(noScope.searchParams.get("error")).toBe("invalid_request");
+  });
+
+  it("requires `fields` on about.get", async () => {
+    const { refreshToken } = drive.mintRefreshToken("fields@example.com");
+    const token = (await (
+      await fetch(`${drive.url}/token`, {
+        method: "POST",
+        body: new URLSearchParams({
+          grant_type: "refresh_token",
+          refresh_token: refreshToken,
+          client_id: clientId,
+          client_secret: clientSecret,
+        }),
+      })
+    ).json()) as { access_token: string };
+    const response = await fetch(`${drive.url}/drive/v3/about`, {
+      headers: { Authorization: `Bearer ${token.access_token}` },
+    });
+    expect(response.status).toBe(400);
+  });
+});

@@ -2,8 +2,10 @@
 // TorreClou uses, following Google's documented behaviour (see README.md
 // next to this file for the API, the fault controls and known deviations).
 //
-//   POST   /token                                    refresh_token grant
+//   GET    /o/oauth2/v2/auth                         consent screen: approves at once for a local account
+//   POST   /token                                    authorization_code (PKCE) and refresh_token grants
 //   POST   /revoke?token=                            revoke a grant
+//   GET    /drive/v3/about?fields=user               the account's email and name
 //   POST   /drive/v3/files                           create (metadata only, e.g. folders)
 //   GET    /drive/v3/files                           list: q, pageSize, pageToken, fields
 //   GET    /drive/v3/files/:id                       metadata (fields) or alt=media (Range)
@@ -14,6 +16,7 @@
 //   DELETE <session URI>                             cancel → 499
 //   /__faults, /__stats, /__accounts, ...            test controls
 
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { createReadStream, existsSync, rmSync, statSync } from "node:fs";
 import { open, readFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
@@ -64,9 +67,14 @@ export interface DriveDoubleOptions {
   accessTokenTtlSeconds?: number;
   /** Lifetime of an upload session (Google: one week). */
   sessionTtlMs?: number;
-  /** When set, the token endpoint checks client_id/client_secret. */
+  /** When set, the consent screen and the token endpoint check client_id (and the secret). */
   clientId?: string;
   clientSecret?: string;
+  /**
+   * The Google account the consent screen signs in as, unless the request
+   * carries a `login_hint` email (default `drive-user@example.com`).
+   */
+  consentEmail?: string;
 }
 
 export interface MintedGrant {
@@ -78,7 +86,10 @@ export interface MintedGrant {
 }
 
 export interface DriveDouble extends Service {
-  /** `http://host:port`: the API base, the token endpoint is `${url}/token`. */
+  /**
+   * `http://host:port`: the API base; the token endpoint is `${url}/token`,
+   * the consent screen `${url}/o/oauth2/v2/auth`.
+   */
   readonly url: string;
   readonly faults: FaultControl;
   readonly stats: DriveStats;
@@ -223,7 +234,9 @@ interface Ctx {
 function classify(method: string, url: URL, req: IncomingMessage): Route {
   const path = url.pathname;
   if (path.startsWith("/__")) return "control";
+  if (path === "/o/oauth2/v2/auth" && method === "GET") return "authorize";
   if (path === "/token" && method === "POST") return "token";
+  if (path === "/drive/v3/about" && method === "GET") return "about";
   if (path === "/revoke" && method === "POST") return "revoke";
   if (path === "/drive/v3/files") {
     if (method === "GET") return "files.list";
@@ -481,16 +494,155 @@ export async function startDriveDouble(opts: DriveDoubleOptions): Promise<DriveD
 
   // -- OAuth ------------------------------------------------------------------
 
+  // -- OAuth ------------------------------------------------------------------
+
+  /** Authorization codes the consent screen handed out (single use, ten minutes). */
+  const codes = new Map<
+    string,
+    {
+      accountId: string;
+      clientId: string;
+      redirectUri: string;
+      scope: string;
+      offline: boolean;
+      challenge: { method: "S256" | "plain"; value: string } | undefined;
+      expiresAt: number;
+    }
+  >();
+
+  /**
+   * Google's consent screen, already answered "Allow" by a local account:
+   * checks the request as Google does, then sends the browser straight back
+   * to `redirect_uri` with a code and the state. Problems Google shows on its
+   * own error page (unknown client, no redirect URI) are a 400 page here.
+   */
+  const handleAuthorize = async (ctx: Ctx) => {
+    await drain(ctx.req);
+    const p = ctx.url.searchParams;
+    const page = (message: string) => {
+      const html = `<!doctype html><title>Error 400: invalid_request</title><h1>Access blocked: Authorization Error</h1><p>${message.replace(/[<>&"]/g, "")}</p>`;
+      ctx.res.writeHead(400, {
+        "Content-Type": "text/html; charset=utf-8",
+        "Content-Length": Buffer.byteLength(html),
+      });
+      ctx.res.end(html);
+    };
+    const clientId = p.get("client_id") ?? "";
+    if (!clientId) return page("Missing required parameter: client_id");
+    if (opts.clientId !== undefined && clientId !== opts.clientId)
+      return page("The OAuth client was not found. Error 401: invalid_client");
+    const redirectUri = p.get("redirect_uri") ?? "";
+    let target: URL;
+    try {
+      target = new URL(redirectUri);
+      if (target.protocol !== "http:" && target.protocol !== "https:") throw new Error("scheme");
+    } catch {
+      return page(`Invalid parameter value for redirect_uri: ${redirectUri || "(missing)"}`);
+    }
+    const back = (params: Record<string, string>) => {
+      for (const [k, v] of Object.entries(params)) target.searchParams.set(k, v);
+      ctx.res.writeHead(302, { Location: target.toString(), "Content-Length": "0" });
+      ctx.res.end();
+    };
+    const state = p.get("state");
+    const withState = (params: Record<string, string>) => (state === null ? params : { ...params, state });
+    if (p.get("response_type") !== "code") return back(withState({ error: "unsupported_response_type" }));
+    const scope = (p.get("scope") ?? "").trim();
+    if (!scope)
+      return back(
+        withState({ error: "invalid_request", error_description: "Missing required parameter: scope" }),
+      );
+    const method = p.get("code_challenge_method") ?? (p.get("code_challenge") ? "plain" : null);
+    const challengeValue = p.get("code_challenge");
+    if (method !== null && (!challengeValue || (method !== "S256" && method !== "plain")))
+      return back(
+        withState({ error: "invalid_request", error_description: "Invalid code_challenge_method" }),
+      );
+    const hint = p.get("login_hint") ?? "";
+    const email = /^[^@\s]+@[^@\s]+$/.test(hint) ? hint : (opts.consentEmail ?? "drive-user@example.com");
+    const account = store.createAccount(email);
+    const code = `4/0A${randomBytes(24).toString("base64url")}`;
+    codes.set(code, {
+      accountId: account.id,
+      clientId,
+      redirectUri,
+      scope,
+      offline: p.get("access_type") === "offline",
+      challenge:
+        method && challengeValue ? { method: method as "S256" | "plain", value: challengeValue } : undefined,
+      expiresAt: Date.now() + 10 * 60_000,
+    });
+    back(withState({ code, scope }));
+  };
+
+  /** The client's id and secret: HTTP Basic (as arctic sends them) or form fields. */
+  const clientOf = (ctx: Ctx, form: URLSearchParams): { id: string; secret: string } => {
+    const basic = /^Basic\s+(.+)$/i.exec(String(ctx.req.headers.authorization ?? ""))?.[1];
+    if (basic) {
+      const decoded = Buffer.from(basic, "base64").toString("utf8");
+      const at = decoded.indexOf(":");
+      // RFC 6749 form-encodes both before Basic; many clients (arctic) do not.
+      const formDecode = (text: string) => {
+        try {
+          return decodeURIComponent(text.replace(/\+/g, " "));
+        } catch {
+          return text;
+        }
+      };
+      return { id: formDecode(decoded.slice(0, Math.max(at, 0))), secret: formDecode(decoded.slice(at + 1)) };
+    }
+    return { id: form.get("client_id") ?? "", secret: form.get("client_secret") ?? "" };
+  };
+
+  const verifierMatches = (challenge: { method: "S256" | "plain"; value: string }, verifier: string) => {
+    const expected =
+      challenge.method === "S256" ? createHash("sha256").update(verifier).digest("base64url") : verifier;
+    const a = Buffer.from(expected);
+    const b = Buffer.from(challenge.value);
+    return a.length === b.length && timingSafeEqual(a, b);
+  };
+
   const handleToken = async (ctx: Ctx) => {
     const form = await readForm(ctx.req);
     const oauthError = (status: number, error: string, description: string) =>
       send(ctx, status, { error, error_description: description }, { "Cache-Control": "no-store" });
+    const client = clientOf(ctx, form);
     if (
-      (opts.clientId !== undefined && form.get("client_id") !== opts.clientId) ||
-      (opts.clientSecret !== undefined && form.get("client_secret") !== opts.clientSecret)
+      (opts.clientId !== undefined && client.id !== opts.clientId) ||
+      (opts.clientSecret !== undefined && client.secret !== opts.clientSecret)
     )
       return oauthError(401, "invalid_client", "Unauthorized");
     const grant = form.get("grant_type");
+    if (grant === "authorization_code") {
+      const code = form.get("code") ?? "";
+      const issued = codes.get(code);
+      // Single use, even when the rest of the request is wrong.
+      codes.delete(code);
+      if (!issued || issued.expiresAt <= Date.now() || (client.id && client.id !== issued.clientId))
+        return oauthError(400, "invalid_grant", "Malformed auth code.");
+      if (form.get("redirect_uri") !== issued.redirectUri)
+        return oauthError(400, "redirect_uri_mismatch", "Bad Request");
+      const verifier = form.get("code_verifier");
+      if (issued.challenge && (!verifier || !verifierMatches(issued.challenge, verifier)))
+        return oauthError(400, "invalid_grant", "Invalid code verifier.");
+      if (!issued.challenge && verifier) return oauthError(400, "invalid_grant", "Invalid code verifier.");
+      const refresh = store.mintRefreshToken(issued.accountId);
+      const access = store.mintAccessToken(refresh, accessTtl);
+      // As at Google: a refresh token only for offline access.
+      if (!issued.offline) store.refreshTokens.delete(refresh.token);
+      return send(
+        ctx,
+        200,
+        {
+          access_token: access.token,
+          expires_in: accessTtl,
+          ...(issued.offline ? { refresh_token: refresh.token } : {}),
+          scope: issued.scope,
+          token_type: "Bearer",
+        },
+        { "Cache-Control": "no-store" },
+      );
+    }
     if (grant !== "refresh_token")
       return oauthError(400, "unsupported_grant_type", `Invalid grant_type: ${grant ?? ""}`);
     const token = form.get("refresh_token");
@@ -510,6 +662,30 @@ export async function startDriveDouble(opts: DriveDoubleOptions): Promise<DriveD
       },
       { "Cache-Control": "no-store" },
     );
+  };
+
+  /** `about.get`: Google requires `fields`; `user` is what clients ask for. */
+  const handleAbout = async (ctx: Ctx) => {
+    await drain(ctx.req);
+    const account = authenticate(ctx);
+    const spec = ctx.url.searchParams.get("fields");
+    if (!spec)
+      throw new HttpError(
+        400,
+        errors.badRequest("The 'fields' parameter is required for this method.", "fields"),
+      );
+    const sel = parseSelection(spec, spec, new Set(["kind", "user"]));
+    const about = {
+      kind: "drive#about",
+      user: {
+        kind: "drive#user",
+        displayName: account.email.split("@")[0],
+        me: true,
+        permissionId: account.id.replace(/\D/g, "").padEnd(20, "0").slice(0, 20),
+        emailAddress: account.email,
+      },
+    };
+    send(ctx, 200, applyFields(about, sel));
   };
 
   const handleRevoke = async (ctx: Ctx) => {
@@ -985,8 +1161,10 @@ export async function startDriveDouble(opts: DriveDoubleOptions): Promise<DriveD
   // -- dispatch ---------------------------------------------------------------
 
   const handlers: Record<Route, (ctx: Ctx) => Promise<void> | void> = {
+    authorize: handleAuthorize,
     token: handleToken,
     revoke: handleRevoke,
+    about: handleAbout,
     "files.create": handleCreate,
     "files.list": handleList,
     "files.get": handleGet,
@@ -1075,6 +1253,7 @@ export async function startDriveDouble(opts: DriveDoubleOptions): Promise<DriveD
     url: base,
     env: {
       DRIVE_API_BASE_URL: base,
+      GOOGLE_OAUTH_AUTH_URL: `${base}/o/oauth2/v2/auth`,
       GOOGLE_OAUTH_TOKEN_URL: `${base}/token`,
       GOOGLE_OAUTH_REVOKE_URL: `${base}/revoke`,
     },

@@ -52,6 +52,32 @@ const Config = z.object({
   WORKER_UTP: flag.default(false),
   /** Peer connections per torrent. */
   WORKER_MAX_CONNS: z.coerce.number().int().min(1).default(55),
+  /**
+   * Google Drive destinations: the OAuth client the edge connects Drive with
+   * (the same id and secret). Without them a Drive job fails with a message
+   * for the operator.
+   */
+  GOOGLE_CLIENT_ID: z
+    .string()
+    .trim()
+    .optional()
+    .transform((v) => v || undefined),
+  GOOGLE_CLIENT_SECRET: z
+    .string()
+    .trim()
+    .optional()
+    .transform((v) => v || undefined),
+  /** Drive API base; the local stack points it at the Drive double. */
+  DRIVE_API_BASE_URL: z.url().default("https://www.googleapis.com"),
+  /** Google's OAuth token endpoint (refresh_token grant). */
+  GOOGLE_OAUTH_TOKEN_URL: z.url().default("https://oauth2.googleapis.com/token"),
+  /** Bytes per Drive upload request; a multiple of 256 KiB. */
+  WORKER_DRIVE_CHUNK_BYTES: z.coerce
+    .number()
+    .int()
+    .min(256 * 1024)
+    .refine((v) => v % (256 * 1024) === 0, "must be a multiple of 262144 (256 KiB)")
+    .default(8 * 1024 * 1024),
   /** Key ring for storage secrets: `keyId:base64(32 bytes)`, comma-separated. */
   CREDENTIALS_KEYS: z
     .string()

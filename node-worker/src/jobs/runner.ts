@@ -5,15 +5,15 @@
 import { mkdir } from "node:fs/promises";
 import {
   CredentialsError,
+  decryptDriveSecret,
   decryptS3Secret,
   type FileProgress,
   type JobState,
   type Keyring,
-  type S3Secret,
   sealedOf,
   type TransitionCause,
 } from "@torreclou/contracts";
-import type { JobFile, S3ProfileConfig } from "@torreclou/db";
+import type { DriveProfileConfig, JobFile, S3ProfileConfig, StorageProfile } from "@torreclou/db";
 import { type Db, StaleAttemptError, transitionJob } from "@torreclou/db/jobs";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
@@ -21,6 +21,7 @@ import type { Config } from "../config.ts";
 import type { Metrics } from "../metrics.ts";
 import { ProgressPublisher } from "../progress.ts";
 import { type Reservation, removeDir, removeFile, type ScratchBudget, scratchDirFor } from "../scratch.ts";
+import { DriveSink, ReconnectRequiredError } from "../sinks/drive.ts";
 import { PermanentJobError, type Sink } from "../sinks/index.ts";
 import { S3Sink } from "../sinks/s3.ts";
 import { Download } from "../torrent/download.ts";
@@ -31,7 +32,9 @@ import {
   type JobContext,
   journalOf,
   loadJobContext,
+  markDriveNeedsReconnect,
   recordPart,
+  saveDriveAccessToken,
   saveResolvedMetadata,
   updateFile,
   updateJobCounters,
@@ -91,6 +94,8 @@ export class JobRun {
   #stopReason: StopReason | undefined;
   #download: Download | undefined;
   #sink: Sink | undefined;
+  /** The Google grant a Drive job uploads with. */
+  #driveGrant: { profileId: string; refreshToken: string } | undefined;
   #progress: ProgressPublisher | undefined;
   #reservation: Reservation | undefined;
   #files: JobFile[] = [];
@@ -181,10 +186,19 @@ export class JobRun {
         await this.#progress?.phase("cancelled", "Cancelled");
         return "cancelled";
       }
+      if (error instanceof ReconnectRequiredError && this.#driveGrant) {
+        const { profileId, refreshToken } = this.#driveGrant;
+        await markDriveNeedsReconnect(this.#deps.db, this.#deps.keyRing, profileId, refreshToken).catch(
+          (inner: unknown) =>
+            this.#log.warn({ err: inner }, "could not mark the Drive profile for reconnecting"),
+        );
+      }
       const reason =
-        error instanceof PermanentJobError
-          ? error.reason
-          : `The job stopped on an unexpected error: ${messageOf(error)}`;
+        error instanceof ReconnectRequiredError
+          ? "Google Drive access was revoked or has expired: reconnect Google Drive on the Storage page, then retry the job."
+          : error instanceof PermanentJobError
+            ? error.reason
+            : `The job stopped on an unexpected error: ${messageOf(error)}`;
       this.#log.warn({ err: error, reason }, "job failed");
       await this.#cleanup();
       const moved = await this.#transition("failed", "worker", reason);
@@ -264,28 +278,7 @@ export class JobRun {
         "The storage profile for this job was deleted. Choose another destination and retry.",
       );
     }
-    if (profile.kind !== "s3") {
-      throw new PermanentJobError(
-        "This worker cannot upload to Google Drive yet; choose an S3-compatible destination.",
-      );
-    }
-    let secret: S3Secret;
-    try {
-      secret = await decryptS3Secret(this.#deps.keyRing, sealedOf(profile), profile.id);
-    } catch (error) {
-      if (error instanceof CredentialsError) {
-        throw new PermanentJobError(`The storage profile's credentials could not be read: ${error.message}.`);
-      }
-      throw error;
-    }
-    const sink = new S3Sink({
-      config: profile.config as S3ProfileConfig,
-      secret,
-      folder: ctx.job.targetFolder || ctx.job.id,
-      partSize: config.WORKER_PART_SIZE_BYTES,
-      concurrency: config.WORKER_UPLOAD_CONCURRENCY,
-      log: this.#log,
-    });
+    const sink = await this.#sinkFor(profile, ctx.job.targetFolder || ctx.job.id);
     this.#sink = sink;
     await sink.preflight(signal);
 
@@ -356,6 +349,60 @@ export class JobRun {
     await removeDir(dir);
     await this.#advance("completed");
     this.#log.info({ files: chosen.length, bytes: total }, "job completed");
+  }
+
+  /** The sink for the job's destination, with its credentials decrypted. */
+  async #sinkFor(profile: StorageProfile, folder: string): Promise<Sink> {
+    const { config, keyRing } = this.#deps;
+    const readable = (error: unknown): never => {
+      if (error instanceof CredentialsError) {
+        throw new PermanentJobError(`The storage profile's credentials could not be read: ${error.message}.`);
+      }
+      throw error;
+    };
+    if (profile.kind === "s3") {
+      const secret = await decryptS3Secret(keyRing, sealedOf(profile), profile.id).catch(readable);
+      return new S3Sink({
+        config: profile.config as S3ProfileConfig,
+        secret,
+        folder,
+        partSize: config.WORKER_PART_SIZE_BYTES,
+        concurrency: config.WORKER_UPLOAD_CONCURRENCY,
+        log: this.#log,
+      });
+    }
+    // Google Drive.
+    if (profile.status === "needs_reconnect") throw new ReconnectRequiredError();
+    const { GOOGLE_CLIENT_ID: clientId, GOOGLE_CLIENT_SECRET: clientSecret } = config;
+    if (!clientId || !clientSecret) {
+      throw new PermanentJobError(
+        "This worker cannot upload to Google Drive: its operator has not set GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET.",
+      );
+    }
+    const secret = await decryptDriveSecret(keyRing, sealedOf(profile), profile.id).catch(readable);
+    const grant = { profileId: profile.id, refreshToken: secret.refreshToken };
+    this.#driveGrant = grant;
+    const expiresAt = secret.accessTokenExpiresAt ? new Date(secret.accessTokenExpiresAt) : undefined;
+    return new DriveSink({
+      oauth: {
+        clientId,
+        clientSecret,
+        refreshToken: secret.refreshToken,
+        tokenUrl: config.GOOGLE_OAUTH_TOKEN_URL,
+        accessToken:
+          secret.accessToken && expiresAt ? { accessToken: secret.accessToken, expiresAt } : undefined,
+        // Other attempts and workers reuse the token instead of each refreshing its own.
+        onAccessToken: async (token) => {
+          await saveDriveAccessToken(this.#deps.db, keyRing, grant.profileId, grant.refreshToken, token);
+        },
+        log: this.#log,
+      },
+      rootFolderId: (profile.config as DriveProfileConfig).rootFolderId,
+      folder,
+      chunkSize: config.WORKER_DRIVE_CHUNK_BYTES,
+      apiBaseUrl: config.DRIVE_API_BASE_URL,
+      log: this.#log,
+    });
   }
 
   #startDownload(source: string | Uint8Array, dir: string): Download {

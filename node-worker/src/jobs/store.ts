@@ -4,6 +4,14 @@
 // worker whose lease lapsed cannot overwrite the attempt that replaced it.
 
 import {
+  columnsOf,
+  type DriveSecret,
+  decryptDriveSecret,
+  encryptSecret,
+  type Keyring,
+  sealedOf,
+} from "@torreclou/contracts";
+import {
   type Job,
   type JobFile,
   jobFiles,
@@ -194,4 +202,66 @@ export async function currentJob(db: Db, jobId: string): Promise<Pick<Job, "stat
     .from(jobs)
     .where(eq(jobs.id, jobId));
   return row;
+}
+
+/**
+ * Runs `change` on a Drive profile's secret with its row locked, but only
+ * while the profile still holds the grant `refreshToken` (the user may have
+ * reconnected meanwhile: a worker holding the old grant must not undo that).
+ * Not fenced by a job attempt: the profile is shared by every job that uses it.
+ * Returns whether the profile was changed.
+ */
+async function withDriveGrant(
+  db: Db,
+  keyRing: Keyring,
+  profileId: string,
+  refreshToken: string,
+  change: (tx: Db, secret: DriveSecret) => Promise<void>,
+): Promise<boolean> {
+  return db.transaction(async (tx) => {
+    const [row] = await tx
+      .select()
+      .from(storageProfiles)
+      .where(eq(storageProfiles.id, profileId))
+      .for("update");
+    if (row?.kind !== "gdrive") return false;
+    const secret = await decryptDriveSecret(keyRing, sealedOf(row), row.id).catch(() => undefined);
+    if (!secret || secret.refreshToken !== refreshToken) return false;
+    await change(tx, secret);
+    return true;
+  });
+}
+
+/** Stores a refreshed Google access token in the profile's secret (encrypted, bound to the profile id). */
+export async function saveDriveAccessToken(
+  db: Db,
+  keyRing: Keyring,
+  profileId: string,
+  refreshToken: string,
+  token: { accessToken: string; expiresAt: Date },
+): Promise<boolean> {
+  return withDriveGrant(db, keyRing, profileId, refreshToken, async (tx, secret) => {
+    const next: DriveSecret = {
+      ...secret,
+      accessToken: token.accessToken,
+      accessTokenExpiresAt: token.expiresAt.toISOString(),
+    };
+    const sealed = await encryptSecret(keyRing, next, profileId);
+    await tx.update(storageProfiles).set(columnsOf(sealed)).where(eq(storageProfiles.id, profileId));
+  });
+}
+
+/** Google refused the grant: the profile waits for the user to connect Google Drive again. */
+export async function markDriveNeedsReconnect(
+  db: Db,
+  keyRing: Keyring,
+  profileId: string,
+  refreshToken: string,
+): Promise<boolean> {
+  return withDriveGrant(db, keyRing, profileId, refreshToken, async (tx) => {
+    await tx
+      .update(storageProfiles)
+      .set({ status: "needs_reconnect" })
+      .where(eq(storageProfiles.id, profileId));
+  });
 }
