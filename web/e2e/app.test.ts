@@ -3,7 +3,8 @@
 // an aria2c seeder of the demo torrent), driven by a real Chromium.
 //
 // Flow: sign in (dev sign-in) → a storage profile with a wrong access key id is
-// refused inline → a correct one is saved → an API token is made and revoked →
+// refused inline → a correct one is saved → Google Drive is connected (the
+// local Drive double) and disconnected → an API token is made and revoked →
 // the demo torrent is read in the browser and submitted with two of its three
 // files → progress reaches 100% → exactly those two files are listed with links
 // and are in the S3 bucket, byte for byte the seeded sizes → a job that cannot
@@ -202,6 +203,30 @@ describe("the web app, end to end", () => {
     expect(await profile.textContent()).toContain("Default");
     expect(await page.getByTestId("storage-check-error").count()).toBe(0);
     await screenshots("storage", { phone: true });
+  });
+
+  it("connects Google Drive through the consent round trip, then disconnects it", async () => {
+    await page.getByRole("button", { name: "Connect Google Drive" }).click();
+    // A full-page visit: the edge, the (local) consent screen, the callback, back to the storage page.
+    await page.getByTestId("drive-connected").waitFor();
+    expect(new URL(page.url()).pathname).toBe("/storage");
+    await expect.poll(() => new URL(page.url()).search).toBe("");
+    const drive = page.getByTestId("storage-profile").filter({ hasText: "Google Drive ·" });
+    await expect.poll(() => drive.count()).toBe(1);
+    expect(await drive.textContent()).toContain("ada@example.com");
+    expect(await page.getByTestId("storage-profile").count()).toBe(2);
+    await screenshots("storage-drive", { phone: true });
+
+    await drive.getByRole("button", { name: /^Disconnect / }).click();
+    await page.getByRole("button", { name: "Disconnect now" }).click();
+    await expect.poll(() => drive.count()).toBe(0);
+    expect(await page.getByTestId("storage-profile").count()).toBe(1);
+    expect(await page.getByRole("alert").count()).toBe(0);
+
+    // A failed round trip comes back as a readable error, and the query is cleaned.
+    await page.goto(`${web}/storage?drive_error=google_denied`);
+    await page.getByTestId("drive-error").getByText("Connecting Google Drive was cancelled.").waitFor();
+    await expect.poll(() => new URL(page.url()).search).toBe("");
   });
 
   it("creates an API token, shows it once, and revokes it", async () => {

@@ -276,6 +276,14 @@ describe("POST /api/storage (S3)", () => {
     if (body.secretAccessKey) expect(text).not.toContain(body.secretAccessKey);
   });
 
+  it("points a Google Drive profile to the Drive connect flow", async () => {
+    const { cookie } = await signIn();
+    const { response, text, body: failed } = await create(cookie, s3Body({ kind: "gdrive" }));
+    expect(response.status, text).toBe(400);
+    expect(failed.error.message).toContain("GET /api/drive/connect");
+    expect(await list(cookie)).toEqual([]);
+  });
+
   it("rejects a body that is not JSON with a 400", async () => {
     const { cookie } = await signIn();
     const response = await call("/api/storage", {
@@ -395,6 +403,20 @@ describe("DELETE /api/storage/:id", () => {
     expect((await call(`/api/storage/${first.id}`, { method: "DELETE", headers: { cookie } })).status).toBe(
       404,
     );
+  });
+
+  it("refuses a Google Drive profile with a 409 pointing to the disconnect route, and keeps it", async () => {
+    const { cookie, userId } = await signIn();
+    const [drive] = await query<{ id: string }>(sql`
+      insert into storage_profiles (user_id, kind, name, is_default, config, secret_ciphertext, secret_iv, secret_key_id)
+      values (${userId}, 'gdrive', 'My Drive', true, '{"accountEmail":"ada@example.com"}'::jsonb, 'x', 'x', 'x')
+      returning id`);
+    const response = await call(`/api/storage/${drive!.id}`, { method: "DELETE", headers: { cookie } });
+    expect(response.status).toBe(409);
+    const { error } = (await response.json()) as ErrorBody;
+    expect(error.code).toBe("use_drive_disconnect");
+    expect(error.message).toContain(`POST /api/drive/${drive!.id}/disconnect`);
+    expect(await list(cookie)).toEqual([expect.objectContaining({ id: drive!.id, kind: "gdrive" })]);
   });
 });
 

@@ -12,7 +12,9 @@
 //
 // Adding a profile or moving the default changes where files go, so those need
 // the browser session; a leaked API token cannot redirect uploads. Listing,
-// reading and deleting work with either.
+// reading and deleting work with either. A Google Drive profile is added by
+// GET /api/drive/connect and removed by POST /api/drive/{id}/disconnect, which
+// also revokes the grant at Google; deleting it here is refused.
 import { createRoute, z } from "@hono/zod-openapi";
 import { columnsOf, encryptSecret } from "@torreclou/contracts";
 import { type S3ProfileConfig, storageKinds, storageProfileStatuses, storageProfiles } from "@torreclou/db";
@@ -64,7 +66,7 @@ const noControl = (value: string) => !/\p{Cc}/u.test(value);
 const CreateS3Profile = z
   .object({
     kind: z.literal("s3", {
-      error: 'must be "s3" (Google Drive profiles are connected by signing in to Google)',
+      error: 'must be "s3" (connect Google Drive with GET /api/drive/connect instead)',
     }),
     name: z
       .string()
@@ -237,7 +239,7 @@ const deleteProfile = createRoute({
   tags: ["Storage"],
   summary: "Delete a storage profile",
   description:
-    "Deletes the profile and its encrypted credentials. Jobs that used it stay in the history without a destination. If it was the default, the oldest remaining profile becomes the default.",
+    "Deletes the profile and its encrypted credentials. Jobs that used it stay in the history without a destination. If it was the default, the oldest remaining profile becomes the default. A Google Drive profile is refused with a 409: disconnect it with `POST /api/drive/{id}/disconnect`, which also revokes TorreClou's access at Google.",
   security: signedIn,
   middleware: [requireUser] as const,
   request: { params: ProfileParams },
@@ -247,6 +249,7 @@ const deleteProfile = createRoute({
       400: "The id is not a UUID.",
       401: "Not signed in.",
       404: "No profile with this id belongs to the caller.",
+      409: "A Google Drive profile: disconnect it with `POST /api/drive/{id}/disconnect` instead.",
     }),
   },
 });
@@ -475,6 +478,19 @@ export const storage = api
     const userId = c.var.user.id;
     await c.var.db().transaction(async (tx) => {
       await lockUser(tx, userId);
+      const [target] = await tx
+        .select({ kind: storageProfiles.kind })
+        .from(storageProfiles)
+        .where(and(eq(storageProfiles.id, id), eq(storageProfiles.userId, userId)));
+      if (!target) throw notFound();
+      if (target.kind === "gdrive") {
+        // Deleting the row alone would leave TorreClou's grant alive at Google.
+        throw new ApiError(
+          409,
+          "use_drive_disconnect",
+          `This is a Google Drive connection: disconnect it with POST /api/drive/${id}/disconnect, which also revokes TorreClou's access at Google.`,
+        );
+      }
       const [deleted] = await tx
         .delete(storageProfiles)
         .where(and(eq(storageProfiles.id, id), eq(storageProfiles.userId, userId)))

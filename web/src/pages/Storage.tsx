@@ -1,6 +1,9 @@
 // Storage profiles: where finished files go. Adding an S3-compatible profile
 // is checked by the server against the provider; its refusal is shown right
-// by the form, with the provider's own code and message.
+// by the form, with the provider's own code and message. Google Drive is
+// connected with a full-page visit to Google's consent screen; the edge sends
+// the browser back here with `?drive=connected` or `?drive_error=<code>`.
+import { useSearchParams } from "@solidjs/router";
 import { createResource, createSignal, For, Match, Show, Switch } from "solid-js";
 import { createStore } from "solid-js/store";
 import { ApiError, api, call, describeError } from "../api/client.ts";
@@ -41,6 +44,31 @@ interface ProviderFailure {
   status?: number | null;
 }
 
+/** What a failed Drive connection (`?drive_error=<code>` from the edge) means for the person. */
+const driveErrors: Record<string, string> = {
+  google_denied: "Connecting Google Drive was cancelled.",
+  google_error: "Google refused to connect Drive. Please try again.",
+  invalid_request: "That Google Drive link has expired or was already used. Please connect again.",
+  invalid_state: "That Google Drive link has expired or was already used. Please connect again.",
+  google_exchange_failed: "Google's answer could not be verified. Please connect again.",
+  google_unavailable: "Google could not be reached. Please try again in a moment.",
+  drive_scope_denied:
+    "Google Drive access was not granted. Allow TorreClou to add files to your Drive and connect again.",
+  drive_no_refresh_token:
+    "Google did not grant offline access, so uploads could not run while you are away. Please connect again.",
+};
+
+export function driveErrorMessage(code: string): string {
+  return driveErrors[code] ?? "Connecting Google Drive did not complete. Please try again.";
+}
+
+/** A full-page visit: the edge redirects to Google's consent screen, which comes back to this page. */
+function connectDrive(): void {
+  window.location.assign("/api/drive/connect");
+}
+
+const first = (value: string | string[] | undefined) => (Array.isArray(value) ? value[0] : value);
+
 function providerFailure(err: ApiError): ProviderFailure {
   const details = (err.details ?? {}) as {
     step?: string;
@@ -64,6 +92,21 @@ export function Storage() {
   const [busy, setBusy] = createSignal(false);
   const [saved, setSaved] = createSignal<{ name: string; warnings: string[] }>();
   const [listError, setListError] = createSignal<string>();
+  const [rowErrors, setRowErrors] = createSignal<Record<string, string>>({});
+  const setRowError = (id: string, message: string | undefined) =>
+    setRowErrors(({ [id]: _, ...rest }) => (message ? { ...rest, [id]: message } : rest));
+
+  // The Drive flow's answer, read once; then the query is cleaned so a reload does not repeat it.
+  const [params, setParams] = useSearchParams();
+  const connectedId = first(params.drive) === "connected" ? (first(params.profile) ?? "") : undefined;
+  const driveErrorCode = first(params.drive_error);
+  const driveError = driveErrorCode ? driveErrorMessage(driveErrorCode) : undefined;
+  const [driveConnected, setDriveConnected] = createSignal(connectedId !== undefined);
+  if (connectedId !== undefined || driveErrorCode) {
+    setParams({ drive: undefined, profile: undefined, drive_error: undefined }, { replace: true });
+  }
+  const connectedEmail = () =>
+    list.latest?.profiles.find((p) => p.id === connectedId)?.gdrive?.accountEmail ?? undefined;
   let formRef: HTMLFormElement | undefined;
   let failureRef: HTMLDivElement | undefined;
 
@@ -135,6 +178,19 @@ export function Storage() {
     }
   };
 
+  const disconnect = async (id: string) => {
+    setRowError(id, undefined);
+    setDriveConnected(false);
+    try {
+      await call(api.api.drive[":profileId"].disconnect.$post({ param: { profileId: id } }));
+      const current = list();
+      if (current) mutate({ ...current, profiles: current.profiles.filter((p) => p.id !== id) });
+      await refetch();
+    } catch (err) {
+      setRowError(id, describeError(err));
+    }
+  };
+
   const text = (
     key: keyof FormState & string,
     label: string,
@@ -191,6 +247,22 @@ export function Storage() {
         </div>
       </div>
 
+      <Show when={driveConnected()}>
+        <div class="alert ok page-notice" role="status" data-testid="drive-connected">
+          <p>
+            Google Drive connected{connectedEmail() ? ` (${connectedEmail()})` : ""}. New jobs can upload to
+            it.
+          </p>
+        </div>
+      </Show>
+      <Show when={driveError}>
+        <div class="alert error page-notice" role="alert" data-testid="drive-error">
+          <p>
+            <strong>Google Drive was not connected.</strong> {driveError}
+          </p>
+        </div>
+      </Show>
+
       <section class="card" aria-labelledby="profiles-heading">
         <h2 id="profiles-heading">Your destinations</h2>
         <Show when={listError()}>
@@ -207,7 +279,7 @@ export function Storage() {
           </Match>
           <Match when={list.latest?.profiles.length === 0}>
             <Empty>
-              <p>No storage yet. Add an S3-compatible bucket below to start a job.</p>
+              <p>No storage yet. Connect Google Drive or add an S3-compatible bucket below to start a job.</p>
             </Empty>
           </Match>
           <Match when={list.latest}>
@@ -223,13 +295,31 @@ export function Storage() {
                             <span class="tag">Default</span>
                           </Show>
                           <Show when={profile.status === "needs_reconnect"}>
-                            <span class="tag off">Needs new credentials</span>
+                            <span class="tag off">
+                              {profile.kind === "gdrive" ? "Needs reconnect" : "Needs new credentials"}
+                            </span>
                           </Show>
                         </div>
                         <div class="item-sub">
                           <Show
                             when={profile.s3}
-                            fallback={profile.kind === "gdrive" ? "Google Drive" : profile.kind}
+                            fallback={
+                              profile.kind === "gdrive" ? (
+                                <>
+                                  Google Drive
+                                  <Show when={profile.gdrive?.accountEmail}>
+                                    {(email) => (
+                                      <>
+                                        {" "}
+                                        · <span class="mono">{email()}</span>
+                                      </>
+                                    )}
+                                  </Show>
+                                </>
+                              ) : (
+                                profile.kind
+                              )
+                            }
                           >
                             {(s3) => (
                               <>
@@ -258,13 +348,40 @@ export function Storage() {
                             Make default
                           </button>
                         </Show>
-                        <ConfirmButton
-                          label="Delete"
-                          confirmLabel="Delete now"
-                          subject={`storage ${profile.name}`}
-                          onConfirm={() => remove(profile.id)}
-                        />
+                        <Show
+                          when={profile.kind === "gdrive"}
+                          fallback={
+                            <ConfirmButton
+                              label="Delete"
+                              confirmLabel="Delete now"
+                              subject={`storage ${profile.name}`}
+                              onConfirm={() => remove(profile.id)}
+                            />
+                          }
+                        >
+                          <Show when={profile.status === "needs_reconnect"}>
+                            <button
+                              type="button"
+                              class="button small primary"
+                              onClick={connectDrive}
+                              aria-label={`Reconnect ${profile.name}`}
+                            >
+                              Reconnect
+                            </button>
+                          </Show>
+                          <ConfirmButton
+                            label="Disconnect"
+                            confirmLabel="Disconnect now"
+                            subject={profile.name}
+                            onConfirm={() => disconnect(profile.id)}
+                          />
+                        </Show>
                       </div>
+                      <Show when={rowErrors()[profile.id]}>
+                        <p class="field-error item-error" role="alert">
+                          {rowErrors()[profile.id]}
+                        </p>
+                      </Show>
                     </li>
                   )}
                 </For>
@@ -272,6 +389,19 @@ export function Storage() {
             )}
           </Match>
         </Switch>
+      </section>
+
+      <section class="card" aria-labelledby="drive-heading">
+        <h2 id="drive-heading">Google Drive</h2>
+        <p class="muted small">
+          TorreClou asks Google only for the files it creates in your Drive, nothing else. You can disconnect
+          at any time; files already uploaded stay in your Drive.
+        </p>
+        <div class="row">
+          <button type="button" class="button primary" onClick={connectDrive}>
+            Connect Google Drive
+          </button>
+        </div>
       </section>
 
       <section class="card" aria-labelledby="add-heading">
@@ -379,13 +509,6 @@ export function Storage() {
             </button>
           </div>
         </form>
-      </section>
-
-      <section class="card" aria-labelledby="drive-heading">
-        <h2 id="drive-heading">Google Drive</h2>
-        <p class="muted">
-          Connecting a Google Drive is not available on this server yet. Use an S3-compatible bucket for now.
-        </p>
       </section>
     </>
   );
