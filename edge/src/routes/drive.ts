@@ -35,7 +35,7 @@ import {
   OAuth2RequestError,
   type OAuth2Tokens,
 } from "arctic";
-import { and, asc, desc, eq, sql } from "drizzle-orm";
+import { and, asc, eq } from "drizzle-orm";
 import type { Context } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import type { AppEnv } from "../app.ts";
@@ -44,6 +44,7 @@ import type { Config } from "../config.ts";
 import { ApiError } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
 import { errorResponses, registerAuthSchemes, sessionOnly, signedIn } from "../security/openapi.ts";
+import { lockUser, passDefaultOn } from "../storage/defaults.ts";
 import { router } from "./openapi.ts";
 
 /** The only scope asked for: files this app creates or opens. */
@@ -159,12 +160,7 @@ async function revoke(config: Config, token: string): Promise<boolean> {
   }
 }
 
-type Tx = Parameters<Parameters<ReturnType<AppEnv["Variables"]["db"]>["transaction"]>[0]>[0];
-
 /** Serializes a user's profile writes, as routes/storage.ts does (one default per user). */
-async function lockUser(tx: Tx, userId: string): Promise<void> {
-  await tx.execute(sql`select 1 from users where id = ${userId} for update`);
-}
 
 /** The grant as stored: the refresh token and the first access token (workers reuse it). */
 function secretOf(tokens: OAuth2Tokens): DriveSecret {
@@ -489,20 +485,7 @@ export const drive = api
         .delete(storageProfiles)
         .where(and(eq(storageProfiles.id, profileId), eq(storageProfiles.userId, userId)))
         .returning({ isDefault: storageProfiles.isDefault });
-      if (deleted?.isDefault) {
-        const [next] = await tx
-          .select({ id: storageProfiles.id })
-          .from(storageProfiles)
-          .where(eq(storageProfiles.userId, userId))
-          .orderBy(
-            desc(sql`${storageProfiles.status} = 'active'`),
-            asc(storageProfiles.createdAt),
-            asc(storageProfiles.id),
-          )
-          .limit(1);
-        if (next)
-          await tx.update(storageProfiles).set({ isDefault: true }).where(eq(storageProfiles.id, next.id));
-      }
+      if (deleted?.isDefault) await passDefaultOn(tx, userId);
     });
     log({
       msg: "storage profile deleted",

@@ -18,7 +18,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { columnsOf, encryptSecret } from "@torreclou/contracts";
 import { type S3ProfileConfig, storageKinds, storageProfileStatuses, storageProfiles } from "@torreclou/db";
-import { and, asc, desc, eq, ne, sql } from "drizzle-orm";
+import { and, asc, desc, eq, ne } from "drizzle-orm";
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import type { AppEnv } from "../app.ts";
@@ -26,6 +26,7 @@ import { requireUser } from "../auth/index.ts";
 import { ApiError } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
 import { errorResponses, registerAuthSchemes, sessionOnly, signedIn } from "../security/openapi.ts";
+import { lockUser, passDefaultOn } from "../storage/defaults.ts";
 import { viewOf } from "../storage/profiles.ts";
 import { checkEndpoint, checkS3, endpointOf, isIpOrLocalhost } from "../storage/s3.ts";
 import { router } from "./openapi.ts";
@@ -290,12 +291,7 @@ function uniqueViolation(error: unknown): string | undefined {
 const duplicateName = (name: string) =>
   new ApiError(409, "storage_profile_exists", `You already have a storage profile named "${name}".`);
 
-type Tx = Parameters<Parameters<ReturnType<AppEnv["Variables"]["db"]>["transaction"]>[0]>[0];
-
 /** Serializes a user's default-changing writes: two at once must not both see "no default". */
-async function lockUser(tx: Tx, userId: string): Promise<void> {
-  await tx.execute(sql`select 1 from users where id = ${userId} for update`);
-}
 
 const log = (fields: Record<string, unknown>) => console.log(JSON.stringify({ level: "info", ...fields }));
 
@@ -496,20 +492,7 @@ export const storage = api
         .where(and(eq(storageProfiles.id, id), eq(storageProfiles.userId, userId)))
         .returning({ isDefault: storageProfiles.isDefault });
       if (!deleted) throw notFound();
-      if (deleted.isDefault) {
-        const [next] = await tx
-          .select({ id: storageProfiles.id })
-          .from(storageProfiles)
-          .where(eq(storageProfiles.userId, userId))
-          .orderBy(
-            desc(sql`${storageProfiles.status} = 'active'`),
-            asc(storageProfiles.createdAt),
-            asc(storageProfiles.id),
-          )
-          .limit(1);
-        if (next)
-          await tx.update(storageProfiles).set({ isDefault: true }).where(eq(storageProfiles.id, next.id));
-      }
+      if (deleted.isDefault) await passDefaultOn(tx, userId);
     });
     log({ msg: "storage profile deleted", userId, profileId: id });
     return c.body(null, 204);
