@@ -316,10 +316,14 @@ describe("the web app, end to end", () => {
     expect(names).toContain("video/sample-a.bin");
     expect(names).toContain("audio/sample-b.bin");
     expect(names).not.toContain("README.txt");
-    // Soft, so the bucket is still checked below when a link is missing.
+    // Each link downloads the stored object (a presigned URL into the private bucket).
     expect(await page.getByTestId("file-link").count(), "links to the stored objects").toBe(2);
     for (const link of await page.getByTestId("file-link").all()) {
-      expect.soft(await link.getAttribute("href")).toMatch(/^https?:\/\//);
+      const href = (await link.getAttribute("href")) ?? "";
+      expect(href).toMatch(/^https?:\/\//);
+      const download = await fetch(href);
+      expect(download.status).toBe(200);
+      expect((await download.arrayBuffer()).byteLength).toBeGreaterThan(1024 * 1024);
     }
     await page.getByTestId("timeline").getByText("Completed", { exact: true }).waitFor();
     await screenshots("job-completed", { phone: true });
