@@ -132,6 +132,8 @@ async function main(): Promise<void> {
           WORKER_UPLOAD_CONCURRENCY: "4",
         }),
         PATH: process.env.PATH ?? "",
+        // The worker image's V8 flags (node-worker/Dockerfile); BENCH_NODE_OPTIONS to try others.
+        NODE_OPTIONS: process.env.BENCH_NODE_OPTIONS ?? "--max-semi-space-size=4",
       },
       stdio: ["ignore", "inherit", "inherit"],
     });

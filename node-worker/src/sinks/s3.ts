@@ -327,6 +327,7 @@ export class S3Sink implements Sink {
     const whole = createHash("md5");
     const maxInFlight = Math.max(1, Math.min(this.#opts.concurrency, Math.floor(IN_FLIGHT_BYTES / partSize)));
     const inFlight = new Set<Promise<void>>();
+    const spare: Buffer[] = [];
     let failure: unknown;
     // Opened once the first part is on disk: the torrent creates the file as data arrives.
     let handle: FileHandle | undefined;
@@ -336,10 +337,14 @@ export class S3Sink implements Sink {
         const length = lengthOf(n);
         await hooks.ready(start, start + length);
         handle ??= await open(file.localPath, "r");
-        const body = Buffer.allocUnsafe(length);
+        // Part buffers are reused: at most maxInFlight + 1 exist per upload, so
+        // memory stays flat instead of waiting for the GC to free each part.
+        const buffer = spare.pop() ?? Buffer.allocUnsafe(partSize);
+        const body = buffer.subarray(0, length);
         await readFully(handle, body, start);
         whole.update(body);
         if (stored.has(n)) {
+          spare.push(buffer);
           hooks.onBytes(length);
           continue;
         }
@@ -349,6 +354,7 @@ export class S3Sink implements Sink {
           (part) => {
             stored.set(part.partNumber, part);
             inFlight.delete(task);
+            spare.push(buffer);
           },
           (error: unknown) => {
             inFlight.delete(task);

@@ -71,6 +71,9 @@ export class Download extends EventEmitter {
       strategy: "sequential",
       // A worker fetches and moves on; it does not serve pieces of files it deletes after upload.
       uploads: 0,
+      // Uploads read the files from disk, so webtorrent's in-memory piece cache
+      // (20 pieces by default) would only add to the worker's memory.
+      storeCacheSlots: 0,
     });
     this.#torrent.on("error", (error: Error) => this.#fail(error));
     this.#torrent.on("warning", (error: Error) => log.debug({ err: error }, "torrent warning"));

@@ -20,6 +20,8 @@ declare module "webtorrent" {
     announce?: string[];
     strategy?: "sequential" | "rarest";
     uploads?: number | false;
+    /** Pieces kept in an in-memory cache in front of the store (default 20; 0 disables). */
+    storeCacheSlots?: number;
     noPeersIntervalTime?: number;
   }
 
