@@ -26,6 +26,9 @@ declare module "s3rver" {
     readonly request: { readonly headers: IncomingHttpHeaders };
     readonly method: string;
     readonly path: string;
+    status: number;
+    body: unknown;
+    set(field: string, value: string): void;
   }
 
   export type S3rverMiddleware = (ctx: S3rverContext, next: () => Promise<void>) => Promise<void>;

@@ -6,6 +6,7 @@ import { Readable } from "node:stream";
 import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
+  DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
@@ -144,6 +145,28 @@ describe("local S3 (s3rver)", () => {
     } finally {
       stranger.destroy();
     }
+  });
+
+  it("rejects a wrong secret for a known key id, as real S3 does", async () => {
+    const forger = s3ClientFor({ ...s3!.env, S3_SECRET_ACCESS_KEY: "not-the-secret" });
+    try {
+      await expect(
+        forger.send(new GetObjectCommand({ Bucket: bucket, Key: "bin/one.bin" })),
+      ).rejects.toMatchObject({ name: "SignatureDoesNotMatch" });
+      await expect(
+        forger.send(new PutObjectCommand({ Bucket: bucket, Key: "bin/forged.bin", Body: "x" })),
+      ).rejects.toMatchObject({ name: "SignatureDoesNotMatch" });
+    } finally {
+      forger.destroy();
+    }
+    // The right secret still works, for odd keys and query strings too.
+    const key = "odd names/ünïcode (1)+[x]*!.bin";
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: "odd" }));
+    const listed = await client.send(
+      new ListObjectsV2Command({ Bucket: bucket, Prefix: "odd names/", MaxKeys: 5, Delimiter: "/" }),
+    );
+    expect(listed.Contents?.map((item) => item.Key)).toEqual([key]);
+    await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
   });
 
   it("keeps objects across a restart on the same directory", async () => {

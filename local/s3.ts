@@ -15,6 +15,7 @@ import { HeadBucketCommand, S3Client } from "@aws-sdk/client-s3";
 import S3rver, { type S3rverContext } from "s3rver";
 import AWSAccount from "s3rver/lib/models/account.js";
 import { type LogSink, prefixedLog, type Service } from "./process.ts";
+import { checkSignatures } from "./s3-sigv4.ts";
 
 export interface S3Options {
   port: number;
@@ -168,6 +169,8 @@ export async function startS3(opts: S3Options): Promise<Service> {
     configureBuckets: [{ name: opts.bucket }],
   });
   server.middleware.unshift(decodeAwsChunked);
+  // First of all: s3rver itself does not check SigV4 signatures.
+  server.middleware.unshift(checkSignatures(new Map([[opts.accessKeyId, opts.secretAccessKey]])));
   // Having a listener also stops Koa printing every 4xx to stderr; client errors are the caller's to see.
   server.on("error", (error: Error & { status?: number }, ctx?: S3rverContext) => {
     if ((error.status ?? 500) >= 500)

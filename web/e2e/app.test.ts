@@ -2,7 +2,7 @@
 // with `local/dev.ts` (edge in wrangler dev, worker, Vite, Postgres, Redis, S3,
 // an aria2c seeder of the demo torrent), driven by a real Chromium.
 //
-// Flow: sign in (dev sign-in) → a storage profile with a wrong access key id is
+// Flow: sign in (dev sign-in) → a storage profile with a wrong secret is
 // refused inline → a correct one is saved → Google Drive is connected (the
 // local Drive double) and disconnected → an API token is made and revoked →
 // the demo torrent is read in the browser and submitted with two of its three
@@ -167,7 +167,7 @@ describe("the web app, end to end", () => {
     await screenshots("jobs-empty", { phone: true });
   });
 
-  async function fillS3(name: string, accessKeyId: string): Promise<void> {
+  async function fillS3(name: string, secretAccessKey: string): Promise<void> {
     const field = (label: string) => page.getByLabel(label, { exact: true });
     await field("Name").fill(name);
     await field("Endpoint").fill(`http://127.0.0.1:${ports.s3}`);
@@ -175,19 +175,19 @@ describe("the web app, end to end", () => {
     await field("Region").fill("us-east-1");
     await field("Folder (key prefix)").fill("e2e");
     await field("Path-style URLs").check();
-    await field("Access key ID").fill(accessKeyId);
-    await field("Secret access key").fill("torreclou-local-secret");
+    await field("Access key ID").fill("torreclou");
+    await field("Secret access key").fill(secretAccessKey);
   }
 
-  it("shows the provider's refusal next to the form for a wrong access key id", async () => {
+  it("shows the provider's refusal next to the form for a wrong secret", async () => {
     await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Storage" }).click();
     await page.getByRole("heading", { name: "Storage", level: 1 }).waitFor();
     await page.getByText("No storage yet").waitFor();
-    await fillS3("Wrong key", "NOT-A-REAL-KEY-ID");
+    await fillS3("Wrong key", "not-the-right-secret");
     await page.getByRole("button", { name: "Check and save" }).click();
     const error = page.getByTestId("storage-check-error");
     await error.waitFor();
-    expect(await error.textContent()).toMatch(/InvalidAccessKeyId|access key/i);
+    expect(await error.textContent()).toMatch(/SignatureDoesNotMatch/);
     // The form keeps what was typed, and nothing was saved.
     expect(await page.getByLabel("Name", { exact: true }).inputValue()).toBe("Wrong key");
     expect(await page.getByTestId("storage-profile").count()).toBe(0);
@@ -195,7 +195,7 @@ describe("the web app, end to end", () => {
   });
 
   it("saves a working S3 profile as the default", async () => {
-    await fillS3("Local S3", "torreclou");
+    await fillS3("Local S3", "torreclou-local-secret");
     await page.getByRole("button", { name: "Check and save" }).click();
     await page.getByText("Saved “Local S3”").waitFor();
     const profile = page.getByTestId("storage-profile");

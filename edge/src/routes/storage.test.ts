@@ -43,7 +43,7 @@ const json = (cookie: string, method: string, body?: unknown): RequestInit => ({
   ...(body === undefined ? {} : { body: JSON.stringify(body) }),
 });
 
-/** A profile body for the local S3. Its server checks key ids, not signatures: any secret passes. */
+/** A profile body for the local S3 (which checks signatures, so the secret must be right). */
 function s3Body(overrides: Record<string, unknown> = {}) {
   return {
     kind: "s3",
@@ -54,7 +54,7 @@ function s3Body(overrides: Record<string, unknown> = {}) {
     prefix: `tests/${crypto.randomUUID()}`,
     forcePathStyle: true,
     accessKeyId: env.S3_ACCESS_KEY_ID,
-    secretAccessKey: `secret-${crypto.randomUUID()}`,
+    secretAccessKey: env.S3_SECRET_ACCESS_KEY,
     ...overrides,
   };
 }
@@ -228,6 +228,18 @@ describe("POST /api/storage (S3)", () => {
     });
     expect(text).not.toContain(body.secretAccessKey);
     expect(logText()).not.toContain(body.secretAccessKey);
+    expect(await list(cookie)).toEqual([]);
+  });
+
+  it("shows the provider's SignatureDoesNotMatch for a wrong secret, and saves nothing", async () => {
+    const { cookie } = await signIn();
+    const body = s3Body({ secretAccessKey: `wrong-${crypto.randomUUID()}` });
+    const { response, text, body: failed } = await create(cookie, body);
+    expect(response.status, text).toBe(422);
+    expect(failed.error.code).toBe("storage_check_failed");
+    expect(failed.error.message).toContain("SignatureDoesNotMatch");
+    expect(failed.error.details).toMatchObject({ provider: { code: "SignatureDoesNotMatch", status: 403 } });
+    expect(text).not.toContain(body.secretAccessKey);
     expect(await list(cookie)).toEqual([]);
   });
 
