@@ -1,3 +1,4 @@
+import type { ClientResponse } from "hono/client";
 import { describe, expect, it } from "vitest";
 import { ApiError, call, onUnauthenticated, toApiError } from "./client.ts";
 
@@ -31,8 +32,10 @@ describe("the API error shape", () => {
 
 describe("call", () => {
   it("returns the body of a success", async () => {
-    // biome-ignore lint/suspicious/noExplicitAny: a plain Response stands in for a typed client response
-    const body = await call(Promise.resolve(json(200, { ok: true }) as any));
+    // A plain Response stands in for what the typed client returns.
+    const body = await call(
+      Promise.resolve(json(200, { ok: true }) as unknown as ClientResponse<{ ok: boolean }, 200, "json">),
+    );
     expect(body).toEqual({ ok: true });
   });
 
@@ -42,8 +45,8 @@ describe("call", () => {
     const failing = Promise.resolve(
       json(401, { error: { code: "unauthenticated", message: "Sign in to continue" } }),
     );
-    // biome-ignore lint/suspicious/noExplicitAny: a plain Response stands in for a typed client response
-    await expect(call(failing as any)).rejects.toMatchObject({ status: 401, code: "unauthenticated" });
+    const typed = failing as unknown as Promise<ClientResponse<{ ok: boolean }, 200 | 401, "json">>;
+    await expect(call(typed)).rejects.toMatchObject({ status: 401, code: "unauthenticated" });
     expect(told).toBe(1);
     stop();
   });

@@ -45,8 +45,7 @@ export function onUnauthenticated(listener: Listener): () => void {
   return () => unauthenticatedListeners.delete(listener);
 }
 
-// biome-ignore lint/suspicious/noExplicitAny: matches any hono client response
-type AnyResponse = ClientResponse<any, number, any>;
+type AnyResponse = ClientResponse<unknown, number, string>;
 
 /** The body type of the response's success statuses. */
 export type Ok<R> =
