@@ -19,7 +19,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { portOpen } from "../../local/process.ts";
+import { portOpen, requireProgram } from "../../local/process.ts";
 import { s3ClientFor } from "../../local/s3.ts";
 import { type Ports, portNames, portsFrom } from "../../local/stack.ts";
 
@@ -120,7 +120,8 @@ describe("the web app, end to end", () => {
     web = `http://127.0.0.1:${ports.web}`;
 
     context = await chromium.launchPersistentContext(profileDir, {
-      executablePath: "/usr/bin/chromium",
+      // Debian's Chromium (installed here as root if missing, else a message naming the package).
+      executablePath: requireProgram("chromium", "chromium", ["/usr/bin"]),
       headless: true,
       args: chromiumArgs,
       viewport: desktop,
