@@ -20,7 +20,7 @@ async function check(command: string, args: string[], cwd: string): Promise<stri
 }
 
 describe("the repository", () => {
-  it.each(["contracts", "drizzle", "edge", "local", "node-worker", "web"])(
+  it.each(["contracts", "drizzle", "edge", "local", "node-worker", "web", "web/e2e"])(
     "%s type-checks",
     async (pkg) => {
       expect(await check(bin("tsc"), ["--noEmit", "-p", "."], join(root, pkg))).toBe("");
