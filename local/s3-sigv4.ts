@@ -1,11 +1,13 @@
 // SigV4 signature checks in front of s3rver, which leaves them unimplemented
 // and would accept any secret for a known access key id. Real S3 answers a
 // wrong secret with 403 SignatureDoesNotMatch; so does the local one, for
-// both signed headers (SDK, aws4fetch) and presigned URLs. The payload hash is
-// taken from x-amz-content-sha256 as signed (bodies are not re-hashed), and
-// aws-chunked chunk signatures are not checked.
+// both signed headers (SDK, aws4fetch) and presigned URLs. A body sent with
+// its SHA-256 in x-amz-content-sha256, or with a Content-MD5, is checked
+// against it before anything is stored (400 XAmzContentSHA256Mismatch /
+// BadDigest, as on S3); aws-chunked chunk signatures are not checked.
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import type { IncomingHttpHeaders, IncomingMessage } from "node:http";
+import { Readable } from "node:stream";
 import type { S3rverContext } from "s3rver";
 
 const sha256 = (data: string) => createHash("sha256").update(data).digest("hex");
@@ -121,19 +123,66 @@ export function verifySigV4(
   return expected.length === provided.length && timingSafeEqual(expected, provided) ? "ok" : "mismatch";
 }
 
+function answer(ctx: S3rverContext, status: number, code: string, message: string): void {
+  ctx.status = status;
+  ctx.set("Content-Type", "application/xml");
+  ctx.body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message></Error>`;
+}
+
 /** Koa middleware for s3rver: a wrong signature gets S3's own 403 answer. */
 export function checkSignatures(secrets: ReadonlyMap<string, string>) {
   return async (ctx: S3rverContext, next: () => Promise<void>): Promise<void> => {
     const raw = (ctx.req as IncomingMessage).url ?? "/";
     if (verifySigV4(ctx.method, raw, ctx.request.headers, secrets) === "mismatch") {
-      ctx.status = 403;
-      ctx.set("Content-Type", "application/xml");
-      ctx.body =
-        '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SignatureDoesNotMatch</Code>' +
-        "<Message>The request signature we calculated does not match the signature you provided. " +
-        "Check your key and signing method.</Message></Error>";
+      answer(
+        ctx,
+        403,
+        "SignatureDoesNotMatch",
+        "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
+      );
       return;
     }
     await next();
   };
+}
+
+/**
+ * Koa middleware for s3rver: a body whose SHA-256 (x-amz-content-sha256) or
+ * MD5 (Content-MD5) the client stated must match it, or nothing is stored.
+ * Such bodies were whole in the client's memory to be hashed, so they are
+ * held whole here too until checked.
+ */
+export async function checkPayload(ctx: S3rverContext, next: () => Promise<void>): Promise<void> {
+  const headers = ctx.request.headers;
+  const sha = String(headers["x-amz-content-sha256"] ?? "").toLowerCase();
+  const md5 = headers["content-md5"];
+  const checkSha = /^[0-9a-f]{64}$/.test(sha);
+  if (!checkSha && typeof md5 !== "string") {
+    await next();
+    return;
+  }
+  // Hashed as it arrives and kept in the chunks it came in (no copy into one buffer).
+  const chunks: Buffer[] = [];
+  const shaOf = createHash("sha256");
+  const md5Of = createHash("md5");
+  for await (const chunk of ctx.req as IncomingMessage) {
+    chunks.push(chunk as Buffer);
+    if (checkSha) shaOf.update(chunk as Buffer);
+    if (typeof md5 === "string") md5Of.update(chunk as Buffer);
+  }
+  if (checkSha && shaOf.digest("hex") !== sha) {
+    answer(
+      ctx,
+      400,
+      "XAmzContentSHA256Mismatch",
+      "The provided 'x-amz-content-sha256' header does not match what was computed.",
+    );
+    return;
+  }
+  if (typeof md5 === "string" && md5Of.digest("base64") !== md5) {
+    answer(ctx, 400, "BadDigest", "The Content-MD5 you specified did not match what we received.");
+    return;
+  }
+  ctx.req = Readable.from(chunks);
+  await next();
 }

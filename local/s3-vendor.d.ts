@@ -38,6 +38,7 @@ declare module "s3rver" {
     /** Koa's middleware stack; composed when the server starts listening. */
     middleware: S3rverMiddleware[];
     httpServer?: Server;
+    readonly store: import("s3rver/lib/stores/filesystem.js").default;
     run(): Promise<AddressInfo>;
     close(): Promise<void>;
   }
@@ -48,5 +49,26 @@ declare module "s3rver/lib/models/account.js" {
   export default class AWSAccount {
     static readonly DUMMY_ACCOUNT: AWSAccount;
     createKeyPair(accessKeyId: string, secretAccessKey: string): void;
+  }
+}
+
+declare module "s3rver/lib/models/error.js" {
+  /** An error s3rver answers with its S3 code, message and HTTP status. */
+  export default class S3Error extends Error {
+    constructor(code: string, message: string, detail?: Record<string, string>);
+    readonly code: string;
+  }
+}
+
+declare module "s3rver/lib/stores/filesystem.js" {
+  /** Where s3rver keeps buckets, objects and uploads on disk. */
+  export default class FilesystemStore {
+    getResourcePath(bucket: string, key: string | undefined, resource: string): string;
+    putMetadata(bucket: string, key: string, metadata: Record<string, string>, md5: string): Promise<void>;
+    putObjectMultipart(
+      bucket: string,
+      uploadId: string,
+      parts: { number: number; etag: string }[],
+    ): Promise<{ md5: string; size: number }>;
   }
 }

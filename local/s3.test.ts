@@ -16,7 +16,7 @@ import {
 } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, quietLog, type Service } from "./process.ts";
-import { AwsChunkedDecoder, s3ClientFor, startS3 } from "./s3.ts";
+import { AwsChunkedDecoder, damageInTransit, s3ClientFor, startS3 } from "./s3.ts";
 
 const MiB = 1024 * 1024;
 const sha = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
@@ -100,31 +100,86 @@ describe("local S3 (s3rver)", () => {
     }
   });
 
-  it("completes a two-part multipart upload", async () => {
-    const body = randomBytes(5 * MiB + 777_777);
-    const key = "multi/two-parts.bin";
+  it("completes a multipart upload as S3 does: listed ETags checked, parts in order, ETag of the part MD5s", async () => {
+    const body = randomBytes(10 * MiB + 777_777);
+    const key = "multi/three-parts.bin";
     const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }));
-    const pieces = [body.subarray(0, 5 * MiB), body.subarray(5 * MiB)];
+    const pieces = [body.subarray(0, 5 * MiB), body.subarray(5 * MiB, 10 * MiB), body.subarray(10 * MiB)];
     const parts = [];
+    const digests = [];
     for (const [index, piece] of pieces.entries()) {
       const PartNumber = index + 1;
       const { ETag } = await client.send(
         new UploadPartCommand({ Bucket: bucket, Key: key, UploadId, PartNumber, Body: piece }),
       );
-      expect(ETag).toBe(`"${createHash("md5").update(piece).digest("hex")}"`);
+      const digest = createHash("md5").update(piece).digest();
+      expect(ETag).toBe(`"${digest.toString("hex")}"`);
       parts.push({ ETag, PartNumber });
+      digests.push(digest);
     }
-    await client.send(
-      new CompleteMultipartUploadCommand({
-        Bucket: bucket,
-        Key: key,
-        UploadId,
-        MultipartUpload: { Parts: parts },
-      }),
-    );
+    const complete = (Parts: typeof parts) =>
+      client.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: bucket,
+          Key: key,
+          UploadId,
+          MultipartUpload: { Parts },
+        }),
+      );
+    await expect(
+      complete([parts[0]!, { ...parts[1]!, ETag: `"${"0".repeat(32)}"` }, parts[2]!]),
+    ).rejects.toMatchObject({
+      name: "InvalidPart",
+      $metadata: { httpStatusCode: 400 },
+    });
+    await expect(complete([parts[1]!, parts[0]!, parts[2]!])).rejects.toMatchObject({
+      name: "InvalidPartOrder",
+      $metadata: { httpStatusCode: 400 },
+    });
+    const done = await complete(parts);
+    const etag = `"${createHash("md5").update(Buffer.concat(digests)).digest("hex")}-3"`;
+    expect(done.ETag).toBe(etag);
+    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+    expect(head.ETag).toBe(etag);
+    expect(head.ContentLength).toBe(body.length);
     const back = await getBytes(key);
     expect(back.length).toBe(body.length);
     expect(sha(back)).toBe(sha(body));
+    // The upload is gone once completed.
+    await expect(complete(parts)).rejects.toMatchObject({ $metadata: { httpStatusCode: 404 } });
+  });
+
+  it("refuses a body that does not match its signed SHA-256 or its Content-MD5, storing nothing", async () => {
+    const body = randomBytes(64 * 1024);
+    const damaging = s3ClientFor(s3!.env);
+    damageInTransit(damaging, () => true);
+    try {
+      await expect(
+        damaging.send(new PutObjectCommand({ Bucket: bucket, Key: "bin/damaged.bin", Body: body })),
+      ).rejects.toMatchObject({ name: "XAmzContentSHA256Mismatch", $metadata: { httpStatusCode: 400 } });
+    } finally {
+      damaging.destroy();
+    }
+    const md5 = createHash("md5").update(body).digest("base64");
+    await expect(
+      client.send(
+        new PutObjectCommand({
+          Bucket: bucket,
+          Key: "bin/damaged.bin",
+          Body: "not the body the MD5 was taken of",
+          ContentMD5: md5,
+        }),
+      ),
+    ).rejects.toMatchObject({ name: "BadDigest", $metadata: { httpStatusCode: 400 } });
+    await expect(
+      client.send(new HeadObjectCommand({ Bucket: bucket, Key: "bin/damaged.bin" })),
+    ).rejects.toMatchObject({ name: "NotFound" });
+    // The same body, undamaged and with its right MD5, is stored.
+    await client.send(
+      new PutObjectCommand({ Bucket: bucket, Key: "bin/damaged.bin", Body: body, ContentMD5: md5 }),
+    );
+    expect(sha(await getBytes("bin/damaged.bin"))).toBe(sha(body));
+    await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: "bin/damaged.bin" }));
   });
 
   it("lists objects by prefix", async () => {
@@ -170,17 +225,17 @@ describe("local S3 (s3rver)", () => {
   });
 
   it("keeps objects across a restart on the same directory", async () => {
-    const before = sha(await getBytes("multi/two-parts.bin"));
+    const before = sha(await getBytes("multi/three-parts.bin"));
     await s3!.stop();
     s3 = await startS3(options());
     client.destroy();
     client = s3ClientFor(s3.env);
-    expect(sha(await getBytes("multi/two-parts.bin"))).toBe(before);
+    expect(sha(await getBytes("multi/three-parts.bin"))).toBe(before);
     const listed = await client.send(new ListObjectsV2Command({ Bucket: bucket }));
     expect(listed.Contents?.map((item) => item.Key).sort()).toEqual([
       "bin/one.bin",
       "bin/streamed.bin",
-      "multi/two-parts.bin",
+      "multi/three-parts.bin",
     ]);
   });
 });

@@ -2,10 +2,12 @@
 // survive a restart), reached with the same AWS SDK calls as real S3.
 //
 // s3rver 3.7.1 accepts only access key ids registered in its account registry
-// (just "S3RVER" out of the box) and does not check SigV4 signatures, so the
-// configured key id is registered and any secret passes. It also stores
-// `aws-chunked` request bodies verbatim, chunk headers and trailers included;
-// the middleware below decodes them, as S3 does.
+// (just "S3RVER" out of the box), so the configured key id is registered. What
+// it leaves out, middleware in front of it does as S3 does: SigV4 signatures
+// and the body's stated SHA-256 or MD5 are checked (s3-sigv4.ts), and
+// `aws-chunked` bodies, which s3rver would store verbatim with chunk headers
+// and trailers, are decoded; multipart uploads complete as on S3
+// (s3-multipart.ts).
 
 import { mkdir } from "node:fs/promises";
 import type { IncomingMessage } from "node:http";
@@ -15,7 +17,8 @@ import { HeadBucketCommand, S3Client } from "@aws-sdk/client-s3";
 import S3rver, { type S3rverContext } from "s3rver";
 import AWSAccount from "s3rver/lib/models/account.js";
 import { type LogSink, prefixedLog, type Service } from "./process.ts";
-import { checkSignatures } from "./s3-sigv4.ts";
+import { completeAsS3 } from "./s3-multipart.ts";
+import { checkPayload, checkSignatures } from "./s3-sigv4.ts";
 
 export interface S3Options {
   port: number;
@@ -49,6 +52,39 @@ export function s3ClientFor(env: S3Env): S3Client {
     credentials: { accessKeyId: need("S3_ACCESS_KEY_ID"), secretAccessKey: need("S3_SECRET_ACCESS_KEY") },
     requestChecksumCalculation: "WHEN_REQUIRED",
     responseChecksumValidation: "WHEN_REQUIRED",
+  });
+}
+
+type Middleware = Parameters<S3Client["middlewareStack"]["addRelativeTo"]>[0];
+interface FinalizeArgs {
+  input: object;
+  request: unknown;
+}
+
+/**
+ * Test tooling: flips one byte of each request body `pick` chooses after the
+ * client has hashed and signed it, as damage in transit would.
+ */
+export function damageInTransit(client: S3Client, pick: (input: Record<string, unknown>) => boolean): void {
+  const damage = (next: (args: FinalizeArgs) => Promise<unknown>) => async (args: FinalizeArgs) => {
+    const request = args.request as { body?: unknown };
+    if (
+      Buffer.isBuffer(request.body) &&
+      request.body.length > 0 &&
+      pick(args.input as Record<string, unknown>)
+    ) {
+      const copy = Buffer.from(request.body);
+      const at = copy.length >> 1;
+      copy[at] = (copy[at] ?? 0) ^ 0xff;
+      request.body = copy;
+    }
+    return next(args);
+  };
+  // A finalizeRequest-step middleware; the union type of addRelativeTo's parameter cannot infer it.
+  client.middlewareStack.addRelativeTo(damage as unknown as Middleware, {
+    relation: "after",
+    toMiddleware: "httpSigningMiddleware",
+    name: "damageInTransit",
   });
 }
 
@@ -168,7 +204,9 @@ export async function startS3(opts: S3Options): Promise<Service> {
     vhostBuckets: false,
     configureBuckets: [{ name: opts.bucket }],
   });
+  completeAsS3(server.store);
   server.middleware.unshift(decodeAwsChunked);
+  server.middleware.unshift(checkPayload);
   // First of all: s3rver itself does not check SigV4 signatures.
   server.middleware.unshift(checkSignatures(new Map([[opts.accessKeyId, opts.secretAccessKey]])));
   // Having a listener also stops Koa printing every 4xx to stderr; client errors are the caller's to see.
