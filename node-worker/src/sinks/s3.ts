@@ -1,8 +1,12 @@
 // Uploads into any S3-compatible bucket (AWS S3, R2, B2, MinIO, ...). Small
 // files go up in one PutObject; bigger ones as a multipart upload whose parts
-// are sent as soon as their bytes are downloaded, each with a Content-MD5 the
-// provider verifies, journaled so another attempt can resume.
-import { createHash } from "node:crypto";
+// are sent as soon as their bytes are downloaded, journaled so another attempt
+// can resume.
+//
+// Integrity: every body is signed with its SHA-256 (SigV4's
+// x-amz-content-sha256, which the SDK computes for in-memory bodies), and the
+// provider refuses a body that does not match it. That is the one hash per
+// byte we pay for; a Content-MD5 on top would be a second.
 import { type FileHandle, open } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
@@ -83,16 +87,23 @@ function codeOf(error: unknown): string {
 /** Network trouble, throttling or a server-side error: worth trying again. */
 export function isTransient(error: unknown): boolean {
   if (error instanceof PermanentJobError) return false;
-  const status = statusOf(error);
-  if (status !== undefined) return status >= 500 || status === 429 || status === 408;
   const code = codeOf(error);
   if (
-    ["SlowDown", "RequestTimeout", "RequestTimeoutException", "ThrottlingException", "TimeoutError"].includes(
-      code,
-    )
+    [
+      "SlowDown",
+      "RequestTimeout",
+      "RequestTimeoutException",
+      "ThrottlingException",
+      "TimeoutError",
+      // The body arrived damaged: send it again.
+      "XAmzContentSHA256Mismatch",
+      "BadDigest",
+    ].includes(code)
   ) {
     return true;
   }
+  const status = statusOf(error);
+  if (status !== undefined) return status >= 500 || status === 429 || status === 408;
   // No HTTP response at all: connection refused/reset, DNS, socket timeout.
   return code !== "AbortError" && !(error instanceof S3ServiceException);
 }
@@ -156,12 +167,17 @@ export async function withRetry<T>(fn: () => Promise<T>, opts: RetryOptions): Pr
   }
 }
 
-function md5(data: Uint8Array): Buffer {
-  return createHash("md5").update(data).digest();
-}
-
 function unquote(etag: string | undefined): string {
   return (etag ?? "").replace(/"/g, "");
+}
+
+/**
+ * The object's ETag as its checksum: the MD5 of a single PUT, or S3's
+ * MD5-of-part-MD5s with a "-<parts>" suffix for a multipart upload (on
+ * providers that follow S3; others put their own opaque tag there).
+ */
+function etagChecksum(etag: string | undefined): string {
+  return `etag:${unquote(etag)}`;
 }
 
 export class S3Sink implements Sink {
@@ -266,8 +282,7 @@ export class S3Sink implements Sink {
     const key = this.keyFor(file.path);
     await hooks.ready(0, file.size);
     const body = await readRange(file.localPath, 0, file.size);
-    const digest = md5(body);
-    await withRetry(
+    const put = await withRetry(
       () =>
         this.client.send(
           new PutObjectCommand({
@@ -275,7 +290,6 @@ export class S3Sink implements Sink {
             Key: key,
             Body: body,
             ContentLength: body.length,
-            ContentMD5: digest.toString("base64"),
             ContentType: contentTypeFor(file.path),
           }),
           { abortSignal: hooks.signal },
@@ -285,7 +299,7 @@ export class S3Sink implements Sink {
     hooks.onSent?.(body.length);
     hooks.onBytes(body.length);
     await this.#checkStored(key, file.size, hooks.signal);
-    return { cloudId: key, checksum: `md5:${digest.toString("hex")}` };
+    return { cloudId: key, checksum: etagChecksum(put.ETag) };
   }
 
   async #putMultipart(file: SinkFile, partSize: number, hooks: UploadHooks): Promise<UploadResult> {
@@ -324,7 +338,6 @@ export class S3Sink implements Sink {
     const id = uploadId;
     this.#opts.log.debug({ key, uploadId: id, parts: count, resumed: stored.size }, "multipart upload");
 
-    const whole = createHash("md5");
     const maxInFlight = Math.max(1, Math.min(this.#opts.concurrency, Math.floor(IN_FLIGHT_BYTES / partSize)));
     const inFlight = new Set<Promise<void>>();
     const spare: Buffer[] = [];
@@ -335,6 +348,11 @@ export class S3Sink implements Sink {
       for (let n = 1; n <= count && failure === undefined; n++) {
         const start = (n - 1) * partSize;
         const length = lengthOf(n);
+        if (stored.has(n)) {
+          // Stored by an earlier attempt: its bytes need not even be read.
+          hooks.onBytes(length);
+          continue;
+        }
         await hooks.ready(start, start + length);
         handle ??= await open(file.localPath, "r");
         // Part buffers are reused: at most maxInFlight + 1 exist per upload, so
@@ -342,12 +360,6 @@ export class S3Sink implements Sink {
         const buffer = spare.pop() ?? Buffer.allocUnsafe(partSize);
         const body = buffer.subarray(0, length);
         await readFully(handle, body, start);
-        whole.update(body);
-        if (stored.has(n)) {
-          spare.push(buffer);
-          hooks.onBytes(length);
-          continue;
-        }
         while (inFlight.size >= maxInFlight) await Promise.race(inFlight);
         if (failure !== undefined) break;
         const task = this.#sendPart(key, id, n, body, hooks).then(
@@ -372,7 +384,7 @@ export class S3Sink implements Sink {
 
     const parts = [...stored.values()].sort((a, b) => a.partNumber - b.partNumber);
     if (parts.length !== count) throw new Error(`expected ${count} parts for ${key}, have ${parts.length}`);
-    await withRetry(
+    const completed = await withRetry(
       () =>
         this.client.send(
           new CompleteMultipartUploadCommand({
@@ -386,7 +398,7 @@ export class S3Sink implements Sink {
       { signal: hooks.signal, log: this.#opts.log, what: `CompleteMultipartUpload ${key}` },
     );
     await this.#checkStored(key, file.size, hooks.signal);
-    return { cloudId: key, checksum: `md5:${whole.digest("hex")}` };
+    return { cloudId: key, checksum: etagChecksum(completed.ETag) };
   }
 
   async #sendPart(
@@ -396,7 +408,6 @@ export class S3Sink implements Sink {
     body: Buffer,
     hooks: UploadHooks,
   ): Promise<JournalPart> {
-    const digest = md5(body);
     const result = await withRetry(
       () =>
         this.client.send(
@@ -407,14 +418,14 @@ export class S3Sink implements Sink {
             PartNumber: partNumber,
             Body: body,
             ContentLength: body.length,
-            ContentMD5: digest.toString("base64"),
           }),
           { abortSignal: hooks.signal },
         ),
       { signal: hooks.signal, log: this.#opts.log, what: `UploadPart ${key} #${partNumber}` },
     );
     hooks.onSent?.(body.length);
-    const etag = unquote(result.ETag) || digest.toString("hex");
+    const etag = unquote(result.ETag);
+    if (!etag) throw new Error(`the storage provider returned no ETag for part ${partNumber} of ${key}`);
     const part = { partNumber, etag, size: body.length };
     await hooks.onPart(part);
     hooks.onBytes(body.length);
