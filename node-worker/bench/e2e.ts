@@ -2,8 +2,10 @@
 // torrent seeded by aria2c on loopback into the local S3 server it measures:
 //   end-to-end     a real worker process runs the job (submit → completed)
 //   download-only  aria2c downloads the same torrent from the same seeder
-//   upload-only    the worker's S3 uploader sends the same files to the same server
-// plus the worker's peak RSS and its peak scratch disk use.
+//   upload-only    the worker's S3 uploader, in a process of its own (bench/upload.ts),
+//                  sends the same files to the same server
+// plus the worker's peak RSS, its peak scratch disk use and the CPU seconds
+// each process spent (two cores: CPU, not the network, is the limit on loopback).
 //
 //   node node-worker/bench/e2e.ts            (ports 17500-17510; BENCH_PORT=N to move them)
 //   BENCH_MIB=1024 BENCH_KEEP=1 ...           (size; keep the data folder)
@@ -12,12 +14,10 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { pino } from "pino";
 import { freePort, quietLog } from "../../local/process.ts";
 import { ARIA2_LOOPBACK_FLAGS, readTorrent } from "../../local/seeder/index.ts";
 import { portsFrom, startStack } from "../../local/stack.ts";
 import { diskUsage } from "../src/scratch.ts";
-import { S3Sink } from "../src/sinks/s3.ts";
 import {
   createProfile,
   expectStoredExactly,
@@ -30,10 +30,27 @@ import {
   waitForState,
   workerEnv,
 } from "../test/helpers.ts";
+import type { UploadPlan } from "./upload.ts";
 
 const root = resolve(import.meta.dirname, "../..");
 const totalMiB = Number(process.env.BENCH_MIB ?? 1024);
 const basePort = Number(process.env.BENCH_PORT ?? 17500);
+// The worker image's V8 flags (node-worker/Dockerfile); BENCH_NODE_OPTIONS to try others.
+const workerNodeOptions = process.env.BENCH_NODE_OPTIONS ?? "--max-semi-space-size=4";
+const CLOCK_TICKS = 100;
+
+/** CPU seconds a process has used so far (user + system), from /proc. */
+async function cpuOf(pid: number | undefined): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+  // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) / CLOCK_TICKS;
+}
+
+function cpuSince(start: NodeJS.CpuUsage): number {
+  const used = process.cpuUsage(start);
+  return (used.user + used.system) / 1e6;
+}
 
 function seconds(ms: number): string {
   return (ms / 1000).toFixed(2);
@@ -60,13 +77,15 @@ async function main(): Promise<void> {
       { path: "part-3.bin", size: sizes[2]! },
     ]);
     const summary = readTorrent(await readFile(made.torrentPath));
-    await seedFixtures(env, [made]);
+    const seeder = await seedFixtures(env, [made]);
+    const seederPid = seeder.child.pid;
     process.stdout.write(
       `torrent: ${summary.files.length} files, ${totalMiB} MiB, seeded by aria2c on loopback\n`,
     );
 
     // Download only: aria2c as the downloader.
     const dlDir = join(env.dataDir, "aria2-download");
+    const dlSeederCpu = await cpuOf(seederPid);
     const dlStart = Date.now();
     await new Promise<void>((done, fail) => {
       const child = spawn(
@@ -77,47 +96,36 @@ async function main(): Promise<void> {
       child.on("exit", (code) => (code === 0 ? done() : fail(new Error(`aria2c exited with ${code}`))));
     });
     const downloadOnly = Date.now() - dlStart;
+    const dlCpu = { seeder: (await cpuOf(seederPid)) - dlSeederCpu };
     await rm(dlDir, { recursive: true, force: true });
 
-    // Upload only: the worker's S3 uploader, files already on disk, two files at a time as in a job.
-    const sink = new S3Sink({
-      config: {
-        endpoint: process.env.S3_ENDPOINT,
-        region: "us-east-1",
-        bucket: env.bucket,
-        forcePathStyle: true,
-      },
-      secret: {
-        accessKeyId: process.env.S3_ACCESS_KEY_ID!,
-        secretAccessKey: process.env.S3_SECRET_ACCESS_KEY!,
-      },
+    // Upload only: the worker's S3 uploader in a process of its own, as in a job.
+    const plan: UploadPlan = {
+      bucket: env.bucket,
       folder: "upload-only",
       partSize: 8 * MiB,
       concurrency: 4,
-      log: pino({ level: "warn" }),
-    });
-    const upStart = Date.now();
-    const queue = [...summary.files];
-    const signal = new AbortController().signal;
-    const lane = async () => {
-      for (let f = queue.shift(); f; f = queue.shift()) {
-        await sink.upload(
-          { path: f.path, size: f.length, localPath: join(env.dataDir, "seed", f.path), uploadSession: null },
-          {
-            signal,
-            ready: async () => {},
-            onSession: async () => {},
-            onPart: async () => {},
-            journal: async () => [],
-            clearSession: async () => {},
-            onBytes: () => {},
-          },
-        );
-      }
+      files: summary.files.map((f) => ({
+        path: f.path,
+        size: f.length,
+        localPath: join(env.dataDir, "seed", f.path),
+      })),
     };
-    await Promise.all([lane(), lane()]);
+    const upServerCpu = process.cpuUsage();
+    const upStart = Date.now();
+    const uploader = spawn(process.execPath, ["node-worker/bench/upload.ts", JSON.stringify(plan)], {
+      cwd: root,
+      env: { ...process.env, NODE_OPTIONS: workerNodeOptions },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let printed = "";
+    uploader.stdout.on("data", (chunk: Buffer) => {
+      printed += chunk.toString();
+    });
+    const upCode = await new Promise<number | null>((done) => uploader.on("exit", done));
     const uploadOnly = Date.now() - upStart;
-    sink.close();
+    if (upCode !== 0) throw new Error(`the upload-only run exited with ${upCode}`);
+    const upCpu = { uploader: Number(printed.trim().split("\n").pop()), server: cpuSince(upServerCpu) };
 
     // End to end: a worker process runs the job.
     const profileId = await createProfile(env);
@@ -132,8 +140,7 @@ async function main(): Promise<void> {
           WORKER_UPLOAD_CONCURRENCY: "4",
         }),
         PATH: process.env.PATH ?? "",
-        // The worker image's V8 flags (node-worker/Dockerfile); BENCH_NODE_OPTIONS to try others.
-        NODE_OPTIONS: process.env.BENCH_NODE_OPTIONS ?? "--max-semi-space-size=4",
+        NODE_OPTIONS: workerNodeOptions,
       },
       stdio: ["ignore", "inherit", "inherit"],
     });
@@ -160,10 +167,17 @@ async function main(): Promise<void> {
         await sleep(100);
       }
     })();
+    const e2eSeederCpu = await cpuOf(seederPid);
+    const e2eServerCpu = process.cpuUsage();
     const e2eStart = Date.now();
     const job = await submitJob(env, { made, profileId });
     const done = await waitForState(env, job.id, ["completed", "failed"], 600_000);
     const endToEnd = Date.now() - e2eStart;
+    const e2eCpu = {
+      worker: await cpuOf(worker.pid),
+      server: cpuSince(e2eServerCpu),
+      seeder: (await cpuOf(seederPid)) - e2eSeederCpu,
+    };
     sampling = false;
     await sampler;
     worker.kill("SIGTERM");
@@ -178,9 +192,10 @@ async function main(): Promise<void> {
       [
         `end-to-end:      ${seconds(endToEnd)} s  (worker: download + upload, overlapped)`,
         `download-only:   ${seconds(downloadOnly)} s  (aria2c from the same seeder)`,
-        `upload-only:     ${seconds(uploadOnly)} s  (same files, same uploader, same S3 server)`,
+        `upload-only:     ${seconds(uploadOnly)} s  (the worker's uploader in its own process, same files, same S3 server)`,
         `phases:          ${phases}`,
         `ratio:           ${(endToEnd / slower).toFixed(2)} × max(download-only, upload-only)  (target ≤ 1.30)`,
+        `cpu seconds:     end-to-end: worker ${e2eCpu.worker.toFixed(1)}, S3 server ${e2eCpu.server.toFixed(1)}, seeder ${e2eCpu.seeder.toFixed(1)}; upload-only: uploader ${upCpu.uploader.toFixed(1)}, S3 server ${upCpu.server.toFixed(1)}; download-only: seeder ${dlCpu.seeder.toFixed(1)}`,
         `worker peak RSS: ${(peakRss / MiB).toFixed(0)} MiB  (target ≤ 300)`,
         `peak scratch:    ${(peakScratch / MiB).toFixed(0)} MiB  (of ${totalMiB} MiB torrent)`,
         "objects verified byte-identical (sha256)",
