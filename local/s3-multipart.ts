@@ -4,10 +4,8 @@
 // parts in ascending order (400 InvalidPartOrder) and names the object
 // "<MD5 of the parts' MD5s>-<part count>" without hashing the bytes again.
 import { createHash } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { pipeline } from "node:stream/promises";
 import S3Error from "s3rver/lib/models/error.js";
 import type FilesystemStore from "s3rver/lib/stores/filesystem.js";
 
@@ -56,15 +54,38 @@ export function completeAsS3(store: FilesystemStore): void {
     const assembling = `${objectPath}.${uploadId}.partial`;
     const first = parts[0];
     if (first) await rename(join(uploadDir, String(first.number)), assembling);
-    for (const part of parts.slice(1)) {
-      await pipeline(
-        createReadStream(join(uploadDir, String(part.number)), { highWaterMark: 1024 * 1024 }),
-        createWriteStream(assembling, { flags: "a" }),
-      );
-    }
+    await appendFiles(
+      assembling,
+      parts.slice(1).map((part) => join(uploadDir, String(part.number))),
+    );
     await rename(assembling, objectPath);
     await store.putMetadata(bucket, key, metadata, etag);
     await rm(uploadDir, { recursive: true, force: true });
     return { md5: etag, size: (await stat(objectPath)).size };
   };
+}
+
+/**
+ * Appends files to `target` through one small buffer: a step that stays in
+ * the CPU cache copies several times faster than megabyte-sized ones.
+ */
+async function appendFiles(target: string, sources: string[]): Promise<void> {
+  const out = await open(target, "a");
+  const step = Buffer.allocUnsafe(256 * 1024);
+  try {
+    for (const source of sources) {
+      const input = await open(source, "r");
+      try {
+        for (;;) {
+          const { bytesRead } = await input.read(step, 0, step.length, null);
+          if (bytesRead === 0) break;
+          for (let at = 0; at < bytesRead; ) at += (await out.write(step, at, bytesRead - at)).bytesWritten;
+        }
+      } finally {
+        await input.close();
+      }
+    }
+  } finally {
+    await out.close();
+  }
 }

@@ -105,8 +105,8 @@ describe("local S3 (s3rver)", () => {
     const key = "multi/three-parts.bin";
     const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }));
     const pieces = [body.subarray(0, 5 * MiB), body.subarray(5 * MiB, 10 * MiB), body.subarray(10 * MiB)];
-    const parts = [];
-    const digests = [];
+    const parts: { ETag: string | undefined; PartNumber: number }[] = [];
+    const digests: Buffer[] = [];
     for (const [index, piece] of pieces.entries()) {
       const PartNumber = index + 1;
       const { ETag } = await client.send(
