@@ -68,3 +68,31 @@ declare module "webtorrent" {
     readonly torrents: Torrent[];
   }
 }
+
+// The peer wire webtorrent speaks (patched, see patches/); its tests drive it directly.
+declare module "bittorrent-protocol" {
+  import type { Duplex } from "node:stream";
+
+  export default class Wire extends Duplex {
+    handshake(infoHash: string, peerId: string, extensions?: object): void;
+    unchoke(): void;
+    have(index: number): void;
+    request(
+      index: number,
+      offset: number,
+      length: number,
+      callback: (error: Error | null, data?: Uint8Array) => void,
+    ): void;
+    on(event: "have", listener: (index: number) => void): this;
+    on(
+      event: "request",
+      listener: (
+        index: number,
+        offset: number,
+        length: number,
+        respond: (error: Error | null, data?: Uint8Array) => void,
+      ) => void,
+    ): this;
+    on(event: string, listener: (...args: never[]) => void): this;
+  }
+}

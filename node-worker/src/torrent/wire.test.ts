@@ -1,0 +1,99 @@
+// The BitTorrent wire (bittorrent-protocol, patched to cut messages out of the
+// received chunks instead of copying every chunk into one buffer): messages
+// must come out whole however the byte stream is split or joined on the way.
+import { createHash, randomBytes } from "node:crypto";
+import { Transform, type TransformCallback } from "node:stream";
+import Wire from "bittorrent-protocol";
+import { describe, expect, it } from "vitest";
+
+const BLOCK = 16 * 1024;
+
+/** Re-cuts a byte stream into slices of random sizes: from single bytes to several messages at once. */
+function rechunker(seed: number): Transform {
+  let state = seed;
+  const next = () => {
+    state = (state * 1_103_515_245 + 12_345) % 2 ** 31;
+    return state;
+  };
+  let pending: Buffer[] = [];
+  let timer: NodeJS.Immediate | undefined;
+  const emit = (stream: Transform, all: boolean) => {
+    let data = Buffer.concat(pending);
+    pending = [];
+    while (data.length > 0) {
+      const size = next() % 3 === 0 ? 1 + (next() % 7) : 1 + (next() % 70_000);
+      if (size > data.length && !all) break;
+      stream.push(data.subarray(0, size));
+      data = data.subarray(size);
+    }
+    if (data.length > 0) pending.push(data);
+  };
+  return new Transform({
+    transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback) {
+      pending.push(chunk);
+      emit(this, false);
+      // Whatever is left goes out once the writer pauses, so nothing waits forever.
+      if (timer) clearImmediate(timer);
+      timer = setImmediate(() => emit(this, true));
+      done();
+    },
+  });
+}
+
+function piece(index: number, offset: number, length: number): Buffer {
+  // Deterministic bytes per block, so the receiver can check what it got.
+  const out = Buffer.alloc(length);
+  let counter = 0;
+  for (let at = 0; at < length; at += 32) {
+    createHash("sha256").update(`${index}:${offset}:${counter++}`).digest().copy(out, at);
+  }
+  return out;
+}
+
+describe("BitTorrent wire framing", () => {
+  for (const seed of [1, 7, 42]) {
+    it(`delivers every message whole through a stream re-cut at random (seed ${seed})`, async () => {
+      const infoHash = randomBytes(20).toString("hex");
+      const seeder = new Wire();
+      const leecher = new Wire();
+      seeder.pipe(rechunker(seed)).pipe(leecher);
+      leecher.pipe(rechunker(seed + 1)).pipe(seeder);
+
+      const haves: number[] = [];
+      leecher.on("have", (index: number) => haves.push(index));
+      seeder.on("request", (index: number, offset: number, length: number, respond) => {
+        respond(null, piece(index, offset, length));
+      });
+      seeder.on("handshake", () => {
+        seeder.handshake(infoHash, randomBytes(20).toString("hex"));
+        seeder.unchoke();
+        for (let i = 0; i < 50; i++) seeder.have(i);
+      });
+      const unchoked = new Promise<void>((resolve) => leecher.once("unchoke", () => resolve()));
+      leecher.handshake(infoHash, randomBytes(20).toString("hex"));
+      await unchoked;
+
+      const wanted: [number, number, number][] = [];
+      for (let index = 0; index < 6; index++) {
+        for (let offset = 0; offset < 4 * BLOCK; offset += BLOCK) wanted.push([index, offset, BLOCK]);
+      }
+      wanted.push([6, 0, 1234]); // a short last block
+      const received = await Promise.all(
+        wanted.map(
+          ([index, offset, length]) =>
+            new Promise<Buffer>((resolve, reject) => {
+              leecher.request(index, offset, length, (error: Error | null, data?: Uint8Array) =>
+                error || !data ? reject(error ?? new Error("no data")) : resolve(Buffer.from(data)),
+              );
+            }),
+        ),
+      );
+      for (const [i, [index, offset, length]] of wanted.entries()) {
+        expect(received[i]?.equals(piece(index, offset, length))).toBe(true);
+      }
+      expect(haves).toEqual(Array.from({ length: 50 }, (_, i) => i));
+      seeder.destroy();
+      leecher.destroy();
+    });
+  }
+});
