@@ -38,8 +38,8 @@ import {
 
 const MiB = 1024 * 1024;
 const MAX_PARTS = 10_000;
-/** Upper bound on part bytes held in memory per upload. */
-const IN_FLIGHT_BYTES = 64 * MiB;
+/** Part bytes held in memory per upload: parts in flight plus the one being read. */
+const PART_BUFFER_BYTES = 32 * MiB;
 
 export interface S3SinkOptions {
   config: S3ProfileConfig;
@@ -338,7 +338,10 @@ export class S3Sink implements Sink {
     const id = uploadId;
     this.#opts.log.debug({ key, uploadId: id, parts: count, resumed: stored.size }, "multipart upload");
 
-    const maxInFlight = Math.max(1, Math.min(this.#opts.concurrency, Math.floor(IN_FLIGHT_BYTES / partSize)));
+    const maxInFlight = Math.max(
+      1,
+      Math.min(this.#opts.concurrency, Math.floor(PART_BUFFER_BYTES / partSize) - 1),
+    );
     const inFlight = new Set<Promise<void>>();
     const spare: Buffer[] = [];
     let failure: unknown;
