@@ -1,6 +1,6 @@
 // Throughput benchmark (prints numbers; not a test). For a 1 GiB, 3-file
 // torrent seeded by aria2c on loopback into the local S3 server it measures:
-//   end-to-end     a real worker process runs the job (submit → completed)
+//   end-to-end     a real worker process, the bundle the image runs, does the job
 //   download-only  aria2c downloads the same torrent from the same seeder
 //   upload-only    the worker's S3 uploader, in a process of its own (bench/upload.ts),
 //                  sends the same files to the same server
@@ -17,6 +17,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { freePort, quietLog } from "../../local/process.ts";
 import { ARIA2_LOOPBACK_FLAGS, readTorrent } from "../../local/seeder/index.ts";
 import { portsFrom, startStack } from "../../local/stack.ts";
+import { buildWorker } from "../build.ts";
 import { diskUsage } from "../src/scratch.ts";
 import {
   createProfile,
@@ -130,7 +131,9 @@ async function main(): Promise<void> {
     // End to end: a worker process runs the job.
     const profileId = await createProfile(env);
     const port = await freePort();
-    const worker = spawn(process.execPath, ["node-worker/src/main.ts"], {
+    // The bundle the image runs (node-worker/build.ts).
+    const entry = await buildWorker(join(stackDir, "worker.mjs"));
+    const worker = spawn(process.execPath, [entry], {
       cwd: root,
       env: {
         ...workerEnv(env, {
@@ -155,15 +158,34 @@ async function main(): Promise<void> {
         break;
       await sleep(100);
     }
+    const idleStatus = await readFile(`/proc/${worker.pid}/status`, "utf8").catch(() => "");
+    const idleRss = Number(/VmRSS:\s+(\d+) kB/.exec(idleStatus)?.[1] ?? 0) * 1024;
     let peakRss = 0;
     let peakScratch = 0;
+    // What the worker's memory held when its RSS was highest, from its /metrics.
+    let atPeak = { rss: 0, heap: 0, external: 0 };
     let sampling = true;
     const sampler = (async () => {
-      while (sampling) {
+      for (let tick = 0; sampling; tick++) {
         const status = await readFile(`/proc/${worker.pid}/status`, "utf8").catch(() => "");
         const hwm = /VmHWM:\s+(\d+) kB/.exec(status);
         if (hwm) peakRss = Math.max(peakRss, Number(hwm[1]) * 1024);
         peakScratch = Math.max(peakScratch, await diskUsage(env.scratchDir));
+        if (tick % 5 === 0) {
+          const metrics = await fetch(`http://127.0.0.1:${port}/metrics`).then(
+            (r) => r.text(),
+            () => "",
+          );
+          const gauge = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(metrics)?.[1] ?? 0);
+          const rss = gauge("process_resident_memory_bytes");
+          if (rss > atPeak.rss) {
+            atPeak = {
+              rss,
+              heap: gauge("nodejs_heap_size_total_bytes"),
+              external: gauge("nodejs_external_memory_bytes"),
+            };
+          }
+        }
         await sleep(100);
       }
     })();
@@ -196,7 +218,7 @@ async function main(): Promise<void> {
         `phases:          ${phases}`,
         `ratio:           ${(endToEnd / slower).toFixed(2)} × max(download-only, upload-only)  (target ≤ 1.30)`,
         `cpu seconds:     end-to-end: worker ${e2eCpu.worker.toFixed(1)}, S3 server ${e2eCpu.server.toFixed(1)}, seeder ${e2eCpu.seeder.toFixed(1)}; upload-only: uploader ${upCpu.uploader.toFixed(1)}, S3 server ${upCpu.server.toFixed(1)}; download-only: seeder ${dlCpu.seeder.toFixed(1)}`,
-        `worker peak RSS: ${(peakRss / MiB).toFixed(0)} MiB  (target ≤ 300)`,
+        `worker peak RSS: ${(peakRss / MiB).toFixed(0)} MiB  (target ≤ 300; idle ${(idleRss / MiB).toFixed(0)} MiB; highest sample ${(atPeak.rss / MiB).toFixed(0)} MiB: V8 heap ${(atPeak.heap / MiB).toFixed(0)} MiB, buffers outside it ${(atPeak.external / MiB).toFixed(0)} MiB)`,
         `peak scratch:    ${(peakScratch / MiB).toFixed(0)} MiB  (of ${totalMiB} MiB torrent)`,
         "objects verified byte-identical (sha256)",
         "",
