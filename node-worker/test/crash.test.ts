@@ -3,11 +3,12 @@
 // and finishes it without storing anything twice; SIGTERM hands a running job
 // back to the queue within the shutdown bound.
 import { type ChildProcess, spawn } from "node:child_process";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { keys, ProgressEvent } from "@torreclou/contracts";
 import { uploadParts } from "@torreclou/db";
 import { inArray } from "drizzle-orm";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { buildWorker } from "../build.ts";
 import {
   createProfile,
   type Env,
@@ -29,10 +30,13 @@ const root = resolve(import.meta.dirname, "../..");
 let env: Env;
 let proxy: Awaited<ReturnType<typeof s3Proxy>>;
 let profileId: string;
+let bundle: string;
 const children: ChildProcess[] = [];
 
 beforeAll(async () => {
   env = await setupEnv(12);
+  // The workers killed here run the bundle the image ships.
+  bundle = await buildWorker(join(env.dataDir, "worker.mjs"));
   // Part uploads are slowed down so a kill can land in the middle of one file's upload.
   proxy = await s3Proxy({ partDelayMs: 400 });
   profileId = await createProfile(env, { endpoint: proxy.endpoint });
@@ -54,7 +58,7 @@ interface Spawned {
 }
 
 function spawnWorker(name: string, extra: Record<string, string> = {}): Spawned {
-  const child = spawn(process.execPath, ["node-worker/src/main.ts"], {
+  const child = spawn(process.execPath, [bundle], {
     cwd: root,
     env: {
       ...workerEnv(env, { WORKER_ID: name, LOG_LEVEL: "info", WORKER_UPLOAD_CONCURRENCY: "1", ...extra }),
