@@ -183,6 +183,27 @@ export async function checkPayload(ctx: S3rverContext, next: () => Promise<void>
     answer(ctx, 400, "BadDigest", "The Content-MD5 you specified did not match what we received.");
     return;
   }
-  ctx.req = Readable.from(chunks);
+  ctx.req = Readable.from(coalesce(chunks, 256 * 1024));
   await next();
+}
+
+/**
+ * Joins runs of small chunks into blocks of about `size` bytes: s3rver hashes
+ * and writes chunk by chunk, and a busy sender's body arrives in small ones.
+ */
+function coalesce(chunks: Buffer[], size: number): Buffer[] {
+  const blocks: Buffer[] = [];
+  let run: Buffer[] = [];
+  let length = 0;
+  for (const chunk of chunks) {
+    run.push(chunk);
+    length += chunk.length;
+    if (length >= size) {
+      blocks.push(run.length === 1 ? chunk : Buffer.concat(run, length));
+      run = [];
+      length = 0;
+    }
+  }
+  if (run.length > 0) blocks.push(Buffer.concat(run, length));
+  return blocks;
 }
