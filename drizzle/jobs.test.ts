@@ -115,6 +115,30 @@ describe("insertJob", () => {
     // The magnet fills a gap; the .torrent bytes already known are kept.
     expect(rows[0]).toEqual({ magnet_uri: "magnet:?xt=urn:btih:x", has_file: true });
   });
+
+  it("keeps each job's own source beside the shared row (a passkey in one user's tracker URL stays theirs)", async () => {
+    const infoHash = randomBytes(20).toString("hex");
+    const submit = async (passkey: string) => {
+      const { userId, profileId } = await userWithProfile();
+      return insertJob(db, {
+        userId,
+        storageProfileId: profileId,
+        torrent: {
+          infoHash,
+          name: "private",
+          files: null,
+          magnetUri: `magnet:?xt=urn:btih:${infoHash}&tr=https%3A%2F%2Ftracker.example%2F${passkey}%2Fannounce`,
+        },
+      });
+    };
+    const first = await submit("passkey-of-a");
+    const second = await submit("passkey-of-b");
+    expect(second.job.torrentId).toBe(first.job.torrentId);
+    expect(first.job.sourceMagnet).toContain("passkey-of-a");
+    expect(second.job.sourceMagnet).toContain("passkey-of-b");
+    expect(second.job.sourceMagnet).not.toContain("passkey-of-a");
+    expect(second.job.sourceTorrentFile).toBeNull();
+  });
 });
 
 describe("transitionJob", () => {

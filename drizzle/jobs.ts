@@ -83,6 +83,9 @@ export async function insertJob(db: Db, input: NewJobInput): Promise<{ job: Job;
         torrentId: torrent!.id,
         storageProfileId: input.storageProfileId,
         targetFolder: input.targetFolder,
+        // The submitter's own source: the shared torrent row keeps the first one.
+        sourceTorrentFile: t.torrentFile,
+        sourceMagnet: t.magnetUri,
         bytesTotal: chosen.reduce((sum, f) => sum + f.size, 0),
       })
       .returning();

@@ -203,6 +203,13 @@ export const jobs = pgTable(
      * lapsed cannot overwrite the attempt that replaced it.
      */
     attempt: integer("attempt").notNull().default(0),
+    /**
+     * What this job's submitter handed in. The torrents row is shared by info
+     * hash and keeps the first submission; a private tracker's announce URLs
+     * carry a per-user passkey, so each job downloads from its own source.
+     */
+    sourceTorrentFile: bytea("source_torrent_file"),
+    sourceMagnet: text("source_magnet"),
     /** Folder (S3 key prefix or Drive folder) the files go under. */
     targetFolder: text("target_folder"),
     /** A reason a person can read, set when the job fails. */

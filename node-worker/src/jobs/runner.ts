@@ -36,6 +36,7 @@ import {
   recordPart,
   saveDriveAccessToken,
   saveResolvedMetadata,
+  sourceOf,
   updateFile,
   updateJobCounters,
 } from "./store.ts";
@@ -283,7 +284,7 @@ export class JobRun {
     await sink.preflight(signal);
 
     const dir = scratchDirFor(config.WORKER_SCRATCH_DIR, this.jobId);
-    const source = ctx.torrent.torrentFile ?? ctx.torrent.magnetUri;
+    const source = sourceOf(ctx.job, ctx.torrent);
     if (!source) throw new PermanentJobError("The job has neither a .torrent file nor a magnet link.");
 
     // A magnet: fetch the metadata from peers first.
@@ -331,7 +332,9 @@ export class JobRun {
     await mkdir(dir, { recursive: true });
     const download = this.#download ?? this.#startDownload(source, dir);
     // A .torrent's metadata is parsed locally (asynchronously); files exist only after it.
-    await abortable(download.metadata(signal), signal);
+    // A magnet whose metadata another job already resolved still fetches it from peers.
+    if (typeof source === "string") await this.#withPeerWatch(download.metadata(signal), "metadata");
+    else await abortable(download.metadata(signal), signal);
     if (todo.length > 0) download.select(todo.map((f) => f.fileIndex));
 
     const ticker = setInterval(() => this.#refresh(), 1000);

@@ -32,6 +32,20 @@ export interface JobContext {
   profile: StorageProfile | undefined;
 }
 
+/**
+ * What to download for a job: the source its submitter handed in, not the
+ * shared torrent row's (another user's magnet or .torrent may carry their
+ * private tracker passkey). Jobs from before sources were kept per job fall
+ * back to the row.
+ */
+export function sourceOf(
+  job: Pick<Job, "sourceTorrentFile" | "sourceMagnet">,
+  torrent: Pick<Torrent, "torrentFile" | "magnetUri">,
+): Uint8Array | string | null {
+  if (job.sourceTorrentFile || job.sourceMagnet) return job.sourceTorrentFile ?? job.sourceMagnet;
+  return torrent.torrentFile ?? torrent.magnetUri;
+}
+
 export async function loadJobContext(db: Db, jobId: string): Promise<JobContext | undefined> {
   const [job] = await db.select().from(jobs).where(eq(jobs.id, jobId));
   if (!job) return undefined;
