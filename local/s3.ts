@@ -11,7 +11,7 @@
 
 import { mkdir } from "node:fs/promises";
 import type { IncomingMessage } from "node:http";
-import { pipeline, Readable, Transform, type TransformCallback } from "node:stream";
+import { pipeline, Transform, type TransformCallback } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { HeadBucketCommand, S3Client } from "@aws-sdk/client-s3";
 import S3rver, { type S3rverContext } from "s3rver";
@@ -74,20 +74,6 @@ export function damageInTransit(client: S3Client, pick: (input: Record<string, u
       const at = copy.length >> 1;
       copy[at] = (copy[at] ?? 0) ^ 0xff;
       request.body = copy;
-    } else if (body instanceof Readable && pick(args.input as Record<string, unknown>)) {
-      // A streamed body: its first byte.
-      let damaged = false;
-      request.body = body.pipe(
-        new Transform({
-          transform(chunk: Buffer, _encoding, done) {
-            if (damaged || chunk.length === 0) return done(null, chunk);
-            damaged = true;
-            const copy = Buffer.from(chunk);
-            copy[0] = (copy[0] ?? 0) ^ 0xff;
-            done(null, copy);
-          },
-        }),
-      );
     }
     return next(args);
   };
