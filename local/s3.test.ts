@@ -16,7 +16,7 @@ import {
 } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, quietLog, type Service } from "./process.ts";
-import { AwsChunkedDecoder, damageInTransit, s3ClientFor, startS3 } from "./s3.ts";
+import { AwsChunkedDecoder, damageInTransit, s3ClientFor, startS3, startS3Process } from "./s3.ts";
 
 const MiB = 1024 * 1024;
 const sha = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
@@ -149,6 +149,61 @@ describe("local S3 (s3rver)", () => {
     await expect(complete(parts)).rejects.toMatchObject({ $metadata: { httpStatusCode: 404 } });
   });
 
+  it("assembles parts of uneven sizes, parts sent again and parts left out, byte for byte", async () => {
+    // Each upload: parts in the order they are sent, then the ones listed to complete it.
+    const upload = async (key: string, sent: [number, number][], listed: number[]) => {
+      const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }));
+      const last = new Map<number, { body: Buffer; ETag: string | undefined }>();
+      for (const [PartNumber, size] of sent) {
+        const body = randomBytes(size);
+        const { ETag } = await client.send(
+          new UploadPartCommand({ Bucket: bucket, Key: key, UploadId, PartNumber, Body: body }),
+        );
+        expect(ETag).toBe(`"${createHash("md5").update(body).digest("hex")}"`);
+        last.set(PartNumber, { body, ETag });
+      }
+      const done = await client.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: bucket,
+          Key: key,
+          UploadId,
+          MultipartUpload: {
+            Parts: listed.map((PartNumber) => ({ PartNumber, ETag: last.get(PartNumber)?.ETag })),
+          },
+        }),
+      );
+      expect(done.ETag).toMatch(new RegExp(`-${listed.length}"$`));
+      const expected = Buffer.concat(listed.map((n) => last.get(n)?.body ?? Buffer.alloc(0)));
+      const back = await getBytes(key);
+      expect(back.length).toBe(expected.length);
+      expect(sha(back)).toBe(sha(expected));
+    };
+    // Part 2 comes first, so part 1 is larger than the size the others are laid out at.
+    await upload(
+      "multi/uneven.bin",
+      [
+        [2, 5 * MiB],
+        [1, 6 * MiB + 3],
+        [4, 3 * MiB],
+        [3, 2 * MiB + 5],
+        [4, MiB],
+      ],
+      [1, 2, 4],
+    );
+    // All at one size, but part 2 left out and part 4 sent twice.
+    await upload(
+      "multi/gap.bin",
+      [
+        [1, 5 * MiB],
+        [2, 5 * MiB],
+        [4, 2 * MiB],
+        [3, 5 * MiB],
+        [4, MiB + 7],
+      ],
+      [1, 3, 4],
+    );
+  });
+
   it("refuses a body that does not match its signed SHA-256 or its Content-MD5, storing nothing", async () => {
     const body = randomBytes(64 * 1024);
     const damaging = s3ClientFor(s3!.env);
@@ -224,19 +279,52 @@ describe("local S3 (s3rver)", () => {
     await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
   });
 
-  it("keeps objects across a restart on the same directory", async () => {
+  it("keeps objects and unfinished multipart uploads across a restart, also as a process of its own", async () => {
     const before = sha(await getBytes("multi/three-parts.bin"));
+    const key = "multi/across-restart.bin";
+    const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }));
+    const pieces = [randomBytes(5 * MiB), randomBytes(MiB + 1)];
+    const send = async (PartNumber: number) => {
+      const { ETag } = await client.send(
+        new UploadPartCommand({
+          Bucket: bucket,
+          Key: key,
+          UploadId,
+          PartNumber,
+          Body: pieces[PartNumber - 1],
+        }),
+      );
+      return { ETag, PartNumber };
+    };
+    const first = await send(1);
     await s3!.stop();
-    s3 = await startS3(options());
+    // Started again as a process of its own, the way the benchmark runs it.
+    const restarted = await startS3Process(options());
+    s3 = restarted;
     client.destroy();
     client = s3ClientFor(s3.env);
     expect(sha(await getBytes("multi/three-parts.bin"))).toBe(before);
+    const second = await send(2);
+    await client.send(
+      new CompleteMultipartUploadCommand({
+        Bucket: bucket,
+        Key: key,
+        UploadId,
+        MultipartUpload: { Parts: [first, second] },
+      }),
+    );
+    expect(sha(await getBytes(key))).toBe(sha(Buffer.concat(pieces)));
     const listed = await client.send(new ListObjectsV2Command({ Bucket: bucket }));
     expect(listed.Contents?.map((item) => item.Key).sort()).toEqual([
       "bin/one.bin",
       "bin/streamed.bin",
+      key,
+      "multi/gap.bin",
       "multi/three-parts.bin",
+      "multi/uneven.bin",
     ]);
+    await restarted.stop();
+    expect(() => process.kill(restarted.pid, 0)).toThrow();
   });
 });
 

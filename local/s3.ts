@@ -11,12 +11,13 @@
 
 import { mkdir } from "node:fs/promises";
 import type { IncomingMessage } from "node:http";
+import { join } from "node:path";
 import { pipeline, Transform, type TransformCallback } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { HeadBucketCommand, S3Client } from "@aws-sdk/client-s3";
 import S3rver, { type S3rverContext } from "s3rver";
 import AWSAccount from "s3rver/lib/models/account.js";
-import { type LogSink, prefixedLog, type Service } from "./process.ts";
+import { type LogSink, prefixedLog, type Service, spawnService } from "./process.ts";
 import { completeAsS3 } from "./s3-multipart.ts";
 import { checkPayload, checkSignatures } from "./s3-sigv4.ts";
 
@@ -213,15 +214,8 @@ export async function startS3(opts: S3Options): Promise<Service> {
   });
   await server.run();
 
-  const endpoint = `http://${host.includes(":") ? `[${host}]` : host}:${opts.port}`;
-  const env = {
-    S3_ENDPOINT: endpoint,
-    S3_REGION: "us-east-1",
-    S3_BUCKET: opts.bucket,
-    S3_ACCESS_KEY_ID: opts.accessKeyId,
-    S3_SECRET_ACCESS_KEY: opts.secretAccessKey,
-    S3_FORCE_PATH_STYLE: "true",
-  };
+  const env = envOf(opts);
+  const endpoint = env.S3_ENDPOINT;
 
   const stop = async () => {
     const http = server.httpServer;
@@ -234,25 +228,11 @@ export async function startS3(opts: S3Options): Promise<Service> {
     await closing;
   };
 
-  // Ready once a real SDK client, configured as the app's will be, sees the bucket.
-  const client = s3ClientFor(env);
   try {
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      try {
-        await client.send(new HeadBucketCommand({ Bucket: opts.bucket }));
-        break;
-      } catch (error) {
-        if (Date.now() > deadline)
-          throw new Error(`local S3 on ${endpoint} is not answering: ${String(error)}`);
-        await sleep(100);
-      }
-    }
+    await waitForBucket(env, 10_000);
   } catch (error) {
     await stop();
     throw error;
-  } finally {
-    client.destroy();
   }
 
   log("s3", `listening on ${endpoint}, bucket "${opts.bucket}", data in ${opts.dataDir}`);
@@ -261,5 +241,71 @@ export async function startS3(opts: S3Options): Promise<Service> {
     env,
     urls: [`S3: ${endpoint} (bucket ${opts.bucket}, path-style)`],
     stop,
+  };
+}
+
+/** The S3_* variables that reach a server started with `opts`. */
+function envOf(opts: S3Options): Record<string, string> {
+  const host = opts.host ?? "127.0.0.1";
+  return {
+    S3_ENDPOINT: `http://${host.includes(":") ? `[${host}]` : host}:${opts.port}`,
+    S3_REGION: "us-east-1",
+    S3_BUCKET: opts.bucket,
+    S3_ACCESS_KEY_ID: opts.accessKeyId,
+    S3_SECRET_ACCESS_KEY: opts.secretAccessKey,
+    S3_FORCE_PATH_STYLE: "true",
+  };
+}
+
+/** Waits until a real SDK client, configured as the app's will be, sees the bucket. */
+async function waitForBucket(env: Record<string, string>, timeoutMs: number): Promise<void> {
+  const client = s3ClientFor(env);
+  try {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        await client.send(new HeadBucketCommand({ Bucket: env.S3_BUCKET }));
+        return;
+      } catch (error) {
+        if (Date.now() > deadline)
+          throw new Error(`local S3 on ${env.S3_ENDPOINT} is not answering: ${String(error)}`);
+        await sleep(100);
+      }
+    }
+  } finally {
+    client.destroy();
+  }
+}
+
+/**
+ * The same server in a process of its own (local/s3-main.ts), as a real one
+ * would be: its CPU and its garbage collector are then its own, not shared
+ * with whoever started it.
+ */
+export async function startS3Process(opts: S3Options): Promise<Service & { pid: number }> {
+  const { log, ...options } = opts;
+  const spawned = await spawnService("s3", process.execPath, {
+    args: [join(import.meta.dirname, "s3-main.ts"), JSON.stringify(options)],
+    log: log ?? prefixedLog,
+  });
+  const env = envOf(opts);
+  const endpoint = env.S3_ENDPOINT;
+  try {
+    await Promise.race([
+      waitForBucket(env, 30_000),
+      spawned.exited.then((code) => {
+        throw new Error(`the local S3 process exited with ${code} before it was ready`);
+      }),
+    ]);
+  } catch (error) {
+    await spawned.stop();
+    throw error;
+  }
+  return {
+    name: "s3",
+    env,
+    urls: [`S3: ${endpoint} (bucket ${opts.bucket}, path-style)`],
+    stop: spawned.stop,
+    pid: spawned.child.pid ?? 0,
   };
 }

@@ -15,8 +15,9 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { freePort, quietLog } from "../../local/process.ts";
+import { startS3Process } from "../../local/s3.ts";
 import { ARIA2_LOOPBACK_FLAGS, readTorrent } from "../../local/seeder/index.ts";
-import { portsFrom, startStack } from "../../local/stack.ts";
+import { localSecrets, portsFrom, startStack } from "../../local/stack.ts";
 import { buildWorker } from "../build.ts";
 import { diskUsage } from "../src/scratch.ts";
 import {
@@ -48,11 +49,6 @@ async function cpuOf(pid: number | undefined): Promise<number> {
   return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) / CLOCK_TICKS;
 }
 
-function cpuSince(start: NodeJS.CpuUsage): number {
-  const used = process.cpuUsage(start);
-  return (used.user + used.system) / 1e6;
-}
-
 function seconds(ms: number): string {
   return (ms / 1000).toFixed(2);
 }
@@ -65,7 +61,18 @@ async function main(): Promise<void> {
     log: quietLog,
     ephemeral: true,
     seeder: false,
+    s3: false,
   });
+  // The S3 server in a process of its own, so its CPU and garbage collection are not this script's.
+  const s3 = await startS3Process({
+    port: portsFrom(basePort).s3,
+    dataDir: join(stackDir, "s3"),
+    bucket: localSecrets.s3Bucket,
+    accessKeyId: localSecrets.s3AccessKeyId,
+    secretAccessKey: localSecrets.s3SecretAccessKey,
+    log: quietLog,
+  });
+  stack.add(s3);
   Object.assign(process.env, stack.env);
   const env = await setupEnv(15);
   try {
@@ -112,7 +119,7 @@ async function main(): Promise<void> {
         localPath: join(env.dataDir, "seed", f.path),
       })),
     };
-    const upServerCpu = process.cpuUsage();
+    const upServerCpu = await cpuOf(s3.pid);
     const upStart = Date.now();
     const uploader = spawn(process.execPath, ["node-worker/bench/upload.ts", JSON.stringify(plan)], {
       cwd: root,
@@ -126,7 +133,10 @@ async function main(): Promise<void> {
     const upCode = await new Promise<number | null>((done) => uploader.on("exit", done));
     const uploadOnly = Date.now() - upStart;
     if (upCode !== 0) throw new Error(`the upload-only run exited with ${upCode}`);
-    const upCpu = { uploader: Number(printed.trim().split("\n").pop()), server: cpuSince(upServerCpu) };
+    const upCpu = {
+      uploader: Number(printed.trim().split("\n").pop()),
+      server: (await cpuOf(s3.pid)) - upServerCpu,
+    };
 
     // End to end: a worker process runs the job.
     const profileId = await createProfile(env);
@@ -190,14 +200,14 @@ async function main(): Promise<void> {
       }
     })();
     const e2eSeederCpu = await cpuOf(seederPid);
-    const e2eServerCpu = process.cpuUsage();
+    const e2eServerCpu = await cpuOf(s3.pid);
     const e2eStart = Date.now();
     const job = await submitJob(env, { made, profileId });
     const done = await waitForState(env, job.id, ["completed", "failed"], 600_000);
     const endToEnd = Date.now() - e2eStart;
     const e2eCpu = {
       worker: await cpuOf(worker.pid),
-      server: cpuSince(e2eServerCpu),
+      server: (await cpuOf(s3.pid)) - e2eServerCpu,
       seeder: (await cpuOf(seederPid)) - e2eSeederCpu,
     };
     sampling = false;
