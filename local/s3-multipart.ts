@@ -1,23 +1,91 @@
-// CompleteMultipartUpload for the local S3 as S3 does it. s3rver 3.7.1 ignores
-// the part ETags the client lists and re-reads the whole object to give it the
-// MD5 of its bytes as ETag; S3 checks each listed ETag (400 InvalidPart), wants
-// parts in ascending order (400 InvalidPartOrder) and names the object
-// "<MD5 of the parts' MD5s>-<part count>" without hashing the bytes again.
+// Multipart uploads for the local S3 as S3 does them.
+//
+// Completion: s3rver 3.7.1 ignores the part ETags the client lists and
+// re-reads the whole object to give it the MD5 of its bytes as ETag; S3 checks
+// each listed ETag (400 InvalidPart), wants parts in ascending order (400
+// InvalidPartOrder) and names the object "<MD5 of the parts' MD5s>-<part
+// count>" without hashing the bytes again.
+//
+// Storage: s3rver writes each part to a file of its own and copies them all
+// into the object at the end. Here a checked part (s3-sigv4.ts) is written
+// into one file per upload, `data`, at (number - 1) × stride, the stride being
+// the size of the first part to arrive: clients send every part but the last
+// at one size, so completing parts 1..k is a truncate and a rename, with no
+// byte copied. A part larger than the stride, or one that came as a stream,
+// keeps a file of its own, and an upload with such parts (or gaps) is
+// assembled by copying, as before.
 import { createHash } from "node:crypto";
-import { mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
+import { constants } from "node:fs";
+import {
+  type FileHandle,
+  mkdir,
+  open,
+  readFile,
+  rename,
+  rm,
+  stat,
+  truncate,
+  writeFile,
+} from "node:fs/promises";
 import { dirname, join } from "node:path";
+import type { Readable } from "node:stream";
 import S3Error from "s3rver/lib/models/error.js";
 import type FilesystemStore from "s3rver/lib/stores/filesystem.js";
+import { CheckedBody } from "./s3-sigv4.ts";
 
 interface ListedPart {
   number: number;
   etag: string;
 }
 
-/** Replaces the store's multipart completion with one that behaves as S3's. */
+/** Where a stored part's bytes are: a range of the upload's `data` file, or a file of its own. */
+type PartBytes = { file: string; offset: number; length: number };
+
+// Linux takes at most 1024 buffers in one writev.
+const MAX_IOV = 1024;
+
+/** Replaces the store's part writes and multipart completion with ones that behave as S3's. */
 export function completeAsS3(store: FilesystemStore): void {
+  const uploadDirOf = (bucket: string, uploadId: string) =>
+    join(store.getResourcePath(bucket, undefined, "uploads"), uploadId);
+  // Set by the first part to arrive: synchronously here, so concurrent parts agree; on disk for a restart.
+  const strides = new Map<string, number>();
+  const strideOf = async (uploadDir: string, size: number): Promise<number> => {
+    const known = strides.get(uploadDir);
+    if (known !== undefined) return known;
+    const saved = await readFile(join(uploadDir, "stride"), "utf8").then(Number, () => undefined);
+    const stride = strides.get(uploadDir) ?? saved ?? Math.max(size, 1);
+    if (!strides.has(uploadDir)) {
+      strides.set(uploadDir, stride);
+      if (saved === undefined) await writeFile(join(uploadDir, "stride"), String(stride));
+    }
+    return stride;
+  };
+
+  const streamedPart = store.putPart.bind(store);
+  store.putPart = async (bucket: string, uploadId: string, partNumber: number, content: Readable) => {
+    const uploadDir = uploadDirOf(bucket, uploadId);
+    const slot = join(uploadDir, `${partNumber}.slot`);
+    if (!(content instanceof CheckedBody)) {
+      await rm(slot, { force: true });
+      return streamedPart(bucket, uploadId, partNumber, content);
+    }
+    await mkdir(uploadDir, { recursive: true });
+    const stride = await strideOf(uploadDir, content.size);
+    if (content.size > stride) {
+      await rm(slot, { force: true });
+      await writeChunks(join(uploadDir, String(partNumber)), content.chunks, "w", 0);
+    } else {
+      await rm(join(uploadDir, String(partNumber)), { force: true });
+      await writeChunks(join(uploadDir, "data"), content.chunks, "r+", (partNumber - 1) * stride);
+      await writeFile(slot, String(content.size));
+    }
+    await writeFile(join(uploadDir, `${partNumber}.md5`), content.md5);
+    return { size: content.size, md5: content.md5 };
+  };
+
   store.putObjectMultipart = async (bucket: string, uploadId: string, parts: ListedPart[]) => {
-    const uploadDir = join(store.getResourcePath(bucket, undefined, "uploads"), uploadId);
+    const uploadDir = uploadDirOf(bucket, uploadId);
     const [key, metadata] = await Promise.all([
       readFile(join(uploadDir, "key"), "utf8"),
       readFile(join(uploadDir, "metadata"), "utf8").then(
@@ -48,38 +116,100 @@ export function completeAsS3(store: FilesystemStore): void {
     }
     const etag = `${createHash("md5").update(Buffer.concat(digests)).digest("hex")}-${parts.length}`;
 
+    const stride = await readFile(join(uploadDir, "stride"), "utf8").then(Number, () => 0);
+    const located: PartBytes[] = [];
+    for (const part of parts) {
+      const inSlot = await readFile(join(uploadDir, `${part.number}.slot`), "utf8").then(Number, () => -1);
+      if (inSlot >= 0) {
+        located.push({ file: join(uploadDir, "data"), offset: (part.number - 1) * stride, length: inSlot });
+      } else {
+        const file = join(uploadDir, String(part.number));
+        located.push({ file, offset: 0, length: (await stat(file)).size });
+      }
+    }
+    // Parts 1..k back to back in `data`: the file is the object once cut to length.
+    const inPlace =
+      located.length > 0 &&
+      located.every(
+        (at, i) =>
+          at.file === join(uploadDir, "data") &&
+          parts[i]?.number === i + 1 &&
+          (i === located.length - 1 || at.length === stride),
+      );
+
     // Assembled beside the object, then renamed over it: readers see the old object or the new one.
     const objectPath = store.getResourcePath(bucket, key, "object");
     await mkdir(dirname(objectPath), { recursive: true });
     const assembling = `${objectPath}.${uploadId}.partial`;
-    const first = parts[0];
-    if (first) await rename(join(uploadDir, String(first.number)), assembling);
-    await appendFiles(
-      assembling,
-      parts.slice(1).map((part) => join(uploadDir, String(part.number))),
-    );
+    if (inPlace) {
+      const last = located[located.length - 1];
+      await rename(join(uploadDir, "data"), assembling);
+      await truncate(assembling, (last?.offset ?? 0) + (last?.length ?? 0));
+    } else {
+      await copyRanges(assembling, located);
+    }
     await rename(assembling, objectPath);
     await store.putMetadata(bucket, key, metadata, etag);
+    strides.delete(uploadDir);
     await rm(uploadDir, { recursive: true, force: true });
     return { md5: etag, size: (await stat(objectPath)).size };
   };
 }
 
+/** Writes `chunks` at `position` with as few system calls as Linux allows (writev). */
+async function writeChunks(
+  path: string,
+  chunks: readonly Buffer[],
+  mode: "w" | "r+",
+  position: number,
+): Promise<void> {
+  const flags = mode === "w" ? "w" : constants.O_RDWR | constants.O_CREAT;
+  const file = await open(path, flags);
+  try {
+    let at = position;
+    for (let i = 0; i < chunks.length; i += MAX_IOV) {
+      let batch = chunks.slice(i, i + MAX_IOV);
+      let left = batch.reduce((sum, chunk) => sum + chunk.length, 0);
+      while (left > 0) {
+        const { bytesWritten } = await file.writev(batch, at);
+        at += bytesWritten;
+        left -= bytesWritten;
+        batch = dropBytes(batch, bytesWritten);
+      }
+    }
+  } finally {
+    await file.close();
+  }
+}
+
+/** What is left of `chunks` after its first `count` bytes (a short write). */
+function dropBytes(chunks: Buffer[], count: number): Buffer[] {
+  let skip = count;
+  let i = 0;
+  while (i < chunks.length && skip >= (chunks[i]?.length ?? 0)) skip -= chunks[i++]?.length ?? 0;
+  const rest = chunks.slice(i);
+  if (skip > 0 && rest[0]) rest[0] = rest[0].subarray(skip);
+  return rest;
+}
+
 /**
- * Appends files to `target` through one small buffer: a step that stays in
- * the CPU cache copies several times faster than megabyte-sized ones.
+ * Writes the byte ranges one after another into `target` through one small
+ * buffer: a step that stays in the CPU cache copies several times faster than
+ * megabyte-sized ones.
  */
-async function appendFiles(target: string, sources: string[]): Promise<void> {
-  const out = await open(target, "a");
+async function copyRanges(target: string, ranges: PartBytes[]): Promise<void> {
+  const out = await open(target, "w");
   const step = Buffer.allocUnsafe(256 * 1024);
   try {
-    for (const source of sources) {
-      const input = await open(source, "r");
+    for (const range of ranges) {
+      const input: FileHandle = await open(range.file, "r");
       try {
-        for (;;) {
-          const { bytesRead } = await input.read(step, 0, step.length, null);
-          if (bytesRead === 0) break;
+        for (let done = 0; done < range.length; ) {
+          const want = Math.min(step.length, range.length - done);
+          const { bytesRead } = await input.read(step, 0, want, range.offset + done);
+          if (bytesRead === 0) throw new Error(`${range.file} ended before its part did`);
           for (let at = 0; at < bytesRead; ) at += (await out.write(step, at, bytesRead - at)).bytesWritten;
+          done += bytesRead;
         }
       } finally {
         await input.close();

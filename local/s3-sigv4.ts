@@ -147,10 +147,34 @@ export function checkSignatures(secrets: ReadonlyMap<string, string>) {
 }
 
 /**
+ * A request body held whole in memory, already checked: its chunks as they
+ * arrived, with their size and MD5 (the ETag S3 gives it), so the store
+ * writes them without hashing or copying them again. Still a stream for
+ * whoever reads it as one.
+ */
+export class CheckedBody extends Readable {
+  readonly chunks: readonly Buffer[];
+  readonly size: number;
+  readonly md5: string;
+  #next = 0;
+
+  constructor(chunks: Buffer[], md5: string) {
+    super();
+    this.chunks = chunks;
+    this.size = chunks.reduce((sum, chunk) => sum + chunk.length, 0);
+    this.md5 = md5;
+  }
+
+  override _read(): void {
+    this.push(this.chunks[this.#next++] ?? null);
+  }
+}
+
+/**
  * Koa middleware for s3rver: a body whose SHA-256 (x-amz-content-sha256) or
  * MD5 (Content-MD5) the client stated must match it, or nothing is stored.
  * Such bodies were whole in the client's memory to be hashed, so they are
- * held whole here too until checked.
+ * held whole here too until checked, then handed on as a CheckedBody.
  */
 export async function checkPayload(ctx: S3rverContext, next: () => Promise<void>): Promise<void> {
   const headers = ctx.request.headers;
@@ -161,14 +185,14 @@ export async function checkPayload(ctx: S3rverContext, next: () => Promise<void>
     await next();
     return;
   }
-  // Hashed as it arrives and kept in the chunks it came in (no copy into one buffer).
+  // Hashed as it arrives, while each chunk is in the CPU cache, and kept in the chunks it came in.
   const chunks: Buffer[] = [];
   const shaOf = createHash("sha256");
   const md5Of = createHash("md5");
   for await (const chunk of ctx.req as IncomingMessage) {
     chunks.push(chunk as Buffer);
     if (checkSha) shaOf.update(chunk as Buffer);
-    if (typeof md5 === "string") md5Of.update(chunk as Buffer);
+    md5Of.update(chunk as Buffer);
   }
   if (checkSha && shaOf.digest("hex") !== sha) {
     answer(
@@ -179,31 +203,11 @@ export async function checkPayload(ctx: S3rverContext, next: () => Promise<void>
     );
     return;
   }
-  if (typeof md5 === "string" && md5Of.digest("base64") !== md5) {
+  const digest = md5Of.digest();
+  if (typeof md5 === "string" && digest.toString("base64") !== md5) {
     answer(ctx, 400, "BadDigest", "The Content-MD5 you specified did not match what we received.");
     return;
   }
-  ctx.req = Readable.from(coalesce(chunks, 256 * 1024));
+  ctx.req = new CheckedBody(chunks, digest.toString("hex"));
   await next();
-}
-
-/**
- * Joins runs of small chunks into blocks of about `size` bytes: s3rver hashes
- * and writes chunk by chunk, and a busy sender's body arrives in small ones.
- */
-function coalesce(chunks: Buffer[], size: number): Buffer[] {
-  const blocks: Buffer[] = [];
-  let run: Buffer[] = [];
-  let length = 0;
-  for (const chunk of chunks) {
-    run.push(chunk);
-    length += chunk.length;
-    if (length >= size) {
-      blocks.push(run.length === 1 ? chunk : Buffer.concat(run, length));
-      run = [];
-      length = 0;
-    }
-  }
-  if (run.length > 0) blocks.push(Buffer.concat(run, length));
-  return blocks;
 }

@@ -65,6 +65,12 @@ declare module "s3rver/lib/stores/filesystem.js" {
   export default class FilesystemStore {
     getResourcePath(bucket: string, key: string | undefined, resource: string): string;
     putMetadata(bucket: string, key: string, metadata: Record<string, string>, md5: string): Promise<void>;
+    putPart(
+      bucket: string,
+      uploadId: string,
+      partNumber: number,
+      content: import("node:stream").Readable,
+    ): Promise<{ md5: string; size: number }>;
     putObjectMultipart(
       bucket: string,
       uploadId: string,
