@@ -9,6 +9,7 @@
 //
 //   node node-worker/bench/e2e.ts            (ports 17500-17510; BENCH_PORT=N to move them)
 //   BENCH_MIB=1024 BENCH_KEEP=1 ...           (size; keep the data folder)
+//   BENCH_LOG_LEVEL=info ...                  (the worker's log, e.g. when each file was stored)
 import { spawn } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -147,7 +148,7 @@ async function main(): Promise<void> {
       cwd: root,
       env: {
         ...workerEnv(env, {
-          LOG_LEVEL: "warn",
+          LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn",
           WORKER_HTTP_PORT: String(port),
           WORKER_PART_SIZE_BYTES: String(8 * MiB),
           WORKER_UPLOAD_CONCURRENCY: "4",
