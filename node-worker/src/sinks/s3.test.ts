@@ -9,6 +9,7 @@ import {
   CreateMultipartUploadCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  PutObjectCommand,
   type S3Client,
   UploadPartCommand,
 } from "@aws-sdk/client-s3";
@@ -193,6 +194,60 @@ describe("S3Sink against the local S3 server", () => {
       expect(sha256(await stored(result.cloudId))).toBe(sha256(bytes));
     } finally {
       sink.close();
+    }
+  });
+  it("finds a file an attempt completed just before it died, and sends none of it again", async () => {
+    const bytes = randomBytes(11 * MiB);
+    const localPath = join(work, "completed.bin");
+    await writeFile(localPath, bytes);
+    const file = { path: "c.bin", size: bytes.length, localPath };
+    // The earlier attempt: every part journaled, the upload completed, and then the worker died.
+    let session: string | null = null;
+    const first = sinkFor("completed");
+    const earlier = recording();
+    earlier.hooks.onSession = async (id) => {
+      session = id;
+    };
+    try {
+      await first.upload({ ...file, uploadSession: null }, earlier.hooks);
+    } finally {
+      first.close();
+    }
+    expect(session).not.toBeNull();
+    const journal = earlier.seen.parts;
+    expect(journal).toHaveLength(3);
+
+    // Where the provider has no ListParts (the local one), the journal leads to
+    // a CompleteMultipartUpload that finds no upload; where it has, ListParts
+    // finds none. Either way the object is recognised by its size and ETag.
+    const sink = sinkFor("completed");
+    const log = outcomes(sink.client);
+    const { hooks, seen } = recording(journal);
+    try {
+      const result = await sink.upload({ ...file, uploadSession: session }, hooks);
+      expect(result.cloudId).toBe("completed/c.bin");
+      expect(log).toEqual([]);
+      expect(seen.ready).toEqual([]);
+      expect(seen.bytes).toBe(bytes.length);
+      expect(sha256(await stored(result.cloudId))).toBe(sha256(bytes));
+    } finally {
+      sink.close();
+    }
+
+    // A different object under the key (another size or ETag) is not taken for it: the file is sent again.
+    await admin.send(
+      new PutObjectCommand({ Bucket: bucket, Key: "completed/c.bin", Body: randomBytes(11 * MiB) }),
+    );
+    const again = sinkFor("completed");
+    const againLog = outcomes(again.client);
+    const third = recording(journal);
+    try {
+      const result = await again.upload({ ...file, uploadSession: session }, third.hooks);
+      expect(againLog.sort()).toEqual(["part 1 ok", "part 2 ok", "part 3 ok"]);
+      expect(third.seen.bytes).toBe(bytes.length);
+      expect(sha256(await stored(result.cloudId))).toBe(sha256(bytes));
+    } finally {
+      again.close();
     }
   });
 });

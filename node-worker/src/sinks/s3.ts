@@ -7,6 +7,7 @@
 // x-amz-content-sha256, which the SDK computes for in-memory bodies), and the
 // provider refuses a body that does not match it. That is the one hash per
 // byte we pay for; a Content-MD5 on top would be a second.
+import { createHash } from "node:crypto";
 import { type FileHandle, open } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
@@ -314,6 +315,12 @@ export class S3Sink implements Sink {
         for (const part of known)
           if (part.size === lengthOf(part.partNumber)) stored.set(part.partNumber, part);
       } else {
+        // Gone: aborted, or completed by an attempt that died before it could say so.
+        const done = await this.#completedBefore(key, file.size, await hooks.journal(), hooks.signal);
+        if (done) {
+          hooks.onBytes(file.size);
+          return done;
+        }
         uploadId = null;
         await hooks.clearSession();
       }
@@ -387,21 +394,67 @@ export class S3Sink implements Sink {
 
     const parts = [...stored.values()].sort((a, b) => a.partNumber - b.partNumber);
     if (parts.length !== count) throw new Error(`expected ${count} parts for ${key}, have ${parts.length}`);
-    const completed = await withRetry(
-      () =>
-        this.client.send(
-          new CompleteMultipartUploadCommand({
-            Bucket: this.#bucket,
-            Key: key,
-            UploadId: id,
-            MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.partNumber, ETag: `"${p.etag}"` })) },
-          }),
-          { abortSignal: hooks.signal },
-        ),
-      { signal: hooks.signal, log: this.#opts.log, what: `CompleteMultipartUpload ${key}` },
-    );
+    let completed: { ETag?: string | undefined };
+    try {
+      completed = await withRetry(
+        () =>
+          this.client.send(
+            new CompleteMultipartUploadCommand({
+              Bucket: this.#bucket,
+              Key: key,
+              UploadId: id,
+              MultipartUpload: {
+                Parts: parts.map((p) => ({ PartNumber: p.partNumber, ETag: `"${p.etag}"` })),
+              },
+            }),
+            { abortSignal: hooks.signal },
+          ),
+        { signal: hooks.signal, log: this.#opts.log, what: `CompleteMultipartUpload ${key}` },
+      );
+    } catch (error) {
+      // A resumed upload (trusted from the journal where there is no ListParts) that is gone:
+      // completed by the attempt that journaled it, or aborted, in which case it starts over.
+      if (codeOf(error) !== "NoSuchUpload" || !file.uploadSession) throw error;
+      const done = await this.#completedBefore(key, file.size, parts, hooks.signal);
+      if (done) return done;
+      await hooks.clearSession();
+      // Every byte of the file is counted already (all its parts were), so none is counted twice.
+      return this.#putMultipart({ ...file, uploadSession: null }, partSize, { ...hooks, onBytes: () => {} });
+    }
     await this.#checkStored(key, file.size, hooks.signal);
     return { cloudId: key, checksum: etagChecksum(completed.ETag) };
+  }
+
+  /**
+   * The object an earlier attempt completed from exactly these parts, if it is
+   * there: its size, and the ETag S3 gives a multipart object (the MD5 of the
+   * parts' MD5s, then their count). Providers whose ETags differ never match,
+   * and the file is uploaded again.
+   */
+  async #completedBefore(
+    key: string,
+    size: number,
+    parts: JournalPart[],
+    signal: AbortSignal,
+  ): Promise<UploadResult | undefined> {
+    const expected = multipartEtag(parts);
+    if (!expected) return undefined;
+    let head: { ContentLength?: number | undefined; ETag?: string | undefined };
+    try {
+      head = await withRetry(
+        () =>
+          this.client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: key }), {
+            abortSignal: signal,
+          }),
+        { signal, log: this.#opts.log, what: `HeadObject ${key}` },
+      );
+    } catch (error) {
+      if (codeOf(error) === "NotFound" || codeOf(error) === "NoSuchKey") return undefined;
+      throw error;
+    }
+    if (head.ContentLength !== size || unquote(head.ETag) !== expected) return undefined;
+    this.#opts.log.info({ key }, "already stored by an earlier attempt");
+    return { cloudId: key, checksum: etagChecksum(head.ETag) };
   }
 
   async #sendPart(
@@ -508,6 +561,15 @@ export class S3Sink implements Sink {
   close(): void {
     this.client.destroy();
   }
+}
+
+/** S3's ETag for an object completed from `parts` (in order), or undefined if a part's ETag is not an MD5. */
+function multipartEtag(parts: JournalPart[]): string | undefined {
+  if (parts.length === 0 || !parts.every((part) => /^[0-9a-f]{32}$/i.test(part.etag))) return undefined;
+  const md5 = createHash("md5");
+  for (const part of [...parts].sort((a, b) => a.partNumber - b.partNumber))
+    md5.update(Buffer.from(part.etag, "hex"));
+  return `${md5.digest("hex")}-${parts.length}`;
 }
 
 async function readFully(
