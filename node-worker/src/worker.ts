@@ -13,6 +13,9 @@ import { removeDir, ScratchBudget, scratchDirFor, scratchJobs } from "./scratch.
 
 /** A job attempted this many times without finishing is failed instead of retried forever. */
 const MAX_ATTEMPTS = 10;
+// A consumer holding no entries and idle this long belongs to a worker that is gone.
+const STALE_CONSUMER_MS = 60 * 60_000;
+const PRUNE_EVERY_MS = 10 * 60_000;
 
 interface Active {
   run: JobRun;
@@ -64,8 +67,10 @@ export class Worker {
     const reclaimEvery = Math.max(500, Math.min(this.#deps.config.WORKER_LEASE_MS / 2, 15_000));
     this.#timers.push(setInterval(() => void this.#reclaim(), reclaimEvery));
     this.#timers.push(setInterval(() => void this.#measureLag(), 10_000));
+    this.#timers.push(setInterval(() => void this.#pruneConsumers(), PRUNE_EVERY_MS));
     void this.#reclaim();
     void this.#measureLag();
+    void this.#pruneConsumers();
     this.#log.info(
       { worker: this.#deps.config.WORKER_ID, concurrency: this.#deps.config.WORKER_CONCURRENCY },
       "taking jobs",
@@ -120,6 +125,17 @@ export class Worker {
       }
     } catch (error) {
       this.#log.warn({ err: error }, "reclaiming idle jobs failed");
+    }
+  }
+
+  /** Forgets consumers left in the group by workers that died (a clean exit retires its own). */
+  async #pruneConsumers(): Promise<void> {
+    try {
+      const removed = await this.queue.pruneConsumers(STALE_CONSUMER_MS);
+      if (removed.length > 0)
+        this.#log.info({ consumers: removed }, "removed consumers of workers that are gone");
+    } catch (error) {
+      this.#log.debug({ err: error }, "could not prune the consumer group");
     }
   }
 
@@ -287,6 +303,10 @@ export class Worker {
     if (!(await Promise.race([settled, timedOut]))) {
       this.#log.warn({ jobs: this.activeJobs }, "jobs did not hand back in time; their leases will lapse");
     }
+    // Out of the group, unless it still holds entries (a job that did not hand back in time).
+    await this.queue.retire().catch((error: unknown) => {
+      this.#log.warn({ err: error }, "could not leave the consumer group");
+    });
     await this.queue.close();
   }
 }

@@ -4,7 +4,7 @@
 // back to the queue within the shutdown bound.
 import { type ChildProcess, spawn } from "node:child_process";
 import { join, resolve } from "node:path";
-import { keys, ProgressEvent } from "@torreclou/contracts";
+import { keys, ProgressEvent, queue } from "@torreclou/contracts";
 import { uploadParts } from "@torreclou/db";
 import { inArray } from "drizzle-orm";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -185,6 +185,9 @@ describe("worker crashes", () => {
     a.child.kill("SIGTERM");
     expect(await a.exited).toBe(0);
     expect(Date.now() - asked).toBeLessThan(20_000);
+    // Having handed its job back, it left the consumer group on its way out.
+    const group = (await env.redis.xinfo("CONSUMERS", queue.stream, queue.group)) as unknown[][];
+    expect(group.map((fields) => String(fields[fields.indexOf("name") + 1]))).not.toContain("worker-e");
     const queued = await waitForState(env, job.id, ["queued"], 5000);
     const last = (await transitionsOf(env, job.id)).at(-1);
     expect(last?.reason).toBe("worker shutting down");

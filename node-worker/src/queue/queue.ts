@@ -34,6 +34,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `;
 
+/**
+ * Deletes a consumer from the group, but only if it holds no entries: the
+ * entries of a deleted consumer could never be reclaimed.
+ */
+const RETIRE = `
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+  return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1
+`;
+
 type StreamFields = [id: string, fields: string[] | null];
 
 function parseEntry(raw: StreamFields, log: Logger): Entry {
@@ -182,6 +193,32 @@ export class JobQueue {
       // XINFO may be unavailable on some hosted Redis plans.
     }
     return { pending, oldestAgeSeconds, undelivered };
+  }
+
+  /**
+   * Removes a consumer from the group if it holds no entries; true if removed.
+   * Harmless for a live one: its next read adds it back.
+   */
+  async retire(consumer = this.consumer): Promise<boolean> {
+    return (await this.commands.eval(RETIRE, 1, queue.stream, queue.group, consumer)) !== -1;
+  }
+
+  /**
+   * Removes the consumers of workers that are gone: no entries held, idle
+   * longer than `idleMs`. Every worker process joins under a new name, so
+   * without this the group would list every worker that ever ran.
+   */
+  async pruneConsumers(idleMs: number): Promise<string[]> {
+    const consumers = (await this.commands.xinfo("CONSUMERS", queue.stream, queue.group)) as unknown[][];
+    const removed: string[] = [];
+    for (const fields of consumers) {
+      const field = (name: string) => fields[fields.indexOf(name) + 1];
+      const name = String(field("name"));
+      if (name === this.consumer || Number(field("pending")) !== 0 || Number(field("idle")) <= idleMs)
+        continue;
+      if (await this.retire(name)) removed.push(name);
+    }
+    return removed;
   }
 
   /** Breaks a blocking read in progress; the command connection stays for hand-backs. */
