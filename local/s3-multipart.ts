@@ -14,12 +14,16 @@
 // byte copied. A part larger than the stride, or one that came as a stream,
 // keeps a file of its own, and an upload with such parts (or gaps) is
 // assembled by copying, as before.
+//
+// Listing and aborting: s3rver has neither ListParts nor AbortMultipartUpload;
+// both work here as on S3.
 import { createHash } from "node:crypto";
 import { constants } from "node:fs";
 import {
   type FileHandle,
   mkdir,
   open,
+  readdir,
   readFile,
   rename,
   rm,
@@ -29,6 +33,7 @@ import {
 } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
+import type { S3rverContext } from "s3rver";
 import S3Error from "s3rver/lib/models/error.js";
 import type FilesystemStore from "s3rver/lib/stores/filesystem.js";
 import { CheckedBody } from "./s3-sigv4.ts";
@@ -44,12 +49,13 @@ type PartBytes = { file: string; offset: number; length: number };
 // Linux takes at most 1024 buffers in one writev.
 const MAX_IOV = 1024;
 
+// Upload folder → stride. Set by the first part to arrive: synchronously, so concurrent parts agree; on disk for a restart.
+const strides = new Map<string, number>();
+
 /** Replaces the store's part writes and multipart completion with ones that behave as S3's. */
 export function completeAsS3(store: FilesystemStore): void {
   const uploadDirOf = (bucket: string, uploadId: string) =>
     join(store.getResourcePath(bucket, undefined, "uploads"), uploadId);
-  // Set by the first part to arrive: synchronously here, so concurrent parts agree; on disk for a restart.
-  const strides = new Map<string, number>();
   const strideOf = async (uploadDir: string, size: number): Promise<number> => {
     const known = strides.get(uploadDir);
     if (known !== undefined) return known;
@@ -153,6 +159,76 @@ export function completeAsS3(store: FilesystemStore): void {
     strides.delete(uploadDir);
     await rm(uploadDir, { recursive: true, force: true });
     return { md5: etag, size: (await stat(objectPath)).size };
+  };
+}
+
+/**
+ * Koa middleware for s3rver, which answers ListParts (GET with `uploadId`)
+ * and AbortMultipartUpload (DELETE with `uploadId`) 405: the parts stored so
+ * far, as S3 lists them, `max-parts` at a time from `part-number-marker` on;
+ * and an abort that deletes them. Goes just in front of s3rver's router.
+ */
+export function uploadRequests(store: FilesystemStore) {
+  return async (ctx: S3rverContext, next: () => Promise<void>): Promise<void> => {
+    const uploadId = ctx.query.uploadId;
+    if ((ctx.method !== "GET" && ctx.method !== "DELETE") || typeof uploadId !== "string") return next();
+    const [bucket = "", ...keyPath] = ctx.path.slice(1).split("/").map(decodeURIComponent);
+    const key = keyPath.join("/");
+    const uploadDir = join(store.getResourcePath(bucket, undefined, "uploads"), uploadId);
+    const storedKey = /^[\w-]+$/.test(uploadId)
+      ? await readFile(join(uploadDir, "key"), "utf8").catch(() => undefined)
+      : undefined;
+    if (storedKey === undefined || storedKey !== key) {
+      throw new S3Error(
+        "NoSuchUpload",
+        "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
+      );
+    }
+    if (ctx.method === "DELETE") {
+      strides.delete(uploadDir);
+      await rm(uploadDir, { recursive: true, force: true });
+      ctx.status = 204;
+      return;
+    }
+    const marker = Number(ctx.query["part-number-marker"] ?? 0) || 0;
+    const maxParts = Math.min(1000, Math.max(1, Number(ctx.query["max-parts"] ?? 1000) || 1000));
+    const numbers = (await readdir(uploadDir))
+      .map((name) => /^(\d+)\.md5$/.exec(name)?.[1])
+      .filter((n): n is string => n !== undefined)
+      .map(Number)
+      .filter((n) => n > marker)
+      .sort((a, b) => a - b);
+    const page = numbers.slice(0, maxParts);
+    const parts = [];
+    for (const number of page) {
+      const md5Path = join(uploadDir, `${number}.md5`);
+      const [etag, written, inSlot] = await Promise.all([
+        readFile(md5Path, "utf8"),
+        stat(md5Path),
+        readFile(join(uploadDir, `${number}.slot`), "utf8").then(Number, () => undefined),
+      ]);
+      const size = inSlot ?? (await stat(join(uploadDir, String(number)))).size;
+      parts.push({
+        PartNumber: number,
+        LastModified: written.mtime.toISOString(),
+        ETag: `"${etag}"`,
+        Size: size,
+      });
+    }
+    // A plain object: s3rver writes it out as XML.
+    ctx.body = {
+      ListPartsResult: {
+        "@": { xmlns: "http://s3.amazonaws.com/doc/2006-03-01/" },
+        Bucket: bucket,
+        Key: key,
+        UploadId: uploadId,
+        PartNumberMarker: marker,
+        NextPartNumberMarker: page.at(-1) ?? marker,
+        MaxParts: maxParts,
+        IsTruncated: numbers.length > page.length,
+        Part: parts,
+      },
+    };
   };
 }
 

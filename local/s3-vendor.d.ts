@@ -26,6 +26,7 @@ declare module "s3rver" {
     readonly request: { readonly headers: IncomingHttpHeaders };
     readonly method: string;
     readonly path: string;
+    readonly query: Record<string, string | string[] | undefined>;
     status: number;
     body: unknown;
     set(field: string, value: string): void;

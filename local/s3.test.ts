@@ -4,12 +4,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import {
+  AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
+  ListPartsCommand,
   PutObjectCommand,
   S3Client,
   UploadPartCommand,
@@ -202,6 +204,42 @@ describe("local S3 (s3rver)", () => {
       ],
       [1, 3, 4],
     );
+  });
+
+  it("lists the parts of an upload as S3 does, a page at a time, and none once it is aborted", async () => {
+    const key = "multi/listed.bin";
+    const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }));
+    const sizes = new Map([
+      [2, 5 * MiB],
+      [1, 6 * MiB],
+      [3, MiB + 1],
+    ]);
+    const etags = new Map<number, string | undefined>();
+    for (const [PartNumber, size] of sizes) {
+      const { ETag } = await client.send(
+        new UploadPartCommand({ Bucket: bucket, Key: key, UploadId, PartNumber, Body: randomBytes(size) }),
+      );
+      etags.set(PartNumber, ETag);
+    }
+    const list = (extra: { MaxParts?: number; PartNumberMarker?: string } = {}, Key = key) =>
+      client.send(new ListPartsCommand({ Bucket: bucket, Key, UploadId, ...extra }));
+    const all = await list();
+    expect(all.IsTruncated).toBe(false);
+    expect(all.Parts?.map((p) => [p.PartNumber, p.Size, p.ETag])).toEqual(
+      [1, 2, 3].map((n) => [n, sizes.get(n), etags.get(n)]),
+    );
+    const first = await list({ MaxParts: 2 });
+    expect(first.Parts?.map((p) => p.PartNumber)).toEqual([1, 2]);
+    expect(first.IsTruncated).toBe(true);
+    const rest = await list({ MaxParts: 2, PartNumberMarker: first.NextPartNumberMarker });
+    expect(rest.Parts?.map((p) => p.PartNumber)).toEqual([3]);
+    expect(rest.IsTruncated).toBe(false);
+    await expect(list({}, "multi/other.bin")).rejects.toMatchObject({ name: "NoSuchUpload" });
+    await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId }));
+    await expect(list()).rejects.toMatchObject({ name: "NoSuchUpload", $metadata: { httpStatusCode: 404 } });
+    await expect(
+      client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId })),
+    ).rejects.toMatchObject({ name: "NoSuchUpload" });
   });
 
   it("refuses a body that does not match its signed SHA-256 or its Content-MD5, storing nothing", async () => {

@@ -6,8 +6,8 @@
 // it leaves out, middleware in front of it does as S3 does: SigV4 signatures
 // and the body's stated SHA-256 or MD5 are checked (s3-sigv4.ts), and
 // `aws-chunked` bodies, which s3rver would store verbatim with chunk headers
-// and trailers, are decoded; multipart uploads complete as on S3
-// (s3-multipart.ts).
+// and trailers, are decoded; multipart uploads list their parts, abort and
+// complete as on S3 (s3-multipart.ts).
 
 import { mkdir } from "node:fs/promises";
 import type { IncomingMessage } from "node:http";
@@ -18,7 +18,7 @@ import { HeadBucketCommand, S3Client } from "@aws-sdk/client-s3";
 import S3rver, { type S3rverContext } from "s3rver";
 import AWSAccount from "s3rver/lib/models/account.js";
 import { type LogSink, prefixedLog, type Service, spawnService } from "./process.ts";
-import { completeAsS3 } from "./s3-multipart.ts";
+import { completeAsS3, uploadRequests } from "./s3-multipart.ts";
 import { checkPayload, checkSignatures } from "./s3-sigv4.ts";
 
 export interface S3Options {
@@ -203,6 +203,8 @@ export async function startS3(opts: S3Options): Promise<Service> {
     configureBuckets: [{ name: opts.bucket }],
   });
   completeAsS3(server.store);
+  // Just in front of s3rver's router, which is last, so s3rver answers its errors and writes its XML.
+  server.middleware.splice(server.middleware.length - 1, 0, uploadRequests(server.store));
   server.middleware.unshift(decodeAwsChunked);
   server.middleware.unshift(checkPayload);
   // First of all: s3rver itself does not check SigV4 signatures.
