@@ -3,7 +3,7 @@
 // creates them; a worker in this process takes them from the stream.
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { HeadObjectCommand } from "@aws-sdk/client-s3";
+import { HeadObjectCommand, ListPartsCommand } from "@aws-sdk/client-s3";
 import { keys, ProgressEvent, progressField } from "@torreclou/contracts";
 import { storageProfiles } from "@torreclou/db";
 import { eq } from "drizzle-orm";
@@ -157,7 +157,7 @@ describe("worker pipeline", () => {
     const key = `${job.id}/to-cancel`;
     // Wait until the upload has started (a part is journaled).
     await waitFor("a part to be uploaded", async () => proxy.count("part", key) > 0, 30_000);
-    await waitFor(
+    const session = await waitFor(
       "upload session saved",
       async () => (await filesOf(env, job.id))[0]?.uploadSession ?? undefined,
     );
@@ -168,6 +168,10 @@ describe("worker pipeline", () => {
     expect(Date.now() - asked).toBeLessThan(5000);
     await waitFor("scratch removed", async () => !existsSync(join(env.scratchDir, job.id)), 5000);
     expect(proxy.count("abort", key)).toBe(1);
+    // The server no longer has the upload, nor any part of it.
+    await expect(
+      env.s3.send(new ListPartsCommand({ Bucket: env.bucket, Key: key, UploadId: session })),
+    ).rejects.toMatchObject({ name: "NoSuchUpload" });
     const [file] = await filesOf(env, job.id);
     expect(file?.uploadSession).toBeNull();
     expect(await listKeys(env.s3, env.bucket, `${job.id}/`)).toEqual([]);

@@ -11,6 +11,7 @@ import {
   HeadObjectCommand,
   PutObjectCommand,
   type S3Client,
+  S3ServiceException,
   UploadPartCommand,
 } from "@aws-sdk/client-s3";
 import { pino } from "pino";
@@ -156,98 +157,121 @@ describe("S3Sink against the local S3 server", () => {
     }
   });
 
-  it("resumes an upload from the parts the provider already has, without reading them again", async () => {
-    const bytes = randomBytes(11 * MiB);
-    const localPath = join(work, "resumed.bin");
-    await writeFile(localPath, bytes);
-    const key = "resume/b.bin";
-    // An earlier attempt stored part 1 and journaled it, then died. (The local
-    // server has no ListParts, so the sink trusts the journal, as it would on
-    // any provider without it.)
-    const created = await admin.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }));
-    const first = await admin.send(
-      new UploadPartCommand({
-        Bucket: bucket,
-        Key: key,
-        UploadId: created.UploadId,
-        PartNumber: 1,
-        Body: bytes.subarray(0, 5 * MiB),
-      }),
+  // Providers with ListParts (S3, MinIO, R2, the local one) and without it, where the journal is trusted.
+  const resumeSources = ["ListParts", "journal"] as const;
+
+  /** Makes `client` meet a provider without ListParts: 405, as such servers answer. */
+  function withoutListParts(client: S3Client): void {
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        if ((context as { commandName?: string }).commandName === "ListPartsCommand") {
+          // What the SDK throws for such a server's 405 answer.
+          throw new S3ServiceException({
+            name: "MethodNotAllowed",
+            $fault: "client",
+            $metadata: { httpStatusCode: 405 },
+            message: "The specified method is not allowed against this resource.",
+          });
+        }
+        return next(args);
+      },
+      { step: "initialize", name: "withoutListParts" },
     );
-    const sink = sinkFor("resume");
-    const log = outcomes(sink.client);
-    const { hooks, seen } = recording([
-      { partNumber: 1, etag: first.ETag?.replace(/"/g, "") ?? "", size: 5 * MiB },
-    ]);
-    try {
-      const result = await sink.upload(
-        { path: "b.bin", size: bytes.length, localPath, uploadSession: created.UploadId ?? null },
-        hooks,
+  }
+
+  it.each(resumeSources)(
+    "resumes an upload from the parts the provider already has, found through %s, without reading them again",
+    async (source) => {
+      const bytes = randomBytes(11 * MiB);
+      const localPath = join(work, `resumed-${source}.bin`);
+      await writeFile(localPath, bytes);
+      const key = `resume/${source}.bin`;
+      // An earlier attempt stored part 1 and journaled it, then died.
+      const created = await admin.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }));
+      const first = await admin.send(
+        new UploadPartCommand({
+          Bucket: bucket,
+          Key: key,
+          UploadId: created.UploadId,
+          PartNumber: 1,
+          Body: bytes.subarray(0, 5 * MiB),
+        }),
       );
-      expect(log.sort()).toEqual(["part 2 ok", "part 3 ok"]);
-      // Only the missing parts' bytes were waited for and read.
-      expect(seen.ready).toEqual([
-        [5 * MiB, 10 * MiB],
-        [10 * MiB, 11 * MiB],
-      ]);
-      expect(seen.bytes).toBe(bytes.length);
-      expect(sha256(await stored(result.cloudId))).toBe(sha256(bytes));
-    } finally {
-      sink.close();
-    }
-  });
-  it("finds a file an attempt completed just before it died, and sends none of it again", async () => {
-    const bytes = randomBytes(11 * MiB);
-    const localPath = join(work, "completed.bin");
-    await writeFile(localPath, bytes);
-    const file = { path: "c.bin", size: bytes.length, localPath };
-    // The earlier attempt: every part journaled, the upload completed, and then the worker died.
-    let session: string | null = null;
-    const first = sinkFor("completed");
-    const earlier = recording();
-    earlier.hooks.onSession = async (id) => {
-      session = id;
-    };
-    try {
-      await first.upload({ ...file, uploadSession: null }, earlier.hooks);
-    } finally {
-      first.close();
-    }
-    expect(session).not.toBeNull();
-    const journal = earlier.seen.parts;
-    expect(journal).toHaveLength(3);
+      const sink = sinkFor("resume");
+      if (source === "journal") withoutListParts(sink.client);
+      const log = outcomes(sink.client);
+      // Through ListParts the journal is not even read: an empty one proves it.
+      const journal =
+        source === "journal"
+          ? [{ partNumber: 1, etag: first.ETag?.replace(/"/g, "") ?? "", size: 5 * MiB }]
+          : [];
+      const { hooks, seen } = recording(journal);
+      try {
+        const result = await sink.upload(
+          { path: `${source}.bin`, size: bytes.length, localPath, uploadSession: created.UploadId ?? null },
+          hooks,
+        );
+        expect(log.sort()).toEqual(["part 2 ok", "part 3 ok"]);
+        // Only the missing parts' bytes were waited for and read.
+        expect(seen.ready).toEqual([
+          [5 * MiB, 10 * MiB],
+          [10 * MiB, 11 * MiB],
+        ]);
+        expect(seen.bytes).toBe(bytes.length);
+        expect(sha256(await stored(result.cloudId))).toBe(sha256(bytes));
+      } finally {
+        sink.close();
+      }
+    },
+  );
 
-    // Where the provider has no ListParts (the local one), the journal leads to
-    // a CompleteMultipartUpload that finds no upload; where it has, ListParts
-    // finds none. Either way the object is recognised by its size and ETag.
-    const sink = sinkFor("completed");
-    const log = outcomes(sink.client);
-    const { hooks, seen } = recording(journal);
-    try {
-      const result = await sink.upload({ ...file, uploadSession: session }, hooks);
-      expect(result.cloudId).toBe("completed/c.bin");
-      expect(log).toEqual([]);
-      expect(seen.ready).toEqual([]);
-      expect(seen.bytes).toBe(bytes.length);
-      expect(sha256(await stored(result.cloudId))).toBe(sha256(bytes));
-    } finally {
-      sink.close();
-    }
+  it.each(resumeSources)(
+    "finds a file an attempt completed just before it died (upload looked up through %s) and sends none of it again",
+    async (source) => {
+      const bytes = randomBytes(11 * MiB);
+      const localPath = join(work, `completed-${source}.bin`);
+      await writeFile(localPath, bytes);
+      const file = { path: `${source}.bin`, size: bytes.length, localPath };
+      const key = `completed/${source}.bin`;
+      // The earlier attempt: every part journaled, the upload completed, and then the worker died.
+      let session: string | null = null;
+      const first = sinkFor("completed");
+      const earlier = recording();
+      earlier.hooks.onSession = async (id) => {
+        session = id;
+      };
+      try {
+        await first.upload({ ...file, uploadSession: null }, earlier.hooks);
+      } finally {
+        first.close();
+      }
+      expect(session).not.toBeNull();
+      const journal = earlier.seen.parts;
+      expect(journal).toHaveLength(3);
 
-    // A different object under the key (another size or ETag) is not taken for it: the file is sent again.
-    await admin.send(
-      new PutObjectCommand({ Bucket: bucket, Key: "completed/c.bin", Body: randomBytes(11 * MiB) }),
-    );
-    const again = sinkFor("completed");
-    const againLog = outcomes(again.client);
-    const third = recording(journal);
-    try {
-      const result = await again.upload({ ...file, uploadSession: session }, third.hooks);
-      expect(againLog.sort()).toEqual(["part 1 ok", "part 2 ok", "part 3 ok"]);
-      expect(third.seen.bytes).toBe(bytes.length);
-      expect(sha256(await stored(result.cloudId))).toBe(sha256(bytes));
-    } finally {
-      again.close();
-    }
-  });
+      // ListParts finds no upload; without it, the journal leads to a
+      // CompleteMultipartUpload that finds none. Either way the object is
+      // recognised by its size and multipart ETag.
+      const retry = async () => {
+        const sink = sinkFor("completed");
+        if (source === "journal") withoutListParts(sink.client);
+        const log = outcomes(sink.client);
+        const { hooks, seen } = recording(journal);
+        try {
+          const result = await sink.upload({ ...file, uploadSession: session }, hooks);
+          expect(result.cloudId).toBe(key);
+          expect(seen.bytes).toBe(bytes.length);
+          expect(sha256(await stored(key))).toBe(sha256(bytes));
+          return { log: log.sort(), ready: seen.ready };
+        } finally {
+          sink.close();
+        }
+      };
+      expect(await retry()).toEqual({ log: [], ready: [] });
+
+      // Another object under the key (other bytes, so another ETag) is not taken for it: the file is sent again.
+      await admin.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: randomBytes(11 * MiB) }));
+      expect((await retry()).log).toEqual(["part 1 ok", "part 2 ok", "part 3 ok"]);
+    },
+  );
 });
