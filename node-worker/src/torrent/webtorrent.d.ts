@@ -96,3 +96,20 @@ declare module "bittorrent-protocol" {
     on(event: string, listener: (...args: never[]) => void): this;
   }
 }
+
+// A piece being downloaded, block by block (patched to reuse flushed buffers, see patches/).
+declare module "torrent-piece" {
+  export default class Piece {
+    static readonly BLOCK_LENGTH: number;
+    /** Hands back a flushed buffer once nothing refers to it; a later flush of that length may reuse it. */
+    static release(buffer: Uint8Array): void;
+    constructor(length: number);
+    readonly missing: number;
+    /** The next block to request, or -1. */
+    reserve(): number;
+    /** Stores block `i`; true once the piece is whole. */
+    set(i: number, data: Uint8Array, source: unknown): boolean;
+    /** The whole piece, once every block is set; null before. */
+    flush(): Uint8Array | null;
+  }
+}
