@@ -71,12 +71,15 @@ export function completeAsS3(store: FilesystemStore): void {
   const streamedPart = store.putPart.bind(store);
   store.putPart = async (bucket: string, uploadId: string, partNumber: number, content: Readable) => {
     const uploadDir = uploadDirOf(bucket, uploadId);
+    // S3 refuses parts for an upload that is not there (never was, aborted, completed).
+    if (!/^[\w-]+$/.test(uploadId) || !(await stat(join(uploadDir, "key")).catch(() => undefined))) {
+      throw noSuchUpload();
+    }
     const slot = join(uploadDir, `${partNumber}.slot`);
     if (!(content instanceof CheckedBody)) {
       await rm(slot, { force: true });
       return streamedPart(bucket, uploadId, partNumber, content);
     }
-    await mkdir(uploadDir, { recursive: true });
     const stride = await strideOf(uploadDir, content.size);
     if (content.size > stride) {
       await rm(slot, { force: true });
@@ -99,10 +102,7 @@ export function completeAsS3(store: FilesystemStore): void {
       ),
     ]).catch((error: NodeJS.ErrnoException) => {
       if (error.code !== "ENOENT") throw error;
-      throw new S3Error(
-        "NoSuchUpload",
-        "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
-      );
+      throw noSuchUpload();
     });
     for (let i = 1; i < parts.length; i++) {
       if ((parts[i]?.number ?? 0) <= (parts[i - 1]?.number ?? 0)) {
@@ -179,10 +179,7 @@ export function uploadRequests(store: FilesystemStore) {
       ? await readFile(join(uploadDir, "key"), "utf8").catch(() => undefined)
       : undefined;
     if (storedKey === undefined || storedKey !== key) {
-      throw new S3Error(
-        "NoSuchUpload",
-        "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
-      );
+      throw noSuchUpload();
     }
     if (ctx.method === "DELETE") {
       strides.delete(uploadDir);
@@ -230,6 +227,13 @@ export function uploadRequests(store: FilesystemStore) {
       },
     };
   };
+}
+
+function noSuchUpload(): S3Error {
+  return new S3Error(
+    "NoSuchUpload",
+    "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
+  );
 }
 
 /** Writes `chunks` at `position` with as few system calls as Linux allows (writev). */

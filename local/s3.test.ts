@@ -240,6 +240,13 @@ describe("local S3 (s3rver)", () => {
     await expect(
       client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId })),
     ).rejects.toMatchObject({ name: "NoSuchUpload" });
+    // A part that arrives after the abort is refused, not stored.
+    await expect(
+      client.send(
+        new UploadPartCommand({ Bucket: bucket, Key: key, UploadId, PartNumber: 4, Body: randomBytes(10) }),
+      ),
+    ).rejects.toMatchObject({ name: "NoSuchUpload", $metadata: { httpStatusCode: 404 } });
+    await expect(list()).rejects.toMatchObject({ name: "NoSuchUpload" });
   });
 
   it("refuses a body that does not match its signed SHA-256 or its Content-MD5, storing nothing", async () => {
