@@ -5,6 +5,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
+  AbortMultipartUploadCommand,
   CreateBucketCommand,
   CreateMultipartUploadCommand,
   GetObjectCommand,
@@ -41,7 +42,7 @@ describe("S3Sink against the local S3 server", () => {
     if (work) await rm(work, { recursive: true, force: true });
   });
 
-  function sinkFor(folder: string): S3Sink {
+  function sinkFor(folder: string, concurrency = 3): S3Sink {
     return new S3Sink({
       config: { endpoint: process.env.S3_ENDPOINT, region: "us-east-1", bucket, forcePathStyle: true },
       secret: {
@@ -50,7 +51,7 @@ describe("S3Sink against the local S3 server", () => {
       },
       folder,
       partSize: 5 * MiB,
-      concurrency: 3,
+      concurrency,
       log: pino({ enabled: false }),
     });
   }
@@ -274,4 +275,43 @@ describe("S3Sink against the local S3 server", () => {
       expect((await retry()).log).toEqual(["part 1 ok", "part 2 ok", "part 3 ok"]);
     },
   );
+  it("sends a file again in a new upload when the provider drops the one under way", async () => {
+    const bytes = randomBytes(11 * MiB);
+    const localPath = join(work, "dropped.bin");
+    await writeFile(localPath, bytes);
+    // One part at a time, so the drop falls between part 1 and part 2.
+    const sink = sinkFor("dropped", 1);
+    const log = outcomes(sink.client);
+    const { hooks, seen } = recording();
+    const sessions: string[] = [];
+    hooks.onSession = async (id) => {
+      sessions.push(id);
+    };
+    // Once part 1 is stored, the upload is aborted behind the sink's back (as a lifecycle rule would).
+    hooks.onPart = async (part) => {
+      seen.parts.push(part);
+      if (sessions.length === 1 && part.partNumber === 1) {
+        await admin.send(
+          new AbortMultipartUploadCommand({
+            Bucket: bucket,
+            Key: "dropped/dropped.bin",
+            UploadId: sessions[0],
+          }),
+        );
+      }
+    };
+    try {
+      const result = await sink.upload(
+        { path: "dropped.bin", size: bytes.length, localPath, uploadSession: null },
+        hooks,
+      );
+      expect(sessions).toHaveLength(2);
+      expect(log).toEqual(["part 1 ok", "part 2 NoSuchUpload", "part 1 ok", "part 2 ok", "part 3 ok"]);
+      // Progress counts every byte once, however many times it was sent.
+      expect(seen.bytes).toBe(bytes.length);
+      expect(sha256(await stored(result.cloudId))).toBe(sha256(bytes));
+    } finally {
+      sink.close();
+    }
+  });
 });

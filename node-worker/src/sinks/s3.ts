@@ -128,6 +128,8 @@ export function describeS3Error(error: unknown, bucket: string): string {
       return `The storage provider denied access to the bucket "${bucket}". The access key needs permission to write objects there.`;
     case "EntityTooLarge":
       return "The storage provider refused a file as too large.";
+    case "NoSuchUpload":
+      return "The storage provider dropped the multipart upload while it was under way (aborted, or expired by a bucket lifecycle rule).";
     case "QuotaExceeded":
     case "StorageQuotaExceeded":
       return "The storage provider refused the upload: the account's storage quota is exhausted.";
@@ -303,8 +305,22 @@ export class S3Sink implements Sink {
     return { cloudId: key, checksum: etagChecksum(put.ETag) };
   }
 
-  async #putMultipart(file: SinkFile, partSize: number, hooks: UploadHooks): Promise<UploadResult> {
+  async #putMultipart(
+    file: SinkFile,
+    partSize: number,
+    caller: UploadHooks,
+    restarted = false,
+  ): Promise<UploadResult> {
     const key = this.keyFor(file.path);
+    // Bytes reported so far, so that starting over does not count them twice.
+    let counted = 0;
+    const hooks: UploadHooks = {
+      ...caller,
+      onBytes: (bytes) => {
+        counted += bytes;
+        caller.onBytes(bytes);
+      },
+    };
     const count = Math.ceil(file.size / partSize);
     const lengthOf = (n: number) => Math.min(partSize, file.size - (n - 1) * partSize);
     const stored = new Map<number, JournalPart>();
@@ -390,7 +406,11 @@ export class S3Sink implements Sink {
       await Promise.allSettled(inFlight);
       await handle?.close();
     }
-    if (failure !== undefined) throw failure;
+    if (failure !== undefined) {
+      if (codeOf(failure) === "NoSuchUpload" && !restarted)
+        return this.#startOver(file, partSize, caller, counted);
+      throw failure;
+    }
 
     const parts = [...stored.values()].sort((a, b) => a.partNumber - b.partNumber);
     if (parts.length !== count) throw new Error(`expected ${count} parts for ${key}, have ${parts.length}`);
@@ -412,17 +432,46 @@ export class S3Sink implements Sink {
         { signal: hooks.signal, log: this.#opts.log, what: `CompleteMultipartUpload ${key}` },
       );
     } catch (error) {
-      // A resumed upload (trusted from the journal where there is no ListParts) that is gone:
-      // completed by the attempt that journaled it, or aborted, in which case it starts over.
-      if (codeOf(error) !== "NoSuchUpload" || !file.uploadSession) throw error;
-      const done = await this.#completedBefore(key, file.size, parts, hooks.signal);
+      if (codeOf(error) !== "NoSuchUpload") throw error;
+      // A resumed upload (trusted from the journal where there is no ListParts) may be gone
+      // because the attempt that journaled it completed it.
+      const done = file.uploadSession
+        ? await this.#completedBefore(key, file.size, parts, hooks.signal)
+        : undefined;
       if (done) return done;
-      await hooks.clearSession();
-      // Every byte of the file is counted already (all its parts were), so none is counted twice.
-      return this.#putMultipart({ ...file, uploadSession: null }, partSize, { ...hooks, onBytes: () => {} });
+      if (restarted) throw error;
+      return this.#startOver(file, partSize, caller, counted);
     }
     await this.#checkStored(key, file.size, hooks.signal);
     return { cloudId: key, checksum: etagChecksum(completed.ETag) };
+  }
+
+  /**
+   * The multipart upload is gone (aborted, or expired by a bucket lifecycle
+   * rule): the file is sent again in a new one, once.
+   */
+  async #startOver(
+    file: SinkFile,
+    partSize: number,
+    hooks: UploadHooks,
+    counted: number,
+  ): Promise<UploadResult> {
+    this.#opts.log.warn({ key: this.keyFor(file.path) }, "multipart upload is gone; sending the file again");
+    await hooks.clearSession();
+    let credit = counted;
+    return this.#putMultipart(
+      { ...file, uploadSession: null },
+      partSize,
+      {
+        ...hooks,
+        onBytes: (bytes) => {
+          const skip = Math.min(credit, bytes);
+          credit -= skip;
+          if (bytes > skip) hooks.onBytes(bytes - skip);
+        },
+      },
+      true,
+    );
   }
 
   /**
