@@ -54,8 +54,6 @@ const strides = new Map<string, number>();
 
 /** Replaces the store's part writes and multipart completion with ones that behave as S3's. */
 export function completeAsS3(store: FilesystemStore): void {
-  const uploadDirOf = (bucket: string, uploadId: string) =>
-    join(store.getResourcePath(bucket, undefined, "uploads"), uploadId);
   const strideOf = async (uploadDir: string, size: number): Promise<number> => {
     const known = strides.get(uploadDir);
     if (known !== undefined) return known;
@@ -70,11 +68,8 @@ export function completeAsS3(store: FilesystemStore): void {
 
   const streamedPart = store.putPart.bind(store);
   store.putPart = async (bucket: string, uploadId: string, partNumber: number, content: Readable) => {
-    const uploadDir = uploadDirOf(bucket, uploadId);
     // S3 refuses parts for an upload that is not there (never was, aborted, completed).
-    if (!/^[\w-]+$/.test(uploadId) || !(await stat(join(uploadDir, "key")).catch(() => undefined))) {
-      throw noSuchUpload();
-    }
+    const { uploadDir } = await uploadOf(store, bucket, uploadId);
     const slot = join(uploadDir, `${partNumber}.slot`);
     if (!(content instanceof CheckedBody)) {
       await rm(slot, { force: true });
@@ -94,16 +89,13 @@ export function completeAsS3(store: FilesystemStore): void {
   };
 
   store.putObjectMultipart = async (bucket: string, uploadId: string, parts: ListedPart[]) => {
-    const uploadDir = uploadDirOf(bucket, uploadId);
-    const [key, metadata] = await Promise.all([
-      readFile(join(uploadDir, "key"), "utf8"),
-      readFile(join(uploadDir, "metadata"), "utf8").then(
-        (text) => JSON.parse(text) as Record<string, string>,
-      ),
-    ]).catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== "ENOENT") throw error;
-      throw noSuchUpload();
-    });
+    const { uploadDir, key } = await uploadOf(store, bucket, uploadId);
+    const metadata = await readFile(join(uploadDir, "metadata"), "utf8").then(
+      (text) => JSON.parse(text) as Record<string, string>,
+      () => {
+        throw noSuchUpload();
+      },
+    );
     for (let i = 1; i < parts.length; i++) {
       if ((parts[i]?.number ?? 0) <= (parts[i - 1]?.number ?? 0)) {
         throw new S3Error("InvalidPartOrder", "The list of parts was not in ascending order.");
@@ -174,13 +166,10 @@ export function uploadRequests(store: FilesystemStore) {
     if ((ctx.method !== "GET" && ctx.method !== "DELETE") || typeof uploadId !== "string") return next();
     const [bucket = "", ...keyPath] = ctx.path.slice(1).split("/").map(decodeURIComponent);
     const key = keyPath.join("/");
-    const uploadDir = join(store.getResourcePath(bucket, undefined, "uploads"), uploadId);
-    const storedKey = /^[\w-]+$/.test(uploadId)
-      ? await readFile(join(uploadDir, "key"), "utf8").catch(() => undefined)
-      : undefined;
-    if (storedKey === undefined || storedKey !== key) {
-      throw noSuchUpload();
-    }
+    const upload = await uploadOf(store, bucket, uploadId);
+    // S3 names the key as well as the upload id; another key is another upload.
+    if (upload.key !== key) throw noSuchUpload();
+    const { uploadDir } = upload;
     if (ctx.method === "DELETE") {
       strides.delete(uploadDir);
       await rm(uploadDir, { recursive: true, force: true });
@@ -227,6 +216,19 @@ export function uploadRequests(store: FilesystemStore) {
       },
     };
   };
+}
+
+/** An upload's folder and object key, or NoSuchUpload if there is no such upload (ids are never paths). */
+async function uploadOf(
+  store: FilesystemStore,
+  bucket: string,
+  uploadId: string,
+): Promise<{ uploadDir: string; key: string }> {
+  if (!/^[\w-]+$/.test(uploadId)) throw noSuchUpload();
+  const uploadDir = join(store.getResourcePath(bucket, undefined, "uploads"), uploadId);
+  const key = await readFile(join(uploadDir, "key"), "utf8").catch(() => undefined);
+  if (key === undefined) throw noSuchUpload();
+  return { uploadDir, key };
 }
 
 function noSuchUpload(): S3Error {

@@ -77,6 +77,14 @@ describe("S3Sink against the local S3 server", () => {
     return { hooks, seen };
   }
 
+  /** A file of `size` random bytes in the scratch folder, to upload. */
+  async function localFile(name: string, size: number): Promise<{ bytes: Buffer; localPath: string }> {
+    const bytes = randomBytes(size);
+    const localPath = join(work, name);
+    await writeFile(localPath, bytes);
+    return { bytes, localPath };
+  }
+
   async function stored(key: string): Promise<Buffer> {
     const object = await admin.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
     return Buffer.from(await object.Body!.transformToByteArray());
@@ -104,9 +112,7 @@ describe("S3Sink against the local S3 server", () => {
   }
 
   it("resends a part the provider refused as damaged in transit, and stores the file intact", async () => {
-    const bytes = randomBytes(12 * MiB + 7);
-    const localPath = join(work, "damaged-part.bin");
-    await writeFile(localPath, bytes);
+    const { bytes, localPath } = await localFile("damaged-part.bin", 12 * MiB + 7);
     const sink = sinkFor("damage");
     const log = outcomes(sink.client);
     let damaged = 0;
@@ -137,9 +143,7 @@ describe("S3Sink against the local S3 server", () => {
   });
 
   it("resends a small file whose single PUT was damaged in transit", async () => {
-    const bytes = randomBytes(300 * 1024);
-    const localPath = join(work, "damaged-put.txt");
-    await writeFile(localPath, bytes);
+    const { bytes, localPath } = await localFile("damaged-put.txt", 300 * 1024);
     const sink = sinkFor("damage");
     const log = outcomes(sink.client);
     let damaged = 0;
@@ -183,9 +187,7 @@ describe("S3Sink against the local S3 server", () => {
   it.each(resumeSources)(
     "resumes an upload from the parts the provider already has, found through %s, without reading them again",
     async (source) => {
-      const bytes = randomBytes(11 * MiB);
-      const localPath = join(work, `resumed-${source}.bin`);
-      await writeFile(localPath, bytes);
+      const { bytes, localPath } = await localFile(`resumed-${source}.bin`, 11 * MiB);
       const key = `resume/${source}.bin`;
       // An earlier attempt stored part 1 and journaled it, then died.
       const created = await admin.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }));
@@ -229,9 +231,7 @@ describe("S3Sink against the local S3 server", () => {
   it.each(resumeSources)(
     "finds a file an attempt completed just before it died (upload looked up through %s) and sends none of it again",
     async (source) => {
-      const bytes = randomBytes(11 * MiB);
-      const localPath = join(work, `completed-${source}.bin`);
-      await writeFile(localPath, bytes);
+      const { bytes, localPath } = await localFile(`completed-${source}.bin`, 11 * MiB);
       const file = { path: `${source}.bin`, size: bytes.length, localPath };
       const key = `completed/${source}.bin`;
       // The earlier attempt: every part journaled, the upload completed, and then the worker died.
@@ -276,9 +276,7 @@ describe("S3Sink against the local S3 server", () => {
     },
   );
   it("sends a file again in a new upload when the provider drops the one under way", async () => {
-    const bytes = randomBytes(11 * MiB);
-    const localPath = join(work, "dropped.bin");
-    await writeFile(localPath, bytes);
+    const { bytes, localPath } = await localFile("dropped.bin", 11 * MiB);
     // One part at a time, so the drop falls between part 1 and part 2.
     const sink = sinkFor("dropped", 1);
     const log = outcomes(sink.client);
