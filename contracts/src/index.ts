@@ -1,4 +1,5 @@
 export * from "./credentials.ts";
+export * from "./egress.ts";
 export * from "./jobs.ts";
 export * from "./progress.ts";
 export * from "./queue.ts";
