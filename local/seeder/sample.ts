@@ -21,6 +21,8 @@ export interface MakeTorrentOptions {
   /** Paths inside the torrent, `/`-separated. A single file whose path equals `name` makes a single-file torrent. */
   files: TorrentFile[];
   announce: string[];
+  /** Web seeds (BEP 19 `url-list`). */
+  urlList?: string[];
   /** Bytes per piece, a power of two; by default chosen from the total size. */
   pieceLength?: number;
 }
@@ -110,7 +112,14 @@ function specKey(opts: MakeTorrentOptions, pieceLength: number): string {
       ? { path: file.path, size: file.size }
       : { path: file.path, sha256: createHash("sha256").update(file.content).digest("hex") },
   );
-  const spec = { v: GENERATOR_VERSION, name: opts.name, files, announce: opts.announce, pieceLength };
+  const spec = {
+    v: GENERATOR_VERSION,
+    name: opts.name,
+    files,
+    announce: opts.announce,
+    urlList: opts.urlList ?? [],
+    pieceLength,
+  };
   return createHash("sha256").update(JSON.stringify(spec)).digest("hex");
 }
 
@@ -120,6 +129,7 @@ function hashInto(
   single: boolean,
   pieceLength: number,
   announce: string[],
+  urlList: string[],
 ): Promise<Uint8Array> {
   // Streams named with their full path: create-torrent strips the common `name/` prefix.
   const inputs = files.map((file) =>
@@ -131,6 +141,7 @@ function hashInto(
       {
         name,
         announceList: announce.map((url) => [url]),
+        ...(urlList.length > 0 ? { urlList } : {}),
         creationDate: CREATION_DATE,
         createdBy: CREATED_BY,
         pieceLength,
@@ -183,7 +194,7 @@ export async function makeTorrent(opts: MakeTorrentOptions): Promise<MadeTorrent
   const cachedKey = await readFile(keyPath, "utf8").catch(() => undefined);
   let bytes = cachedKey === key ? await readFile(torrentPath).catch(() => undefined) : undefined;
   if (!bytes) {
-    const torrent = await hashInto(name, files, single, pieceLength, announce);
+    const torrent = await hashInto(name, files, single, pieceLength, announce, opts.urlList ?? []);
     await writeAtomically(torrentPath, torrent);
     await writeAtomically(keyPath, Buffer.from(key));
     bytes = Buffer.from(torrent);

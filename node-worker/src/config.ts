@@ -1,8 +1,9 @@
 // Worker settings, read from the environment once and typed.
 
+import { createHash } from "node:crypto";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
-import { queue } from "@torreclou/contracts";
+import { type AllowedTarget, normalHost, parseAllowList, queue } from "@torreclou/contracts";
 import { z } from "zod";
 
 const flag = z
@@ -21,7 +22,8 @@ const Config = z.object({
   /** Jobs this process runs at once. */
   WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
   WORKER_LEASE_MS: z.coerce.number().int().min(1000).default(queue.leaseMs),
-  WORKER_SCRATCH_DIR: z.string().min(1).default(join(tmpdir(), "torreclou-scratch")),
+  /** Default: a folder of this stack's own under $TMPDIR/torreclou-scratch (see `stackIdOf`). */
+  WORKER_SCRATCH_DIR: z.string().min(1).optional(),
   /** Disk this process may fill with downloads at once (default 20 GiB). */
   WORKER_SCRATCH_BUDGET_BYTES: z.coerce
     .number()
@@ -44,11 +46,33 @@ const Config = z.object({
     .default(8 * 1024 * 1024),
   /** Upper bound a SIGTERM waits for running jobs to be handed back. */
   WORKER_SHUTDOWN_MS: z.coerce.number().int().min(1000).default(20_000),
-  /** BitTorrent discovery; trackers are always on. */
+  /**
+   * BitTorrent discovery; trackers are always on. DHT peers pass the egress
+   * policy like any other. Local Service Discovery announces on the host's
+   * LAN, and UPnP / NAT-PMP ask its router to open a port: off unless the
+   * operator wants them (workers need no inbound port).
+   */
   WORKER_DHT: flag.default(true),
-  WORKER_LSD: flag.default(true),
-  WORKER_NAT_UPNP: flag.default(true),
-  WORKER_NAT_PMP: flag.default(true),
+  WORKER_LSD: flag.default(false),
+  WORKER_NAT_UPNP: flag.default(false),
+  WORKER_NAT_PMP: flag.default(false),
+  /**
+   * Exceptions to the egress policy: exact `host:port` entries (comma or
+   * space separated, IPv6 hosts in brackets) a job may connect to although
+   * they are private, loopback, etc. The Drive endpoints configured below are
+   * added to it.
+   */
+  EGRESS_ALLOW: z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      try {
+        return parseAllowList(value);
+      } catch (error) {
+        ctx.addIssue({ code: "custom", message: (error as Error).message });
+        return z.NEVER;
+      }
+    }),
   WORKER_UTP: flag.default(false),
   /** Peer connections per torrent. */
   WORKER_MAX_CONNS: z.coerce.number().int().min(1).default(55),
@@ -86,7 +110,35 @@ const Config = z.object({
       "set it to keyId:base64(32 bytes), the same key ring the edge uses (see contracts/src/credentials.ts)",
     ),
 });
-export type Config = z.infer<typeof Config> & { WORKER_ID: string };
+export type Config = Omit<z.infer<typeof Config>, "WORKER_SCRATCH_DIR"> & {
+  WORKER_ID: string;
+  WORKER_SCRATCH_DIR: string;
+  /** Which Postgres + Redis this worker serves (no secrets): its scratch folders are marked with it. */
+  STACK_ID: string;
+};
+
+/**
+ * A stable id of the stack a worker serves, from the database and Redis it
+ * uses (host, port, database; never credentials). Two stacks on one host get
+ * different default scratch folders and never delete each other's downloads.
+ */
+export function stackIdOf(databaseUrl: string, redisUrl: string): string {
+  const where = (raw: string) => {
+    const url = new URL(raw);
+    return `${url.hostname}:${url.port}${url.pathname}`;
+  };
+  return createHash("sha256")
+    .update(`${where(databaseUrl)}|${where(redisUrl)}`)
+    .digest("hex")
+    .slice(0, 16);
+}
+
+/** host:port of a configured URL (default ports filled in), for the egress allow list. */
+function targetOf(raw: string): AllowedTarget {
+  const url = new URL(raw);
+  const port = url.port ? Number(url.port) : url.protocol === "https:" ? 443 : 80;
+  return { host: normalHost(url.hostname), port };
+}
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const result = Config.safeParse(env);
@@ -96,5 +148,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const id =
     result.data.WORKER_ID ?? `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-  return { ...result.data, WORKER_ID: id };
+  const stack = stackIdOf(result.data.DATABASE_URL, result.data.REDIS_URL);
+  return {
+    ...result.data,
+    WORKER_ID: id,
+    STACK_ID: stack,
+    WORKER_SCRATCH_DIR: result.data.WORKER_SCRATCH_DIR ?? join(tmpdir(), "torreclou-scratch", stack),
+    // The Drive endpoints are the operator's choice, not a user's.
+    EGRESS_ALLOW: [
+      ...result.data.EGRESS_ALLOW,
+      targetOf(result.data.DRIVE_API_BASE_URL),
+      targetOf(result.data.GOOGLE_OAUTH_TOKEN_URL),
+    ],
+  };
 }

@@ -7,6 +7,7 @@ import { drizzle } from "drizzle-orm/node-postgres";
 import pg from "pg";
 import { pino } from "pino";
 import { loadConfig } from "./config.ts";
+import { infraSocket } from "./egress/index.ts";
 import { createMetrics } from "./metrics.ts";
 import { Worker } from "./worker.ts";
 
@@ -17,6 +18,8 @@ const metrics = createMetrics();
 const pool = new pg.Pool({
   connectionString: config.DATABASE_URL,
   max: Math.max(4, config.WORKER_CONCURRENCY * 3),
+  // The database is the operator's, not a user's destination: not subject to the egress policy.
+  stream: infraSocket,
 });
 pool.on("error", (error) => log.warn({ err: error }, "postgres pool error"));
 const db: Db = drizzle({ client: pool });

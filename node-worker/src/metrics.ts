@@ -10,6 +10,7 @@ export interface Metrics {
   queuePending: Gauge;
   queueOldestAgeSeconds: Gauge;
   scratchReservedBytes: Gauge;
+  egressRefused: Counter;
 }
 
 export function createMetrics(): Metrics {
@@ -51,6 +52,11 @@ export function createMetrics(): Metrics {
     scratchReservedBytes: new Gauge({
       name: "torreclou_worker_scratch_reserved_bytes",
       help: "Scratch disk reserved by running jobs",
+      registers: [registry],
+    }),
+    egressRefused: new Counter({
+      name: "torreclou_worker_egress_refused_total",
+      help: "Connections and datagrams of jobs refused by the egress policy",
       registers: [registry],
     }),
   };

@@ -2,7 +2,7 @@
 // budget of bytes this process may fill at once. A job reserves what its
 // remaining files need before it starts and gives bytes back as each file is
 // uploaded and deleted.
-import { readdir, rm, truncate, unlink } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, truncate, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { PermanentJobError } from "./sinks/index.ts";
 
@@ -86,6 +86,35 @@ export function scratchDirFor(root: string, jobId: string): string {
   return join(root, jobId);
 }
 
+/** Marks a job's scratch folder as this stack's, so only this stack's workers ever delete it. */
+const OWNER_FILE = ".torreclou-stack";
+
+/** Creates a job's scratch folder (if needed) with the mark of the stack that owns it. */
+export async function prepareScratchDir(dir: string, stackId: string): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  if ((await ownerOf(dir)) !== stackId) await writeFile(join(dir, OWNER_FILE), `${stackId}\n`);
+}
+
+async function ownerOf(dir: string): Promise<string | undefined> {
+  return readFile(join(dir, OWNER_FILE), "utf8").then(
+    (text) => text.trim(),
+    () => undefined,
+  );
+}
+
+/**
+ * Folders in the scratch root that this stack can prove are its own (they
+ * carry its mark), for clearing leftovers of finished jobs. A folder another
+ * stack's worker left in a shared root, or one without a mark, is never listed.
+ */
+export async function ownScratchJobs(root: string, stackId: string): Promise<string[]> {
+  const own: string[] = [];
+  for (const name of await scratchJobs(root)) {
+    if ((await ownerOf(join(root, name))) === stackId) own.push(name);
+  }
+  return own;
+}
+
 /**
  * Deletes a downloaded file. Truncating first frees the blocks even while the
  * torrent still holds the file open.
@@ -99,8 +128,8 @@ export async function removeDir(path: string): Promise<void> {
   await rm(path, { recursive: true, force: true });
 }
 
-/** Folders in the scratch root (job ids), for clearing leftovers of finished jobs. */
-export async function scratchJobs(root: string): Promise<string[]> {
+/** Folders in the scratch root (job ids). */
+async function scratchJobs(root: string): Promise<string[]> {
   try {
     return (await readdir(root, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name);
   } catch {

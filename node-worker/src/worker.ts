@@ -1,15 +1,16 @@
 // The worker loop: read jobs from the stream (and reclaim those of dead
 // workers), take each job's lease, claim it in Postgres, run it, keep the
 // lease alive while it runs, and acknowledge the entry when the attempt ends.
-import { isTerminal, type Keyring, parseKeyring } from "@torreclou/contracts";
+import { EgressPolicy, isTerminal, type Keyring, parseKeyring } from "@torreclou/contracts";
 import { claimJob, type Db, transitionJob } from "@torreclou/db/jobs";
 import type { Logger } from "pino";
 import type { Config } from "./config.ts";
+import { installEgressGuard, type LookupFn } from "./egress/index.ts";
 import { JobRun, type Outcome } from "./jobs/runner.ts";
 import { currentJob } from "./jobs/store.ts";
 import type { Metrics } from "./metrics.ts";
 import { type Entry, JobQueue } from "./queue/queue.ts";
-import { removeDir, ScratchBudget, scratchDirFor, scratchJobs } from "./scratch.ts";
+import { ownScratchJobs, removeDir, ScratchBudget, scratchDirFor } from "./scratch.ts";
 
 /** A job attempted this many times without finishing is failed instead of retried forever. */
 const MAX_ATTEMPTS = 10;
@@ -29,6 +30,8 @@ export interface WorkerDeps {
   db: Db;
   log: Logger;
   metrics: Metrics;
+  /** How jobs resolve names (dns.lookup unless given; the egress tests give their own). */
+  resolver?: LookupFn | undefined;
 }
 
 export class Worker {
@@ -61,6 +64,16 @@ export class Worker {
   }
 
   async start(): Promise<void> {
+    const { metrics } = this.#deps;
+    installEgressGuard({
+      policy: new EgressPolicy(this.#deps.config.EGRESS_ALLOW),
+      lookup: this.#deps.resolver,
+      onRefused: (error) => {
+        metrics.egressRefused.inc();
+        // host:port and why only: a URL's path and query can carry a tracker passkey.
+        this.#log.debug({ host: error.host, port: error.port, reason: error.reason }, "egress refused");
+      },
+    });
     await this.queue.init();
     await this.#clearLeftovers();
     this.#loops.push(this.#readLoop());
@@ -77,10 +90,14 @@ export class Worker {
     );
   }
 
-  /** Scratch folders of jobs that are finished or gone (a crash can leave them behind). */
+  /**
+   * Scratch folders of this stack's jobs that are finished or gone (a crash
+   * can leave them behind). Folders without this stack's mark are left alone:
+   * another stack's workers may share the root.
+   */
   async #clearLeftovers(): Promise<void> {
-    const root = this.#deps.config.WORKER_SCRATCH_DIR;
-    for (const name of await scratchJobs(root)) {
+    const { WORKER_SCRATCH_DIR: root, STACK_ID: stack } = this.#deps.config;
+    for (const name of await ownScratchJobs(root, stack)) {
       if (!/^[0-9a-f-]{36}$/.test(name)) continue;
       const job = await currentJob(this.#deps.db, name).catch(() => undefined);
       if (!job || isTerminal(job.state)) await removeDir(scratchDirFor(root, name));

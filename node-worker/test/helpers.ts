@@ -45,6 +45,7 @@ import {
   type Tracker,
 } from "../../local/seeder/index.ts";
 import { type Config, loadConfig } from "../src/config.ts";
+import { infraSocket, type LookupFn } from "../src/egress/index.ts";
 import { createMetrics } from "../src/metrics.ts";
 import { Worker } from "../src/worker.ts";
 
@@ -64,14 +65,35 @@ export interface Env {
   credentialsKeys: string;
   userId: string;
   seeders: Spawned[];
+  /** Listen ports for this file's seeders, known up front so workers may reach them. */
+  peerPorts: number[];
+  /**
+   * host:port entries the workers of this file may reach on loopback (the
+   * tracker, the seeders, the S3 endpoints of its profiles): the egress policy
+   * refuses everything else there, as in production.
+   */
+  allow: string[];
   cleanup(): Promise<void>;
+}
+
+/** Distinct free ports (a port is only ever handed out once per call). */
+async function freePorts(count: number): Promise<number[]> {
+  const ports = new Set<number>();
+  while (ports.size < count) ports.add(await freePort());
+  return [...ports];
+}
+
+function hostPort(url: string): string {
+  const u = new URL(url);
+  return `${u.hostname}:${u.port || (u.protocol === "https:" ? 443 : 80)}`;
 }
 
 /** Everything one test file needs; `redisDb` must differ between files running in parallel. */
 export async function setupEnv(redisDb: number): Promise<Env> {
   const databaseUrl = await freshDatabase();
   await migrate(databaseUrl);
-  const pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
+  // As in the worker's main: the database is infrastructure, outside the egress policy.
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 4, stream: infraSocket });
   const db: Db = drizzle({ client: pool });
   const base = process.env.REDIS_URL;
   if (!base) throw new Error("REDIS_URL must be set (run the suite with npm test)");
@@ -104,6 +126,8 @@ export async function setupEnv(redisDb: number): Promise<Env> {
     credentialsKeys,
     userId: user!.id,
     seeders: [],
+    peerPorts: await freePorts(12),
+    allow: [hostPort(tracker.announceUrl), hostPort(process.env.S3_ENDPOINT!)],
     async cleanup() {
       for (const seeder of env.seeders.splice(0)) await seeder.stop().catch(() => {});
       await tracker.stop();
@@ -124,10 +148,14 @@ export interface ProfileOptions {
   secretAccessKey?: string;
   prefix?: string;
   name?: string;
+  /** False: the workers are not told they may reach this endpoint (the egress tests aim profiles at loopback). */
+  allowed?: boolean;
 }
 
 /** A storage profile with its secret encrypted exactly as the edge stores it. */
 export async function createProfile(env: Env, opts: ProfileOptions = {}): Promise<string> {
+  // The tests' own S3 endpoints (a recording proxy) are destinations the workers may reach.
+  if (opts.endpoint && opts.allowed !== false) env.allow.push(hostPort(opts.endpoint));
   const ring = parseKeyring(env.credentialsKeys);
   // As the edge does: the id first, since the ciphertext is bound to it.
   const id = randomUUID();
@@ -176,7 +204,8 @@ export async function makeFixture(
 
 /** aria2c seeding the torrents, optionally throttled (bytes per second, e.g. "2M"). */
 export async function seedFixtures(env: Env, made: MadeTorrent[], uploadLimit?: string): Promise<Spawned> {
-  const peerPort = await freePort();
+  const peerPort = env.peerPorts[env.seeders.length];
+  if (peerPort === undefined) throw new Error(`at most ${env.peerPorts.length} seeders per test file`);
   const self = `127.0.0.1:${peerPort}`;
   const hashes = made.map((m) => m.infoHash);
   const ready = async () => hashes.every((h) => env.tracker.seeders(h).includes(self));
@@ -350,6 +379,8 @@ export async function expectStoredExactly(
 }
 
 export function workerEnv(env: Env, extra: Record<string, string> = {}): Record<string, string> {
+  const allow = [...env.allow, ...env.peerPorts.map((port) => `127.0.0.1:${port}`)];
+  if (extra.EGRESS_ALLOW) allow.push(extra.EGRESS_ALLOW);
   return {
     DATABASE_URL: env.databaseUrl,
     REDIS_URL: env.redisUrl,
@@ -366,6 +397,7 @@ export function workerEnv(env: Env, extra: Record<string, string> = {}): Record<
     WORKER_HTTP_PORT: "0",
     LOG_LEVEL: process.env.WORKER_TEST_LOG_LEVEL ?? "silent",
     ...extra,
+    EGRESS_ALLOW: allow.join(","),
   };
 }
 
@@ -373,10 +405,11 @@ export function workerEnv(env: Env, extra: Record<string, string> = {}): Record<
 export async function startWorker(
   env: Env,
   extra: Record<string, string> = {},
+  resolver?: LookupFn,
 ): Promise<{ worker: Worker; config: Config }> {
   const config = loadConfig(workerEnv(env, extra));
   const log = pino({ level: config.LOG_LEVEL });
-  const worker = new Worker({ config, db: env.db, log, metrics: createMetrics() });
+  const worker = new Worker({ config, db: env.db, log, metrics: createMetrics(), resolver });
   await worker.start();
   return { worker, config };
 }

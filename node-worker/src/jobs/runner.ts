@@ -2,7 +2,6 @@
 // files, upload each as its bytes arrive, record state and progress, clean up.
 // The attempt number is the fencing token: every database write checks it, and
 // a StaleAttemptError stops the attempt without touching anything else.
-import { mkdir } from "node:fs/promises";
 import {
   CredentialsError,
   decryptDriveSecret,
@@ -18,9 +17,17 @@ import { type Db, StaleAttemptError, transitionJob } from "@torreclou/db/jobs";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
+import { asJob, egressRefusalIn, Refusals } from "../egress/index.ts";
 import type { Metrics } from "../metrics.ts";
 import { ProgressPublisher } from "../progress.ts";
-import { type Reservation, removeDir, removeFile, type ScratchBudget, scratchDirFor } from "../scratch.ts";
+import {
+  prepareScratchDir,
+  type Reservation,
+  removeDir,
+  removeFile,
+  type ScratchBudget,
+  scratchDirFor,
+} from "../scratch.ts";
 import { DriveSink, ReconnectRequiredError } from "../sinks/drive.ts";
 import { PermanentJobError, type Sink } from "../sinks/index.ts";
 import { S3Sink } from "../sinks/s3.ts";
@@ -104,6 +111,8 @@ export class JobRun {
   #uploadedBytes = new Map<number, number>();
   /** Every chosen file is on disk: peers are no longer needed. */
   #allDownloaded = false;
+  /** Connections the egress policy refused during this attempt. */
+  readonly #refusals = new Refusals();
 
   constructor(deps: RunnerDeps, jobId: string, attempt: number) {
     this.#deps = deps;
@@ -134,7 +143,8 @@ export class JobRun {
     const { metrics } = this.#deps;
     metrics.activeJobs.inc();
     try {
-      const outcome = await this.#run();
+      // Every connection the attempt opens passes the egress policy.
+      const outcome = await asJob(this.#refusals, () => this.#run());
       metrics.jobOutcomes.inc({ outcome });
       return outcome;
     } finally {
@@ -194,8 +204,10 @@ export class JobRun {
             this.#log.warn({ err: inner }, "could not mark the Drive profile for reconnecting"),
         );
       }
-      const reason =
-        error instanceof ReconnectRequiredError
+      const refused = egressRefusalIn(error);
+      const reason = refused
+        ? `${refused.message} The operator can allow an exact host:port with EGRESS_ALLOW.`
+        : error instanceof ReconnectRequiredError
           ? "Google Drive access was revoked or has expired: reconnect Google Drive on the Storage page, then retry the job."
           : error instanceof PermanentJobError
             ? error.reason
@@ -291,7 +303,7 @@ export class JobRun {
     let files = ctx.files;
     if (files.length === 0) {
       await this.#advance("resolving");
-      await mkdir(dir, { recursive: true });
+      await prepareScratchDir(dir, config.STACK_ID);
       const download = this.#startDownload(source, dir);
       const meta = await this.#withPeerWatch(download.metadata(signal), "metadata");
       files = await saveResolvedMetadata(this.#fenced, ctx.torrent.id, {
@@ -329,7 +341,7 @@ export class JobRun {
     this.#deps.metrics.scratchReservedBytes.set(this.#deps.budget.used);
 
     await this.#advance("downloading");
-    await mkdir(dir, { recursive: true });
+    await prepareScratchDir(dir, config.STACK_ID);
     const download = this.#download ?? this.#startDownload(source, dir);
     // A .torrent's metadata is parsed locally (asynchronously); files exist only after it.
     // A magnet whose metadata another job already resolved still fetches it from peers.
@@ -432,21 +444,26 @@ export class JobRun {
   #withPeerWatch<T>(work: Promise<T>, what: "metadata" | "data"): Promise<T> {
     const timeout = this.#deps.config.WORKER_NO_PEERS_TIMEOUT_MS;
     let lastPeer = Date.now();
+    let received = -1;
     let timer: NodeJS.Timeout | undefined;
     const watch = new Promise<never>((_, reject) => {
       timer = setInterval(() => {
         const download = this.#download;
-        if (!download || download.peers > 0 || this.#allDownloaded) {
+        // Alive: a peer is connected, or bytes arrived (e.g. from a web seed) since the last look.
+        if (!download || download.peers > 0 || download.received !== received || this.#allDownloaded) {
           lastPeer = Date.now();
+          received = download?.received ?? -1;
           return;
         }
         if (Date.now() - lastPeer >= timeout) {
           const seconds = Math.round(timeout / 1000);
+          const refused = this.#refusals.summary();
+          const also = refused ? ` ${refused}.` : "";
           reject(
             new PermanentJobError(
               what === "metadata"
-                ? `No peers shared this magnet's metadata: none connected within ${seconds} s.`
-                : `No peers are sharing this torrent: none connected within ${seconds} s.`,
+                ? `No peers shared this magnet's metadata: none connected within ${seconds} s.${also}`
+                : `No peers are sharing this torrent: none connected within ${seconds} s.${also}`,
             ),
           );
         }

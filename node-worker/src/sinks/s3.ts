@@ -26,6 +26,7 @@ import {
 import type { S3Secret } from "@torreclou/contracts";
 import type { S3ProfileConfig } from "@torreclou/db";
 import type { Logger } from "pino";
+import { egressRefusalIn } from "../egress/index.ts";
 import type { JournalPart } from "../jobs/store.ts";
 import {
   contentTypeFor,
@@ -87,7 +88,8 @@ function codeOf(error: unknown): string {
 
 /** Network trouble, throttling or a server-side error: worth trying again. */
 export function isTransient(error: unknown): boolean {
-  if (error instanceof PermanentJobError) return false;
+  // A destination the egress policy refuses stays refused.
+  if (error instanceof PermanentJobError || egressRefusalIn(error)) return false;
   const code = codeOf(error);
   if (
     [

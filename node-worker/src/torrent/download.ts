@@ -204,8 +204,13 @@ export class Download extends EventEmitter {
     return Math.min(file.length, Math.max(0, file.downloaded));
   }
 
+  /**
+   * Connected BitTorrent peers. Web seeds are left out: webtorrent keeps one
+   * as a "peer" even when every request to it fails (or the egress policy
+   * refused it), so it proves nothing; one that delivers shows in `received`.
+   */
   get peers(): number {
-    return this.#torrent.numPeers;
+    return this.#torrent.wires.filter((wire) => wire.type !== "webSeed").length;
   }
 
   get failure(): Error | undefined {

@@ -56,6 +56,8 @@ declare module "webtorrent" {
     readonly ready: boolean;
     readonly destroyed: boolean;
     readonly numPeers: number;
+    /** Connected peers' wires; `type` is "webSeed" for a web seed. */
+    readonly wires: { type?: string }[];
     readonly downloadSpeed: number;
     readonly received: number;
     destroy(opts?: { destroyStore?: boolean }, cb?: (err?: Error | null) => void): void;

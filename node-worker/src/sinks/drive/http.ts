@@ -1,6 +1,7 @@
 // Google API errors and the retry policy of the Drive sink: what is worth
 // trying again (network trouble, 5xx, 429, 403 rate limits) and how long to wait.
 import { setTimeout as sleep } from "node:timers/promises";
+import { egressRefusalIn } from "../../egress/index.ts";
 import { PermanentJobError } from "../index.ts";
 
 /** An error answer of a Google API, with the first `errors[].reason` of its JSON. */
@@ -51,7 +52,8 @@ const rateLimitReasons = new Set(["rateLimitExceeded", "userRateLimitExceeded"])
 
 /** Network trouble, a 5xx, a 429 or a 403 rate limit: worth trying again after a pause. */
 export function isTransient(error: unknown): boolean {
-  if (error instanceof PermanentJobError) return false;
+  // A destination the egress policy refuses stays refused.
+  if (error instanceof PermanentJobError || egressRefusalIn(error)) return false;
   if (error instanceof GoogleApiError) {
     return (
       error.status >= 500 ||
