@@ -143,7 +143,7 @@ export interface AllowedTarget {
 /** Canonical form of a host for comparing allow entries: lowercase, no brackets or trailing dot, IPs normalised. */
 export function normalHost(host: string): string {
   const bare = unbracket(host.trim().toLowerCase()).replace(/\.+$/, "");
-  if (ipaddr.isValid(bare)) return ipaddr.parse(bare).toNormalizedString();
+  if (ipaddr.isValid(bare)) return ipaddr.parse(bare).toString();
   return bare;
 }
 
