@@ -2,12 +2,9 @@
 // metrics endpoints. SIGTERM hands running jobs back to the queue and exits
 // within WORKER_SHUTDOWN_MS.
 import { createServer } from "node:http";
-import type { Db } from "@torreclou/db/jobs";
-import { drizzle } from "drizzle-orm/node-postgres";
-import pg from "pg";
 import { pino } from "pino";
 import { loadConfig } from "./config.ts";
-import { infraSocket } from "./egress/index.ts";
+import { createPool } from "./db.ts";
 import { createMetrics } from "./metrics.ts";
 import { Worker } from "./worker.ts";
 
@@ -15,14 +12,11 @@ const config = loadConfig();
 const log = pino({ level: config.LOG_LEVEL, base: { service: "worker", worker: config.WORKER_ID } });
 const metrics = createMetrics();
 
-const pool = new pg.Pool({
+const { pool, db } = createPool({
   connectionString: config.DATABASE_URL,
   max: Math.max(4, config.WORKER_CONCURRENCY * 3),
-  // The database is the operator's, not a user's destination: not subject to the egress policy.
-  stream: infraSocket,
+  log,
 });
-pool.on("error", (error) => log.warn({ err: error }, "postgres pool error"));
-const db: Db = drizzle({ client: pool });
 await pool.query("select 1");
 
 const worker = new Worker({ config, db, log, metrics });

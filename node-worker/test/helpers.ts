@@ -26,9 +26,8 @@ import {
 } from "@torreclou/db";
 import { type Db, insertJob, markEnqueued } from "@torreclou/db/jobs";
 import { asc, eq } from "drizzle-orm";
-import { drizzle } from "drizzle-orm/node-postgres";
 import { Redis } from "ioredis";
-import pg from "pg";
+import type pg from "pg";
 import { pino } from "pino";
 import { migrate } from "../../drizzle/migrate.ts";
 import { dropDatabases, freshDatabase } from "../../drizzle/testing.ts";
@@ -45,7 +44,8 @@ import {
   type Tracker,
 } from "../../local/seeder/index.ts";
 import { type Config, loadConfig } from "../src/config.ts";
-import { infraSocket, type LookupFn } from "../src/egress/index.ts";
+import { createPool } from "../src/db.ts";
+import type { LookupFn } from "../src/egress/index.ts";
 import { createMetrics } from "../src/metrics.ts";
 import { Worker } from "../src/worker.ts";
 
@@ -92,9 +92,8 @@ function hostPort(url: string): string {
 export async function setupEnv(redisDb: number): Promise<Env> {
   const databaseUrl = await freshDatabase();
   await migrate(databaseUrl);
-  // As in the worker's main: the database is infrastructure, outside the egress policy.
-  const pool = new pg.Pool({ connectionString: databaseUrl, max: 4, stream: infraSocket });
-  const db: Db = drizzle({ client: pool });
+  // The pool the worker's main makes (outside the egress policy, errors handled, lock timeouts).
+  const { pool, db } = createPool({ connectionString: databaseUrl, max: 4, log: pino({ level: "silent" }) });
   const base = process.env.REDIS_URL;
   if (!base) throw new Error("REDIS_URL must be set (run the suite with npm test)");
   const url = new URL(base);
