@@ -41,6 +41,12 @@ export class Worker {
   readonly #log: Logger;
   readonly #keyRing: Keyring;
   readonly #active = new Map<string, Active>();
+  /**
+   * Jobs this process is between "seen an entry" and "registered as active".
+   * Set before the first await, so the read loop and the reclaim loop can
+   * never start two attempts of one job in one process.
+   */
+  readonly #taking = new Set<string>();
   #stopping = false;
   #slotFreed: (() => void) | undefined;
   #loops: Promise<void>[] = [];
@@ -178,11 +184,20 @@ export class Worker {
       return;
     }
     const log = this.#log.child({ jobId, entry: entry.id });
-    if (this.#active.has(jobId)) {
+    if (this.#active.has(jobId) || this.#taking.has(jobId)) {
       if (fresh) await this.queue.ack(entry.id);
       return;
     }
     if (this.#stopping) return;
+    this.#taking.add(jobId);
+    try {
+      await this.#start(entry, jobId, fresh, log);
+    } finally {
+      this.#taking.delete(jobId);
+    }
+  }
+
+  async #start(entry: Entry, jobId: string, fresh: boolean, log: Logger): Promise<void> {
     if (!(await this.queue.acquireLease(jobId))) {
       if (fresh) {
         log.info("job is leased by another worker; dropping the duplicate entry");
