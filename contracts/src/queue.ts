@@ -7,8 +7,12 @@ export const queue = {
   /** Stream of jobs to run, read by the `workers` consumer group. */
   stream: "torreclou:jobs",
   group: "workers",
-  /** How long a lease lasts without renewal before another worker may reclaim the job. */
-  leaseMs: 30_000,
+  /**
+   * How long a worker's liveness key and its jobs' leases last without
+   * renewal (renewed every third of it while it holds jobs). A crashed
+   * worker's jobs are taken over once this has passed.
+   */
+  leaseMs: 6_000,
   /** Bounded length of each job's progress stream (XADD MAXLEN ~). */
   progressMaxLen: 500,
   /** Progress events a worker may publish per job per second (Upstash bills per command). */
@@ -18,8 +22,14 @@ export const queue = {
 export const keys = {
   /** Worker id holding the job's current attempt, with a PX expiry (the lease). */
   lease: (jobId: string) => `torreclou:job:${jobId}:lease`,
-  /** Set by the edge when a user cancels; a worker checks it as it renews the lease. */
+  /**
+   * Set by the edge when a user cancels, to the attempt number the job had
+   * then: a worker running that attempt (or an older one) stops as it renews
+   * its lease; a later attempt (a retry) is not affected, whatever the order.
+   */
   cancel: (jobId: string) => `torreclou:job:${jobId}:cancel`,
+  /** Exists while a worker holding jobs is alive (PX, renewed with its leases). */
+  alive: (workerId: string) => `torreclou:worker:${workerId}:alive`,
   /** Per-job progress events (a Redis stream). */
   progress: (jobId: string) => `torreclou:job:${jobId}:progress`,
   /** The latest progress event as JSON, for list views that want one snapshot per job. */

@@ -1,6 +1,13 @@
 // Prometheus metrics of one worker process.
 import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
 
+/** The queue's backlog, read from Redis when Prometheus scrapes (not on a timer: Upstash bills per command). */
+export type QueueLagSource = () => Promise<{
+  pending: number;
+  oldestAgeSeconds: number;
+  undelivered: number;
+}>;
+
 export interface Metrics {
   registry: Registry;
   bytesDownloaded: Counter;
@@ -11,12 +18,25 @@ export interface Metrics {
   queueOldestAgeSeconds: Gauge;
   scratchReservedBytes: Gauge;
   egressRefused: Counter;
+  /** Where the queue gauges read from at scrape time. */
+  setQueueSource(source: QueueLagSource): void;
 }
 
 export function createMetrics(): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  let source: QueueLagSource | undefined;
+  // Both queue gauges come from one read per scrape.
+  let reading: ReturnType<QueueLagSource> | undefined;
+  const lag = () => {
+    if (!source) return undefined;
+    reading ??= source().finally(() => setImmediate(() => (reading = undefined)));
+    return reading.catch(() => undefined);
+  };
   return {
+    setQueueSource: (next) => {
+      source = next;
+    },
     registry,
     bytesDownloaded: new Counter({
       name: "torreclou_worker_downloaded_bytes_total",
@@ -41,13 +61,21 @@ export function createMetrics(): Metrics {
     }),
     queuePending: new Gauge({
       name: "torreclou_queue_pending_entries",
-      help: "Jobs delivered to the consumer group and not yet acknowledged (all workers)",
+      help: "Jobs delivered to the consumer group and not yet acknowledged, plus those not yet delivered (all workers)",
       registers: [registry],
+      async collect() {
+        const now = await lag();
+        if (now) this.set(now.pending + now.undelivered);
+      },
     }),
     queueOldestAgeSeconds: new Gauge({
       name: "torreclou_queue_oldest_pending_age_seconds",
       help: "Age of the oldest unacknowledged job message",
       registers: [registry],
+      async collect() {
+        const now = await lag();
+        if (now) this.set(now.oldestAgeSeconds);
+      },
     }),
     scratchReservedBytes: new Gauge({
       name: "torreclou_worker_scratch_reserved_bytes",

@@ -14,6 +14,8 @@ import { ownScratchJobs, removeDir, ScratchBudget, scratchDirFor } from "./scrat
 
 /** A job attempted this many times without finishing is failed instead of retried forever. */
 const MAX_ATTEMPTS = 10;
+/** How often an idle worker looks at the group when nothing runs anywhere (one command). */
+const IDLE_CHECK_MS = 60_000;
 // A consumer holding no entries and idle this long belongs to a worker that is gone.
 const STALE_CONSUMER_MS = 60 * 60_000;
 const PRUNE_EVERY_MS = 10 * 60_000;
@@ -21,7 +23,6 @@ const PRUNE_EVERY_MS = 10 * 60_000;
 interface Active {
   run: JobRun;
   entryId: string;
-  renewal: NodeJS.Timeout;
   done: Promise<void>;
 }
 
@@ -43,12 +44,22 @@ export class Worker {
   readonly #active = new Map<string, Active>();
   /**
    * Jobs this process is between "seen an entry" and "registered as active".
-   * Set before the first await, so the read loop and the reclaim loop can
-   * never start two attempts of one job in one process.
+   * Set before the first await, so two entries of one job can never start two
+   * attempts of it in one process.
    */
   readonly #taking = new Set<string>();
+  /**
+   * Entries of jobs whose lease another attempt holds (a retry's entry while
+   * the cancelled attempt winds down, a reconciler's duplicate). They stay
+   * pending here and are tried again at each look at the group, until the
+   * lease is free: then the job runs, or the entry is acknowledged because
+   * the job is finished. Never dropped on sight, so no retry is lost.
+   */
+  readonly #deferred = new Map<string, Entry>();
   #stopping = false;
   #slotFreed: (() => void) | undefined;
+  /** When the read loop looks at the group next (0: at once). */
+  #nextCheck = 0;
   #loops: Promise<void>[] = [];
   #timers: NodeJS.Timeout[] = [];
 
@@ -63,6 +74,7 @@ export class Worker {
       deps.config.WORKER_LEASE_MS,
       deps.log,
     );
+    deps.metrics.setQueueSource(() => this.queue.lag());
   }
 
   get activeJobs(): string[] {
@@ -83,12 +95,9 @@ export class Worker {
     await this.queue.init();
     await this.#clearLeftovers();
     this.#loops.push(this.#readLoop());
-    const reclaimEvery = Math.max(500, Math.min(this.#deps.config.WORKER_LEASE_MS / 2, 15_000));
-    this.#timers.push(setInterval(() => void this.#reclaim(), reclaimEvery));
-    this.#timers.push(setInterval(() => void this.#measureLag(), 10_000));
+    const renewEvery = Math.max(200, Math.floor(this.#deps.config.WORKER_LEASE_MS / 3));
+    this.#timers.push(setInterval(() => void this.#renew(), renewEvery));
     this.#timers.push(setInterval(() => void this.#pruneConsumers(), PRUNE_EVERY_MS));
-    void this.#reclaim();
-    void this.#measureLag();
     void this.#pruneConsumers();
     this.#log.info(
       { worker: this.#deps.config.WORKER_ID, concurrency: this.#deps.config.WORKER_CONCURRENCY },
@@ -111,9 +120,20 @@ export class Worker {
   }
 
   #free(): number {
-    return this.#deps.config.WORKER_CONCURRENCY - this.#active.size;
+    return this.#deps.config.WORKER_CONCURRENCY - this.#active.size - this.#taking.size;
   }
 
+  /** While some worker holds jobs, look at the group often enough to take over within seconds. */
+  get #watchEvery(): number {
+    return Math.max(200, Math.floor(this.#deps.config.WORKER_LEASE_MS / 3));
+  }
+
+  /**
+   * Reads new entries, and between reads looks at the group: every few
+   * seconds while jobs run somewhere (to take over a crashed worker's), once a
+   * minute when nothing runs anywhere. An idle fleet thus costs each worker two
+   * commands a minute.
+   */
   async #readLoop(): Promise<void> {
     while (!this.#stopping) {
       if (this.#free() <= 0) {
@@ -122,33 +142,34 @@ export class Worker {
         });
         continue;
       }
-      let entries: Entry[];
       try {
-        entries = await this.queue.read(this.#free(), 5000);
+        if (Date.now() >= this.#nextCheck) await this.#check();
+        const block = Math.max(100, this.#nextCheck - Date.now());
+        const entries = await this.queue.read(this.#free(), block);
+        for (const entry of entries) await this.#take(entry, true);
       } catch (error) {
         if (this.#stopping) break;
         this.#log.warn({ err: error }, "reading the job stream failed; retrying");
         await new Promise((r) => setTimeout(r, 1000));
-        continue;
       }
-      for (const entry of entries) await this.#take(entry, true);
     }
   }
 
-  async #reclaim(): Promise<void> {
-    if (this.#stopping || this.#free() <= 0) return;
-    try {
-      const entries = await this.queue.reclaim(this.#free());
-      for (const entry of entries) {
-        this.#log.info(
-          { entry: entry.id, jobId: entry.message?.jobId },
-          "reclaimed a job entry idle longer than a lease",
-        );
-        await this.#take(entry, false);
-      }
-    } catch (error) {
-      this.#log.warn({ err: error }, "reclaiming idle jobs failed");
+  /** Takes over entries of workers that are gone, and tries deferred entries again. */
+  async #check(): Promise<void> {
+    const deferred = [...this.#deferred.values()];
+    this.#deferred.clear();
+    for (const entry of deferred) await this.#take(entry, false);
+    const { othersPending, claimed } = await this.queue.check(this.#free());
+    for (const entry of claimed) {
+      this.#log.info(
+        { entry: entry.id, jobId: entry.kind === "job" ? entry.message.jobId : undefined },
+        "took over a job entry of a worker that is gone",
+      );
+      await this.#take(entry, false);
     }
+    const watching = othersPending > 0 || this.#deferred.size > 0;
+    this.#nextCheck = Date.now() + (watching ? this.#watchEvery : IDLE_CHECK_MS);
   }
 
   /** Forgets consumers left in the group by workers that died (a clean exit retires its own). */
@@ -162,33 +183,26 @@ export class Worker {
     }
   }
 
-  async #measureLag(): Promise<void> {
-    try {
-      const lag = await this.queue.lag();
-      this.#deps.metrics.queuePending.set(lag.pending + lag.undelivered);
-      this.#deps.metrics.queueOldestAgeSeconds.set(lag.oldestAgeSeconds);
-    } catch (error) {
-      this.#log.debug({ err: error }, "could not measure queue lag");
-    }
-  }
-
-  /**
-   * One stream entry. `fresh` entries (never delivered before) for a job whose
-   * lease someone holds are duplicates and acknowledged; reclaimed ones are
-   * left alone, since their owner is alive and will acknowledge them itself.
-   */
+  /** One stream entry: a job to run, a notice to start watching, or something to drop. */
   async #take(entry: Entry, fresh: boolean): Promise<void> {
-    const jobId = entry.message?.jobId;
-    if (!jobId) {
+    if (entry.kind === "watch") {
+      // A job started somewhere: look at the group now, then every few seconds while it runs.
+      await this.queue.ack(entry.id);
+      this.#nextCheck = 0;
+      return;
+    }
+    if (entry.kind === "invalid") {
       await this.queue.ack(entry.id);
       return;
     }
+    const jobId = entry.message.jobId;
     const log = this.#log.child({ jobId, entry: entry.id });
+    if (this.#stopping) return;
     if (this.#active.has(jobId) || this.#taking.has(jobId)) {
-      if (fresh) await this.queue.ack(entry.id);
+      // This process runs the job already; the entry may be a retry of it. Keep it for later.
+      this.#deferred.set(jobId, entry);
       return;
     }
-    if (this.#stopping) return;
     this.#taking.add(jobId);
     try {
       await this.#start(entry, jobId, fresh, log);
@@ -199,10 +213,8 @@ export class Worker {
 
   async #start(entry: Entry, jobId: string, fresh: boolean, log: Logger): Promise<void> {
     if (!(await this.queue.acquireLease(jobId))) {
-      if (fresh) {
-        log.info("job is leased by another worker; dropping the duplicate entry");
-        await this.queue.ack(entry.id);
-      }
+      log.info({ fresh }, "another attempt holds the job's lease; keeping the entry until it is free");
+      this.#deferred.set(jobId, entry);
       return;
     }
     try {
@@ -239,16 +251,15 @@ export class Worker {
         jobId,
         job.attempt,
       );
-      const renewEvery = Math.max(200, Math.min(Math.floor(this.#deps.config.WORKER_LEASE_MS / 3), 5000));
-      const renewal = setInterval(() => void this.#renew(jobId, entry.id, run), renewEvery);
-      const active: Active = { run, entryId: entry.id, renewal, done: Promise.resolve() };
+      const active: Active = { run, entryId: entry.id, done: Promise.resolve() };
       this.#active.set(jobId, active);
-      if (await this.queue.cancelRequested(jobId)) run.stop("cancel");
+      if (await this.queue.cancelRequested(jobId, job.attempt)) run.stop("cancel");
+      // Someone idle should watch for this worker's crash.
+      await this.queue.announce().catch((error: unknown) => log.debug({ err: error }, "no watch notice"));
       active.done = run.run().then(
         (outcome) => this.#finish(jobId, outcome),
         async (error: unknown) => {
           log.error({ err: error }, "attempt crashed");
-          clearInterval(renewal);
           this.#active.delete(jobId);
           // The entry stays pending; freeing the lease lets a worker reclaim it.
           await this.queue.releaseLease(jobId).catch(() => {});
@@ -258,28 +269,38 @@ export class Worker {
     } catch (error) {
       log.error({ err: error }, "could not start the job");
       await this.queue.releaseLease(jobId).catch(() => {});
+      // Still pending here: tried again at the next look at the group.
+      this.#deferred.set(jobId, entry);
     }
   }
 
-  async #renew(jobId: string, entryId: string, run: JobRun): Promise<void> {
+  /** Keeps this worker alive and its leases (one command for all its jobs); stops cancelled or lost attempts. */
+  async #renew(): Promise<void> {
+    if (this.#active.size === 0 && this.#deferred.size === 0) return;
+    const held = [...this.#active.values()].map((a) => ({ jobId: a.run.jobId, attempt: a.run.attempt }));
     try {
-      const { owned, cancelled } = await this.queue.renew(jobId, entryId);
-      if (!owned) run.stop("stale");
-      else if (cancelled) run.stop("cancel");
+      for (const result of await this.queue.renew(held)) {
+        const run = this.#active.get(result.jobId)?.run;
+        if (!run) continue;
+        if (!result.owned) run.stop("stale");
+        else if (result.cancelled) run.stop("cancel");
+      }
     } catch (error) {
-      this.#log.warn({ err: error, jobId }, "lease renewal failed");
+      this.#log.warn({ err: error }, "lease renewal failed");
     }
   }
 
   async #finish(jobId: string, outcome: Outcome): Promise<void> {
     const active = this.#active.get(jobId);
     if (!active) return;
-    clearInterval(active.renewal);
     const log = this.#log.child({ jobId, attempt: active.run.attempt });
     try {
       switch (outcome) {
         case "stale":
-          // Another attempt owns the job and its entry: leave both alone.
+          // A newer attempt owns the job. Our lease and entry go only if they are still ours
+          // (a worker that took the job over holds its own).
+          await this.queue.releaseLease(jobId);
+          await this.queue.ack(active.entryId);
           break;
         case "handed_back": {
           const phase = active.run.phase;
@@ -306,6 +327,8 @@ export class Worker {
       log.error({ err: error, outcome }, "could not settle the attempt");
     } finally {
       this.#active.delete(jobId);
+      // An entry kept while this attempt ran (a retry) can be tried now.
+      if (this.#deferred.has(jobId)) this.#nextCheck = 0;
       this.#wake();
     }
   }
@@ -335,7 +358,7 @@ export class Worker {
     if (!(await Promise.race([settled, timedOut]))) {
       this.#log.warn({ jobs: this.activeJobs }, "jobs did not hand back in time; their leases will lapse");
     }
-    // Out of the group, unless it still holds entries (a job that did not hand back in time).
+    // Out of the group, unless it still holds entries (a job that did not hand back in time, or deferred ones).
     await this.queue.retire().catch((error: unknown) => {
       this.#log.warn({ err: error }, "could not leave the consumer group");
     });

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import { queue } from "@torreclou/contracts";
+import { keys, queue } from "@torreclou/contracts";
 import { Redis } from "ioredis";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -18,7 +18,8 @@ describe("JobQueue consumer group", () => {
   const opened: JobQueue[] = [];
 
   async function join(name: string): Promise<JobQueue> {
-    const jobs = new JobQueue(redisUrl, name, 30_000, pino({ enabled: false }));
+    // No grace: an entry is taken from a consumer as soon as its liveness key is gone.
+    const jobs = new JobQueue(redisUrl, name, 30_000, pino({ enabled: false }), 0);
     await jobs.init();
     opened.push(jobs);
     return jobs;
@@ -65,5 +66,66 @@ describe("JobQueue consumer group", () => {
     expect(await consumers()).toEqual(["worker-a", "worker-c", "worker-gone"]);
     expect(await c.pruneConsumers(20)).toEqual(["worker-gone"]);
     expect(await consumers()).toEqual(["worker-a", "worker-c"]);
+  });
+
+  it("takes over the entries of a worker whose liveness key is gone, never a live one's", async () => {
+    await redis.flushdb();
+    const a = await join("alive-a");
+    const b = await join("alive-b");
+    const jobId = randomUUID();
+    await redis.xadd(queue.stream, "*", "job", JSON.stringify({ jobId }));
+    const [entry] = await a.read(1, 1000);
+    expect(entry).toMatchObject({ kind: "job", message: { jobId } });
+    expect(await a.acquireLease(jobId)).toBe(true);
+    // A is alive: B sees its entry pending and leaves it.
+    expect(await b.check(5)).toEqual({ othersPending: 1, claimed: [] });
+    // A dies: its liveness key goes (as it would lapse) and so does its lease.
+    await redis.del(keys.alive("alive-a"), keys.lease(jobId));
+    const taken = await b.check(5);
+    expect(taken.claimed.map((e) => e.id)).toEqual([entry!.id]);
+    expect(await b.acquireLease(jobId)).toBe(true);
+    // A, back from the dead, may no longer settle the entry: it is B's.
+    expect(await a.ack(entry!.id)).toBe(false);
+    expect(await b.ack(entry!.id)).toBe(true);
+    expect(await b.check(5)).toEqual({ othersPending: 0, claimed: [] });
+  });
+
+  it("renews leases it still owns and reports cancels by attempt, so a retry is never stopped by an older cancel", async () => {
+    await redis.flushdb();
+    const a = await join("renew-a");
+    const [mine, lost] = [randomUUID(), randomUUID()];
+    expect(await a.acquireLease(mine)).toBe(true);
+    expect(await a.acquireLease(lost)).toBe(true);
+    await redis.set(keys.lease(lost), "someone-else");
+    // The user cancelled attempt 1; attempt 2 is the retry.
+    await redis.set(keys.cancel(mine), "1");
+    expect(
+      await a.renew([
+        { jobId: mine, attempt: 2 },
+        { jobId: lost, attempt: 1 },
+      ]),
+    ).toEqual([
+      { jobId: mine, owned: true, cancelled: false },
+      { jobId: lost, owned: false, cancelled: false },
+    ]);
+    expect(await a.renew([{ jobId: mine, attempt: 1 }])).toEqual([
+      { jobId: mine, owned: true, cancelled: true },
+    ]);
+    expect(await a.cancelRequested(mine, 1)).toBe(true);
+    expect(await a.cancelRequested(mine, 2)).toBe(false);
+    // Renewing keeps the worker's liveness key.
+    expect(await redis.get(keys.alive("renew-a"))).toBe("renew-a");
+    expect(await redis.pttl(keys.alive("renew-a"))).toBeGreaterThan(0);
+  });
+
+  it("wakes an idle reader with a watch notice", async () => {
+    await redis.flushdb();
+    const a = await join("watch-a");
+    const b = await join("watch-b");
+    const read = b.read(1, 60_000);
+    await a.announce();
+    const [notice] = await read;
+    expect(notice).toMatchObject({ kind: "watch" });
+    expect(await b.ack(notice!.id)).toBe(true);
   });
 });

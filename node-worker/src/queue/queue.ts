@@ -1,36 +1,100 @@
 // The worker's side of the job queue: a consumer in the `workers` group of the
-// jobs stream, per-job leases with a fencing-friendly owner check, and the
-// reclaim of entries whose worker died.
+// jobs stream, per-job leases, and taking over the jobs of workers that died.
+//
+// Liveness. A worker that holds jobs keeps a short-lived key
+// (`keys.alive(worker)`, PX = the lease length) and its jobs' leases alive
+// with one script call every third of a lease, which also reports cancels.
+// A worker holding nothing renews nothing. A crashed worker's key lapses
+// within a lease; its stream entries are then taken over by absence: any
+// worker checking the group finds entries pending for a consumer whose key is
+// gone, and claims them.
+//
+// Cost. An idle fleet makes two commands a minute per worker: a blocking read
+// that waits up to a minute, and one look at the group. While some worker
+// holds jobs, the others look every few seconds, so a crash is noticed within
+// seconds. A worker that takes a job adds a `watch` notice to the stream,
+// which wakes one idle worker straight into watching.
 import { JobMessage, keys, queue } from "@torreclou/contracts";
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
 
-export interface Entry {
-  id: string;
-  /** Undefined when the entry is not a valid job message. */
-  message: JobMessage | undefined;
+export type Entry =
+  | { id: string; kind: "job"; message: JobMessage }
+  /** A worker took a job somewhere: someone should watch for its crash. */
+  | { id: string; kind: "watch" }
+  | { id: string; kind: "invalid" };
+
+/** What a look at the group found. */
+export interface GroupCheck {
+  /** Entries pending for other consumers (jobs running elsewhere). */
+  othersPending: number;
+  /** Entries of consumers that are gone, now claimed by this worker. */
+  claimed: Entry[];
+}
+
+export interface Renewal {
+  jobId: string;
+  attempt: number;
+}
+
+export interface RenewalResult {
+  jobId: string;
+  /** False: the lease lapsed and someone else may hold it now. */
+  owned: boolean;
+  /** A cancel was requested for this attempt (or a later one). */
+  cancelled: boolean;
 }
 
 /**
- * Renews a lease if we still own it, keeps the job's stream entry fresh (so
- * XAUTOCLAIM leaves live jobs alone), and reports a cancel request: one
- * command every few seconds per running job.
+ * KEYS: alive, then lease and cancel key of each job. ARGV: worker, ms, then
+ * each job's attempt. Keeps the worker alive and each lease it still owns;
+ * reports per job [owned, cancelled].
  */
 const RENEW = `
-local owned = 0
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  owned = 1
-  if ARGV[5] ~= '' then
-    redis.call('XCLAIM', KEYS[3], ARGV[3], ARGV[4], 0, ARGV[5], 'JUSTID')
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local out = {}
+for i = 3, #ARGV do
+  local lease = KEYS[2 * (i - 2)]
+  local cancel = KEYS[2 * (i - 2) + 1]
+  local owned = 0
+  if redis.call('GET', lease) == ARGV[1] then
+    redis.call('PEXPIRE', lease, ARGV[2])
+    owned = 1
   end
+  local flag = tonumber(redis.call('GET', cancel) or '')
+  local cancelled = 0
+  if flag ~= nil and flag >= tonumber(ARGV[i]) then cancelled = 1 end
+  table.insert(out, {owned, cancelled})
 end
-return {owned, redis.call('EXISTS', KEYS[2])}
+return out
+`;
+
+/** KEYS: lease, alive. ARGV: worker, ms. Takes a free lease and marks the worker alive. */
+const ACQUIRE = `
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
 `;
 
 /** Deletes the lease only if we own it. */
 const RELEASE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;
+
+/**
+ * Acknowledges and deletes an entry only while it is pending for us: an
+ * entry another worker claimed is that worker's to settle.
+ */
+const SETTLE = `
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 1 and p[1][2] == ARGV[2] then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+  redis.call('XDEL', KEYS[1], ARGV[3])
+  return 1
+end
 return 0
 `;
 
@@ -49,18 +113,27 @@ type StreamFields = [id: string, fields: string[] | null];
 
 function parseEntry(raw: StreamFields, log: Logger): Entry {
   const [id, fields] = raw;
-  if (!fields) return { id, message: undefined };
-  const at = fields.indexOf("job");
-  const value = at >= 0 && at % 2 === 0 ? fields[at + 1] : undefined;
+  const field = (name: string) => {
+    const at = fields?.indexOf(name) ?? -1;
+    return at >= 0 && at % 2 === 0 ? fields?.[at + 1] : undefined;
+  };
+  if (field("watch") !== undefined) return { id, kind: "watch" };
   try {
-    const parsed = JobMessage.safeParse(JSON.parse(value ?? ""));
-    if (parsed.success) return { id, message: parsed.data };
+    const parsed = JobMessage.safeParse(JSON.parse(field("job") ?? ""));
+    if (parsed.success) return { id, kind: "job", message: parsed.data };
   } catch {
     // fall through
   }
   log.warn({ entry: id }, "ignoring a malformed job message");
-  return { id, message: undefined };
+  return { id, kind: "invalid" };
 }
+
+/**
+ * Pending entries at least this idle may be taken from a consumer whose
+ * liveness key is gone: an entry just delivered to a worker that has yet to
+ * take its first lease is not taken from under it.
+ */
+const CLAIM_GRACE_MS = 2_000;
 
 export class JobQueue {
   readonly consumer: string;
@@ -68,11 +141,13 @@ export class JobQueue {
   readonly commands: Redis;
   readonly #blocking: Redis;
   readonly #log: Logger;
+  readonly #graceMs: number;
 
-  constructor(redisUrl: string, consumer: string, leaseMs: number, log: Logger) {
+  constructor(redisUrl: string, consumer: string, leaseMs: number, log: Logger, graceMs = CLAIM_GRACE_MS) {
     this.consumer = consumer;
     this.leaseMs = leaseMs;
     this.#log = log;
+    this.#graceMs = graceMs;
     this.commands = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 3 });
     // Blocking reads on their own connection: an idle worker waits here at no cost.
     this.#blocking = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: null });
@@ -109,55 +184,110 @@ export class JobQueue {
     return reply.flatMap(([, entries]) => entries.map((e) => parseEntry(e, this.#log)));
   }
 
-  /** Takes over entries no consumer has touched for longer than a lease. */
-  async reclaim(count: number): Promise<Entry[]> {
-    const reply = (await this.commands.xautoclaim(
+  /**
+   * One look at the group: how many entries other consumers hold, and the
+   * entries of consumers that are gone (no liveness key), claimed for us, at
+   * most `count`. One command when nothing runs anywhere.
+   */
+  async check(count: number): Promise<GroupCheck> {
+    const summary = (await this.commands.xpending(queue.stream, queue.group)) as [
+      number,
+      string | null,
+      string | null,
+      [string, string][] | null,
+    ];
+    const perConsumer = summary[3] ?? [];
+    const othersPending = perConsumer
+      .filter(([name]) => name !== this.consumer)
+      .reduce((sum, [, n]) => sum + Number(n), 0);
+    if (othersPending === 0 || count <= 0) return { othersPending, claimed: [] };
+    const pending = (await this.commands.xpending(
+      queue.stream,
+      queue.group,
+      "IDLE",
+      this.#graceMs,
+      "-",
+      "+",
+      100,
+    )) as [string, string, number, number][];
+    const owners = [...new Set(pending.map(([, consumer]) => consumer).filter((c) => c !== this.consumer))];
+    if (owners.length === 0) return { othersPending, claimed: [] };
+    const alive = await this.commands.mget(...owners.map((c) => keys.alive(c)));
+    const gone = new Set(owners.filter((_, i) => alive[i] === null));
+    const ids = pending
+      .filter(([, consumer]) => gone.has(consumer))
+      .map(([id]) => id)
+      .slice(0, count);
+    if (ids.length === 0) return { othersPending, claimed: [] };
+    const claimed = (await this.commands.xclaim(
       queue.stream,
       queue.group,
       this.consumer,
-      this.leaseMs,
-      "0-0",
-      "COUNT",
-      count,
-    )) as [string, (StreamFields | null)[], string[]?];
-    return (reply[1] ?? []).filter((e): e is StreamFields => e !== null).map((e) => parseEntry(e, this.#log));
+      this.#graceMs,
+      ...ids,
+    )) as (StreamFields | null)[];
+    return {
+      othersPending,
+      claimed: claimed.filter((e): e is StreamFields => e !== null).map((e) => parseEntry(e, this.#log)),
+    };
   }
 
+  /** Takes the job's lease if it is free (or lapsed), marking this worker alive. */
   async acquireLease(jobId: string): Promise<boolean> {
-    return (await this.commands.set(keys.lease(jobId), this.consumer, "PX", this.leaseMs, "NX")) === "OK";
+    const taken = await this.commands.eval(
+      ACQUIRE,
+      2,
+      keys.lease(jobId),
+      keys.alive(this.consumer),
+      this.consumer,
+      this.leaseMs,
+    );
+    return taken === 1;
   }
 
   async leaseHolder(jobId: string): Promise<string | null> {
     return this.commands.get(keys.lease(jobId));
   }
 
-  async renew(jobId: string, entryId: string): Promise<{ owned: boolean; cancelled: boolean }> {
-    const [owned, cancelled] = (await this.commands.eval(
+  /** Keeps this worker alive and the leases of `jobs`; one command for all of them. */
+  async renew(jobs: Renewal[]): Promise<RenewalResult[]> {
+    const keyList = [
+      keys.alive(this.consumer),
+      ...jobs.flatMap((j) => [keys.lease(j.jobId), keys.cancel(j.jobId)]),
+    ];
+    const reply = (await this.commands.eval(
       RENEW,
-      3,
-      keys.lease(jobId),
-      keys.cancel(jobId),
-      queue.stream,
+      keyList.length,
+      ...keyList,
       this.consumer,
       this.leaseMs,
-      queue.group,
-      this.consumer,
-      entryId,
-    )) as [number, number];
-    return { owned: owned === 1, cancelled: cancelled === 1 };
+      ...jobs.map((j) => j.attempt),
+    )) as [number, number][];
+    return jobs.map((j, i) => ({
+      jobId: j.jobId,
+      owned: reply[i]?.[0] === 1,
+      cancelled: reply[i]?.[1] === 1,
+    }));
   }
 
-  async cancelRequested(jobId: string): Promise<boolean> {
-    return (await this.commands.exists(keys.cancel(jobId))) === 1;
+  /** Whether a cancel was requested for this attempt of the job (or a later one). */
+  async cancelRequested(jobId: string, attempt: number): Promise<boolean> {
+    const flag = Number(await this.commands.get(keys.cancel(jobId)));
+    return Number.isFinite(flag) && flag >= attempt && flag > 0;
   }
 
   async releaseLease(jobId: string): Promise<void> {
     await this.commands.eval(RELEASE, 1, keys.lease(jobId), this.consumer);
   }
 
-  /** Done with an entry: acknowledge it and drop it from the stream. */
-  async ack(entryId: string): Promise<void> {
-    await this.commands.multi().xack(queue.stream, queue.group, entryId).xdel(queue.stream, entryId).exec();
+  /** Done with an entry: acknowledge it and drop it from the stream (only while it is ours). */
+  async ack(entryId: string): Promise<boolean> {
+    return (await this.commands.eval(SETTLE, 1, queue.stream, queue.group, this.consumer, entryId)) === 1;
+  }
+
+  /** Tells the fleet a job is running here, so an idle worker starts watching for crashes. */
+  async announce(): Promise<void> {
+    await this.commands.xadd(queue.stream, "*", "watch", this.consumer);
   }
 
   /** Puts a job back on the queue as a new entry and retires the old one. */
