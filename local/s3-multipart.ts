@@ -15,8 +15,9 @@
 // keeps a file of its own, and an upload with such parts (or gaps) is
 // assembled by copying, as before.
 //
-// Listing and aborting: s3rver has neither ListParts nor AbortMultipartUpload;
-// both work here as on S3.
+// Listing and aborting: s3rver has neither ListParts, ListMultipartUploads
+// nor AbortMultipartUpload; they work here as on S3. Each upload's initiation
+// time is kept in its folder (`initiated`), so a restart lists it unchanged.
 import { createHash } from "node:crypto";
 import { constants } from "node:fs";
 import {
@@ -34,6 +35,7 @@ import {
 import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import type { S3rverContext } from "s3rver";
+import AWSAccount from "s3rver/lib/models/account.js";
 import S3Error from "s3rver/lib/models/error.js";
 import type FilesystemStore from "s3rver/lib/stores/filesystem.js";
 import { CheckedBody } from "./s3-sigv4.ts";
@@ -52,8 +54,23 @@ const MAX_IOV = 1024;
 // Upload folder → stride. Set by the first part to arrive: synchronously, so concurrent parts agree; on disk for a restart.
 const strides = new Map<string, number>();
 
-/** Replaces the store's part writes and multipart completion with ones that behave as S3's. */
+// The last initiation time handed out, in ms: each upload gets a later one than the one before, so two
+// uploads of one key started within a millisecond still list in the order they were started.
+let lastInitiated = 0;
+
+/** Replaces the store's upload initiation, part writes and multipart completion with ones that behave as S3's. */
 export function completeAsS3(store: FilesystemStore): void {
+  const initiate = store.initiateUpload.bind(store);
+  store.initiateUpload = async (bucket, key, uploadId, metadata) => {
+    const uploadDir = join(store.getResourcePath(bucket, undefined, "uploads"), uploadId);
+    lastInitiated = Math.max(Date.now(), lastInitiated + 1);
+    const initiated = new Date(lastInitiated).toISOString();
+    await mkdir(uploadDir, { recursive: true });
+    // Before `key`, which is what makes the upload exist: no listing sees it without its time.
+    await writeFile(join(uploadDir, "initiated"), initiated);
+    await initiate(bucket, key, uploadId, metadata);
+  };
+
   const strideOf = async (uploadDir: string, size: number): Promise<number> => {
     const known = strides.get(uploadDir);
     if (known !== undefined) return known;
@@ -216,6 +233,220 @@ export function uploadRequests(store: FilesystemStore) {
       },
     };
   };
+}
+
+/** An upload not yet completed or aborted, as ListMultipartUploads shows it. */
+interface OpenUpload {
+  key: string;
+  uploadId: string;
+  initiated: Date;
+  storageClass: string;
+}
+
+/** What a ListMultipartUploads request asks for. */
+interface UploadsQuery {
+  prefix: string;
+  delimiter: string;
+  keyMarker: string;
+  /** Only with keyMarker (S3 ignores it otherwise). */
+  uploadIdMarker: string;
+  maxUploads: number;
+}
+
+/** One line of a listing: an upload, or the common prefix standing for all those under it. */
+type Listed = { upload: OpenUpload } | { prefix: string };
+
+/**
+ * Koa middleware for s3rver, which answers ListMultipartUploads (GET on a
+ * bucket with `uploads`) 501: the bucket's unfinished uploads as S3 lists
+ * them, by key and then by initiation, `max-uploads` (at most 1000) at a time
+ * after `key-marker` / `upload-id-marker`, with `prefix`, and with
+ * `delimiter` rolling keys up into common prefixes. Goes just in front of
+ * s3rver's router.
+ */
+export function listUploads(store: FilesystemStore) {
+  return async (ctx: S3rverContext, next: () => Promise<void>): Promise<void> => {
+    if (ctx.method !== "GET" || !("uploads" in ctx.query) || "uploadId" in ctx.query) return next();
+    const [rawBucket = "", ...keyPath] = ctx.path.slice(1).split("/");
+    // On an object it is not this request; s3rver's router answers it.
+    if (keyPath.join("/") !== "") return next();
+    const bucket = decodeURIComponent(rawBucket);
+    // Bucket names are never paths: "." and ".." are no buckets.
+    if (!/^[a-z0-9][\w.-]*$/i.test(bucket) || !(await store.getBucket(bucket))) {
+      throw new S3Error("NoSuchBucket", "The specified bucket does not exist", { BucketName: bucket });
+    }
+    const param = (name: string): string => {
+      const value = ctx.query[name];
+      return (Array.isArray(value) ? value[0] : value) ?? "";
+    };
+    const encodingType = param("encoding-type");
+    if (encodingType !== "" && encodingType !== "url") {
+      throw new S3Error("InvalidArgument", "Invalid Encoding Method specified in Request", {
+        ArgumentName: "encoding-type",
+        ArgumentValue: encodingType,
+      });
+    }
+    const query: UploadsQuery = {
+      prefix: param("prefix"),
+      delimiter: param("delimiter"),
+      keyMarker: param("key-marker"),
+      uploadIdMarker: param("key-marker") === "" ? "" : param("upload-id-marker"),
+      maxUploads: maxUploadsOf(ctx.query["max-uploads"]),
+    };
+    const { listed, truncated } = pageOf(await openUploads(store, bucket), query);
+    // With encoding-type=url, S3 URL-encodes every key and prefix it answers with.
+    const out = (text: string) => (encodingType === "url" ? encodeURIComponent(text) : text);
+    const last = listed.at(-1);
+    const owner = { ID: AWSAccount.DUMMY_ACCOUNT.id, DisplayName: AWSAccount.DUMMY_ACCOUNT.displayName };
+    // A plain object, undefined members left out: s3rver writes it out as XML.
+    ctx.body = {
+      ListMultipartUploadsResult: {
+        "@": { xmlns: "http://s3.amazonaws.com/doc/2006-03-01/" },
+        Bucket: bucket,
+        KeyMarker: out(query.keyMarker),
+        UploadIdMarker: query.uploadIdMarker,
+        NextKeyMarker: last ? out("upload" in last ? last.upload.key : last.prefix) : undefined,
+        Prefix: query.prefix === "" ? undefined : out(query.prefix),
+        Delimiter: query.delimiter === "" ? undefined : out(query.delimiter),
+        NextUploadIdMarker: last && "upload" in last ? last.upload.uploadId : undefined,
+        MaxUploads: query.maxUploads,
+        IsTruncated: truncated,
+        Upload: listed.flatMap((entry) =>
+          "upload" in entry
+            ? [
+                {
+                  Key: out(entry.upload.key),
+                  UploadId: entry.upload.uploadId,
+                  Initiator: owner,
+                  Owner: owner,
+                  StorageClass: entry.upload.storageClass,
+                  Initiated: entry.upload.initiated.toISOString(),
+                },
+              ]
+            : [],
+        ),
+        CommonPrefixes: listed.flatMap((entry) => ("prefix" in entry ? [{ Prefix: out(entry.prefix) }] : [])),
+        EncodingType: encodingType === "" ? undefined : encodingType,
+      },
+    };
+  };
+}
+
+/** `max-uploads` as S3 reads it: 1000 when absent, at most 1000, and 400 InvalidArgument unless a whole number. */
+function maxUploadsOf(value: string | string[] | undefined): number {
+  const text = Array.isArray(value) ? value[0] : value;
+  if (text === undefined) return 1000;
+  if (!/^\d+$/.test(text) || Number(text) > 2 ** 31 - 1) {
+    throw new S3Error("InvalidArgument", "Provided max-uploads not an integer or within integer range", {
+      ArgumentName: "max-uploads",
+      ArgumentValue: text,
+    });
+  }
+  return Math.min(Number(text), 1000);
+}
+
+/**
+ * The page `query` asks for out of `uploads` (sorted as S3 lists them): the
+ * uploads and common prefixes after the markers, each prefix once and counted
+ * as one, and whether more follow.
+ */
+function pageOf(uploads: OpenUpload[], query: UploadsQuery): { listed: Listed[]; truncated: boolean } {
+  const { prefix, delimiter, keyMarker, uploadIdMarker, maxUploads } = query;
+  // Where the marker upload stands among its key's uploads, if it is still there; otherwise
+  // S3's documented rule applies: that key's uploads with a lexicographically greater id.
+  const marker = uploadIdMarker
+    ? uploads.find((upload) => upload.key === keyMarker && upload.uploadId === uploadIdMarker)
+    : undefined;
+  const isAfterMarker = (upload: OpenUpload): boolean => {
+    const byKey = compareKeys(upload.key, keyMarker);
+    if (byKey !== 0 || uploadIdMarker === "") return byKey > 0;
+    return marker ? compareUploads(upload, marker) > 0 : upload.uploadId > uploadIdMarker;
+  };
+  const listed: Listed[] = [];
+  if (maxUploads === 0) return { listed, truncated: false };
+  for (const upload of uploads) {
+    if (!upload.key.startsWith(prefix) || !isAfterMarker(upload)) continue;
+    const cut = delimiter === "" ? -1 : upload.key.indexOf(delimiter, prefix.length);
+    let entry: Listed = { upload };
+    if (cut >= 0) {
+      const common = upload.key.slice(0, cut + delimiter.length);
+      const previous = listed.at(-1);
+      // Keys under one prefix are next to each other; a prefix at or before the marker was on an earlier page.
+      if (
+        (previous && "prefix" in previous && previous.prefix === common) ||
+        compareKeys(common, keyMarker) <= 0
+      )
+        continue;
+      entry = { prefix: common };
+    }
+    if (listed.length === maxUploads) return { listed, truncated: true };
+    listed.push(entry);
+  }
+  return { listed, truncated: false };
+}
+
+/** S3 orders keys by their UTF-8 bytes, which is not JavaScript's (UTF-16) string order. */
+function compareKeys(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"));
+}
+
+/** S3's listing order: by key, then by initiation (and by id, should two share a time). */
+function compareUploads(a: OpenUpload, b: OpenUpload): number {
+  return (
+    compareKeys(a.key, b.key) ||
+    a.initiated.getTime() - b.initiated.getTime() ||
+    (a.uploadId < b.uploadId ? -1 : a.uploadId > b.uploadId ? 1 : 0)
+  );
+}
+
+/** A bucket's unfinished uploads in S3's listing order, read from disk. */
+async function openUploads(store: FilesystemStore, bucket: string): Promise<OpenUpload[]> {
+  const uploadsDir = store.getResourcePath(bucket, undefined, "uploads");
+  const ids = await readdir(uploadsDir).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === "ENOENT") return [];
+    throw error;
+  });
+  const found = await Promise.all(ids.map((uploadId) => openUpload(join(uploadsDir, uploadId), uploadId)));
+  return found.filter((upload): upload is OpenUpload => upload !== undefined).sort(compareUploads);
+}
+
+/** The upload in `uploadDir`, or undefined if it is gone (completed or aborted while being read). */
+async function openUpload(uploadDir: string, uploadId: string): Promise<OpenUpload | undefined> {
+  try {
+    const key = await readFile(join(uploadDir, "key"), "utf8");
+    // Being initiated this very moment: s3rver is still writing it.
+    if (key === "") return undefined;
+    const initiated = await readFile(join(uploadDir, "initiated"), "utf8").then(
+      (text) => new Date(text),
+      // Started before initiation times were kept: the key was written when it began.
+      async () => (await stat(join(uploadDir, "key"))).mtime,
+    );
+    // The request headers it was initiated with; written alongside `key`, so perhaps not yet.
+    const headers = await readFile(join(uploadDir, "metadata"), "utf8").then(
+      jsonObject,
+      (): Record<string, unknown> => ({}),
+    );
+    const storageClass = headers["x-amz-storage-class"];
+    return {
+      key,
+      uploadId,
+      initiated,
+      storageClass: typeof storageClass === "string" && storageClass !== "" ? storageClass : "STANDARD",
+    };
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw error;
+  }
+}
+
+/** `text` as a JSON object, or an empty one if it is not one (yet). */
+function jsonObject(text: string): Record<string, unknown> {
+  try {
+    const value: unknown = JSON.parse(text);
+    return typeof value === "object" && value !== null ? (value as Record<string, unknown>) : {};
+  } catch {
+    return {};
+  }
 }
 
 /** An upload's folder and object key, or NoSuchUpload if there is no such upload (ids are never paths). */

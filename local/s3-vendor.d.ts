@@ -49,6 +49,8 @@ declare module "s3rver/lib/models/account.js" {
   /** s3rver's account registry: only access key ids registered here are accepted. */
   export default class AWSAccount {
     static readonly DUMMY_ACCOUNT: AWSAccount;
+    readonly id: number;
+    readonly displayName: string;
     createKeyPair(accessKeyId: string, secretAccessKey: string): void;
   }
 }
@@ -65,6 +67,14 @@ declare module "s3rver/lib/stores/filesystem.js" {
   /** Where s3rver keeps buckets, objects and uploads on disk. */
   export default class FilesystemStore {
     getResourcePath(bucket: string, key: string | undefined, resource: string): string;
+    /** The bucket, or null if there is none by that name. */
+    getBucket(bucket: string): Promise<object | null>;
+    initiateUpload(
+      bucket: string,
+      key: string,
+      uploadId: string,
+      metadata: Record<string, unknown>,
+    ): Promise<void>;
     putMetadata(bucket: string, key: string, metadata: Record<string, string>, md5: string): Promise<void>;
     putPart(
       bucket: string,

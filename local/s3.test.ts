@@ -6,10 +6,13 @@ import { Readable } from "node:stream";
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
+  CreateBucketCommand,
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  type ListMultipartUploadsCommandInput,
   ListObjectsV2Command,
   ListPartsCommand,
   PutObjectCommand,
@@ -18,7 +21,15 @@ import {
 } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, quietLog, type Service } from "./process.ts";
-import { AwsChunkedDecoder, damageInTransit, s3ClientFor, startS3, startS3Process } from "./s3.ts";
+import {
+  AwsChunkedDecoder,
+  damageInTransit,
+  paginateListMultipartUploads,
+  s3ClientFor,
+  startS3,
+  startS3Process,
+  unfinishedUploads,
+} from "./s3.ts";
 
 const MiB = 1024 * 1024;
 const sha = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
@@ -324,6 +335,180 @@ describe("local S3 (s3rver)", () => {
     await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
   });
 
+  describe("ListMultipartUploads", () => {
+    // A bucket of their own, so that a listing of all of it is exact.
+    const Bucket = "torreclou-uploads";
+    // Upload ids by name, and how many uploads were started.
+    const ids: Record<string, string> = {};
+    let started = 0;
+    let initiatedFrom = 0;
+    let initiatedTo = 0;
+    const start = async (name: string, Key: string, on = Bucket, StorageClass?: "STANDARD_IA") => {
+      const { UploadId } = await client.send(
+        new CreateMultipartUploadCommand({ Bucket: on, Key, StorageClass }),
+      );
+      ids[name] = UploadId!;
+      started++;
+      return UploadId!;
+    };
+    const list = (input: Omit<ListMultipartUploadsCommandInput, "Bucket"> = {}) =>
+      client.send(new ListMultipartUploadsCommand({ Bucket, ...input }));
+    const idsOf = (uploads: { UploadId?: string }[] | undefined) =>
+      (uploads ?? []).map((upload) => Object.keys(ids).find((name) => ids[name] === upload.UploadId));
+
+    beforeAll(async () => {
+      await client.send(new CreateBucketCommand({ Bucket }));
+      initiatedFrom = Date.now();
+      // Started out of key order; "one" twice, the first time before the other keys.
+      await start("one-first", "a/one.bin");
+      await start("top", "top.bin", Bucket, "STANDARD_IA");
+      await start("two", "b/two.bin");
+      await start("deeper", "a/deeper/x.bin");
+      // Ids are random: keep a later upload of a/one.bin whose id sorts before the first's, so that
+      // listing by id instead of by initiation would show.
+      while ((await start("one-second", "a/one.bin")) > ids["one-first"]!) {
+        await client.send(
+          new AbortMultipartUploadCommand({ Bucket, Key: "a/one.bin", UploadId: ids["one-second"] }),
+        );
+      }
+      initiatedTo = Date.now();
+      // In the other bucket, under a key listed here too: never listed here.
+      await start("elsewhere", "a/one.bin", bucket);
+    });
+
+    afterAll(async () => {
+      await client.send(
+        new AbortMultipartUploadCommand({ Bucket: bucket, Key: "a/one.bin", UploadId: ids.elsewhere }),
+      );
+    });
+
+    it("lists every unfinished upload of the bucket by key, then by initiation, as S3 shows them", async () => {
+      const all = await list();
+      expect(all).toMatchObject({
+        Bucket,
+        KeyMarker: "",
+        UploadIdMarker: "",
+        MaxUploads: 1000,
+        IsTruncated: false,
+      });
+      expect(all.Uploads?.map((upload) => [upload.Key, upload.UploadId])).toEqual([
+        ["a/deeper/x.bin", ids.deeper],
+        ["a/one.bin", ids["one-first"]],
+        ["a/one.bin", ids["one-second"]],
+        ["b/two.bin", ids.two],
+        ["top.bin", ids.top],
+      ]);
+      expect(all.CommonPrefixes).toBeUndefined();
+      expect(all.NextKeyMarker).toBe("top.bin");
+      expect(all.NextUploadIdMarker).toBe(ids.top);
+      const byName = (name: string) => all.Uploads?.find((upload) => upload.UploadId === ids[name]);
+      for (const upload of all.Uploads ?? []) {
+        expect(upload.Initiated).toBeInstanceOf(Date);
+        expect(upload.Initiated!.getTime()).toBeGreaterThanOrEqual(initiatedFrom);
+        // Uploads started within one millisecond are stamped a millisecond apart, in order.
+        expect(upload.Initiated!.getTime()).toBeLessThanOrEqual(initiatedTo + started);
+        expect(upload.Initiator?.ID).toBeTruthy();
+        expect(upload.Owner?.ID).toBeTruthy();
+        expect(upload.StorageClass).toBe(upload.Key === "top.bin" ? "STANDARD_IA" : "STANDARD");
+      }
+      // Two uploads of one key: both there, the earlier first.
+      expect(byName("one-first")!.Initiated!.getTime()).toBeLessThan(
+        byName("one-second")!.Initiated!.getTime(),
+      );
+      expect(await unfinishedUploads(client, Bucket)).toEqual(all.Uploads);
+      expect(idsOf(await unfinishedUploads(client, bucket, "a/"))).toEqual(["elsewhere"]);
+    });
+
+    it("narrows to a prefix and rolls keys up to common prefixes at a delimiter", async () => {
+      const underA = await list({ Prefix: "a/" });
+      expect(underA.Prefix).toBe("a/");
+      expect(idsOf(underA.Uploads)).toEqual(["deeper", "one-first", "one-second"]);
+      const top = await list({ Delimiter: "/" });
+      expect(top.Delimiter).toBe("/");
+      expect(idsOf(top.Uploads)).toEqual(["top"]);
+      expect(top.CommonPrefixes).toEqual([{ Prefix: "a/" }, { Prefix: "b/" }]);
+      const inA = await list({ Prefix: "a/", Delimiter: "/" });
+      expect(idsOf(inA.Uploads)).toEqual(["one-first", "one-second"]);
+      expect(inA.CommonPrefixes).toEqual([{ Prefix: "a/deeper/" }]);
+      const none = await list({ Prefix: "c/" });
+      expect([none.IsTruncated, none.Uploads, none.CommonPrefixes]).toEqual([false, undefined, undefined]);
+      // Keys and prefixes URL-encoded when asked.
+      const encoded = await list({ Prefix: "a/d", Delimiter: "/", EncodingType: "url" });
+      expect(encoded).toMatchObject({
+        EncodingType: "url",
+        Prefix: "a%2Fd",
+        CommonPrefixes: [{ Prefix: "a%2Fdeeper%2F" }],
+      });
+    });
+
+    it("pages with max-uploads and the markers, each upload and common prefix exactly once", async () => {
+      const first = await list({ MaxUploads: 2 });
+      expect(idsOf(first.Uploads)).toEqual(["deeper", "one-first"]);
+      expect(first).toMatchObject({
+        MaxUploads: 2,
+        IsTruncated: true,
+        NextKeyMarker: "a/one.bin",
+        NextUploadIdMarker: ids["one-first"],
+      });
+      // The page ends between two uploads of one key: the next starts with the later one.
+      const second = await list({
+        MaxUploads: 2,
+        KeyMarker: first.NextKeyMarker,
+        UploadIdMarker: first.NextUploadIdMarker,
+      });
+      expect(idsOf(second.Uploads)).toEqual(["one-second", "two"]);
+      // Without an upload id marker, every upload of the marker key is behind.
+      expect(idsOf((await list({ KeyMarker: "a/one.bin" })).Uploads)).toEqual(["two", "top"]);
+
+      const pages = [];
+      for await (const page of paginateListMultipartUploads({ client, pageSize: 2 }, { Bucket }))
+        pages.push(idsOf(page.Uploads));
+      expect(pages).toEqual([["deeper", "one-first"], ["one-second", "two"], ["top"]]);
+      const rolled = [];
+      for await (const page of paginateListMultipartUploads(
+        { client, pageSize: 1 },
+        { Bucket, Delimiter: "/" },
+      ))
+        rolled.push([...(page.CommonPrefixes ?? []).map((p) => p.Prefix), ...idsOf(page.Uploads)]);
+      expect(rolled).toEqual([["a/"], ["b/"], ["top"]]);
+
+      // S3 answers at most 1000 a page, and refuses a count that is not one.
+      expect((await list({ MaxUploads: 5000 })).MaxUploads).toBe(1000);
+      await expect(list({ MaxUploads: -1 })).rejects.toMatchObject({
+        name: "InvalidArgument",
+        $metadata: { httpStatusCode: 400 },
+      });
+    });
+
+    it("no longer lists an upload once it is completed or aborted, and answers NoSuchBucket for no bucket", async () => {
+      const part = await client.send(
+        new UploadPartCommand({ Bucket, Key: "b/two.bin", UploadId: ids.two, PartNumber: 1, Body: "two" }),
+      );
+      await client.send(
+        new CompleteMultipartUploadCommand({
+          Bucket,
+          Key: "b/two.bin",
+          UploadId: ids.two,
+          MultipartUpload: { Parts: [{ PartNumber: 1, ETag: part.ETag }] },
+        }),
+      );
+      await client.send(
+        new AbortMultipartUploadCommand({ Bucket, Key: "a/one.bin", UploadId: ids["one-first"] }),
+      );
+      expect(idsOf(await unfinishedUploads(client, Bucket))).toEqual(["deeper", "one-second", "top"]);
+      for (const [name, Key] of [
+        ["deeper", "a/deeper/x.bin"],
+        ["one-second", "a/one.bin"],
+        ["top", "top.bin"],
+      ] as const)
+        await client.send(new AbortMultipartUploadCommand({ Bucket, Key, UploadId: ids[name] }));
+      expect(await unfinishedUploads(client, Bucket)).toEqual([]);
+      await expect(
+        client.send(new ListMultipartUploadsCommand({ Bucket: "no-such-bucket" })),
+      ).rejects.toMatchObject({ name: "NoSuchBucket", $metadata: { httpStatusCode: 404 } });
+    });
+  });
+
   it("keeps objects and unfinished multipart uploads across a restart, also as a process of its own", async () => {
     const before = sha(await getBytes("multi/three-parts.bin"));
     const key = "multi/across-restart.bin";
@@ -342,6 +527,8 @@ describe("local S3 (s3rver)", () => {
       return { ETag, PartNumber };
     };
     const first = await send(1);
+    const unfinished = await unfinishedUploads(client, bucket);
+    expect(unfinished.map((upload) => upload.UploadId)).toEqual([UploadId]);
     await s3!.stop();
     // Started again as a process of its own, the way the benchmark runs it.
     const restarted = await startS3Process(options());
@@ -349,6 +536,8 @@ describe("local S3 (s3rver)", () => {
     client.destroy();
     client = s3ClientFor(s3.env);
     expect(sha(await getBytes("multi/three-parts.bin"))).toBe(before);
+    // Still listed, initiation time and all.
+    expect(await unfinishedUploads(client, bucket)).toEqual(unfinished);
     const second = await send(2);
     await client.send(
       new CompleteMultipartUploadCommand({
@@ -359,6 +548,7 @@ describe("local S3 (s3rver)", () => {
       }),
     );
     expect(sha(await getBytes(key))).toBe(sha(Buffer.concat(pieces)));
+    expect(await unfinishedUploads(client, bucket)).toEqual([]);
     const listed = await client.send(new ListObjectsV2Command({ Bucket: bucket }));
     expect(listed.Contents?.map((item) => item.Key).sort()).toEqual([
       "bin/one.bin",

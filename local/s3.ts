@@ -6,19 +6,26 @@
 // it leaves out, middleware in front of it does as S3 does: SigV4 signatures
 // and the body's stated SHA-256 or MD5 are checked (s3-sigv4.ts), and
 // `aws-chunked` bodies, which s3rver would store verbatim with chunk headers
-// and trailers, are decoded; multipart uploads list their parts, abort and
-// complete as on S3 (s3-multipart.ts).
+// and trailers, are decoded; multipart uploads are listed, list their parts,
+// abort and complete as on S3 (s3-multipart.ts).
 
 import { mkdir } from "node:fs/promises";
 import type { IncomingMessage } from "node:http";
 import { join } from "node:path";
 import { pipeline, Transform, type TransformCallback } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
-import { HeadBucketCommand, S3Client } from "@aws-sdk/client-s3";
+import {
+  HeadBucketCommand,
+  ListMultipartUploadsCommand,
+  type ListMultipartUploadsCommandInput,
+  type ListMultipartUploadsCommandOutput,
+  type MultipartUpload,
+  S3Client,
+} from "@aws-sdk/client-s3";
 import S3rver, { type S3rverContext } from "s3rver";
 import AWSAccount from "s3rver/lib/models/account.js";
 import { type LogSink, prefixedLog, type Service, spawnService } from "./process.ts";
-import { completeAsS3, uploadRequests } from "./s3-multipart.ts";
+import { completeAsS3, listUploads, uploadRequests } from "./s3-multipart.ts";
 import { checkPayload, checkSignatures } from "./s3-sigv4.ts";
 
 export interface S3Options {
@@ -54,6 +61,54 @@ export function s3ClientFor(env: S3Env): S3Client {
     requestChecksumCalculation: "WHEN_REQUIRED",
     responseChecksumValidation: "WHEN_REQUIRED",
   });
+}
+
+/**
+ * Every page of ListMultipartUploads from `input` on, in the shape of the
+ * SDK's paginators, which have none for it (it pages by two markers):
+ * NextKeyMarker and NextUploadIdMarker become the next request's markers
+ * while IsTruncated.
+ */
+export async function* paginateListMultipartUploads(
+  config: { client: S3Client; pageSize?: number },
+  input: ListMultipartUploadsCommandInput,
+): AsyncGenerator<ListMultipartUploadsCommandOutput> {
+  let markers = { KeyMarker: input.KeyMarker, UploadIdMarker: input.UploadIdMarker };
+  for (;;) {
+    const page = await config.client.send(
+      new ListMultipartUploadsCommand({
+        ...input,
+        ...markers,
+        MaxUploads: config.pageSize ?? input.MaxUploads,
+      }),
+    );
+    yield page;
+    if (!page.IsTruncated) return;
+    const next = { KeyMarker: page.NextKeyMarker, UploadIdMarker: page.NextUploadIdMarker };
+    // A server that does not move its markers on would be asked the same page for ever.
+    if (
+      !next.KeyMarker ||
+      (next.KeyMarker === markers.KeyMarker && next.UploadIdMarker === markers.UploadIdMarker)
+    )
+      throw new Error(`ListMultipartUploads on ${input.Bucket} is truncated but names no later marker`);
+    markers = next;
+  }
+}
+
+/**
+ * The multipart uploads in `bucket` (under `prefix`) that were started and
+ * neither completed nor aborted, as an operator would list them; `[]` when a
+ * job left none behind.
+ */
+export async function unfinishedUploads(
+  client: S3Client,
+  bucket: string,
+  prefix?: string,
+): Promise<MultipartUpload[]> {
+  const uploads: MultipartUpload[] = [];
+  for await (const page of paginateListMultipartUploads({ client }, { Bucket: bucket, Prefix: prefix }))
+    uploads.push(...(page.Uploads ?? []));
+  return uploads;
 }
 
 type Middleware = Parameters<S3Client["middlewareStack"]["addRelativeTo"]>[0];
@@ -204,7 +259,12 @@ export async function startS3(opts: S3Options): Promise<Service> {
   });
   completeAsS3(server.store);
   // Just in front of s3rver's router, which is last, so s3rver answers its errors and writes its XML.
-  server.middleware.splice(server.middleware.length - 1, 0, uploadRequests(server.store));
+  server.middleware.splice(
+    server.middleware.length - 1,
+    0,
+    uploadRequests(server.store),
+    listUploads(server.store),
+  );
   server.middleware.unshift(decodeAwsChunked);
   server.middleware.unshift(checkPayload);
   // First of all: s3rver itself does not check SigV4 signatures.

@@ -8,6 +8,7 @@ import { keys, ProgressEvent, progressField } from "@torreclou/contracts";
 import { storageProfiles } from "@torreclou/db";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { unfinishedUploads } from "../../local/s3.ts";
 import type { Worker } from "../src/worker.ts";
 import {
   createProfile,
@@ -172,6 +173,8 @@ describe("worker pipeline", () => {
     await expect(
       env.s3.send(new ListPartsCommand({ Bucket: env.bucket, Key: key, UploadId: session })),
     ).rejects.toMatchObject({ name: "NoSuchUpload" });
+    // Nor any other upload of the job, as an operator listing the bucket would see.
+    expect(await unfinishedUploads(env.s3, env.bucket, `${job.id}/`)).toEqual([]);
     const [file] = await filesOf(env, job.id);
     expect(file?.uploadSession).toBeNull();
     expect(await listKeys(env.s3, env.bucket, `${job.id}/`)).toEqual([]);
