@@ -312,4 +312,73 @@ describe("S3Sink against the local S3 server", () => {
       sink.close();
     }
   });
+
+  it("journals parts the provider holds but the journal lacks, so a crash right after completing is recognised", async () => {
+    const { bytes, localPath } = await localFile("unjournaled.bin", 11 * MiB);
+    const key = "unjournaled/file.bin";
+    // An earlier attempt stored part 1 and died before journaling it.
+    const created = await admin.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }));
+    await admin.send(
+      new UploadPartCommand({
+        Bucket: bucket,
+        Key: key,
+        UploadId: created.UploadId,
+        PartNumber: 1,
+        Body: bytes.subarray(0, 5 * MiB),
+      }),
+    );
+    const file = { path: "file.bin", size: bytes.length, localPath, uploadSession: created.UploadId ?? null };
+    const resumed = recording([]);
+    const sink = sinkFor("unjournaled");
+    try {
+      await sink.upload(file, resumed.hooks);
+    } finally {
+      sink.close();
+    }
+    expect(resumed.seen.parts.map((p) => p.partNumber).sort()).toEqual([1, 2, 3]);
+    // That attempt dies right after CompleteMultipartUpload; the next finds the object by the journal.
+    const next = sinkFor("unjournaled");
+    const log = outcomes(next.client);
+    try {
+      const result = await next.upload(file, recording(resumed.seen.parts).hooks);
+      expect(log).toEqual([]);
+      expect(sha256(await stored(result.cloudId))).toBe(sha256(bytes));
+    } finally {
+      next.close();
+    }
+  });
+
+  it("recognises an upload its own CompleteMultipartUpload completed when the answer was lost", async () => {
+    const { bytes, localPath } = await localFile("lost-complete.bin", 11 * MiB);
+    const sink = sinkFor("lost-complete");
+    const log = outcomes(sink.client);
+    let lost = 0;
+    sink.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const result = await next(args);
+        if (
+          (context as { commandName?: string }).commandName === "CompleteMultipartUploadCommand" &&
+          lost++ === 0
+        ) {
+          // Completed on the server; the connection drops before the answer arrives.
+          throw Object.assign(new Error("socket hang up"), { code: "ECONNRESET" });
+        }
+        return result;
+      },
+      { step: "finalizeRequest", name: "loseCompleteAnswer" },
+    );
+    const { hooks, seen } = recording();
+    try {
+      const result = await sink.upload(
+        { path: "file.bin", size: bytes.length, localPath, uploadSession: null },
+        hooks,
+      );
+      expect(lost).toBe(1);
+      expect(log.sort()).toEqual(["part 1 ok", "part 2 ok", "part 3 ok"]);
+      expect(seen.bytes).toBe(bytes.length);
+      expect(sha256(await stored(result.cloudId))).toBe(sha256(bytes));
+    } finally {
+      sink.close();
+    }
+  });
 });

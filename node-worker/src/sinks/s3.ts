@@ -332,6 +332,12 @@ export class S3Sink implements Sink {
       if (known) {
         for (const part of known)
           if (part.size === lengthOf(part.partNumber)) stored.set(part.partNumber, part);
+        // Parts the provider holds but the journal lacks (an attempt died between storing a
+        // part and journaling it) are journaled now: should this attempt die right after
+        // completing the upload, the next one recognises the object by the journal's ETags.
+        const journaled = new Map((await hooks.journal()).map((p) => [p.partNumber, p.etag]));
+        for (const part of stored.values())
+          if (journaled.get(part.partNumber) !== part.etag) await hooks.onPart(part);
       } else {
         // Gone: aborted, or completed by an attempt that died before it could say so.
         const done = await this.#completedBefore(key, file.size, await hooks.journal(), hooks.signal);
@@ -435,11 +441,9 @@ export class S3Sink implements Sink {
       );
     } catch (error) {
       if (codeOf(error) !== "NoSuchUpload") throw error;
-      // A resumed upload (trusted from the journal where there is no ListParts) may be gone
-      // because the attempt that journaled it completed it.
-      const done = file.uploadSession
-        ? await this.#completedBefore(key, file.size, parts, hooks.signal)
-        : undefined;
+      // Gone because it was completed: by our own Complete whose answer was lost (the retry
+      // then finds no upload), or, for a resumed upload, by the attempt that journaled it.
+      const done = await this.#completedBefore(key, file.size, parts, hooks.signal);
       if (done) return done;
       if (restarted) throw error;
       return this.#startOver(file, partSize, caller, counted);
