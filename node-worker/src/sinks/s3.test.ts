@@ -20,6 +20,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { damageInTransit, s3ClientFor } from "../../../local/s3.ts";
 import type { JournalPart } from "../jobs/store.ts";
 import type { UploadHooks } from "./index.ts";
+import { Outage, type OutageState } from "./outage.ts";
 import { S3Sink } from "./s3.ts";
 
 const MiB = 1024 * 1024;
@@ -42,9 +43,19 @@ describe("S3Sink against the local S3 server", () => {
     if (work) await rm(work, { recursive: true, force: true });
   });
 
-  function sinkFor(folder: string, concurrency = 3): S3Sink {
+  function sinkFor(
+    folder: string,
+    concurrency = 3,
+    options: { endpoint?: string; outage?: Outage } = {},
+  ): S3Sink {
     return new S3Sink({
-      config: { endpoint: process.env.S3_ENDPOINT, region: "us-east-1", bucket, forcePathStyle: true },
+      outage: options.outage,
+      config: {
+        endpoint: options.endpoint ?? process.env.S3_ENDPOINT,
+        region: "us-east-1",
+        bucket,
+        forcePathStyle: true,
+      },
       secret: {
         accessKeyId: process.env.S3_ACCESS_KEY_ID ?? "",
         secretAccessKey: process.env.S3_SECRET_ACCESS_KEY ?? "",
@@ -381,4 +392,96 @@ describe("S3Sink against the local S3 server", () => {
       sink.close();
     }
   });
+
+  it("waits out a storage outage, shows it, and carries on where it was once the provider answers", async () => {
+    const { bytes, localPath } = await localFile("outage.bin", 11 * MiB);
+    const gate = await tcpGate(new URL(process.env.S3_ENDPOINT!));
+    const states: (OutageState | undefined)[] = [];
+    let waiting: () => void = () => {};
+    const refused = new Promise<void>((resolve) => {
+      waiting = resolve;
+    });
+    const outage = new Outage(30 * 60_000, (state) => {
+      states.push(state);
+      if (state) waiting();
+    });
+    const sink = sinkFor("outage", 3, { endpoint: gate.url, outage });
+    try {
+      await gate.close();
+      const upload = sink.upload(
+        { path: "file.bin", size: bytes.length, localPath, uploadSession: null },
+        recording().hooks,
+      );
+      // The provider is down: the job says so instead of failing...
+      await refused;
+      expect(states[0]).toMatchObject({ reason: "connection refused" });
+      // ...and goes on once it is back.
+      await gate.open();
+      const result = await upload;
+      expect(sha256(await stored(result.cloudId))).toBe(sha256(bytes));
+      expect(states.at(-1)).toBeUndefined();
+    } finally {
+      sink.close();
+      await gate.close();
+    }
+  });
+
+  it("fails the job once an outage outlasts the operator's limit", async () => {
+    const { bytes, localPath } = await localFile("outage-limit.bin", 1024);
+    const gate = await tcpGate(new URL(process.env.S3_ENDPOINT!));
+    await gate.close();
+    // An injected clock: each failure is a minute after the one before.
+    let now = 0;
+    const outage = new Outage(
+      5 * 60_000,
+      () => {},
+      () => (now += 60_000),
+    );
+    const sink = sinkFor("outage", 3, { endpoint: gate.url, outage });
+    try {
+      await expect(
+        sink.upload(
+          { path: "small.bin", size: bytes.length, localPath, uploadSession: null },
+          recording().hooks,
+        ),
+      ).rejects.toThrow(/did not answer for 5 min \(connection refused\)/);
+    } finally {
+      sink.close();
+    }
+  });
 });
+
+/** A TCP forwarder to `target` that can refuse connections (closed) and take them again (open), on one port. */
+async function tcpGate(target: URL): Promise<{ url: string; open(): Promise<void>; close(): Promise<void> }> {
+  const { createServer, connect } = await import("node:net");
+  const sockets = new Set<import("node:net").Socket>();
+  let server: import("node:net").Server | undefined;
+  let port = 0;
+  const open = () =>
+    new Promise<void>((resolve) => {
+      server = createServer((client) => {
+        const upstream = connect(Number(target.port), target.hostname);
+        for (const s of [client, upstream]) {
+          sockets.add(s);
+          s.on("close", () => sockets.delete(s));
+          s.on("error", () => {});
+        }
+        client.pipe(upstream).pipe(client);
+      });
+      server.listen(port, "127.0.0.1", () => {
+        port = (server!.address() as import("node:net").AddressInfo).port;
+        resolve();
+      });
+    });
+  await open();
+  return {
+    url: `http://127.0.0.1:${port}`,
+    open,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        if (!server?.listening) return resolve();
+        server.close(() => resolve());
+      }),
+  };
+}

@@ -37,6 +37,7 @@ import {
   type UploadHooks,
   type UploadResult,
 } from "./index.ts";
+import type { Outage } from "./outage.ts";
 
 const MiB = 1024 * 1024;
 const MAX_PARTS = 10_000;
@@ -53,6 +54,8 @@ export interface S3SinkOptions {
   /** Parts in flight per upload. */
   concurrency: number;
   log: Logger;
+  /** The job's storage outage: transient failures wait within its limit instead of failing the job. */
+  outage?: Outage | undefined;
 }
 
 /** Part size for a file: at least `min`, whole MiB, and few enough parts for S3's 10,000 limit. */
@@ -150,6 +153,13 @@ export interface RetryOptions {
   attempts?: number;
   log?: Logger;
   what?: string;
+  /**
+   * With an outage, transient failures are retried for as long as the
+   * outage's limit allows (not a number of attempts), and it records them.
+   */
+  outage?: Outage | undefined;
+  /** The provider, for the outage's message. */
+  where?: string;
 }
 
 /** Runs `fn`, retrying transient failures with exponential backoff and jitter. */
@@ -158,11 +168,16 @@ export async function withRetry<T>(fn: () => Promise<T>, opts: RetryOptions): Pr
   for (let attempt = 1; ; attempt++) {
     opts.signal.throwIfAborted();
     try {
-      return await fn();
+      const result = await fn();
+      opts.outage?.ok();
+      return result;
     } catch (error) {
       if (opts.signal.aborted) throw opts.signal.reason ?? error;
-      if (!isTransient(error) || attempt >= attempts) throw error;
-      const delay = Math.min(15_000, 250 * 2 ** attempt) * (0.5 + Math.random() / 2);
+      if (!isTransient(error)) throw error;
+      if (opts.outage) opts.outage.failed(error, opts.where ?? "the storage provider");
+      else if (attempt >= attempts) throw error;
+      // Backoff tops out at 10 s, so a provider that is back is used again within seconds.
+      const delay = Math.min(10_000, 250 * 2 ** Math.min(attempt, 10)) * (0.5 + Math.random() / 2);
       opts.log?.warn(
         { err: error, attempt, delayMs: Math.round(delay), what: opts.what },
         "transient storage error, retrying",
@@ -207,6 +222,11 @@ export class S3Sink implements Sink {
     });
   }
 
+  /** The provider as the user configured it, for messages. */
+  get #where(): string {
+    return this.#opts.config.endpoint ?? `AWS S3 (${this.#opts.config.region || "us-east-1"})`;
+  }
+
   keyFor(path: string): string {
     return objectKey(this.#opts.config, this.#opts.folder, path);
   }
@@ -226,6 +246,8 @@ export class S3Sink implements Sink {
         {
           signal,
           log: this.#opts.log,
+          outage: this.#opts.outage,
+          where: this.#where,
           what: "HeadBucket",
           attempts: 4,
         },
@@ -299,7 +321,13 @@ export class S3Sink implements Sink {
           }),
           { abortSignal: hooks.signal },
         ),
-      { signal: hooks.signal, log: this.#opts.log, what: `PutObject ${key}` },
+      {
+        signal: hooks.signal,
+        log: this.#opts.log,
+        outage: this.#opts.outage,
+        where: this.#where,
+        what: `PutObject ${key}`,
+      },
     );
     hooks.onSent?.(body.length);
     hooks.onBytes(body.length);
@@ -360,7 +388,13 @@ export class S3Sink implements Sink {
             }),
             { abortSignal: hooks.signal },
           ),
-        { signal: hooks.signal, log: this.#opts.log, what: `CreateMultipartUpload ${key}` },
+        {
+          signal: hooks.signal,
+          log: this.#opts.log,
+          outage: this.#opts.outage,
+          where: this.#where,
+          what: `CreateMultipartUpload ${key}`,
+        },
       );
       if (!created.UploadId) throw new Error("the storage provider returned no upload id");
       uploadId = created.UploadId;
@@ -437,7 +471,13 @@ export class S3Sink implements Sink {
             }),
             { abortSignal: hooks.signal },
           ),
-        { signal: hooks.signal, log: this.#opts.log, what: `CompleteMultipartUpload ${key}` },
+        {
+          signal: hooks.signal,
+          log: this.#opts.log,
+          outage: this.#opts.outage,
+          where: this.#where,
+          what: `CompleteMultipartUpload ${key}`,
+        },
       );
     } catch (error) {
       if (codeOf(error) !== "NoSuchUpload") throw error;
@@ -501,7 +541,13 @@ export class S3Sink implements Sink {
           this.client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: key }), {
             abortSignal: signal,
           }),
-        { signal, log: this.#opts.log, what: `HeadObject ${key}` },
+        {
+          signal,
+          log: this.#opts.log,
+          outage: this.#opts.outage,
+          where: this.#where,
+          what: `HeadObject ${key}`,
+        },
       );
     } catch (error) {
       if (codeOf(error) === "NotFound" || codeOf(error) === "NoSuchKey") return undefined;
@@ -532,7 +578,13 @@ export class S3Sink implements Sink {
           }),
           { abortSignal: hooks.signal },
         ),
-      { signal: hooks.signal, log: this.#opts.log, what: `UploadPart ${key} #${partNumber}` },
+      {
+        signal: hooks.signal,
+        log: this.#opts.log,
+        outage: this.#opts.outage,
+        where: this.#where,
+        what: `UploadPart ${key} #${partNumber}`,
+      },
     );
     hooks.onSent?.(body.length);
     const etag = unquote(result.ETag);
@@ -564,7 +616,13 @@ export class S3Sink implements Sink {
               }),
               { abortSignal: hooks.signal },
             ),
-          { signal: hooks.signal, log: this.#opts.log, what: `ListParts ${key}` },
+          {
+            signal: hooks.signal,
+            log: this.#opts.log,
+            outage: this.#opts.outage,
+            where: this.#where,
+            what: `ListParts ${key}`,
+          },
         );
         for (const part of page.Parts ?? []) {
           if (part.PartNumber && part.ETag && part.Size !== undefined) {
@@ -589,7 +647,13 @@ export class S3Sink implements Sink {
     const head = await withRetry(
       () =>
         this.client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: key }), { abortSignal: signal }),
-      { signal, log: this.#opts.log, what: `HeadObject ${key}` },
+      {
+        signal,
+        log: this.#opts.log,
+        outage: this.#opts.outage,
+        where: this.#where,
+        what: `HeadObject ${key}`,
+      },
     );
     if (head.ContentLength !== size) {
       throw new PermanentJobError(
