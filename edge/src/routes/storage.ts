@@ -301,7 +301,7 @@ async function createS3Profile(c: Context<AppEnv>, input: CreateS3ProfileInput) 
 
   let endpoint: string | undefined;
   if (input.endpoint !== undefined) {
-    const checked = checkEndpoint(input.endpoint, config.ALLOW_PRIVATE_STORAGE_ENDPOINTS);
+    const checked = checkEndpoint(input.endpoint, config.EGRESS_ALLOW);
     if (!checked.ok) throw invalid("endpoint", checked.reason);
     if (isIpOrLocalhost(checked.host) && !input.forcePathStyle) {
       throw invalid(
@@ -340,6 +340,7 @@ async function createS3Profile(c: Context<AppEnv>, input: CreateS3ProfileInput) 
       step: failure.step,
       code: failure.code,
       status: failure.status,
+      detail: failure.detail,
     });
     throw new ApiError(422, "storage_check_failed", failure.message, {
       step: failure.step,
