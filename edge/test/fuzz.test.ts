@@ -5,7 +5,7 @@
 // be replayed (FUZZ_SEED is not read in workerd; edit `seed` below).
 import { describe, expect, it } from "vitest";
 import { bencode, makeTorrent } from "./fixtures/torrents.ts";
-import { call, signIn } from "./helpers.ts";
+import { call, fromWebApp, signIn } from "./helpers.ts";
 
 const CASES = 2500;
 const CONCURRENCY = 16;
@@ -163,7 +163,7 @@ async function analyzeOnce(cookie: string, bytes: Uint8Array): Promise<Outcome> 
     const response = await Promise.race([
       call("/api/torrents/analyze", {
         method: "POST",
-        headers: { cookie, "content-type": "application/x-bittorrent" },
+        headers: fromWebApp(cookie, { "content-type": "application/x-bittorrent" }),
         body: bytes,
       }),
       timeout,

@@ -10,6 +10,7 @@ import { users } from "@torreclou/db";
 import { eq, sql } from "drizzle-orm";
 import type { Context } from "hono";
 import type { AppEnv } from "../app.ts";
+import { requireWebOrigin } from "../auth/csrf.ts";
 import {
   beginSignIn,
   completeSignIn,
@@ -142,6 +143,8 @@ export const auth = router()
   })
   .post("/dev", async (c) => {
     if (!c.var.config.DEV_SIGN_IN) return notFound(c);
+    // Another site must not sign the browser in to an account of its choosing.
+    requireWebOrigin(c);
     const parsed = DevSignIn.safeParse(await c.req.json().catch(() => undefined));
     if (!parsed.success) {
       throw new ApiError(
@@ -167,6 +170,7 @@ export const auth = router()
     return c.json({ user: user! });
   })
   .post("/logout", async (c) => {
+    requireWebOrigin(c);
     await endSession(c, c.var.redis, await readSession(c, c.var.config, c.var.redis));
     return c.body(null, 204);
   })

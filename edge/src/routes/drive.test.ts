@@ -8,7 +8,7 @@ import { decryptDriveSecret, parseKeyring, sealedOf } from "@torreclou/contracts
 import { type StorageProfile, storageProfiles } from "@torreclou/db";
 import { eq } from "drizzle-orm";
 import { afterEach, beforeEach, describe, expect, it, type MockInstance, vi } from "vitest";
-import { signIn } from "../../test/helpers.ts";
+import { fromWebApp, signIn } from "../../test/helpers.ts";
 import { app } from "../app.ts";
 import { createDb } from "../db/index.ts";
 
@@ -261,7 +261,7 @@ describe("POST /api/drive/:profileId/disconnect", () => {
     outbound = [];
     const response = await call(`/api/drive/${profile.id}/disconnect`, {
       method: "POST",
-      headers: { cookie },
+      headers: fromWebApp(cookie),
     });
     expect(response.status).toBe(204);
     expect(outbound).toContain(env.GOOGLE_OAUTH_REVOKE_URL);
@@ -275,7 +275,7 @@ describe("POST /api/drive/:profileId/disconnect", () => {
     const profile = await connectDrive(owner, userId);
     const response = await call(`/api/drive/${profile.id}/disconnect`, {
       method: "POST",
-      headers: { cookie: stranger },
+      headers: fromWebApp(stranger),
     });
     expect(response.status).toBe(404);
     expect((await errorOf(response)).code).toBe("storage_profile_not_found");
@@ -289,7 +289,7 @@ describe("POST /api/drive/:profileId/disconnect", () => {
     const profile = await connectDrive(cookie, userId);
     const response = await call(
       `/api/drive/${profile.id}/disconnect`,
-      { method: "POST", headers: { cookie } },
+      { method: "POST", headers: fromWebApp(cookie) },
       { ...env, GOOGLE_OAUTH_REVOKE_URL: "http://127.0.0.1:9/revoke" },
     );
     expect(response.status).toBe(502);
@@ -306,7 +306,7 @@ describe("POST /api/drive/:profileId/disconnect", () => {
     });
     const response = await call(`/api/drive/${profile.id}/disconnect`, {
       method: "POST",
-      headers: { cookie },
+      headers: fromWebApp(cookie),
     });
     expect(response.status).toBe(204);
     expect(await profilesOf(userId)).toHaveLength(0);
@@ -314,7 +314,10 @@ describe("POST /api/drive/:profileId/disconnect", () => {
 
   it("rejects an id that is not a UUID", async () => {
     const { cookie } = await signIn();
-    const response = await call("/api/drive/nope/disconnect", { method: "POST", headers: { cookie } });
+    const response = await call("/api/drive/nope/disconnect", {
+      method: "POST",
+      headers: fromWebApp(cookie),
+    });
     expect(response.status).toBe(400);
   });
 });

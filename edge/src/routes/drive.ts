@@ -43,7 +43,13 @@ import { requireUser } from "../auth/index.ts";
 import type { Config } from "../config.ts";
 import { ApiError } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
-import { errorResponses, registerAuthSchemes, sessionOnly, signedIn } from "../security/openapi.ts";
+import {
+  csrfRefused,
+  errorResponses,
+  registerAuthSchemes,
+  sessionOnly,
+  signedIn,
+} from "../security/openapi.ts";
 import { lockUser, passDefaultOn } from "../storage/defaults.ts";
 import { router } from "./openapi.ts";
 
@@ -302,6 +308,7 @@ const disconnect = createRoute({
     ...errorResponses({
       400: "The id is not a UUID.",
       401: "Not signed in.",
+      403: csrfRefused,
       404: "No Google Drive profile with this id belongs to the caller.",
       502: "Google could not be reached to revoke access; nothing was deleted.",
     }),

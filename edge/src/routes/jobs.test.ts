@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { addStorageProfile, redis, withDb } from "../../test/fixtures/db.ts";
 import { type JobView, messagesFor, send, submitJob, userWithStorage } from "../../test/fixtures/jobs.ts";
 import { makeTorrent, randomMagnet, toBase64 } from "../../test/fixtures/torrents.ts";
-import { call, signIn } from "../../test/helpers.ts";
+import { call, fromWebApp, signIn } from "../../test/helpers.ts";
 
 interface ErrorBody {
   error: { code: string; message: string; details?: unknown };
@@ -143,13 +143,13 @@ describe("POST /api/jobs", () => {
     expect((await send(user.cookie, "POST", "/api/jobs", {})).status).toBe(400);
     const text = await call("/api/jobs", {
       method: "POST",
-      headers: { cookie: user.cookie, "content-type": "text/plain" },
+      headers: fromWebApp(user.cookie, { "content-type": "text/plain" }),
       body: "hi",
     });
     expect(text.status).toBe(415);
     const broken = await call("/api/jobs", {
       method: "POST",
-      headers: { cookie: user.cookie, "content-type": "application/json" },
+      headers: fromWebApp(user.cookie, { "content-type": "application/json" }),
       body: "{",
     });
     expect(broken.status).toBe(400);

@@ -39,7 +39,7 @@ import { requireUser } from "../auth/index.ts";
 import { ApiError } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
 import { enqueueJob } from "../queue/enqueue.ts";
-import { errorResponses, registerAuthSchemes, signedIn } from "../security/openapi.ts";
+import { csrfRefused, errorResponses, registerAuthSchemes, signedIn } from "../security/openapi.ts";
 import { presignGet } from "../storage/s3.ts";
 import { router } from "./openapi.ts";
 import {
@@ -554,6 +554,7 @@ const createJob = createRoute({
     ...errorResponses({
       400: "The body is not valid (e.g. both or neither of torrent and magnet, bad targetFolder).",
       401: "Not signed in.",
+      403: csrfRefused,
       404: "The storage profile does not exist or is not yours.",
       409: "You have no storage profile yet, or it needs reconnecting.",
       413: "The body or the .torrent is too large.",
@@ -614,6 +615,7 @@ const cancelJob = createRoute({
     ...errorResponses({
       400: "The id is not a UUID.",
       401: "Not signed in.",
+      403: csrfRefused,
       404: "No such job of yours.",
       409: "The job has already finished.",
     }),
@@ -634,6 +636,7 @@ const retryJob = createRoute({
     ...errorResponses({
       400: "The id is not a UUID.",
       401: "Not signed in.",
+      403: csrfRefused,
       404: "No such job of yours.",
       409: "Only failed or cancelled jobs can be retried.",
       429: "Too many jobs submitted; wait a minute.",
@@ -655,6 +658,7 @@ const deleteJob = createRoute({
     ...errorResponses({
       400: "The id is not a UUID.",
       401: "Not signed in.",
+      403: csrfRefused,
       404: "No such job of yours.",
       409: "The job is still live; cancel it first.",
     }),
