@@ -224,16 +224,29 @@ describe("GET /api/jobs", () => {
 
   it("refuses a bad cursor, limit or state", async () => {
     const { cookie } = await signIn();
+    const cursor = (ts: string) =>
+      btoa(JSON.stringify([ts, crypto.randomUUID()]))
+        .replaceAll("+", "-")
+        .replaceAll("/", "_")
+        .replace(/=+$/, "");
     for (const query of [
       "cursor=nonsense",
       `cursor=${btoa('["x","y"]')}`,
-      "limit=0",
+      // The cursor's shape, but no instant Postgres can read.
+      `cursor=${cursor("2024-13-45T99:99:99.000000Z")}`,
+      `cursor=${cursor("2023-02-29T00:00:00.000000Z")}`,
+      `cursor=${cursor("2024-01-01T24:00:00.000000Z")}`,
+      `cursor=${cursor("0000-01-01T00:00:00.000000Z")}`,
       "limit=101",
       "status=done",
     ]) {
       const response = await send(cookie, "GET", `/api/jobs?${query}`);
       expect(response.status, query).toBe(400);
       expect((await errorOf(response)).code).toBe("invalid_request");
+    }
+    // A leap day and the last microsecond of a day are real instants.
+    for (const ts of ["2024-02-29T23:59:59.999999Z", "2024-12-31T00:00:00.000000Z"]) {
+      expect((await send(cookie, "GET", `/api/jobs?cursor=${cursor(ts)}`)).status, ts).toBe(200);
     }
   });
 });
