@@ -48,6 +48,8 @@ async function startEdge(stack: Stack, ports: Ports, dataDir: string): Promise<S
     // The egress policy's exceptions: storage profiles may name exactly the
     // local S3 server (http, on loopback), nothing else that is not public.
     EGRESS_ALLOW: `127.0.0.1:${ports.s3}`,
+    // wrangler dev passes on a CF-Connecting-IP the client sent itself: trust no header.
+    CLIENT_IP_HEADER: "",
     // Connecting Google Drive runs against the Drive double: its consent screen
     // approves at once for the signed-in email. A Drive-only client, so Google
     // sign-in stays off locally.

@@ -40,7 +40,7 @@ const googleStart = createRoute({
   summary: "Sign in with Google",
   description:
     "Redirects the browser to Google's consent screen (scopes `openid email profile`, PKCE). Google sends it back to `/api/auth/google/callback`.",
-  middleware: [rateLimit("google-sign-in", 30, "1 m")] as const,
+  middleware: [rateLimit("google-sign-in", 30, "1 m", "client")] as const,
   request: {
     query: z.object({
       returnTo: z
@@ -67,7 +67,7 @@ const googleCallback = createRoute({
   summary: "Google sign-in callback",
   description:
     "Where Google returns the browser. Checks the state, redeems the code, verifies the ID token, signs the user in (session cookie) and redirects to the web app. On failure a browser is redirected to the web app with `?signin_error=<code>`; other clients get the JSON error.",
-  middleware: [rateLimit("google-sign-in", 30, "1 m")] as const,
+  middleware: [rateLimit("google-sign-in", 30, "1 m", "client")] as const,
   request: {
     query: z.object({
       code: z.string().optional(),
