@@ -1,14 +1,18 @@
 // Edge tests run inside workerd. The local services (Postgres behind the Neon
 // proxy, Upstash) are started by the test runner, which passes their addresses
-// in the environment; here they become the Worker's bindings.
+// in the environment; here they become the Worker's bindings. The probe server
+// (test/probe-server.ts) is started by this project's global setup.
 import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
 
 const fromEnv = (name: string) => process.env[name] ?? "";
 
+/** `host:port` of a URL from the environment, or "" when it is not set. */
+const hostPortOf = (url: string) => (url ? new URL(url).host : "");
+
 export default defineConfig({
   plugins: [
-    cloudflareTest({
+    cloudflareTest(({ inject }) => ({
       miniflare: {
         compatibilityDate: "2026-11-01",
         compatibilityFlags: ["nodejs_compat"],
@@ -33,7 +37,13 @@ export default defineConfig({
           GOOGLE_CLIENT_ID: "edge-tests.apps.googleusercontent.com",
           GOOGLE_CLIENT_SECRET: "edge-tests-google-client-secret",
           GOOGLE_REDIRECT_URI: "http://127.0.0.1:8787/api/auth/google/callback",
-          ALLOW_PRIVATE_STORAGE_ENDPOINTS: "true",
+          // The egress policy's exceptions: exactly the local S3 server, the probe
+          // server, and a loopback port nothing listens on (a refused connection).
+          EGRESS_ALLOW: [hostPortOf(fromEnv("S3_ENDPOINT")), hostPortOf(inject("probeOrigin")), "127.0.0.1:1"]
+            .filter(Boolean)
+            .join(","),
+          PROBE_ORIGIN: inject("probeOrigin"),
+          PROBE_SECRET: inject("probeSecret"),
           // Connecting Google Drive against the test stack's Drive double (local/drive).
           GOOGLE_OAUTH_AUTH_URL: fromEnv("GOOGLE_OAUTH_AUTH_URL"),
           GOOGLE_OAUTH_TOKEN_URL: fromEnv("GOOGLE_OAUTH_TOKEN_URL"),
@@ -43,10 +53,11 @@ export default defineConfig({
           WEB_ORIGIN: "http://127.0.0.1:5173",
         },
       },
-    }),
+    })),
   ],
   test: {
     name: "edge",
+    globalSetup: ["test/probe-server.ts"],
     include: ["src/**/*.test.ts", "test/**/*.test.ts"],
     testTimeout: 30_000,
   },

@@ -45,8 +45,11 @@ async function startEdge(stack: Stack, ports: Ports, dataDir: string): Promise<S
     DEV_SIGN_IN: "true",
     // The stack's key ring for storage secrets; the worker gets the same one.
     CREDENTIALS_KEYS: stack.env.CREDENTIALS_KEYS,
-    // Local only: storage profiles may point at the local S3 (http://127.0.0.1).
-    ALLOW_PRIVATE_STORAGE_ENDPOINTS: "true",
+    // The egress policy's exceptions: storage profiles may name exactly the
+    // local S3 server (http, on loopback), nothing else that is not public.
+    EGRESS_ALLOW: `127.0.0.1:${ports.s3}`,
+    // wrangler dev passes on a CF-Connecting-IP the client sent itself: trust no header.
+    CLIENT_IP_HEADER: "",
     // Connecting Google Drive runs against the Drive double: its consent screen
     // approves at once for the signed-in email. A Drive-only client, so Google
     // sign-in stays off locally.

@@ -1,6 +1,6 @@
 // Bindings (vars and secrets) parsed once per isolate. A missing or malformed
 // setting fails with a message that names it, never with an undefined later.
-import { CredentialsError, parseKeyring } from "@torreclou/contracts";
+import { CredentialsError, EgressPolicy, parseKeyring } from "@torreclou/contracts";
 import { z } from "zod";
 
 /** A setting that may be absent; an empty string counts as absent. */
@@ -93,14 +93,43 @@ const Config = z.object({
     .optional()
     .or(z.literal("").transform(() => undefined)),
   /**
-   * "true" lets storage profiles use endpoints on localhost or private networks,
-   * over http too (local development with the local S3). Off in production: the
-   * edge and the workers would send signed requests into their own networks.
+   * The operator's exceptions to the egress policy (contracts/src/egress.ts):
+   * exact `host:port` entries, comma- or space-separated, that storage
+   * endpoints may name although they are not public (and only these may use
+   * http). Empty in production; the local stack allows its own S3 server.
    */
+  EGRESS_ALLOW: z
+    .string()
+    .optional()
+    .transform((spec, ctx) => {
+      try {
+        return EgressPolicy.fromSpec(spec);
+      } catch (err) {
+        if (!(err instanceof Error)) throw err;
+        ctx.addIssue({ code: "custom", message: err.message });
+        return z.NEVER;
+      }
+    }),
+  /** Replaced by EGRESS_ALLOW; left at "true" it would silently stop doing anything. */
   ALLOW_PRIVATE_STORAGE_ENDPOINTS: z
-    .enum(["true", "false", ""])
-    .default("false")
-    .transform((v) => v === "true"),
+    .string()
+    .optional()
+    .refine((v) => v === undefined || v === "" || v === "false", {
+      message: "is no longer read: list the exact host:port exceptions in EGRESS_ALLOW instead",
+    }),
+  /**
+   * The request header that carries the client's address, set by a proxy in
+   * front of the edge that overwrites whatever the client sent
+   * (`cf-connecting-ip` on Cloudflare). Unset, no header is trusted and
+   * signed-out callers share one rate-limit bucket.
+   */
+  CLIENT_IP_HEADER: z
+    .string()
+    .trim()
+    .toLowerCase()
+    .regex(/^([a-z0-9-]+)?$/, "must be a header name, like cf-connecting-ip")
+    .optional()
+    .transform((v) => v || undefined),
   /** host:port of the local Neon proxy; unset in production. */
   NEON_LOCAL_PROXY: z
     .string()

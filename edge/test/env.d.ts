@@ -17,7 +17,10 @@ declare namespace Cloudflare {
     GOOGLE_CLIENT_ID: string;
     GOOGLE_CLIENT_SECRET: string;
     GOOGLE_REDIRECT_URI: string;
-    ALLOW_PRIVATE_STORAGE_ENDPOINTS: string;
+    EGRESS_ALLOW: string;
+    /** The probe server (test/probe-server.ts): an HTTP server whose every answer carries PROBE_SECRET. */
+    PROBE_ORIGIN: string;
+    PROBE_SECRET: string;
     GOOGLE_OAUTH_AUTH_URL: string;
     GOOGLE_OAUTH_TOKEN_URL: string;
     GOOGLE_OAUTH_REVOKE_URL: string;

@@ -1,11 +1,14 @@
 // Mutated .torrent files through POST /api/torrents/analyze: bit flips,
 // truncations, spliced bencode, huge lengths, deep nesting, garbage. Every
 // answer must be a 200 whose content is safe, or a clean 4xx in the error
-// shape: never a 5xx, never a hang. The PRNG seed is printed so a failure can
-// be replayed (FUZZ_SEED is not read in workerd; edit `seed` below).
+// shape: never a 5xx, never a hang. Then the same for the cursors and limits
+// of the job list and progress reads, as the caller and as a stranger. The
+// PRNG seed is printed so a failure can be replayed (FUZZ_SEED is not read in
+// workerd; edit `seed` below).
 import { describe, expect, it } from "vitest";
+import { publishProgress, submitJob, userWithStorage } from "./fixtures/jobs.ts";
 import { bencode, makeTorrent } from "./fixtures/torrents.ts";
-import { call, signIn } from "./helpers.ts";
+import { call, fromWebApp, signIn } from "./helpers.ts";
 
 const CASES = 2500;
 const CONCURRENCY = 16;
@@ -163,7 +166,7 @@ async function analyzeOnce(cookie: string, bytes: Uint8Array): Promise<Outcome> 
     const response = await Promise.race([
       call("/api/torrents/analyze", {
         method: "POST",
-        headers: { cookie, "content-type": "application/x-bittorrent" },
+        headers: fromWebApp(cookie, { "content-type": "application/x-bittorrent" }),
         body: bytes,
       }),
       timeout,
@@ -252,5 +255,109 @@ describe("fuzzing POST /api/torrents/analyze", () => {
     // The corpus exercises both sides: some mutants still parse, most are refused.
     expect(statuses.get(200) ?? 0).toBeGreaterThan(0);
     expect(statuses.get(422) ?? 0).toBeGreaterThan(CASES / 4);
+  }, 240_000);
+});
+
+// --- Query strings --------------------------------------------------------------
+
+const QUERY_CASES = 600;
+const U64_MAX = "18446744073709551615";
+
+const digits = (rand: () => number, n: number) =>
+  Array.from({ length: n }, () => String(int(rand, 10))).join("");
+/** A date field: in its range most of the time, else any digits (of the width or not). */
+const field = (rand: () => number, width: number, low: number, high: number) => {
+  const roll = rand();
+  if (roll < 0.6) return String(low + int(rand, high - low + 1)).padStart(width, "0");
+  if (roll < 0.9) return String(int(rand, 10 ** width)).padStart(width, "0");
+  return digits(rand, 1 + int(rand, width + 2));
+};
+const pick = <T>(rand: () => number, items: readonly T[]): T => items[int(rand, items.length)]!;
+
+function base64url(text: string): string {
+  const bytes = new TextEncoder().encode(text);
+  let binary = "";
+  for (const b of bytes) binary += String.fromCharCode(b);
+  return btoa(binary).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+}
+
+/** A cursor of the list's shape ([timestamp, id] in base64url) with parts that may be nonsense. */
+function listQuery(rand: () => number): string {
+  const ts =
+    `${field(rand, 4, 1970, 2100)}-${field(rand, 2, 1, 12)}-${field(rand, 2, 1, 31)}` +
+    `T${field(rand, 2, 0, 23)}:${field(rand, 2, 0, 59)}:${field(rand, 2, 0, 59)}.${field(rand, 6, 0, 999_999)}Z`;
+  const id =
+    rand() < 0.8 ? crypto.randomUUID() : pick(rand, ["", "x", "00000000-0000-0000-0000-00000000000g"]);
+  const cursor = pick(rand, [
+    () => base64url(JSON.stringify([ts, id])),
+    () => base64url(JSON.stringify([ts])),
+    () => base64url(JSON.stringify({ ts, id })),
+    () => base64url(pick(rand, ["[", "null", '["a"', "\u0000", ts])),
+    () => digits(rand, 1 + int(rand, 40)),
+    () => "=".repeat(1 + int(rand, 5)),
+  ])();
+  const params = new URLSearchParams({ cursor });
+  if (rand() < 0.3) params.set("limit", pick(rand, ["0", "-1", "1e3", "1.5", "100", digits(rand, 25), "x"]));
+  if (rand() < 0.2) params.set("status", pick(rand, ["queued", "queued,,", "Queued", ",", "done"]));
+  return `/api/jobs?${params}`;
+}
+
+/** A progress read with a cursor that may be out of a stream id's range. */
+function progressQuery(rand: () => number, jobId: string): string {
+  const part = () =>
+    pick(rand, [
+      () => digits(rand, 1 + int(rand, 25)),
+      () => U64_MAX,
+      () => "18446744073709551616",
+      () => "0",
+      () => `0${digits(rand, 19)}`,
+    ])();
+  const after = pick(rand, [
+    () => `${part()}-${part()}`,
+    () => part(),
+    () => `(${part()}-${part()}`,
+    () => pick(rand, ["-", "+", "$", ">", "0-0-0", ""]),
+  ])();
+  const params = new URLSearchParams({ after });
+  if (rand() < 0.3) params.set("limit", pick(rand, ["0", "201", "-5", "1", "200", digits(rand, 22), "NaN"]));
+  return `/api/jobs/${jobId}/progress?${params}`;
+}
+
+describe("fuzzing the job list cursor and the progress cursor", () => {
+  it(`answers ${QUERY_CASES} mutated queries with a 200, 400 or 404 in the error shape, never a 5xx`, async () => {
+    const seed = Date.now() % 2 ** 31;
+    console.log(`query fuzz seed ${seed}`);
+    const rand = prng(seed);
+    const owner = await userWithStorage();
+    const job = await submitJob(owner);
+    await publishProgress(job.id);
+    const stranger = await signIn();
+
+    const failures: string[] = [];
+    const statuses = new Map<number, number>();
+    let next = 0;
+    const worker = async () => {
+      while (next < QUERY_CASES) {
+        const n = next++;
+        const who = rand() < 0.7 ? owner.cookie : stranger.cookie;
+        const path =
+          rand() < 0.5 ? listQuery(rand) : progressQuery(rand, rand() < 0.9 ? job.id : crypto.randomUUID());
+        const response = await call(path, { headers: fromWebApp(who) });
+        const text = await response.text();
+        statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
+        if (![200, 400, 404].includes(response.status)) {
+          failures.push(`case ${n} ${path}: status ${response.status} ${text.slice(0, 200)}`);
+        } else if (response.status !== 200) {
+          const error = (JSON.parse(text) as { error?: { code?: unknown; message?: unknown } }).error;
+          if (typeof error?.code !== "string" || typeof error.message !== "string")
+            failures.push(`case ${n} ${path}: ${response.status} without the error shape`);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
+    console.log(`query fuzz: statuses ${JSON.stringify(Object.fromEntries(statuses))}`);
+    expect(failures.slice(0, 20)).toEqual([]);
+    expect(statuses.get(200) ?? 0).toBeGreaterThan(0);
+    expect(statuses.get(400) ?? 0).toBeGreaterThan(0);
   }, 240_000);
 });

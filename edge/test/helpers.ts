@@ -6,13 +6,21 @@ export async function call(path: string, init: RequestInit = {}): Promise<Respon
   return app.request(path, init, env);
 }
 
+/** The web app's origin: a browser sends it as `Origin` on the app's own POST, PUT and DELETE requests. */
+export const webOrigin = new URL(env.WEB_ORIGIN).origin;
+
+/** Headers of a request the web app makes with the session cookie. */
+export function fromWebApp(cookie: string, headers: Record<string, string> = {}): Record<string, string> {
+  return { cookie, origin: webOrigin, ...headers };
+}
+
 /** Signs in through the dev sign-in and returns the session cookie header value. */
 export async function signIn(
   email = `user-${crypto.randomUUID()}@example.com`,
 ): Promise<{ cookie: string; userId: string }> {
   const response = await call("/api/auth/dev", {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", origin: webOrigin },
     body: JSON.stringify({ email }),
   });
   if (response.status !== 200)

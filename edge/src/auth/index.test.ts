@@ -1,7 +1,7 @@
 import { env } from "cloudflare:workers";
 import { sign } from "hono/jwt";
 import { describe, expect, it } from "vitest";
-import { call, signIn } from "../../test/helpers.ts";
+import { call, fromWebApp, signIn, webOrigin } from "../../test/helpers.ts";
 
 const me = (cookie?: string) => call("/api/auth/me", cookie ? { headers: { cookie } } : {});
 
@@ -9,7 +9,7 @@ describe("sessions", () => {
   it("signs in with the dev sign-in and sets a locked-down cookie", async () => {
     const response = await call("/api/auth/dev", {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", origin: webOrigin },
       body: JSON.stringify({ email: "Ada@Example.com" }),
     });
     expect(response.status).toBe(200);
@@ -78,7 +78,7 @@ describe("sessions", () => {
   it("ends the session on logout: the same cookie no longer works", async () => {
     const { cookie } = await signIn();
     expect((await me(cookie)).status).toBe(200);
-    const out = await call("/api/auth/logout", { method: "POST", headers: { cookie } });
+    const out = await call("/api/auth/logout", { method: "POST", headers: fromWebApp(cookie) });
     expect(out.status).toBe(204);
     expect(out.headers.get("set-cookie")).toMatch(/tc_session=;/);
     expect((await me(cookie)).status).toBe(401);
@@ -92,7 +92,7 @@ describe("sessions", () => {
   it("validates the dev sign-in body", async () => {
     const response = await call("/api/auth/dev", {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", origin: webOrigin },
       body: JSON.stringify({ email: "not an email" }),
     });
     expect(response.status).toBe(400);

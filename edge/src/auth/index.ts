@@ -1,11 +1,13 @@
 // Who is calling: a browser session cookie or an API token (`Authorization:
-// Bearer tc_...`). Routes behind `requireUser` read `c.get("user")`.
+// Bearer tc_...`). Routes behind `requireUser` read `c.get("user")`. A request
+// that changes something with the cookie must come from the web app (csrf.ts).
 import { apiTokens } from "@torreclou/db";
 import { and, eq, isNull } from "drizzle-orm";
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import type { AppEnv } from "../app.ts";
 import { ApiError } from "../errors/index.ts";
+import { requireWebOrigin } from "./csrf.ts";
 import { readSession } from "./session.ts";
 import { hashToken, tokenPrefix } from "./tokens.ts";
 
@@ -62,6 +64,8 @@ export const requireUser = createMiddleware<AppEnv>(async (c, next) => {
   const session = await readSession(c, c.var.config, c.var.redis);
   if (!session)
     throw new ApiError(401, "unauthenticated", "Sign in to continue: your session is missing or has ended.");
+  // Authenticated by the cookie, which the browser sends whoever made the request.
+  requireWebOrigin(c);
   c.set("user", { id: session.userId, via: "session", sid: session.sid });
   return next();
 });

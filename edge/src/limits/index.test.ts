@@ -9,12 +9,16 @@ import { onError } from "../errors/index.ts";
 import { createRedis } from "../redis/index.ts";
 import { rateLimit } from "./index.ts";
 
-/** A fresh limiter name per app, so runs and tests never share counters. */
-function limitedApp(limit: number) {
+/**
+ * A fresh limiter name per app, so runs and tests never share counters.
+ * `bindings` stand in for the Worker's (CLIENT_IP_HEADER, say).
+ */
+function limitedApp(limit: number, by: "user" | "client" = "user", bindings: Record<string, unknown> = {}) {
   const name = `test-${crypto.randomUUID()}`;
   const app = new Hono<AppEnv>();
+  const settings = { ...(env as unknown as Record<string, unknown>), ...bindings };
   app.use("*", async (c, next) => {
-    const config = parseConfig(env as unknown as Record<string, unknown>);
+    const config = parseConfig(settings);
     c.set("config", config);
     c.set("redis", createRedis(config));
     // Stands in for requireUser: the caller is whoever x-user names.
@@ -22,7 +26,7 @@ function limitedApp(limit: number) {
     if (user) c.set("user", { id: user, via: "session" });
     await next();
   });
-  app.get("/limited", rateLimit(name, limit, "30 s"), (c) => c.json({ ok: true }));
+  app.get("/limited", rateLimit(name, limit, "30 s", by), (c) => c.json({ ok: true }));
   app.onError(onError);
   return (headers: Record<string, string>) => app.request("/limited", { headers }, env);
 }
@@ -65,10 +69,51 @@ describe("rateLimit", () => {
     expect((await call(bob)).status).toBe(429);
   });
 
-  it("counts signed-out callers by address", async () => {
-    const call = limitedApp(1);
+  it("refuses to count users before anyone is authenticated, rather than counting by address", async () => {
+    const call = limitedApp(5, "user");
+    const response = await call({ "cf-connecting-ip": "203.0.113.7" });
+    expect(response.status).toBe(500);
+    expect(((await response.json()) as { error: { code: string } }).error.code).toBe("internal");
+  });
+});
+
+describe("rateLimit for signed-out callers", () => {
+  it("shares one bucket when no client-address header is configured: cf-connecting-ip is the client's own words", async () => {
+    const call = limitedApp(2, "client");
+    expect((await call({ "cf-connecting-ip": "203.0.113.7" })).status).toBe(200);
+    expect((await call({ "cf-connecting-ip": "203.0.113.8" })).status).toBe(200);
+    expect((await call({ "cf-connecting-ip": "198.51.100.9" })).status).toBe(429);
+    expect((await call({})).status).toBe(429);
+    // Signed in or not: a "client" limiter counts the address, never a user's x-user claim here.
+    expect((await call({ "cf-connecting-ip": "192.0.2.1", "x-user": crypto.randomUUID() })).status).toBe(429);
+  });
+
+  it("counts by address when the header is configured", async () => {
+    const call = limitedApp(1, "client", { CLIENT_IP_HEADER: "CF-Connecting-IP" });
     expect((await call({ "cf-connecting-ip": "203.0.113.7" })).status).toBe(200);
     expect((await call({ "cf-connecting-ip": "203.0.113.7" })).status).toBe(429);
     expect((await call({ "cf-connecting-ip": "203.0.113.8" })).status).toBe(200);
+    // Another header carries no weight.
+    expect((await call({ "cf-connecting-ip": "203.0.113.8", "x-forwarded-for": "192.0.2.1" })).status).toBe(
+      429,
+    );
+  });
+
+  it("counts IPv6 callers per /64, and anything that is not an address as unknown", async () => {
+    const call = limitedApp(1, "client", { CLIENT_IP_HEADER: "cf-connecting-ip" });
+    expect((await call({ "cf-connecting-ip": "2001:db8:1:2::1" })).status).toBe(200);
+    expect((await call({ "cf-connecting-ip": "2001:db8:1:2:ffff::9" })).status).toBe(429);
+    expect((await call({ "cf-connecting-ip": "2001:db8:1:3::1" })).status).toBe(200);
+    // The IPv4-mapped form is the IPv4 address.
+    expect((await call({ "cf-connecting-ip": "203.0.113.50" })).status).toBe(200);
+    expect((await call({ "cf-connecting-ip": "::ffff:203.0.113.50" })).status).toBe(429);
+    expect((await call({ "cf-connecting-ip": "not an address" })).status).toBe(200);
+    expect((await call({})).status).toBe(429);
+    expect((await call({ "cf-connecting-ip": "fe80::1%eth0" })).status).toBe(429);
+  });
+
+  it("is a configuration error when the header setting is not a header name", () => {
+    const bindings = { ...(env as unknown as Record<string, unknown>), CLIENT_IP_HEADER: "cf connecting ip" };
+    expect(() => parseConfig(bindings)).toThrow(/CLIENT_IP_HEADER: must be a header name/);
   });
 });

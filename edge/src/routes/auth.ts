@@ -10,6 +10,7 @@ import { users } from "@torreclou/db";
 import { eq, sql } from "drizzle-orm";
 import type { Context } from "hono";
 import type { AppEnv } from "../app.ts";
+import { requireWebOrigin } from "../auth/csrf.ts";
 import {
   beginSignIn,
   completeSignIn,
@@ -39,7 +40,7 @@ const googleStart = createRoute({
   summary: "Sign in with Google",
   description:
     "Redirects the browser to Google's consent screen (scopes `openid email profile`, PKCE). Google sends it back to `/api/auth/google/callback`.",
-  middleware: [rateLimit("google-sign-in", 30, "1 m")] as const,
+  middleware: [rateLimit("google-sign-in", 30, "1 m", "client")] as const,
   request: {
     query: z.object({
       returnTo: z
@@ -66,7 +67,7 @@ const googleCallback = createRoute({
   summary: "Google sign-in callback",
   description:
     "Where Google returns the browser. Checks the state, redeems the code, verifies the ID token, signs the user in (session cookie) and redirects to the web app. On failure a browser is redirected to the web app with `?signin_error=<code>`; other clients get the JSON error.",
-  middleware: [rateLimit("google-sign-in", 30, "1 m")] as const,
+  middleware: [rateLimit("google-sign-in", 30, "1 m", "client")] as const,
   request: {
     query: z.object({
       code: z.string().optional(),
@@ -142,6 +143,8 @@ export const auth = router()
   })
   .post("/dev", async (c) => {
     if (!c.var.config.DEV_SIGN_IN) return notFound(c);
+    // Another site must not sign the browser in to an account of its choosing.
+    requireWebOrigin(c);
     const parsed = DevSignIn.safeParse(await c.req.json().catch(() => undefined));
     if (!parsed.success) {
       throw new ApiError(
@@ -167,6 +170,7 @@ export const auth = router()
     return c.json({ user: user! });
   })
   .post("/logout", async (c) => {
+    requireWebOrigin(c);
     await endSession(c, c.var.redis, await readSession(c, c.var.config, c.var.redis));
     return c.body(null, 204);
   })

@@ -7,8 +7,9 @@ import { env } from "cloudflare:workers";
 import { decryptDriveSecret, parseKeyring, sealedOf } from "@torreclou/contracts";
 import { type StorageProfile, storageProfiles } from "@torreclou/db";
 import { eq } from "drizzle-orm";
+import { sign, verify } from "hono/jwt";
 import { afterEach, beforeEach, describe, expect, it, type MockInstance, vi } from "vitest";
-import { signIn } from "../../test/helpers.ts";
+import { fromWebApp, signIn } from "../../test/helpers.ts";
 import { app } from "../app.ts";
 import { createDb } from "../db/index.ts";
 
@@ -105,7 +106,7 @@ const secretOf = (row: StorageProfile) =>
 describe("GET /api/drive/connect", () => {
   it("redirects to Google's consent with only the drive.file scope, offline access, state and PKCE", async () => {
     const email = `drive-${crypto.randomUUID()}@example.com`;
-    const { cookie } = await signIn(email);
+    const { cookie, userId } = await signIn(email);
     // Google's own endpoints when nothing overrides them.
     const { location, response } = await connect(cookie, { ...env, GOOGLE_OAUTH_AUTH_URL: "" });
     const url = new URL(location);
@@ -123,7 +124,13 @@ describe("GET /api/drive/connect", () => {
     expect(p.has("include_granted_scopes")).toBe(false);
 
     const jar = cookiesFrom(response);
-    expect(jar.get("tc_drive_state")).toBe(p.get("state"));
+    // The state is bound to the user who started the flow, signed by the server.
+    const binding = await verify(jar.get("tc_drive_flow")!, env.SESSION_SECRET, {
+      alg: "HS256",
+      aud: "torreclou:drive-connect",
+    });
+    expect(binding).toMatchObject({ sub: userId, state: p.get("state") });
+    expect((binding.exp as number) - (binding.iat as number)).toBe(600);
     expect(jar.get("tc_drive_verifier")).toMatch(/^[A-Za-z0-9_-]{43}$/);
     for (const line of response.headers.getSetCookie()) {
       expect(line).toMatch(/HttpOnly/i);
@@ -228,6 +235,126 @@ describe("GET /api/drive/callback", () => {
     expect(await profilesOf(bobId)).toHaveLength(0);
   });
 
+  describe("refuses a binding that is forged, tampered with, expired, missing or another user's", () => {
+    /** Bob's session, Google's answer to a flow, and the flow's PKCE cookie: all the attacker needs but the binding. */
+    async function setUp() {
+      const { cookie: session, userId } = await signIn();
+      const { location, cookie } = await connect(session);
+      const back = await consent(location);
+      const jar = new Map(cookie.split("; ").map((pair) => pair.split("=") as [string, string]));
+      const state = back.searchParams.get("state")!;
+      return {
+        session,
+        userId,
+        back,
+        state,
+        binding: jar.get("tc_drive_flow")!,
+        verifier: jar.get("tc_drive_verifier")!,
+      };
+    }
+
+    const now = () => Math.floor(Date.now() / 1000);
+    const aud = "torreclou:drive-connect";
+    const encode = (value: unknown) =>
+      btoa(JSON.stringify(value)).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+
+    async function expectRefused(
+      flow: Awaited<ReturnType<typeof setUp>>,
+      cookies: string,
+      message = /stale or was opened in another browser or account/,
+    ) {
+      outbound = [];
+      const response = await callback(flow.back.searchParams, `${flow.session}; ${cookies}`);
+      expect(response.status).toBe(400);
+      const error = await errorOf(response);
+      expect(error.code).toBe("invalid_state");
+      expect(error.message).toMatch(message);
+      // The code is never redeemed and nothing is saved.
+      expect(outbound).not.toContain(env.GOOGLE_OAUTH_TOKEN_URL);
+      expect(await profilesOf(flow.userId)).toHaveLength(0);
+    }
+
+    it("signed with another secret", async () => {
+      const flow = await setUp();
+      const forged = await sign(
+        { aud, sub: flow.userId, state: flow.state, iat: now(), exp: now() + 600 },
+        "not-the-server-secret-0123456789abcdef",
+        "HS256",
+      );
+      await expectRefused(flow, `tc_drive_flow=${forged}; tc_drive_verifier=${flow.verifier}`);
+    });
+
+    it("with its claims changed to another user", async () => {
+      const victim = await signIn();
+      const flow = await setUp();
+      const [header, payload, signature] = flow.binding.split(".") as [string, string, string];
+      const claims = JSON.parse(atob(payload.replaceAll("-", "+").replaceAll("_", "/"))) as Record<
+        string,
+        unknown
+      >;
+      const tampered = `${header}.${encode({ ...claims, sub: victim.userId })}.${signature}`;
+      const response = await callback(
+        flow.back.searchParams,
+        `${victim.cookie}; tc_drive_flow=${tampered}; tc_drive_verifier=${flow.verifier}`,
+      );
+      expect(response.status).toBe(400);
+      expect((await errorOf(response)).code).toBe("invalid_state");
+      expect(await profilesOf(victim.userId)).toHaveLength(0);
+      expect(outbound).not.toContain(env.GOOGLE_OAUTH_TOKEN_URL);
+    });
+
+    it("expired, though signed by the server", async () => {
+      const flow = await setUp();
+      const expired = await sign(
+        { aud, sub: flow.userId, state: flow.state, iat: now() - 700, exp: now() - 100 },
+        env.SESSION_SECRET,
+        "HS256",
+      );
+      await expectRefused(
+        flow,
+        `tc_drive_flow=${expired}; tc_drive_verifier=${flow.verifier}`,
+        /has expired/,
+      );
+    });
+
+    it("missing, or replaced by the old unsigned cookies", async () => {
+      const flow = await setUp();
+      await expectRefused(flow, `tc_drive_verifier=${flow.verifier}`);
+      await expectRefused(
+        flow,
+        `tc_drive_state=${flow.state}; tc_drive_user=${flow.userId}; tc_drive_verifier=${flow.verifier}`,
+      );
+    });
+
+    it("signed by the server for another state, or for another purpose", async () => {
+      const flow = await setUp();
+      const otherState = await sign(
+        { aud, sub: flow.userId, state: "another-flow-state", iat: now(), exp: now() + 600 },
+        env.SESSION_SECRET,
+        "HS256",
+      );
+      await expectRefused(flow, `tc_drive_flow=${otherState}; tc_drive_verifier=${flow.verifier}`);
+      // The session token is signed with the same secret, but is not a binding.
+      const sessionToken = flow.session.split("=")[1]!;
+      await expectRefused(flow, `tc_drive_flow=${sessionToken}; tc_drive_verifier=${flow.verifier}`);
+    });
+
+    it("started by another signed-in user", async () => {
+      const flow = await setUp();
+      const other = await signIn();
+      outbound = [];
+      const response = await callback(
+        flow.back.searchParams,
+        `${other.cookie}; tc_drive_flow=${flow.binding}; tc_drive_verifier=${flow.verifier}`,
+      );
+      expect(response.status).toBe(400);
+      expect((await errorOf(response)).code).toBe("invalid_state");
+      expect(outbound).not.toContain(env.GOOGLE_OAUTH_TOKEN_URL);
+      expect(await profilesOf(other.userId)).toHaveLength(0);
+      expect(await profilesOf(flow.userId)).toHaveLength(0);
+    });
+  });
+
   it("sends a browser back to the storage page with the error code", async () => {
     const { cookie: session } = await signIn();
     const { cookie } = await connect(session);
@@ -261,7 +388,7 @@ describe("POST /api/drive/:profileId/disconnect", () => {
     outbound = [];
     const response = await call(`/api/drive/${profile.id}/disconnect`, {
       method: "POST",
-      headers: { cookie },
+      headers: fromWebApp(cookie),
     });
     expect(response.status).toBe(204);
     expect(outbound).toContain(env.GOOGLE_OAUTH_REVOKE_URL);
@@ -275,7 +402,7 @@ describe("POST /api/drive/:profileId/disconnect", () => {
     const profile = await connectDrive(owner, userId);
     const response = await call(`/api/drive/${profile.id}/disconnect`, {
       method: "POST",
-      headers: { cookie: stranger },
+      headers: fromWebApp(stranger),
     });
     expect(response.status).toBe(404);
     expect((await errorOf(response)).code).toBe("storage_profile_not_found");
@@ -289,7 +416,7 @@ describe("POST /api/drive/:profileId/disconnect", () => {
     const profile = await connectDrive(cookie, userId);
     const response = await call(
       `/api/drive/${profile.id}/disconnect`,
-      { method: "POST", headers: { cookie } },
+      { method: "POST", headers: fromWebApp(cookie) },
       { ...env, GOOGLE_OAUTH_REVOKE_URL: "http://127.0.0.1:9/revoke" },
     );
     expect(response.status).toBe(502);
@@ -306,7 +433,7 @@ describe("POST /api/drive/:profileId/disconnect", () => {
     });
     const response = await call(`/api/drive/${profile.id}/disconnect`, {
       method: "POST",
-      headers: { cookie },
+      headers: fromWebApp(cookie),
     });
     expect(response.status).toBe(204);
     expect(await profilesOf(userId)).toHaveLength(0);
@@ -314,7 +441,10 @@ describe("POST /api/drive/:profileId/disconnect", () => {
 
   it("rejects an id that is not a UUID", async () => {
     const { cookie } = await signIn();
-    const response = await call("/api/drive/nope/disconnect", { method: "POST", headers: { cookie } });
+    const response = await call("/api/drive/nope/disconnect", {
+      method: "POST",
+      headers: fromWebApp(cookie),
+    });
     expect(response.status).toBe(400);
   });
 });

@@ -3,7 +3,7 @@
 // `drive.file` alone (files TorreClou creates, nothing else in the Drive),
 // with offline access so the workers can upload while the user is away.
 //
-//   GET  /api/drive/connect                  → Google's consent screen (state + PKCE in cookies)
+//   GET  /api/drive/connect                  → Google's consent screen (signed state binding + PKCE in cookies)
 //   GET  /api/drive/callback                 ← Google; saves a `gdrive` storage profile
 //   POST /api/drive/{profileId}/disconnect   revokes the grant at Google, deletes the profile
 //
@@ -38,12 +38,19 @@ import {
 import { and, asc, eq } from "drizzle-orm";
 import type { Context } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
+import { sign, verify } from "hono/jwt";
 import type { AppEnv } from "../app.ts";
 import { requireUser } from "../auth/index.ts";
 import type { Config } from "../config.ts";
 import { ApiError } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
-import { errorResponses, registerAuthSchemes, sessionOnly, signedIn } from "../security/openapi.ts";
+import {
+  csrfRefused,
+  errorResponses,
+  registerAuthSchemes,
+  sessionOnly,
+  signedIn,
+} from "../security/openapi.ts";
 import { lockUser, passDefaultOn } from "../storage/defaults.ts";
 import { router } from "./openapi.ts";
 
@@ -53,19 +60,24 @@ export const driveCallbackPath = "/api/drive/callback";
 /** Where the web app lists storage profiles; the flow ends there. */
 const storagePage = "/storage";
 
-// The flow's state (CSRF), PKCE verifier and the user who started it, in
-// short-lived HttpOnly cookies seen only by these routes.
+// The flow's PKCE verifier and its binding, in short-lived HttpOnly cookies
+// seen only by these routes. The binding is a JWT signed with SESSION_SECRET
+// that ties the OAuth `state` to the user who started the flow, so the
+// callback saves a grant only for that user and only for that flow.
 const cookiePath = "/api/drive";
-const stateCookie = "tc_drive_state";
+const bindingCookie = "tc_drive_flow";
 const verifierCookie = "tc_drive_verifier";
-const userCookie = "tc_drive_user";
+/** Cookies of earlier versions of the flow, cleared at the callback. */
+const oldCookies = ["tc_drive_state", "tc_drive_user"];
+const bindingAudience = "torreclou:drive-connect";
+const flowSeconds = 600;
 const cookieOptions = {
   httpOnly: true,
   secure: true,
   // Lax: the cookies must come back on Google's top-level redirect to the callback.
   sameSite: "Lax",
   path: cookiePath,
-  maxAge: 600,
+  maxAge: flowSeconds,
 } as const;
 
 /** A Drive connection that cannot go on; a browser is sent back to the storage page with `?drive_error=`. */
@@ -84,6 +96,41 @@ function driveClient(config: Config, requestUrl: string): OAuth2Client {
   }
   const redirectUri = config.GOOGLE_DRIVE_REDIRECT_URI ?? new URL(driveCallbackPath, requestUrl).toString();
   return new OAuth2Client(id, secret, redirectUri);
+}
+
+/** Signs the binding of a flow's `state` to the user who starts it. */
+async function signBinding(config: Config, userId: string, state: string): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  return sign(
+    { aud: bindingAudience, sub: userId, state, iat: now, exp: now + flowSeconds },
+    config.SESSION_SECRET,
+    "HS256",
+  );
+}
+
+/**
+ * The user and state a binding names, if it is signed by us for this flow and
+ * not expired; a reason otherwise. No session id goes in, so a binding can
+ * never pass for a session token.
+ */
+async function readBinding(
+  config: Config,
+  token: string | undefined,
+): Promise<{ userId: string; state: string } | { problem: "missing" | "invalid" | "expired" }> {
+  if (!token) return { problem: "missing" };
+  let payload: Record<string, unknown>;
+  try {
+    // Expiry is checked below, once the signature is known to be ours.
+    payload = await verify(token, config.SESSION_SECRET, { alg: "HS256", aud: bindingAudience, exp: false });
+  } catch {
+    return { problem: "invalid" };
+  }
+  const { sub, state, exp } = payload;
+  if (typeof sub !== "string" || typeof state !== "string" || typeof exp !== "number") {
+    return { problem: "invalid" };
+  }
+  if (exp <= Math.floor(Date.now() / 1000)) return { problem: "expired" };
+  return { userId: sub, state };
 }
 
 function sameText(a: string, b: string): boolean {
@@ -257,7 +304,7 @@ const callback = createRoute({
   tags: ["Storage"],
   summary: "Google Drive consent callback",
   description:
-    "Where Google returns the browser. Checks the state against the flow's cookie and the signed-in user, redeems the code (PKCE), requires a refresh token and the drive.file scope, and saves a Google Drive storage profile with the grant encrypted. Redirects to the web app's storage page (`?drive=connected`); on failure a browser lands there with `?drive_error=<code>`, other clients get the JSON error.",
+    "Where Google returns the browser. Checks the state against the flow's signed binding, which must name the signed-in user and be under 10 minutes old, redeems the code (PKCE), requires a refresh token and the drive.file scope, and saves a Google Drive storage profile with the grant encrypted. Redirects to the web app's storage page (`?drive=connected`); on failure a browser lands there with `?drive_error=<code>`, other clients get the JSON error.",
   security: sessionOnly,
   middleware: [requireUser, rateLimit("drive-connect", 20, "1 m")] as const,
   request: {
@@ -272,7 +319,7 @@ const callback = createRoute({
   responses: {
     302: { ...redirect, description: "Connected (or, for a browser, failed): the web app's storage page." },
     ...errorResponses({
-      400: "Missing or stale state, Google reported an error (e.g. the user cancelled), the code was refused, or Google granted no offline access or not the Drive scope.",
+      400: "Missing, stale, expired or another user's state binding, Google reported an error (e.g. the user cancelled), the code was refused, or Google granted no offline access or not the Drive scope.",
       401: "Not signed in.",
       429: "Too many attempts.",
       502: "Google could not be reached.",
@@ -302,6 +349,7 @@ const disconnect = createRoute({
     ...errorResponses({
       400: "The id is not a UUID.",
       401: "Not signed in.",
+      403: csrfRefused,
       404: "No Google Drive profile with this id belongs to the caller.",
       502: "Google could not be reached to revoke access; nothing was deleted.",
     }),
@@ -337,23 +385,21 @@ export const drive = api
       .where(eq(users.id, c.var.user.id));
     // Google preselects the account the user signed in with; they may pick another.
     if (user?.email) url.searchParams.set("login_hint", user.email);
-    setCookie(c, stateCookie, state, cookieOptions);
+    setCookie(c, bindingCookie, await signBinding(config, c.var.user.id, state), cookieOptions);
     setCookie(c, verifierCookie, verifier, cookieOptions);
-    setCookie(c, userCookie, c.var.user.id, cookieOptions);
     c.header("Cache-Control", "no-store");
     return c.redirect(url.toString(), 302);
   })
   .openapi(callback, async (c) => {
     const { config } = c.var;
     const client = driveClient(config, c.req.url);
-    const saved = {
-      state: getCookie(c, stateCookie),
-      verifier: getCookie(c, verifierCookie),
-      userId: getCookie(c, userCookie),
-    };
+    const binding = await readBinding(config, getCookie(c, bindingCookie));
+    const verifier = getCookie(c, verifierCookie);
     // Each attempt is usable once.
-    for (const name of [stateCookie, verifierCookie, userCookie]) {
-      deleteCookie(c, name, { path: cookiePath, secure: true, httpOnly: true, sameSite: "Lax" });
+    for (const name of [bindingCookie, verifierCookie, ...oldCookies]) {
+      if (getCookie(c, name) !== undefined) {
+        deleteCookie(c, name, { path: cookiePath, secure: true, httpOnly: true, sameSite: "Lax" });
+      }
     }
     c.header("Cache-Control", "no-store");
     const query = c.req.valid("query");
@@ -377,11 +423,14 @@ export const drive = api
           "The callback needs the `code` and `state` Google sends; connect Drive again.",
         );
       }
+      if ("problem" in binding && binding.problem === "expired") {
+        fail(400, "invalid_state", "This Google Drive link has expired. Connect Drive again.");
+      }
       if (
-        !saved.state ||
-        !saved.verifier ||
-        saved.userId !== c.var.user.id ||
-        !sameText(saved.state, query.state!)
+        "problem" in binding ||
+        !verifier ||
+        binding.userId !== c.var.user.id ||
+        !sameText(binding.state, query.state!)
       ) {
         fail(
           400,
@@ -394,7 +443,7 @@ export const drive = api
         tokens = await client.validateAuthorizationCode(
           config.GOOGLE_OAUTH_TOKEN_URL,
           query.code!,
-          saved.verifier!,
+          verifier!,
         );
       } catch (err) {
         if (err instanceof OAuth2RequestError) {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { call, signIn } from "../../test/helpers.ts";
+import { call, fromWebApp, signIn } from "../../test/helpers.ts";
 
 describe("GET /api/health", () => {
   it("reports Postgres and Redis healthy with their latency", async () => {
@@ -24,7 +24,7 @@ describe("bad request bodies", () => {
     const { cookie } = await signIn();
     const response = await call("/api/tokens", {
       method: "POST",
-      headers: { "content-type": "application/json", cookie },
+      headers: fromWebApp(cookie, { "content-type": "application/json" }),
       body: "{not json",
     });
     expect(response.status).toBe(400);

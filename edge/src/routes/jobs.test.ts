@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { addStorageProfile, redis, withDb } from "../../test/fixtures/db.ts";
 import { type JobView, messagesFor, send, submitJob, userWithStorage } from "../../test/fixtures/jobs.ts";
 import { makeTorrent, randomMagnet, toBase64 } from "../../test/fixtures/torrents.ts";
-import { call, signIn } from "../../test/helpers.ts";
+import { call, fromWebApp, signIn } from "../../test/helpers.ts";
 
 interface ErrorBody {
   error: { code: string; message: string; details?: unknown };
@@ -143,13 +143,13 @@ describe("POST /api/jobs", () => {
     expect((await send(user.cookie, "POST", "/api/jobs", {})).status).toBe(400);
     const text = await call("/api/jobs", {
       method: "POST",
-      headers: { cookie: user.cookie, "content-type": "text/plain" },
+      headers: fromWebApp(user.cookie, { "content-type": "text/plain" }),
       body: "hi",
     });
     expect(text.status).toBe(415);
     const broken = await call("/api/jobs", {
       method: "POST",
-      headers: { cookie: user.cookie, "content-type": "application/json" },
+      headers: fromWebApp(user.cookie, { "content-type": "application/json" }),
       body: "{",
     });
     expect(broken.status).toBe(400);
@@ -224,16 +224,29 @@ describe("GET /api/jobs", () => {
 
   it("refuses a bad cursor, limit or state", async () => {
     const { cookie } = await signIn();
+    const cursor = (ts: string) =>
+      btoa(JSON.stringify([ts, crypto.randomUUID()]))
+        .replaceAll("+", "-")
+        .replaceAll("/", "_")
+        .replace(/=+$/, "");
     for (const query of [
       "cursor=nonsense",
       `cursor=${btoa('["x","y"]')}`,
-      "limit=0",
+      // The cursor's shape, but no instant Postgres can read.
+      `cursor=${cursor("2024-13-45T99:99:99.000000Z")}`,
+      `cursor=${cursor("2023-02-29T00:00:00.000000Z")}`,
+      `cursor=${cursor("2024-01-01T24:00:00.000000Z")}`,
+      `cursor=${cursor("0000-01-01T00:00:00.000000Z")}`,
       "limit=101",
       "status=done",
     ]) {
       const response = await send(cookie, "GET", `/api/jobs?${query}`);
       expect(response.status, query).toBe(400);
       expect((await errorOf(response)).code).toBe("invalid_request");
+    }
+    // A leap day and the last microsecond of a day are real instants.
+    for (const ts of ["2024-02-29T23:59:59.999999Z", "2024-12-31T00:00:00.000000Z"]) {
+      expect((await send(cookie, "GET", `/api/jobs?cursor=${cursor(ts)}`)).status, ts).toBe(200);
     }
   });
 });

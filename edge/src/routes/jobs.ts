@@ -9,7 +9,7 @@
 // job is a 404 everywhere, indistinguishable from a job that does not exist.
 //
 // Progress reads never touch Postgres on the common path: the owner check is
-// the job's owner key in Redis, read in the same pipeline as the events.
+// the job's owner key in Redis, read before anything else of the job.
 import { createRoute, z } from "@hono/zod-openapi";
 import {
   decryptS3Secret,
@@ -39,7 +39,7 @@ import { requireUser } from "../auth/index.ts";
 import { ApiError } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
 import { enqueueJob } from "../queue/enqueue.ts";
-import { errorResponses, registerAuthSchemes, signedIn } from "../security/openapi.ts";
+import { csrfRefused, errorResponses, registerAuthSchemes, signedIn } from "../security/openapi.ts";
 import { presignGet } from "../storage/s3.ts";
 import { router } from "./openapi.ts";
 import {
@@ -202,12 +202,28 @@ const ListQuery = z.object({
     }),
 });
 
-const STREAM_ID = /^\d{1,20}-\d{1,20}$/;
+const STREAM_ID = /^(\d{1,20})-(\d{1,20})$/;
+/** Both halves of a Redis stream id are unsigned 64-bit integers. */
+const STREAM_ID_PART_MAX = 2n ** 64n - 1n;
+
+/** A stream id Redis accepts: `<ms>-<seq>`, each part at most 2^64 - 1. */
+function isStreamId(value: string): boolean {
+  const match = STREAM_ID.exec(value);
+  return match !== null && BigInt(match[1]!) <= STREAM_ID_PART_MAX && BigInt(match[2]!) <= STREAM_ID_PART_MAX;
+}
+
+/** The smallest stream id after `id` (a valid one), or undefined when no id can follow it. */
+export function nextStreamId(id: string): string | undefined {
+  const [ms, seq] = id.split("-").map(BigInt) as [bigint, bigint];
+  if (seq < STREAM_ID_PART_MAX) return `${ms}-${seq + 1n}`;
+  if (ms < STREAM_ID_PART_MAX) return `${ms + 1n}-0`;
+  return undefined;
+}
 
 const ProgressQuery = z.object({
   after: z
     .string()
-    .regex(STREAM_ID, "must be a cursor from an earlier response (a stream id like 1718000000000-0)")
+    .refine(isStreamId, "must be a cursor from an earlier response (a stream id like 1718000000000-0)")
     .optional(),
   limit: z.coerce.number().int().min(1).max(MAX_EVENTS).default(100),
 });
@@ -457,7 +473,16 @@ interface Cursor {
   id: string;
 }
 
-const CURSOR_TS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
+const CURSOR_TS = /^(\d{4})-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
+
+/** A timestamp in the cursor's shape that names a real instant Postgres accepts (no Feb 30, no year 0). */
+function isCursorTimestamp(ts: string): boolean {
+  const match = CURSOR_TS.exec(ts);
+  if (!match || Number(match[1]) < 1) return false;
+  const millis = `${ts.slice(0, 23)}Z`;
+  const parsed = new Date(millis);
+  return !Number.isNaN(parsed.getTime()) && parsed.toISOString() === millis;
+}
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 function encodeCursor(cursor: Cursor): string {
@@ -472,7 +497,7 @@ function decodeCursor(text: string): Cursor {
     const value: unknown = JSON.parse(atob(text.replaceAll("-", "+").replaceAll("_", "/")));
     if (Array.isArray(value) && typeof value[0] === "string" && typeof value[1] === "string") {
       const [ts, id] = value as [string, string];
-      if (CURSOR_TS.test(ts) && UUID.test(id)) return { ts, id };
+      if (isCursorTimestamp(ts) && UUID.test(id)) return { ts, id };
     }
   } catch {
     // falls through to the 400
@@ -554,6 +579,7 @@ const createJob = createRoute({
     ...errorResponses({
       400: "The body is not valid (e.g. both or neither of torrent and magnet, bad targetFolder).",
       401: "Not signed in.",
+      403: csrfRefused,
       404: "The storage profile does not exist or is not yours.",
       409: "You have no storage profile yet, or it needs reconnecting.",
       413: "The body or the .torrent is too large.",
@@ -614,6 +640,7 @@ const cancelJob = createRoute({
     ...errorResponses({
       400: "The id is not a UUID.",
       401: "Not signed in.",
+      403: csrfRefused,
       404: "No such job of yours.",
       409: "The job has already finished.",
     }),
@@ -634,6 +661,7 @@ const retryJob = createRoute({
     ...errorResponses({
       400: "The id is not a UUID.",
       401: "Not signed in.",
+      403: csrfRefused,
       404: "No such job of yours.",
       409: "Only failed or cancelled jobs can be retried.",
       429: "Too many jobs submitted; wait a minute.",
@@ -655,6 +683,7 @@ const deleteJob = createRoute({
     ...errorResponses({
       400: "The id is not a UUID.",
       401: "Not signed in.",
+      403: csrfRefused,
       404: "No such job of yours.",
       409: "The job is still live; cancel it first.",
     }),
@@ -831,14 +860,19 @@ export const jobsApi = api
     const { id } = c.req.valid("param");
     const { after, limit } = c.req.valid("query");
     const redis = c.var.redis;
-    const [owner, snapshot, entries] = await redis
-      .pipeline()
-      .get<string>(keys.owner(id))
-      .get<unknown>(keys.snapshot(id))
-      .xrange(keys.progress(id), after ? `(${after}` : "-", "+", limit)
-      .exec<[string | null, unknown, Record<string, Record<string, unknown>>]>();
+    // The owner first: nothing of a job is read before it is known to be the caller's.
+    const owner = await redis.get<string>(keys.owner(id));
     const owned = await ownsJobs(c.var.db, redis, c.var.user.id, new Map([[id, owner]]));
     if (!owned.has(id)) throw jobNotFound();
+    const start = after === undefined ? "-" : nextStreamId(after);
+    const [snapshot, entries] =
+      start === undefined
+        ? [await redis.get<unknown>(keys.snapshot(id)), {}]
+        : await redis
+            .pipeline()
+            .get<unknown>(keys.snapshot(id))
+            .xrange(keys.progress(id), start, "+", limit)
+            .exec<[unknown, Record<string, Record<string, unknown>>]>();
     const ids = Object.keys(entries ?? {});
     const events: { id: string; event: ProgressEvent }[] = [];
     for (const entryId of ids) {

@@ -67,13 +67,61 @@ describe("GET /api/jobs/:id/progress", () => {
     expect(stranger.status).toBe(404);
     expect(await stranger.json()).toMatchObject({ error: { code: "job_not_found" } });
     expect((await send(user.cookie, "GET", `/api/jobs/${crypto.randomUUID()}/progress`)).status).toBe(404);
-    for (const after of ["abc", "1-2-3", "-", "(1-0", "99999999999999999999999-0"]) {
+    for (const after of [
+      "abc",
+      "1-2-3",
+      "-",
+      "(1-0",
+      "99999999999999999999999-0",
+      "99999999999999999999-0",
+      "18446744073709551616-0",
+      "0-18446744073709551616",
+    ]) {
       const response = await send(
         user.cookie,
         "GET",
         `/api/jobs/${job.id}/progress?after=${encodeURIComponent(after)}`,
       );
       expect(response.status, after).toBe(400);
+      expect((await response.json()) as unknown, after).toMatchObject({
+        error: { code: "invalid_request", message: expect.stringMatching(/^after: must be a cursor/) },
+      });
+    }
+    // Also for a stranger: the cursor is judged before anything else.
+    const huge = await send(other.cookie, "GET", `/api/jobs/${job.id}/progress?after=99999999999999999999-0`);
+    expect(huge.status).toBe(400);
+  });
+
+  it("takes the largest stream ids as cursors", async () => {
+    const user = await userWithStorage();
+    const job = await submitJob(user);
+    const first = await publishProgress(job.id);
+    const max = "18446744073709551615";
+    const last = await progressOf(user.cookie, job.id, `?after=${max}-${max}`);
+    expect(last).toMatchObject({ status: 200, body: { events: [], cursor: `${max}-${max}`, more: false } });
+    expect(last.body.snapshot).not.toBeNull();
+    const [ms] = first.split("-");
+    const carried = await progressOf(user.cookie, job.id, `?after=${Number(ms) - 1}-${max}`);
+    expect(carried.body.events.map((e) => e.id)).toEqual([first]);
+  });
+
+  it("reads nothing of another user's job but its owner key", async () => {
+    const user = await userWithStorage();
+    const job = await submitJob(user);
+    await publishProgress(job.id);
+    const other = await signIn();
+    for (const lostOwnerKey of [false, true]) {
+      if (lostOwnerKey) await redis().del(keys.owner(job.id));
+      const fault = failRedis([]);
+      let status: number;
+      try {
+        status = (await send(other.cookie, "GET", `/api/jobs/${job.id}/progress?after=0-0`)).status;
+      } finally {
+        fault.restore();
+      }
+      expect(status).toBe(404);
+      const touched = fault.sent.flatMap((command) => command.slice(1)).filter((arg) => arg.includes(job.id));
+      expect(touched).toEqual([keys.owner(job.id)]);
     }
   });
 
@@ -86,8 +134,9 @@ describe("GET /api/jobs/:id/progress", () => {
     } finally {
       fault.restore();
     }
-    // One pipeline (owner, snapshot, events) after the session read.
+    // After the session read: the owner key, then snapshot and events in one pipeline.
     expect(fault.seen).toEqual(["GET", "GET", "GET", "XRANGE"]);
+    expect(fault.sent[1]).toEqual(["GET", keys.owner(job.id)]);
     // And no database: with Postgres unreachable the poll still answers.
     const noDatabase = { ...env, DATABASE_URL: "postgres://nobody:nothing@127.0.0.1:9/none" };
     const offline = await app.request(
@@ -126,6 +175,24 @@ describe("GET /api/progress", () => {
     expect(Object.keys(body.snapshots).sort()).toEqual([a.id, b.id].sort());
     expect(body.snapshots[a.id]).toMatchObject({ bytes: { downloaded: 7, uploaded: 2 } });
     expect(body.snapshots[b.id]).toBeNull();
+  });
+
+  it("reads the snapshots of the caller's jobs only", async () => {
+    const user = await userWithStorage();
+    const mine = await submitJob(user);
+    const stranger = await userWithStorage();
+    const theirs = await submitJob(stranger);
+    await publishProgress(theirs.id);
+    const fault = failRedis([]);
+    try {
+      expect((await send(user.cookie, "GET", `/api/progress?ids=${mine.id},${theirs.id}`)).status).toBe(200);
+    } finally {
+      fault.restore();
+    }
+    const read = fault.sent.flatMap((command) => command.slice(1));
+    expect(read).toContain(keys.snapshot(mine.id));
+    expect(read).not.toContain(keys.snapshot(theirs.id));
+    expect(read.filter((key) => key.includes(theirs.id))).toEqual([keys.owner(theirs.id)]);
   });
 
   it("refuses missing, malformed and too many ids", async () => {

@@ -1,6 +1,7 @@
 // GET /api/progress?ids=a,b,c: the latest progress snapshot of several jobs at
-// once, for the jobs list. One MGET reads every job's owner key and snapshot;
-// ids that are not the caller's jobs are simply absent from the answer.
+// once, for the jobs list. One MGET reads the jobs' owner keys, a second the
+// snapshots of those that are the caller's; other ids are simply absent from
+// the answer.
 import { createRoute, z } from "@hono/zod-openapi";
 import { keys, ProgressEvent } from "@torreclou/contracts";
 import { requireUser } from "../auth/index.ts";
@@ -58,12 +59,15 @@ registerAuthSchemes(api);
 
 export const progress = api.openapi(batch, async (c) => {
   const { ids } = c.req.valid("query");
-  const values = await c.var.redis.mget<unknown[]>(...ids.map(keys.owner), ...ids.map(keys.snapshot));
-  const owners = new Map(ids.map((id, i) => [id, values[i]]));
-  const owned = await ownsJobs(c.var.db, c.var.redis, c.var.user.id, owners);
+  const redis = c.var.redis;
+  // Owners first: only the caller's jobs' snapshots are read at all.
+  const owners = await redis.mget<unknown[]>(...ids.map(keys.owner));
+  const owned = await ownsJobs(c.var.db, redis, c.var.user.id, new Map(ids.map((id, i) => [id, owners[i]])));
+  const mine = ids.filter((id) => owned.has(id));
+  const values = mine.length > 0 ? await redis.mget<unknown[]>(...mine.map(keys.snapshot)) : [];
   const snapshots: Record<string, ProgressEvent | null> = {};
-  ids.forEach((id, i) => {
-    if (owned.has(id)) snapshots[id] = readEvent(values[ids.length + i]) ?? null;
+  mine.forEach((id, i) => {
+    snapshots[id] = readEvent(values[i]) ?? null;
   });
   return c.json({ snapshots }, 200);
 });

@@ -6,7 +6,7 @@ import { decryptS3Secret, parseKeyring, sealedOf } from "@torreclou/contracts";
 import { AwsClient } from "aws4fetch";
 import { sql } from "drizzle-orm";
 import { afterEach, beforeEach, describe, expect, it, type MockInstance, vi } from "vitest";
-import { signIn } from "../../test/helpers.ts";
+import { fromWebApp, signIn } from "../../test/helpers.ts";
 import { app } from "../app.ts";
 import { createDb } from "../db/index.ts";
 
@@ -39,7 +39,7 @@ interface ErrorBody {
 
 const json = (cookie: string, method: string, body?: unknown): RequestInit => ({
   method,
-  headers: { cookie, "content-type": "application/json" },
+  headers: fromWebApp(cookie, { "content-type": "application/json" }),
   ...(body === undefined ? {} : { body: JSON.stringify(body) }),
 });
 
@@ -118,6 +118,8 @@ async function keysUnder(prefix: string): Promise<string[]> {
   return [...(await response.text()).matchAll(/<Key>([^<]*)<\/Key>/g)].map((m) => m[1]!);
 }
 
+/** Every URL the app fetched during the test. */
+let outbound: string[] = [];
 let logged: MockInstance[] = [];
 const logText = () =>
   logged
@@ -127,6 +129,12 @@ const logText = () =>
 
 beforeEach(() => {
   logged = (["log", "info", "warn", "error", "debug"] as const).map((level) => vi.spyOn(console, level));
+  outbound = [];
+  const real = globalThis.fetch.bind(globalThis);
+  vi.spyOn(globalThis, "fetch").mockImplementation((input, init) => {
+    outbound.push(input instanceof Request ? input.url : String(input));
+    return real(input, init);
+  });
 });
 afterEach(() => {
   vi.restoreAllMocks();
@@ -253,12 +261,39 @@ describe("POST /api/storage (S3)", () => {
     expect(await list(cookie)).toEqual([]);
   });
 
-  it("names the endpoint when it cannot be reached", async () => {
+  it("names the endpoint when it cannot be reached, without the runtime's own words", async () => {
     const { cookie } = await signIn();
+    // 127.0.0.1:1 is in the tests' EGRESS_ALLOW, and nothing listens there.
     const { response, text, body: failed } = await create(cookie, s3Body({ endpoint: "http://127.0.0.1:1" }));
     expect(response.status, text).toBe(422);
-    expect(failed.error.message).toMatch(/^Could not connect to http:\/\/127\.0\.0\.1:1/);
-    expect(failed.error.details).toMatchObject({ provider: { code: "NetworkError" } });
+    expect(failed.error.message).toBe(
+      "Could not connect to http://127.0.0.1:1. Check the endpoint address, and that it is reachable from the internet.",
+    );
+    expect(failed.error.details).toMatchObject({ provider: { code: "NetworkError", message: null } });
+  });
+
+  it("refuses a non-public endpoint with a 400 naming the host and why, without contacting it", async () => {
+    const { cookie } = await signIn();
+    const s3 = new URL(env.S3_ENDPOINT);
+    for (const [endpoint, reason] of [
+      ["https://169.254.169.254", "endpoint: must be a public host: 169.254.169.254 is a link-local address"],
+      ["http://localhost.:4569", "endpoint: must be a public host: localhost. is a loopback name"],
+      ["https://[::7f00:1]", "endpoint: must be a public host: [::7f00:1] is an IPv4-compatible form"],
+      [
+        "https://[64:ff9b::a9fe:a9fe]",
+        "endpoint: must be a public host: [64:ff9b::a9fe:a9fe] is a NAT64 form",
+      ],
+      ["https://metadata.google.internal", "endpoint: must be a public host: metadata.google.internal is"],
+      // The allowed S3 server's host on another port is not the exception.
+      [`http://${s3.hostname}:${Number(s3.port) + 1}`, `endpoint: must be a public host: ${s3.hostname} is`],
+    ] as const) {
+      const { response, text, body: failed } = await create(cookie, s3Body({ endpoint }));
+      expect(response.status, text).toBe(400);
+      expect(failed.error.message, endpoint).toContain(reason);
+      const host = new URL(endpoint).host;
+      expect(outbound.filter((url) => new URL(url).host === host)).toEqual([]);
+    }
+    expect(await list(cookie)).toEqual([]);
   });
 
   it.each([
@@ -300,7 +335,7 @@ describe("POST /api/storage (S3)", () => {
     const { cookie } = await signIn();
     const response = await call("/api/storage", {
       method: "POST",
-      headers: { cookie, "content-type": "application/json" },
+      headers: fromWebApp(cookie, { "content-type": "application/json" }),
       body: "{not json",
     });
     expect(response.status).toBe(400);
@@ -342,6 +377,72 @@ describe("POST /api/storage (S3)", () => {
     expect(viaToken.status).toBe(403);
     const listed = await call("/api/storage", { headers: { authorization: `Bearer ${token}` } });
     expect(listed.status).toBe(200);
+  });
+});
+
+describe("checking an endpoint that is not S3", () => {
+  const probe = (bucket: string) =>
+    s3Body({ endpoint: env.PROBE_ORIGIN, bucket, accessKeyId: "AKIAPROBE", secretAccessKey: "probe" });
+
+  it.each([
+    ["html-page", 403, "answered HTTP 403 with an HTML page (text/html), not an S3 error document;"],
+    ["json-doc", 404, "answered HTTP 404 with a JSON document (application/json), not an S3 error document;"],
+    ["plain-text", 400, "answered HTTP 400 with a body in another format (text/plain), not an S3 error"],
+    ["untyped-text", 401, "answered HTTP 401 with a body in another format, not an S3 error document;"],
+    ["empty-body", 403, "answered HTTP 403 with an empty body, not an S3 error document;"],
+    ["html-with-code", 404, "answered HTTP 404 with an HTML page (text/html), not an S3 error document;"],
+    ["xml-other", 403, "answered HTTP 403 with an XML document (application/xml), not an S3 error document;"],
+    ["error-bad-code", 403, "answered HTTP 403 with an XML document (application/xml), not an S3 error"],
+    ["server-error", 502, "(HTTP 502). It answered HTTP 502 with an HTML page (text/html)."],
+    [
+      "redirect",
+      302,
+      "redirected the request (HTTP 302); check the endpoint and region. It answered HTTP 302",
+    ],
+    ["write-html", 403, "answered HTTP 403 with an HTML page (text/html)"],
+  ])("says what kind of answer %s was, never what it said", async (bucket, status, said) => {
+    const { cookie } = await signIn();
+    const { response, text, body: failed } = await create(cookie, probe(bucket));
+    expect(response.status, text).toBe(422);
+    expect(failed.error.message).toContain(said);
+    expect(failed.error.details).toMatchObject({
+      step: bucket === "write-html" ? "write" : "list",
+      provider: { code: `HTTP${status}`, status, message: null },
+    });
+    expect(text).not.toContain(env.PROBE_SECRET);
+    expect(logText()).not.toContain(env.PROBE_SECRET);
+    expect(await list(cookie)).toEqual([]);
+  });
+
+  it("keeps a failed delete's answer out of the warning too", async () => {
+    const { cookie } = await signIn();
+    const { response, text, body: created } = await create(cookie, probe("delete-html"));
+    expect(response.status, text).toBe(201);
+    expect(created.warnings).toHaveLength(1);
+    expect(created.warnings[0]).toContain("could not be deleted");
+    expect(created.warnings[0]).toContain("It answered HTTP 500 with an HTML page (text/html).");
+    expect(text).not.toContain(env.PROBE_SECRET);
+  });
+
+  it("takes only a plausible region from a redirect", async () => {
+    const { cookie } = await signIn();
+    const { response, text, body: failed } = await create(cookie, probe("bad-region"));
+    expect(response.status, text).toBe(422);
+    expect(failed.error.message).toContain("must be reached through another endpoint or region");
+    expect(failed.error.details).toMatchObject({ provider: { code: "PermanentRedirect", status: 301 } });
+    expect(text).not.toContain(env.PROBE_SECRET);
+  });
+
+  it("still shows an S3 error document's code and message", async () => {
+    const { cookie } = await signIn();
+    const { response, text, body: failed } = await create(cookie, probe("s3-error"));
+    expect(response.status, text).toBe(422);
+    expect(failed.error.message).toBe(
+      'The access key may not list the bucket in the bucket "s3-error". TorreClou needs to list the bucket and write objects under the prefix. The provider said: AccessDenied: Access Denied',
+    );
+    expect(failed.error.details).toMatchObject({
+      provider: { code: "AccessDenied", status: 403, message: "Access Denied" },
+    });
   });
 });
 
@@ -399,7 +500,7 @@ describe("DELETE /api/storage/:id", () => {
       with t as (insert into torrents (info_hash, name, magnet_uri) values (${infoHash}, 'demo', ${`magnet:?xt=urn:btih:${infoHash}`}) returning id)
       insert into jobs (user_id, torrent_id, storage_profile_id) select ${userId}, t.id, ${first.id} from t returning id`);
 
-    const deleted = await call(`/api/storage/${first.id}`, { method: "DELETE", headers: { cookie } });
+    const deleted = await call(`/api/storage/${first.id}`, { method: "DELETE", headers: fromWebApp(cookie) });
     expect(deleted.status).toBe(204);
     expect(await deleted.text()).toBe("");
     expect((await call(`/api/storage/${first.id}`, { headers: { cookie } })).status).toBe(404);
@@ -412,9 +513,9 @@ describe("DELETE /api/storage/:id", () => {
     expect(remaining).toEqual([expect.objectContaining({ id: second.id, isDefault: true })]);
     expect(await dumpDatabase()).not.toContain(first.id);
 
-    expect((await call(`/api/storage/${first.id}`, { method: "DELETE", headers: { cookie } })).status).toBe(
-      404,
-    );
+    expect(
+      (await call(`/api/storage/${first.id}`, { method: "DELETE", headers: fromWebApp(cookie) })).status,
+    ).toBe(404);
   });
 
   it("refuses a Google Drive profile with a 409 pointing to the disconnect route, and keeps it", async () => {
@@ -423,7 +524,10 @@ describe("DELETE /api/storage/:id", () => {
       insert into storage_profiles (user_id, kind, name, is_default, config, secret_ciphertext, secret_iv, secret_key_id)
       values (${userId}, 'gdrive', 'My Drive', true, '{"accountEmail":"ada@example.com"}'::jsonb, 'x', 'x', 'x')
       returning id`);
-    const response = await call(`/api/storage/${drive!.id}`, { method: "DELETE", headers: { cookie } });
+    const response = await call(`/api/storage/${drive!.id}`, {
+      method: "DELETE",
+      headers: fromWebApp(cookie),
+    });
     expect(response.status).toBe(409);
     const { error } = (await response.json()) as ErrorBody;
     expect(error.code).toBe("use_drive_disconnect");
@@ -443,7 +547,7 @@ describe("another user's profile", () => {
     for (const [path, init] of [
       [`/api/storage/${mine.id}`, { headers: { cookie: other.cookie } }],
       [`/api/storage/${second.id}/default`, json(other.cookie, "POST")],
-      [`/api/storage/${mine.id}`, { method: "DELETE", headers: { cookie: other.cookie } }],
+      [`/api/storage/${mine.id}`, { method: "DELETE", headers: fromWebApp(other.cookie) }],
     ] as const) {
       const response = await call(path, init);
       expect(response.status, path).toBe(404);

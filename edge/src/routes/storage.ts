@@ -25,7 +25,13 @@ import type { AppEnv } from "../app.ts";
 import { requireUser } from "../auth/index.ts";
 import { ApiError } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
-import { errorResponses, registerAuthSchemes, sessionOnly, signedIn } from "../security/openapi.ts";
+import {
+  csrfRefused,
+  errorResponses,
+  registerAuthSchemes,
+  sessionOnly,
+  signedIn,
+} from "../security/openapi.ts";
 import { lockUser, passDefaultOn } from "../storage/defaults.ts";
 import { viewOf } from "../storage/profiles.ts";
 import { checkEndpoint, checkS3, endpointOf, isIpOrLocalhost } from "../storage/s3.ts";
@@ -165,7 +171,7 @@ const createProfile = createRoute({
     ...errorResponses({
       400: "The body is not valid.",
       401: "Not signed in.",
-      403: "Signed in with an API token; adding a profile needs the browser session.",
+      403: `Signed in with an API token; adding a profile needs the browser session (\`session_required\`). Or: ${csrfRefused}`,
       409: "The caller already has a profile with this name.",
       422: "The storage provider refused the check; the message carries its error code and message.",
       429: "Too many profiles added recently.",
@@ -228,7 +234,7 @@ const makeDefault = createRoute({
     ...errorResponses({
       400: "The id is not a UUID.",
       401: "Not signed in.",
-      403: "Signed in with an API token; moving the default needs the browser session.",
+      403: `Signed in with an API token; moving the default needs the browser session (\`session_required\`). Or: ${csrfRefused}`,
       404: "No profile with this id belongs to the caller.",
     }),
   },
@@ -249,6 +255,7 @@ const deleteProfile = createRoute({
     ...errorResponses({
       400: "The id is not a UUID.",
       401: "Not signed in.",
+      403: csrfRefused,
       404: "No profile with this id belongs to the caller.",
       409: "A Google Drive profile: disconnect it with `POST /api/drive/{id}/disconnect` instead.",
     }),
@@ -301,7 +308,7 @@ async function createS3Profile(c: Context<AppEnv>, input: CreateS3ProfileInput) 
 
   let endpoint: string | undefined;
   if (input.endpoint !== undefined) {
-    const checked = checkEndpoint(input.endpoint, config.ALLOW_PRIVATE_STORAGE_ENDPOINTS);
+    const checked = checkEndpoint(input.endpoint, config.EGRESS_ALLOW);
     if (!checked.ok) throw invalid("endpoint", checked.reason);
     if (isIpOrLocalhost(checked.host) && !input.forcePathStyle) {
       throw invalid(
@@ -340,6 +347,7 @@ async function createS3Profile(c: Context<AppEnv>, input: CreateS3ProfileInput) 
       step: failure.step,
       code: failure.code,
       status: failure.status,
+      detail: failure.detail,
     });
     throw new ApiError(422, "storage_check_failed", failure.message, {
       step: failure.step,

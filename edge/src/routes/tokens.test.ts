@@ -2,7 +2,7 @@ import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test"
 import { env } from "cloudflare:workers";
 import { apiTokens } from "@torreclou/db";
 import { describe, expect, it } from "vitest";
-import { signIn } from "../../test/helpers.ts";
+import { fromWebApp, signIn } from "../../test/helpers.ts";
 import { app } from "../app.ts";
 import { createDb } from "../db/index.ts";
 import { maxActiveTokens } from "./tokens.ts";
@@ -30,7 +30,10 @@ const json = (body: unknown) => ({
 });
 
 async function create(cookie: string, name = "backup script"): Promise<TokenView & { token: string }> {
-  const response = await call("/api/tokens", { ...json({ name }), headers: { ...json({}).headers, cookie } });
+  const response = await call("/api/tokens", {
+    ...json({ name }),
+    headers: fromWebApp(cookie, json({}).headers),
+  });
   expect(response.status).toBe(201);
   return (await response.json()) as TokenView & { token: string };
 }
@@ -85,7 +88,7 @@ describe("API tokens", () => {
     const { id, token } = await create(cookie);
     expect((await call("/api/auth/me", bearer(token))).status).toBe(200);
 
-    const revoked = await call(`/api/tokens/${id}`, { method: "DELETE", headers: { cookie } });
+    const revoked = await call(`/api/tokens/${id}`, { method: "DELETE", headers: fromWebApp(cookie) });
     expect(revoked.status).toBe(204);
     expect(await revoked.text()).toBe("");
 
@@ -100,7 +103,7 @@ describe("API tokens", () => {
     expect(list.tokens.map((t) => t.id)).not.toContain(id);
 
     // Revoking again: nothing active by that id any more.
-    const again = await call(`/api/tokens/${id}`, { method: "DELETE", headers: { cookie } });
+    const again = await call(`/api/tokens/${id}`, { method: "DELETE", headers: fromWebApp(cookie) });
     expect(again.status).toBe(404);
   });
 
@@ -116,7 +119,7 @@ describe("API tokens", () => {
     const bob = await signIn();
     const { id, token } = await create(alice.cookie);
 
-    const response = await call(`/api/tokens/${id}`, { method: "DELETE", headers: { cookie: bob.cookie } });
+    const response = await call(`/api/tokens/${id}`, { method: "DELETE", headers: fromWebApp(bob.cookie) });
     expect(response.status).toBe(404);
     expect(((await response.json()) as { error: { code: string } }).error.code).toBe("token_not_found");
     const bobs = (await (await call("/api/tokens", { headers: { cookie: bob.cookie } })).json()) as {
@@ -143,7 +146,7 @@ describe("API tokens", () => {
     for (let i = 0; i < 10; i++) await create(cookie, `t${i}`);
     const response = await call("/api/tokens", {
       ...json({ name: "one too many" }),
-      headers: { ...json({}).headers, cookie },
+      headers: fromWebApp(cookie, json({}).headers),
     });
     expect(response.status).toBe(429);
     expect(response.headers.get("retry-after")).toMatch(/^\d+$/);
@@ -159,7 +162,7 @@ describe("API tokens", () => {
 
   it("validates the name and the id with the JSON error shape", async () => {
     const { cookie } = await signIn();
-    const headers = { "content-type": "application/json", cookie };
+    const headers = fromWebApp(cookie, { "content-type": "application/json" });
     for (const body of [{}, { name: "   " }, { name: "x".repeat(101) }, { name: 7 }]) {
       const response = await call("/api/tokens", { method: "POST", headers, body: JSON.stringify(body) });
       expect(response.status).toBe(400);
@@ -167,7 +170,7 @@ describe("API tokens", () => {
       expect(error.code).toBe("invalid_request");
       expect(error.message).toMatch(/^name: /);
     }
-    const bad = await call("/api/tokens/not-a-uuid", { method: "DELETE", headers: { cookie } });
+    const bad = await call("/api/tokens/not-a-uuid", { method: "DELETE", headers: fromWebApp(cookie) });
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { error: { message: string } }).error.message).toMatch(/UUID/);
   });
@@ -190,7 +193,7 @@ describe("API tokens", () => {
     }
     const response = await call("/api/tokens", {
       ...json({ name: "one more" }),
-      headers: { ...json({}).headers, cookie },
+      headers: fromWebApp(cookie, json({}).headers),
     });
     expect(response.status).toBe(409);
     expect(((await response.json()) as { error: { code: string } }).error.code).toBe("too_many_tokens");

@@ -12,7 +12,13 @@ import { requireUser } from "../auth/index.ts";
 import { generateToken, hashToken } from "../auth/tokens.ts";
 import { ApiError } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
-import { errorResponses, registerAuthSchemes, sessionOnly, signedIn } from "../security/openapi.ts";
+import {
+  csrfRefused,
+  errorResponses,
+  registerAuthSchemes,
+  sessionOnly,
+  signedIn,
+} from "../security/openapi.ts";
 import { router } from "./openapi.ts";
 
 /** Active tokens a user may hold at once. */
@@ -72,7 +78,7 @@ const createToken = createRoute({
     ...errorResponses({
       400: "The body is not valid.",
       401: "Not signed in.",
-      403: "Signed in with an API token; creating tokens needs the browser session.",
+      403: `Signed in with an API token; creating tokens needs the browser session (\`session_required\`). Or: ${csrfRefused}`,
       409: `The user already has ${maxActiveTokens} active tokens.`,
       429: "More than 10 tokens created in a minute.",
     }),
@@ -110,6 +116,7 @@ const revokeToken = createRoute({
     ...errorResponses({
       400: "The id is not a UUID.",
       401: "Not signed in.",
+      403: csrfRefused,
       404: "No active token with this id belongs to the caller.",
     }),
   },

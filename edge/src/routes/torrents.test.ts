@@ -1,11 +1,11 @@
 import { describe, expect, it } from "vitest";
 import { makeTorrent, randomMagnet, toBase64 } from "../../test/fixtures/torrents.ts";
-import { call, signIn } from "../../test/helpers.ts";
+import { call, fromWebApp, signIn } from "../../test/helpers.ts";
 
 const analyze = (cookie: string, body: BodyInit, type?: string) =>
   call("/api/torrents/analyze", {
     method: "POST",
-    headers: { cookie, ...(type ? { "content-type": type } : {}) },
+    headers: fromWebApp(cookie, type ? { "content-type": type } : {}),
     body,
   });
 
@@ -98,7 +98,10 @@ describe("POST /api/torrents/analyze", () => {
     });
     const streamed = await call("/api/torrents/analyze", {
       method: "POST",
-      headers: { cookie, "content-type": "application/x-bittorrent", "transfer-encoding": "chunked" },
+      headers: fromWebApp(cookie, {
+        "content-type": "application/x-bittorrent",
+        "transfer-encoding": "chunked",
+      }),
       body: stream,
       // @ts-expect-error duplex is required for a streamed request body but missing from the type
       duplex: "half",

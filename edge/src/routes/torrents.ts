@@ -25,7 +25,7 @@ import type { AppEnv } from "../app.ts";
 import { requireUser } from "../auth/index.ts";
 import { ApiError } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
-import { errorResponses, registerAuthSchemes, signedIn } from "../security/openapi.ts";
+import { csrfRefused, errorResponses, registerAuthSchemes, signedIn } from "../security/openapi.ts";
 import { router } from "./openapi.ts";
 
 // --- Request bodies ------------------------------------------------------------
@@ -300,6 +300,7 @@ const analyze = createRoute({
     ...errorResponses({
       400: "The body is malformed (bad JSON, missing field, bad base64).",
       401: "Not signed in.",
+      403: csrfRefused,
       413: `The body or the .torrent is too large (a .torrent may be at most ${MAX_TORRENT_BYTES} bytes).`,
       415: "The body is not a .torrent, a multipart form or JSON.",
       422: "The .torrent or magnet link is invalid or unsafe; the message names the problem and details.problem its code.",

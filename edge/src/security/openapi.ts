@@ -11,13 +11,21 @@ export const signedIn: Record<string, string[]>[] = [{ session: [] }, { apiToken
 /** `security` for a route that needs the browser session (an API token is not enough). */
 export const sessionOnly: Record<string, string[]>[] = [{ session: [] }];
 
+/**
+ * The 403 of every route that changes something: with the session cookie, the
+ * request must come from the web app (auth/csrf.ts).
+ */
+export const csrfRefused =
+  "Sent with the session cookie but not by the web app: no `Origin` header, or another origin than the web app's (`csrf_refused`). API tokens are not affected.";
+
 /** Declares both schemes on a router; the document merges them once mounted. */
 export function registerAuthSchemes(api: OpenAPIHono<AppEnv>): void {
   api.openAPIRegistry.registerComponent("securitySchemes", "session", {
     type: "apiKey",
     in: "cookie",
     name: sessionCookie,
-    description: "The browser session, set by signing in.",
+    description:
+      "The browser session, set by signing in. A request that changes something (not GET or HEAD) with it must carry the web app's `Origin`, as browsers send it; otherwise it is refused with 403 `csrf_refused`.",
   });
   api.openAPIRegistry.registerComponent("securitySchemes", "apiToken", {
     type: "http",

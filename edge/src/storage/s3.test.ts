@@ -1,9 +1,9 @@
 import { env } from "cloudflare:workers";
-import { encryptSecret, parseKeyring } from "@torreclou/contracts";
+import { EgressPolicy, encryptSecret, parseKeyring } from "@torreclou/contracts";
 import { describe, expect, it } from "vitest";
 import { ConfigError, parseConfig } from "../config.ts";
 import { maskAccessKeyId, viewOf } from "./profiles.ts";
-import { checkEndpoint, checkS3, isPrivateHost, objectUrl, type S3Target } from "./s3.ts";
+import { checkEndpoint, checkS3, isIpOrLocalhost, objectUrl, type S3Target } from "./s3.ts";
 
 const target = (over: Partial<S3Target> = {}): S3Target => ({
   region: "eu-west-1",
@@ -35,59 +35,105 @@ describe("objectUrl", () => {
 });
 
 describe("checkEndpoint", () => {
+  const none = new EgressPolicy();
+
   it("takes public https origins", () => {
-    expect(checkEndpoint("https://s3.example.com/", false)).toEqual({
+    expect(checkEndpoint("https://s3.example.com/", none)).toEqual({
       ok: true,
       origin: "https://s3.example.com",
       host: "s3.example.com",
     });
-    expect(checkEndpoint("https://s3.example.com:8443", false)).toMatchObject({
+    expect(checkEndpoint("https://s3.example.com:8443", none)).toMatchObject({
       origin: "https://s3.example.com:8443",
+    });
+    expect(checkEndpoint("https://[2606:4700::1111]", none)).toMatchObject({ ok: true });
+  });
+
+  it.each([
+    ["https://127.0.0.1:9000", "127.0.0.1 is a loopback address"],
+    ["https://localhost", "localhost is a loopback name"],
+    ["https://localhost.", "localhost. is a loopback name"],
+    ["https://api.localhost", "api.localhost is a loopback name"],
+    ["https://10.1.2.3", "10.1.2.3 is a private network address"],
+    ["https://169.254.169.254", "169.254.169.254 is a link-local address"],
+    ["https://metadata.google.internal", "metadata.google.internal is a local-network name"],
+    ["https://[::1]:9000", "[::1] is a loopback address"],
+    ["https://[fd00::1]", "[fd00::1] is a unique-local"],
+    ["https://[fec0::1]", "[fec0::1] is a site-local"],
+    ["https://[::ffff:192.168.1.1]", "is an IPv4-mapped form of a private network address (192.168.1.1)"],
+    ["https://[::ffff:7f00:1]", "is an IPv4-mapped form of a loopback address (127.0.0.1)"],
+    ["https://[::7f00:1]", "is an IPv4-compatible form of a loopback address (127.0.0.1)"],
+    ["https://[64:ff9b::a9fe:a9fe]", "is a NAT64 form of a link-local address"],
+    ["https://2130706433", "127.0.0.1 is a loopback address"],
+    ["https://0x7f.1", "127.0.0.1 is a loopback address"],
+    ["https://198.18.0.1", "198.18.0.1 is a"],
+    ["https://192.0.0.8", "192.0.0.8 is a"],
+    ["https://224.0.0.1", "224.0.0.1 is a multicast address"],
+    ["https://255.255.255.255", "255.255.255.255 is a broadcast address"],
+    ["https://100.64.0.1", "100.64.0.1 is a carrier-grade NAT address"],
+    ["https://0.0.0.0", "0.0.0.0 is an unspecified address"],
+    ["https://fileserver", "fileserver is a single-label name"],
+  ])("refuses %s, naming the host and why", (raw, why) => {
+    const checked = checkEndpoint(raw, none);
+    expect(checked.ok).toBe(false);
+    if (!checked.ok) {
+      expect(checked.reason).toMatch(/^must be a public host: /);
+      expect(checked.reason).toContain(why);
+    }
+  });
+
+  it("says exactly what is wrong with a loopback endpoint", () => {
+    expect(checkEndpoint("https://127.0.0.1", none)).toEqual({
+      ok: false,
+      reason: "must be a public host: 127.0.0.1 is a loopback address",
     });
   });
 
   it.each([
-    "http://s3.example.com",
-    "https://127.0.0.1:9000",
-    "https://localhost",
-    "https://10.1.2.3",
-    "https://169.254.169.254",
-    "https://[::1]:9000",
-    "https://[fd00::1]",
-    "https://[::ffff:192.168.1.1]",
-    "https://[::ffff:7f00:1]",
-    "https://2130706433",
-    "https://s3.example.com/bucket",
-    "https://s3.example.com?x=1",
-    "https://u:p@s3.example.com",
-    "ftp://s3.example.com",
-  ])("refuses %s in production", (raw) => {
-    expect(checkEndpoint(raw, false).ok).toBe(false);
+    ["http://s3.example.com", "must use https://"],
+    ["https://s3.example.com/bucket", "must be just scheme, host and port"],
+    ["https://s3.example.com?x=1", "must be just scheme, host and port"],
+    ["https://u:p@s3.example.com", "must not contain a user name or password"],
+    ["ftp://s3.example.com", "must be an https:// URL"],
+    ["not a url", "must be a URL"],
+  ])("refuses %s", (raw, why) => {
+    const checked = checkEndpoint(raw, none);
+    expect(checked.ok).toBe(false);
+    if (!checked.ok) expect(checked.reason).toContain(why);
   });
 
-  it("allows private hosts, over http too, only when told to", () => {
-    expect(checkEndpoint("http://127.0.0.1:4569", true)).toMatchObject({
+  it("lets through exactly the host:port the operator allows, and only those over http", () => {
+    const policy = EgressPolicy.fromSpec("127.0.0.1:4569, [::1]:9000, s3.lan.example.com:80");
+    expect(checkEndpoint("http://127.0.0.1:4569", policy)).toEqual({
       ok: true,
       origin: "http://127.0.0.1:4569",
+      host: "127.0.0.1",
     });
-    expect(checkEndpoint("http://localhost:9000", true)).toMatchObject({ ok: true });
-    expect(checkEndpoint("http://s3.example.com", true)).toEqual({ ok: false, reason: "must use https://" });
+    expect(checkEndpoint("https://127.0.0.1:4569", policy)).toMatchObject({ ok: true });
+    expect(checkEndpoint("http://[::1]:9000", policy)).toMatchObject({ ok: true });
+    expect(checkEndpoint("http://s3.lan.example.com", policy)).toMatchObject({ ok: true });
+    // Another port of an allowed host, or another spelling of loopback, is not the exception.
+    expect(checkEndpoint("http://127.0.0.1:4570", policy)).toMatchObject({
+      ok: false,
+      reason: "must be a public host: 127.0.0.1 is a loopback address",
+    });
+    expect(checkEndpoint("http://localhost:4569", policy)).toMatchObject({ ok: false });
+    expect(checkEndpoint("http://127.0.0.2:4569", policy)).toMatchObject({ ok: false });
+    // A public host still needs https unless it is an exception itself.
+    expect(checkEndpoint("http://s3.example.com", policy)).toEqual({
+      ok: false,
+      reason: "must use https://",
+    });
+    expect(checkEndpoint("http://s3.lan.example.com:8080", policy)).toEqual({
+      ok: false,
+      reason: "must use https://",
+    });
   });
 
-  it("knows private hosts", () => {
-    for (const host of [
-      "127.0.0.1",
-      "10.0.0.1",
-      "172.16.5.4",
-      "192.168.0.1",
-      "100.64.0.1",
-      "0.0.0.0",
-      "[::1]",
-      "a.localhost",
-    ])
-      expect(isPrivateHost(host), host).toBe(true);
-    for (const host of ["8.8.8.8", "172.32.0.1", "s3.amazonaws.com", "[2001:db8::1]"])
-      expect(isPrivateHost(host), host).toBe(false);
+  it("needs forcePathStyle only for IP and localhost endpoints", () => {
+    for (const host of ["127.0.0.1", "[::1]", "localhost", "a.localhost", "8.8.8.8"])
+      expect(isIpOrLocalhost(host), host).toBe(true);
+    for (const host of ["s3.example.com", "1.example.com"]) expect(isIpOrLocalhost(host), host).toBe(false);
   });
 });
 
@@ -189,5 +235,33 @@ describe("CREDENTIALS_KEYS setting", () => {
       CREDENTIALS_KEYS: `a:${btoa("a".repeat(32))},b:${btoa("b".repeat(32))}`,
     });
     expect(config.CREDENTIALS_KEYS.ids).toEqual(["a", "b"]);
+  });
+});
+
+describe("EGRESS_ALLOW setting", () => {
+  const { EGRESS_ALLOW: _, ...without } = env as unknown as Record<string, unknown>;
+
+  it("is parsed into the egress policy's exact exceptions", () => {
+    expect(parseConfig({ ...without }).EGRESS_ALLOW.allowed).toEqual([]);
+    const config = parseConfig({ ...without, EGRESS_ALLOW: "127.0.0.1:4569 [::1]:9000,minio.lan:9000" });
+    expect(config.EGRESS_ALLOW.allows("127.0.0.1", 4569)).toBe(true);
+    expect(config.EGRESS_ALLOW.allows("::1", 9000)).toBe(true);
+    expect(config.EGRESS_ALLOW.allows("minio.lan", 9000)).toBe(true);
+    expect(config.EGRESS_ALLOW.allows("127.0.0.1", 9000)).toBe(false);
+  });
+
+  it("refuses a malformed entry, naming it", () => {
+    expect(() => parseConfig({ ...without, EGRESS_ALLOW: "127.0.0.1:4569,::1:9000" })).toThrow(ConfigError);
+    expect(() => parseConfig({ ...without, EGRESS_ALLOW: "127.0.0.1:4569,::1:9000" })).toThrow(
+      /EGRESS_ALLOW: "::1:9000" is not host:port/,
+    );
+    expect(() => parseConfig({ ...without, EGRESS_ALLOW: "s3.lan" })).toThrow(/EGRESS_ALLOW: "s3.lan"/);
+  });
+
+  it("replaces ALLOW_PRIVATE_STORAGE_ENDPOINTS, which is refused rather than ignored", () => {
+    expect(() => parseConfig({ ...without, ALLOW_PRIVATE_STORAGE_ENDPOINTS: "true" })).toThrow(
+      /ALLOW_PRIVATE_STORAGE_ENDPOINTS: is no longer read: list the exact host:port exceptions in EGRESS_ALLOW/,
+    );
+    expect(() => parseConfig({ ...without, ALLOW_PRIVATE_STORAGE_ENDPOINTS: "false" })).not.toThrow();
   });
 });

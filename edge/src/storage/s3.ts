@@ -11,6 +11,7 @@
 // URLs are built the way the worker's AWS SDK client builds them from the same
 // profile (virtual-hosted unless forcePathStyle, or a dotted bucket over TLS),
 // so a profile that passes here is addressed identically when files upload.
+import { type EgressPolicy, isIpLiteral } from "@torreclou/contracts";
 import { AwsClient } from "aws4fetch";
 
 export interface S3Target {
@@ -34,10 +35,13 @@ export interface S3CheckFailure {
   step: S3CheckStep;
   /** A sentence for the user, with the provider's own code and message when there is one. */
   message: string;
-  /** The provider's error code (e.g. NoSuchBucket), "NetworkError" or "Timeout". */
+  /** The provider's error code (e.g. NoSuchBucket), "HTTP<status>", "NetworkError" or "Timeout". */
   code: string;
+  /** The `<Message>` of an S3 error document; no other provider text is ever kept. */
   providerMessage?: string | undefined;
   status?: number | undefined;
+  /** For the log only: why the connection failed, in the runtime's words. */
+  detail?: string | undefined;
 }
 
 export type S3CheckResult = { ok: true; warnings: string[] } | { ok: false; failure: S3CheckFailure };
@@ -89,15 +93,106 @@ function xmlText(xml: string, tag: string): string | undefined {
   const match = new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`).exec(xml);
   if (!match) return undefined;
   return match[1]!
-    .replace(/&(amp|lt|gt|quot|apos);/g, (_, name: string) => entities[name]!)
-    .replace(/&#(\d+);/g, (_, code: string) => String.fromCodePoint(Number(code)))
+    .replace(/&(amp|lt|gt|quot|apos|#\d{1,7});/g, (_, name: string) => {
+      if (!name.startsWith("#")) return entities[name]!;
+      const code = Number(name.slice(1));
+      return code <= 0x10ffff ? String.fromCodePoint(code) : "\ufffd";
+    })
     .trim();
 }
 
 /** A short, single-line excerpt of provider text: it ends up in an API response. */
 function excerpt(text: string, max = 300): string {
-  const line = text.replace(/\s+/g, " ").trim();
+  const line = text.replace(/[\s\p{Cc}]+/gu, " ").trim();
   return line.length > max ? `${line.slice(0, max)}…` : line;
+}
+
+/** At most this much of an error body is read: any S3 error document fits many times over. */
+const MAX_ERROR_BODY = 64 * 1024;
+
+async function readCapped(response: Response): Promise<string> {
+  if (!response.body) return "";
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    while (size < MAX_ERROR_BODY) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      size += value.byteLength;
+    }
+  } catch {
+    // A body cut short: what arrived is judged.
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return new TextDecoder().decode(bytes.subarray(0, MAX_ERROR_BODY));
+}
+
+/** What an S3 error document says; the only provider text that reaches a response. */
+interface S3ErrorDocument {
+  code: string;
+  message: string | undefined;
+  region: string | undefined;
+}
+
+const S3_ERROR_CODE = /^[A-Za-z][A-Za-z0-9.]{0,63}$/;
+const REGION = /^[a-z0-9-]{1,40}$/;
+
+/** The document if the whole body is an S3 `<Error>` with a plausible `<Code>`, else undefined. */
+function s3ErrorOf(text: string): S3ErrorDocument | undefined {
+  const document = /^\s*(?:<\?xml[^>]*\?>\s*)?<Error>([\s\S]*)<\/Error>\s*$/.exec(text);
+  if (!document) return undefined;
+  const inner = document[1]!;
+  const code = xmlText(inner, "Code");
+  if (!code || !S3_ERROR_CODE.test(code)) return undefined;
+  const message = xmlText(inner, "Message");
+  const region = xmlText(inner, "Region");
+  return {
+    code,
+    message: message ? excerpt(message) : undefined,
+    region: region && REGION.test(region) ? region : undefined,
+  };
+}
+
+/** The content type's essence (`text/html`) if it is a well-formed one; never a header's raw text. */
+function mediaType(header: string | null): string | undefined {
+  const essence = header?.split(";")[0]?.trim().toLowerCase();
+  const token = "[a-z0-9][a-z0-9!#$&^_.+-]{0,63}";
+  return essence && new RegExp(`^${token}/${token}$`).test(essence) ? essence : undefined;
+}
+
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * What kind of answer a body that is not an S3 error document is, in words:
+ * never any of its content, so an endpoint check cannot be used to read
+ * whatever answers at an address.
+ */
+function describeAnswer(response: Response, text: string): string {
+  const type = mediaType(response.headers.get("content-type"));
+  const trimmed = text.trim();
+  let kind: string;
+  if (trimmed === "") kind = "an empty body";
+  else if (type?.includes("html") || /^<(!doctype\s+html|html)[\s>]/i.test(trimmed)) kind = "an HTML page";
+  else if (type?.includes("json") || isJson(trimmed)) kind = "a JSON document";
+  else if (type?.includes("xml") || trimmed.startsWith("<")) kind = "an XML document";
+  else kind = "a body in another format";
+  return `HTTP ${response.status} with ${kind}${type ? ` (${type})` : ""}`;
 }
 
 const stepAction: Record<S3CheckStep, string> = {
@@ -113,7 +208,7 @@ function describe(
   status: number,
   code: string,
   headers: Headers,
-  xml: string,
+  regionInBody: string | undefined,
 ): string {
   const bucket = `"${target.bucket}"`;
   switch (code) {
@@ -133,7 +228,8 @@ function describe(
     case "PermanentRedirect":
     case "AuthorizationHeaderMalformed":
     case "IllegalLocationConstraintException": {
-      const region = headers.get("x-amz-bucket-region") ?? xmlText(xml, "Region");
+      const header = headers.get("x-amz-bucket-region");
+      const region = header && REGION.test(header) ? header : regionInBody;
       return region && region !== target.region
         ? `The bucket ${bucket} is in the region "${region}", not "${target.region}". Set the region to "${region}".`
         : `The bucket ${bucket} must be reached through another endpoint or region.`;
@@ -155,27 +251,31 @@ function describe(
 }
 
 async function failureOf(target: S3Target, step: S3CheckStep, response: Response): Promise<S3CheckFailure> {
-  const text = await response.text().catch(() => "");
-  const providerCode = xmlText(text, "Code");
-  const providerMessage = xmlText(text, "Message");
-  if (!providerCode && step !== "delete" && response.status < 500 && !/^\s*</.test(text)) {
-    // Not an S3 error document at all: probably not an S3 endpoint.
-    return {
-      step,
-      code: `HTTP${response.status}`,
-      status: response.status,
-      providerMessage: text ? excerpt(text, 200) : undefined,
-      message: `${endpointOf(target)} answered HTTP ${response.status} without an S3 error; is it an S3-compatible endpoint?`,
-    };
+  const { status } = response;
+  const text = await readCapped(response);
+  const error = s3ErrorOf(text);
+  if (!error) {
+    const answer = describeAnswer(response, text);
+    const redirect = status >= 300 && status < 400;
+    if (step !== "delete" && status < 500 && !redirect) {
+      // Not an S3 error document at all: probably not an S3 endpoint.
+      return {
+        step,
+        code: `HTTP${status}`,
+        status,
+        message: `${endpointOf(target)} answered ${answer}, not an S3 error document; is it an S3-compatible endpoint?`,
+      };
+    }
+    const sentence = describe(target, step, status, `HTTP${status}`, response.headers, undefined);
+    return { step, code: `HTTP${status}`, status, message: `${sentence} It answered ${answer}.` };
   }
-  const code = providerCode ?? `HTTP${response.status}`;
-  const sentence = describe(target, step, response.status, code, response.headers, text);
-  const said = providerMessage ? `${code}: ${excerpt(providerMessage)}` : code;
+  const sentence = describe(target, step, status, error.code, response.headers, error.region);
+  const said = error.message ? `${error.code}: ${error.message}` : error.code;
   return {
     step,
-    code,
-    status: response.status,
-    providerMessage: providerMessage ? excerpt(providerMessage) : undefined,
+    code: error.code,
+    status,
+    providerMessage: error.message,
     message: `${sentence} The provider said: ${said}`,
   };
 }
@@ -195,12 +295,12 @@ function networkFailure(
       message: `${endpoint} did not answer within ${Math.round(timeoutMs / 1000)} s. Check the endpoint, and that it is reachable from the internet.`,
     };
   }
-  const detail = error instanceof Error ? error.message : String(error);
+  // The runtime's own words stay in the log: they describe the network, not the provider.
   return {
     step,
     code: "NetworkError",
-    providerMessage: excerpt(detail),
-    message: `Could not connect to ${endpoint}: ${excerpt(detail)}. Check the endpoint address.`,
+    detail: excerpt(error instanceof Error ? `${error.name}: ${error.message}` : String(error)),
+    message: `Could not connect to ${endpoint}. Check the endpoint address, and that it is reachable from the internet.`,
   };
 }
 
@@ -265,60 +365,23 @@ export async function checkS3(
   return { ok: true, warnings };
 }
 
-const PRIVATE_V4 = [
-  [0x00000000, 8], // 0.0.0.0/8
-  [0x0a000000, 8], // 10/8
-  [0x64400000, 10], // 100.64/10 (carrier-grade NAT)
-  [0x7f000000, 8], // 127/8
-  [0xa9fe0000, 16], // 169.254/16 (link-local, cloud metadata)
-  [0xac100000, 12], // 172.16/12
-  [0xc0a80000, 16], // 192.168/16
-] as const;
-
-function privateIPv4(host: string): boolean {
-  const parts = host.split(".").map(Number);
-  if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255)) return false;
-  const ip = ((parts[0]! << 24) | (parts[1]! << 16) | (parts[2]! << 8) | parts[3]!) >>> 0;
-  return PRIVATE_V4.some(([net, bits]) => ip >>> (32 - bits) === net >>> (32 - bits));
-}
-
-/** Loopback, private-network or link-local host (as an IP literal or localhost). */
-export function isPrivateHost(hostname: string): boolean {
-  const host = hostname.toLowerCase().replace(/^\[|\]$/g, "");
-  if (host === "localhost" || host.endsWith(".localhost")) return true;
-  if (privateIPv4(host)) return true;
-  if (host.includes(":")) {
-    if (host === "::" || host === "::1") return true;
-    if (/^f[cd][0-9a-f]{2}:/.test(host) || /^fe[89ab][0-9a-f]:/.test(host)) return true;
-    // IPv4-mapped, as written or as URL normalises it (::ffff:c0a8:101).
-    const dotted = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(host);
-    if (dotted) return privateIPv4(dotted[1]!);
-    const hex = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(host);
-    if (hex) {
-      const hi = Number.parseInt(hex[1]!, 16);
-      const lo = Number.parseInt(hex[2]!, 16);
-      return privateIPv4(`${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`);
-    }
-  }
-  return false;
-}
-
+/** Whether the host is an IP literal or a localhost name: the bucket cannot go in such a host name. */
 export function isIpOrLocalhost(hostname: string): boolean {
-  const host = hostname.toLowerCase().replace(/^\[|\]$/g, "");
-  return host === "localhost" || host.endsWith(".localhost") || host.includes(":") || /^[\d.]+$/.test(host);
+  const host = hostname.toLowerCase().replace(/\.+$/, "");
+  return isIpLiteral(host) || host === "localhost" || host.endsWith(".localhost");
 }
+
+export type EndpointCheck = { ok: true; origin: string; host: string } | { ok: false; reason: string };
 
 /**
  * Validates a custom endpoint and returns its origin, or a reason it is refused.
- * Endpoints must be https. Private hosts (localhost, private and link-local
- * IPs) are refused unless `allowPrivate`: the edge and the workers would send
- * signed requests there, on their own networks. With `allowPrivate` (local
- * development), such hosts may also use http.
+ * The host must pass the egress policy as far as it can be judged without DNS
+ * (contracts/src/egress.ts): loopback, private, link-local, metadata and the
+ * other non-public forms are refused, since the edge and the workers would
+ * send signed requests there, on their own networks. An exact host:port the
+ * operator allows (EGRESS_ALLOW) passes, and only such a target may use http.
  */
-export function checkEndpoint(
-  raw: string,
-  allowPrivate: boolean,
-): { ok: true; origin: string; host: string } | { ok: false; reason: string } {
+export function checkEndpoint(raw: string, egress: EgressPolicy): EndpointCheck {
   let url: URL;
   try {
     url = new URL(raw);
@@ -334,14 +397,14 @@ export function checkEndpoint(
       reason: "must be just scheme, host and port (no path or query), like https://s3.example.com",
     };
   }
-  const privateHost = isPrivateHost(url.hostname);
-  if (privateHost && !allowPrivate) {
-    return {
-      ok: false,
-      reason: "must be a public host: local and private network addresses are not allowed",
-    };
+  const port = url.port ? Number(url.port) : url.protocol === "https:" ? 443 : 80;
+  const verdict = egress.checkHost(url.hostname, port);
+  if (!verdict.allowed) {
+    return { ok: false, reason: `must be a public host: ${url.hostname} is ${verdict.reason}` };
   }
-  if (url.protocol === "http:" && !privateHost) return { ok: false, reason: "must use https://" };
+  if (url.protocol === "http:" && !egress.allows(url.hostname, port)) {
+    return { ok: false, reason: "must use https://" };
+  }
   return { ok: true, origin: url.origin, host: url.hostname };
 }
 
