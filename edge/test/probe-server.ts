@@ -3,7 +3,7 @@
 // endpoint — a metadata service, an internal admin page, an API — and puts a
 // secret in every answer. The storage tests check that the secret never comes
 // back in a response. The path-style bucket name picks the answer; one bucket
-// speaks S3 properly, as a control.
+// speaks S3 properly, as a control; another (`silent`) never answers at all.
 import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -81,6 +81,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const secret = `probe-secret-${randomBytes(12).toString("hex")}`;
   const server = createServer((request: IncomingMessage, response: ServerResponse) => {
     const bucket = new URL(request.url ?? "/", "http://probe").pathname.split("/")[1] ?? "";
+    // An endpoint that accepts the connection and never answers: timeouts are tested against it.
+    if (bucket === "silent") return;
     const answer = answerFor(bucket, request.method ?? "GET", secret);
     request.resume();
     request.on("end", () => {
@@ -95,5 +97,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const { port } = server.address() as AddressInfo;
   project.provide("probeOrigin", `http://127.0.0.1:${port}`);
   project.provide("probeSecret", secret);
-  return () => new Promise<void>((closed) => server.close(() => closed()));
+  return () =>
+    new Promise<void>((closed) => {
+      server.close(() => closed());
+      server.closeAllConnections();
+    });
 }
