@@ -31,6 +31,12 @@ export const ProgressEvent = z.object({
   files: z.array(FileProgress),
   /** A human-readable note, e.g. the failure reason on `failed`. */
   message: z.string().optional(),
+  /**
+   * Set while the job waits on something outside it instead of failing, e.g.
+   * its storage provider not answering ("connection refused") since `since`
+   * (ms since the epoch, worker clock).
+   */
+  waiting: z.object({ for: z.enum(["storage"]), reason: z.string(), since: z.number().int() }).optional(),
 });
 export type ProgressEvent = z.infer<typeof ProgressEvent>;
 

@@ -29,6 +29,7 @@ export class ProgressPublisher {
   #downloaded = 0;
   #uploaded = 0;
   #peers = 0;
+  #waiting: ProgressEvent["waiting"];
   #files = new Map<number, FileProgress>();
   #changed = new Set<number>();
   #dirty = true;
@@ -85,6 +86,13 @@ export class ProgressPublisher {
       this.#uploaded = bytes.uploaded;
       this.#dirty = true;
     }
+  }
+
+  /** What the job waits on (undefined: nothing), published at once. */
+  setWaiting(waiting: ProgressEvent["waiting"]): void {
+    this.#waiting = waiting;
+    this.#dirty = true;
+    void this.#publish();
   }
 
   setPeers(peers: number): void {
@@ -151,6 +159,7 @@ export class ProgressPublisher {
       files: [...this.#changed].sort((a, b) => a - b).flatMap((i) => this.#files.get(i) ?? []),
     };
     if (message !== undefined) event.message = message;
+    if (this.#waiting) event.waiting = this.#waiting;
     return event;
   }
 

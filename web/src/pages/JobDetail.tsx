@@ -46,6 +46,8 @@ export function JobDetail() {
   const [actionError, setActionError] = createSignal<string>();
   const [acting, setActing] = createSignal(false);
   let cursor: string | undefined;
+  /** The newest attempt seen: events of an older one (a worker that lost the job) are ignored. */
+  let attempt = 0;
   let lastReload = Date.now();
   let seenPhase: string | undefined;
 
@@ -69,6 +71,7 @@ export function JobDetail() {
       () => params.id,
       () => {
         cursor = undefined;
+        attempt = 0;
         seenPhase = undefined;
         setLatest(null);
         setFileLive(reconcile({}));
@@ -86,9 +89,12 @@ export function JobDetail() {
         if (id !== params.id) return;
         cursor = body.cursor || cursor;
         for (const { event } of body.events) {
+          if (event.attempt < attempt) continue;
+          attempt = event.attempt;
           for (const file of event.files) setFileLive(file.index, file);
+          last = event;
         }
-        last = body.events.at(-1)?.event ?? body.snapshot ?? last;
+        if (!last && body.snapshot && body.snapshot.attempt >= attempt) last = body.snapshot;
         if (!body.more) break;
       }
       if (last) setLatest(last);
@@ -126,6 +132,7 @@ export function JobDetail() {
       if (what === "retry") {
         await call(api.api.jobs[":id"].retry.$post({ param: { id } }));
         cursor = undefined;
+        attempt = 0;
         seenPhase = undefined;
         setLatest(null);
         setFileLive(reconcile({}));
@@ -250,6 +257,22 @@ export function JobDetail() {
                   <div style={{ "margin-top": "0.5rem" }}>
                     <Legend />
                   </div>
+                  <Show when={running() && latest()?.waiting}>
+                    {(waiting) => (
+                      <div
+                        class="alert"
+                        role="status"
+                        style={{ "margin-top": "1rem" }}
+                        data-testid="job-waiting"
+                      >
+                        <p>
+                          <strong>Waiting for storage:</strong> {waiting().reason} since{" "}
+                          {new Date(waiting().since).toLocaleTimeString()}. The job goes on by itself once the
+                          storage answers.
+                        </p>
+                      </div>
+                    )}
+                  </Show>
                   <Show when={j().state === "failed" && j().failureReason}>
                     <div class="alert error" style={{ "margin-top": "1rem" }}>
                       <p>
