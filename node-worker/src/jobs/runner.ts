@@ -33,10 +33,10 @@ import {
   journalOf,
   loadJobContext,
   markDriveNeedsReconnect,
+  openSource,
   recordPart,
   saveDriveAccessToken,
   saveResolvedMetadata,
-  sourceOf,
   updateFile,
   updateJobCounters,
 } from "./store.ts";
@@ -284,8 +284,14 @@ export class JobRun {
     await sink.preflight(signal);
 
     const dir = scratchDirFor(config.WORKER_SCRATCH_DIR, this.jobId);
-    const source = sourceOf(ctx.job, ctx.torrent);
-    if (!source) throw new PermanentJobError("The job has neither a .torrent file nor a magnet link.");
+    const source = await openSource(this.#deps.keyRing, ctx.job).catch((error: unknown) => {
+      if (error instanceof CredentialsError) {
+        throw new PermanentJobError(
+          `The job's .torrent file or magnet link could not be read: ${error.message}.`,
+        );
+      }
+      throw error;
+    });
 
     // A magnet: fetch the metadata from peers first.
     let files = ctx.files;
@@ -295,7 +301,7 @@ export class JobRun {
       const download = this.#startDownload(source, dir);
       const meta = await this.#withPeerWatch(download.metadata(signal), "metadata");
       files = await saveResolvedMetadata(this.#fenced, ctx.torrent.id, {
-        torrentFile: meta.torrentFile,
+        name: meta.name,
         totalSize: meta.totalSize,
         pieceLength: meta.pieceLength,
         pieceCount: meta.pieceCount,
