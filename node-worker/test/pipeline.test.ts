@@ -1,12 +1,14 @@
 // The worker end to end with real parts: aria2c seeding over a loopback
 // tracker, Postgres, Redis and the local S3. Jobs are created as the edge
 // creates them; a worker in this process takes them from the stream.
+import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { HeadObjectCommand, ListPartsCommand } from "@aws-sdk/client-s3";
 import { keys, ProgressEvent, progressField } from "@torreclou/contracts";
 import { jobs, storageProfiles, torrents } from "@torreclou/db";
 import { eq } from "drizzle-orm";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Worker } from "../src/worker.ts";
 import {
@@ -297,5 +299,38 @@ describe("job sources", () => {
       /^The job's \.torrent file or magnet link could not be read: the stored secret does not decrypt/,
     );
     expect(await listKeys(env.s3, env.bucket, `${victim.id}/`)).toEqual([]);
+  });
+
+  it("keeps a tracker passkey out of the worker's logs and the failure reason", async () => {
+    await worker.shutdown(3000);
+    const lines: string[] = [];
+    const log = pino({ level: "debug" }, { write: (line: string) => void lines.push(line) });
+    ({ worker } = await startWorker(env, workerSettings, log));
+    try {
+      const made = await makeFixture(env, "passkey-job", [
+        { path: "passkey-job", content: "nobody seeds this" },
+      ]);
+      const passkey = `pk${randomBytes(16).toString("hex")}`;
+      // The local tracker refuses this path and echoes it back, as a tracker error may.
+      const announce = env.tracker.announceUrl.replace(/\/announce$/, `/${passkey}/announce`);
+      const job = await submitJob(env, {
+        made,
+        profileId,
+        magnet: true,
+        magnetUri: magnetOf(made.infoHash, "passkey-job", announce),
+      });
+      await waitFor("the tracker's refusal in the log", async () =>
+        lines.some((line) => line.includes("invalid action in HTTP request")),
+      );
+      const done = await waitForState(env, job.id, ["failed", "completed"]);
+      expect(done.failureReason).toMatch(/No peers shared this magnet's metadata/);
+      const all = lines.join("");
+      expect(all).toContain(job.id);
+      expect(all).not.toContain(passkey);
+      expect(all).not.toContain("magnet:?xt");
+    } finally {
+      await worker.shutdown(3000);
+      ({ worker } = await startWorker(env, workerSettings));
+    }
   });
 });

@@ -25,6 +25,7 @@ import { DriveSink, ReconnectRequiredError } from "../sinks/drive.ts";
 import { PermanentJobError, type Sink } from "../sinks/index.ts";
 import { S3Sink } from "../sinks/s3.ts";
 import { Download } from "../torrent/download.ts";
+import { maskSecrets, redactingLogger, secretsOfSource } from "./redact.ts";
 import {
   clearUploadSession,
   currentJob,
@@ -104,12 +105,14 @@ export class JobRun {
   #uploadedBytes = new Map<number, number>();
   /** Every chosen file is on disk: peers are no longer needed. */
   #allDownloaded = false;
+  /** The job's magnet and tracker URLs, masked in every log line once the source is decrypted. */
+  readonly #secrets: string[] = [];
 
   constructor(deps: RunnerDeps, jobId: string, attempt: number) {
     this.#deps = deps;
     this.jobId = jobId;
     this.attempt = attempt;
-    this.#log = deps.log.child({ jobId, attempt });
+    this.#log = redactingLogger(deps.log, { jobId, attempt }, this.#secrets);
     this.#fenced = { db: deps.db, jobId, attempt };
   }
 
@@ -200,11 +203,13 @@ export class JobRun {
           : error instanceof PermanentJobError
             ? error.reason
             : `The job stopped on an unexpected error: ${messageOf(error)}`;
+      // The job's own tracker URLs stay out of the stored reason and the progress stream.
+      const shown = maskSecrets(reason, this.#secrets);
       this.#log.warn({ err: error, reason }, "job failed");
       await this.#cleanup();
-      const moved = await this.#transition("failed", "worker", reason);
+      const moved = await this.#transition("failed", "worker", shown);
       if (!moved) return (await this.#isCancelled()) ? "cancelled" : "stale";
-      await this.#progress?.phase("failed", reason);
+      await this.#progress?.phase("failed", shown);
       return "failed";
     } catch (inner) {
       if (inner instanceof StaleAttemptError) return "stale";
@@ -292,6 +297,7 @@ export class JobRun {
       }
       throw error;
     });
+    this.#secrets.push(...(await secretsOfSource(source)));
 
     // A magnet: fetch the metadata from peers first.
     let files = ctx.files;
