@@ -120,9 +120,14 @@ const JobSummarySchema = z
     id: z.uuid(),
     state: JobState,
     attempt: z.number().int(),
-    name: z.string(),
+    name: z.string().openapi({
+      description:
+        "The name you submitted: the magnet link's display name (dn) or the .torrent's name. A magnet without one shows its info hash until its metadata is fetched.",
+    }),
     infoHash: z.string(),
-    source: z.enum(["torrent", "magnet"]),
+    source: z.enum(["torrent", "magnet"]).openapi({
+      description: "What you submitted. The link or file itself is stored encrypted and never sent back.",
+    }),
     storageProfileId: z.uuid().nullable(),
     targetFolder: z.string().nullable(),
     failureReason: z.string().nullable(),
