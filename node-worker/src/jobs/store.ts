@@ -1,7 +1,8 @@
 // The worker's own database reads and writes: the job's encrypted source,
-// per-file state, the multipart journal and resolved magnet metadata. Every write is fenced by the attempt the worker
-// holds: it only lands while `jobs.attempt` still equals that attempt, so a
-// worker whose lease lapsed cannot overwrite the attempt that replaced it.
+// per-file state, the multipart journal and resolved magnet metadata. Every
+// write is fenced by the attempt the worker holds: it only lands while
+// `jobs.attempt` still equals that attempt, so a worker whose lease lapsed
+// cannot overwrite the attempt that replaced it.
 
 import {
   CredentialsError,
