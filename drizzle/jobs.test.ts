@@ -1,17 +1,20 @@
-// The shared job writes against a real Postgres: creation, the transition
-// table, fencing by attempt, owner scoping, and the recorded history.
+// The shared job writes against a real Postgres: creation (each job's own
+// name and encrypted source beside a shared row of info-dictionary facts), the
+// transition table, fencing by attempt, owner scoping, and the recorded history.
 import { randomBytes } from "node:crypto";
+import { decryptJobSource, parseKeyring, sealedSourceOf } from "@torreclou/contracts";
 import { asc, eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/node-postgres";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { claimJob, insertJob, markEnqueued, transitionJob } from "./jobs.ts";
 import { migrate } from "./migrate.ts";
-import { jobFiles, jobTransitions, storageProfiles, users } from "./schema.ts";
+import { jobFiles, jobs, jobTransitions, storageProfiles, torrents, users } from "./schema.ts";
 import { dropDatabases, freshDatabase } from "./testing.ts";
 
 let pool: pg.Pool;
 let db: ReturnType<typeof drizzle>;
+const keyring = parseKeyring(`k1:${randomBytes(32).toString("base64")}`);
 
 beforeAll(async () => {
   const url = await freshDatabase();
@@ -45,26 +48,55 @@ async function userWithProfile(): Promise<{ userId: string; profileId: string }>
   return { userId: user!.id, profileId: profile!.id };
 }
 
+const torrentBytes = new Uint8Array([100, 101]);
+
 async function newJob(selected?: number[]) {
   const { userId, profileId } = await userWithProfile();
-  const { job, files } = await insertJob(db, {
+  const { job, files } = await insertJob(db, keyring, {
     userId,
     storageProfileId: profileId,
     selected,
+    name: "demo",
+    source: { kind: "torrent", torrent: torrentBytes },
     torrent: {
       infoHash: randomBytes(20).toString("hex"),
-      name: "demo",
-      totalSize: 600,
+      facts: { name: "demo", totalSize: 600, pieceLength: 16384, pieceCount: 1 },
       files: [
         { index: 0, path: "demo/a.bin", size: 100 },
         { index: 1, path: "demo/b.bin", size: 200 },
         { index: 2, path: "demo/c.bin", size: 300 },
       ],
-      torrentFile: new Uint8Array([100, 101]),
     },
   });
   return { userId, job, files };
 }
+
+/** A magnet job of a fresh user for `infoHash`, with a dn and a tracker passkey. */
+async function magnetJob(infoHash: string, dn: string, passkey: string) {
+  const { userId, profileId } = await userWithProfile();
+  const magnet = `magnet:?xt=urn:btih:${infoHash}&dn=${encodeURIComponent(dn)}&tr=https%3A%2F%2Ftracker.example%2F${passkey}%2Fannounce`;
+  const { job } = await insertJob(db, keyring, {
+    userId,
+    storageProfileId: profileId,
+    name: dn,
+    source: { kind: "magnet", magnet },
+    torrent: { infoHash, files: null },
+  });
+  return { job, magnet };
+}
+
+/** Every row of the tables a job touches, as JSON text (bytea comes out as hex). */
+async function dump(): Promise<string> {
+  const { rows } = await pool.query<{ j: string }>(
+    `select row_to_json(t)::text as j from jobs t
+     union all select row_to_json(t)::text from torrents t
+     union all select row_to_json(t)::text from job_files t
+     union all select row_to_json(t)::text from job_transitions t`,
+  );
+  return rows.map((r) => r.j).join("\n");
+}
+
+const hex = (text: string) => Buffer.from(text).toString("hex");
 
 async function history(jobId: string) {
   return db
@@ -90,54 +122,96 @@ describe("insertJob", () => {
     await markEnqueued(db, job.id);
   });
 
-  it("shares one torrent row between jobs with the same info hash", async () => {
-    const { job } = await newJob();
-    const { rows: before } = await pool.query<{ info_hash: string }>(
-      "select info_hash from torrents where id = $1",
-      [job.torrentId],
-    );
+  it("keeps only info-dictionary facts on the shared row: no source, no submitter's name", async () => {
+    const infoHash = randomBytes(20).toString("hex");
+    const first = await magnetJob(infoHash, "SCAM: pay 1 BTC", "passkey-of-a");
+    const [bare] = await db.select().from(torrents).where(eq(torrents.id, first.job.torrentId));
+    expect(bare).toMatchObject({ infoHash, name: null, totalSize: null, fileCount: null, infoHashV2: null });
+
     const { userId, profileId } = await userWithProfile();
-    const again = await insertJob(db, {
+    const second = await insertJob(db, keyring, {
       userId,
       storageProfileId: profileId,
+      name: "Album",
+      source: { kind: "torrent", torrent: torrentBytes },
       torrent: {
-        infoHash: before[0]!.info_hash,
-        name: "demo",
-        files: null,
-        magnetUri: "magnet:?xt=urn:btih:x",
+        infoHash,
+        facts: { name: "Album", totalSize: 10, pieceLength: 16384, pieceCount: 1 },
+        files: [{ index: 0, path: "Album/a.flac", size: 10 }],
       },
     });
-    expect(again.job.torrentId).toBe(job.torrentId);
-    const { rows } = await pool.query(
-      "select magnet_uri, torrent_file is not null as has_file from torrents where id = $1",
-      [job.torrentId],
-    );
-    // The magnet fills a gap; the .torrent bytes already known are kept.
-    expect(rows[0]).toEqual({ magnet_uri: "magnet:?xt=urn:btih:x", has_file: true });
+    expect(second.job.torrentId).toBe(first.job.torrentId);
+    const [filled] = await db.select().from(torrents).where(eq(torrents.id, first.job.torrentId));
+    expect(filled).toMatchObject({ name: "Album", totalSize: 10, pieceLength: 16384, fileCount: 1 });
+    // Each job keeps its own name and its own files.
+    expect(first.job.name).toBe("SCAM: pay 1 BTC");
+    expect(second.job.name).toBe("Album");
+    expect(await db.select().from(jobFiles).where(eq(jobFiles.jobId, first.job.id))).toEqual([]);
   });
 
-  it("keeps each job's own source beside the shared row (a passkey in one user's tracker URL stays theirs)", async () => {
+  it("stores each job's own source encrypted and bound to the job (a passkey stays its user's)", async () => {
     const infoHash = randomBytes(20).toString("hex");
-    const submit = async (passkey: string) => {
-      const { userId, profileId } = await userWithProfile();
-      return insertJob(db, {
-        userId,
-        storageProfileId: profileId,
-        torrent: {
-          infoHash,
-          name: "private",
-          files: null,
-          magnetUri: `magnet:?xt=urn:btih:${infoHash}&tr=https%3A%2F%2Ftracker.example%2F${passkey}%2Fannounce`,
-        },
-      });
-    };
-    const first = await submit("passkey-of-a");
-    const second = await submit("passkey-of-b");
-    expect(second.job.torrentId).toBe(first.job.torrentId);
-    expect(first.job.sourceMagnet).toContain("passkey-of-a");
-    expect(second.job.sourceMagnet).toContain("passkey-of-b");
-    expect(second.job.sourceMagnet).not.toContain("passkey-of-a");
-    expect(second.job.sourceTorrentFile).toBeNull();
+    const a = await magnetJob(infoHash, "a", "passkey-of-a");
+    const b = await magnetJob(infoHash, "b", "passkey-of-b");
+    expect(b.job.torrentId).toBe(a.job.torrentId);
+    expect(a.job.sourceKind).toBe("magnet");
+    expect(a.job.sourceMagnet).toBeNull();
+    expect(a.job.sourceTorrentFile).toBeNull();
+    expect(await decryptJobSource(keyring, sealedSourceOf(a.job)!, a.job.id)).toEqual({
+      kind: "magnet",
+      magnet: a.magnet,
+    });
+    expect(await decryptJobSource(keyring, sealedSourceOf(b.job)!, b.job.id)).toEqual({
+      kind: "magnet",
+      magnet: b.magnet,
+    });
+    // Nowhere in the database in plain text, in any column.
+    const all = await dump();
+    for (const secret of ["passkey-of-a", "passkey-of-b", "tracker.example"]) {
+      expect(all).not.toContain(secret);
+      expect(all).not.toContain(hex(secret));
+    }
+    // A's ciphertext copied into B's row does not open as B's source.
+    await db
+      .update(jobs)
+      .set({ sourceCiphertext: a.job.sourceCiphertext, sourceIv: a.job.sourceIv })
+      .where(eq(jobs.id, b.job.id));
+    const [copied] = await db.select().from(jobs).where(eq(jobs.id, b.job.id));
+    await expect(decryptJobSource(keyring, sealedSourceOf(copied!)!, b.job.id)).rejects.toThrow(
+      /does not decrypt/,
+    );
+  });
+
+  it("stores a .torrent's bytes encrypted", async () => {
+    const { job } = await newJob();
+    expect(job.sourceKind).toBe("torrent");
+    expect(await decryptJobSource(keyring, sealedSourceOf(job)!, job.id)).toEqual({
+      kind: "torrent",
+      torrent: torrentBytes,
+    });
+    const { rows } = await pool.query<{ j: string }>(
+      "select row_to_json(t)::text as j from jobs t where id = $1",
+      [job.id],
+    );
+    expect(rows[0]!.j).not.toContain(Buffer.from(torrentBytes).toString("hex"));
+  });
+
+  it("refuses a job row with no source, or with plaintext beside a sealed one", async () => {
+    const { job } = await newJob();
+    await expect(
+      pool.query(
+        "update jobs set source_ciphertext = null, source_iv = null, source_key_id = null where id = $1",
+        [job.id],
+      ),
+    ).rejects.toMatchObject({ constraint: "jobs_has_source" });
+    await expect(
+      pool.query("update jobs set source_magnet = 'magnet:?xt=urn:btih:x' where id = $1", [job.id]),
+    ).rejects.toMatchObject({ constraint: "jobs_source_plaintext_unsealed_only" });
+    await expect(
+      pool.query("update jobs set source_iv = null where id = $1", [job.id]),
+    ).rejects.toMatchObject({
+      constraint: "jobs_source_sealed_whole",
+    });
   });
 });
 

@@ -4,8 +4,12 @@
 // the attempt number, and recorded in job_transitions).
 import {
   assertTransition,
+  encryptJobSource,
+  type JobSource,
   type JobState,
   jobStates,
+  type Keyring,
+  sourceColumnsOf,
   type TransitionCause,
   terminalStates,
 } from "@torreclou/contracts";
@@ -16,21 +20,33 @@ import { type Job, type JobFile, jobFiles, jobs, jobTransitions, torrents } from
 /** Any drizzle Postgres database: node-postgres in workers, Neon in the edge. */
 export type Db = PgDatabase<PgQueryResultHKT, Record<string, unknown>>;
 
-export interface TorrentInput {
-  infoHash: string;
+/**
+ * What a torrent's info dictionary says: the same for everyone who submits it,
+ * so it may go on the shared torrents row. Known at once from a .torrent; a
+ * magnet's come later from the worker that resolves it.
+ */
+export interface TorrentFacts {
   infoHashV2?: string | undefined;
   name: string;
-  totalSize?: number | undefined;
-  pieceLength?: number | undefined;
-  pieceCount?: number | undefined;
+  totalSize: number;
+  pieceLength: number;
+  pieceCount: number;
+}
+
+export interface TorrentInput {
+  infoHash: string;
+  /** From the .torrent's info dictionary; undefined for a magnet. */
+  facts?: TorrentFacts | undefined;
   /** Null for a magnet whose metadata a worker has yet to fetch. */
   files: { index: number; path: string; size: number }[] | null;
-  torrentFile?: Uint8Array | undefined;
-  magnetUri?: string | undefined;
 }
 
 export interface NewJobInput {
   userId: string;
+  /** What the submitter calls it: a magnet's dn or the .torrent's name (undefined: none yet). */
+  name?: string | undefined;
+  /** What the submitter handed in; stored encrypted, bound to the new job's id. */
+  source: JobSource;
   torrent: TorrentInput;
   /** Indexes of the files to fetch; undefined means all of them. */
   selected?: number[] | undefined;
@@ -43,30 +59,38 @@ export interface NewJobInput {
  * transaction. The caller then writes the queue message and calls
  * `markEnqueued`; a job left with `enqueued_at` null is re-enqueued by the
  * reconciler, so a failed queue write loses nothing.
+ *
+ * The job's name, source and files are its own. The shared torrents row only
+ * gains info-dictionary facts, and nothing from it flows back into the job, so
+ * creating a job looks the same whether or not anyone else submitted the hash.
  */
-export async function insertJob(db: Db, input: NewJobInput): Promise<{ job: Job; files: JobFile[] }> {
+export async function insertJob(
+  db: Db,
+  keyring: Keyring,
+  input: NewJobInput,
+): Promise<{ job: Job; files: JobFile[] }> {
   const t = input.torrent;
+  // The id first: the encrypted source is bound to it.
+  const jobId = crypto.randomUUID();
+  const sealed = await encryptJobSource(keyring, input.source, jobId);
   return db.transaction(async (tx) => {
     const [torrent] = await tx
       .insert(torrents)
       .values({
         infoHash: t.infoHash,
-        infoHashV2: t.infoHashV2,
-        name: t.name,
-        totalSize: t.totalSize,
-        pieceLength: t.pieceLength,
-        pieceCount: t.pieceCount,
-        fileCount: t.files?.length,
-        torrentFile: t.torrentFile,
-        magnetUri: t.magnetUri,
+        infoHashV2: t.facts?.infoHashV2,
+        name: t.facts?.name,
+        totalSize: t.facts?.totalSize,
+        pieceLength: t.facts?.pieceLength,
+        pieceCount: t.facts?.pieceCount,
+        fileCount: t.facts ? t.files?.length : undefined,
       })
       .onConflictDoUpdate({
         target: torrents.infoHash,
-        // Keep what we knew; fill in what a newer submission adds (a magnet
-        // first, the .torrent later).
+        // Keep what we knew; fill in what a .torrent adds to a hash first seen in a magnet.
         set: {
-          torrentFile: sql`coalesce(${torrents.torrentFile}, excluded.torrent_file)`,
-          magnetUri: sql`coalesce(${torrents.magnetUri}, excluded.magnet_uri)`,
+          infoHashV2: sql`coalesce(${torrents.infoHashV2}, excluded.info_hash_v2)`,
+          name: sql`coalesce(${torrents.name}, excluded.name)`,
           totalSize: sql`coalesce(${torrents.totalSize}, excluded.total_size)`,
           pieceLength: sql`coalesce(${torrents.pieceLength}, excluded.piece_length)`,
           pieceCount: sql`coalesce(${torrents.pieceCount}, excluded.piece_count)`,
@@ -79,13 +103,13 @@ export async function insertJob(db: Db, input: NewJobInput): Promise<{ job: Job;
     const [job] = await tx
       .insert(jobs)
       .values({
+        id: jobId,
         userId: input.userId,
         torrentId: torrent!.id,
         storageProfileId: input.storageProfileId,
         targetFolder: input.targetFolder,
-        // The submitter's own source: the shared torrent row keeps the first one.
-        sourceTorrentFile: t.torrentFile,
-        sourceMagnet: t.magnetUri,
+        name: input.name,
+        ...sourceColumnsOf(sealed),
         bytesTotal: chosen.reduce((sum, f) => sum + f.size, 0),
       })
       .returning();

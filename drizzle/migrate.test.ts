@@ -1,11 +1,19 @@
 // Runs the migrations against a real Postgres (DATABASE_URL, provided by the
-// test runner) and checks the constraints the application relies on. Each
-// run works in fresh databases of its own and drops them afterwards.
+// test runner) and checks the constraints the application relies on, and the
+// encryption of job sources stored in plain text before. Each run works in
+// fresh databases of its own and drops them afterwards.
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { decryptJobSource, parseKeyring } from "@torreclou/contracts";
+import { drizzle } from "drizzle-orm/node-postgres";
+import { migrate as drizzleMigrate } from "drizzle-orm/node-postgres/migrator";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { applyMigrations, migrate } from "./migrate.ts";
+import { applyMigrations, countPlaintextSources, migrate, PlaintextSourcesError } from "./migrate.ts";
 import { dropDatabases, freshDatabase, withClient } from "./testing.ts";
 
 const sha256Hex = () => randomBytes(32).toString("hex");
@@ -32,11 +40,15 @@ async function insertProfile(userId: string, name: string, isDefault: boolean): 
 
 async function insertTorrent(): Promise<string> {
   const { rows } = await db.query<{ id: string }>(
-    "INSERT INTO torrents (info_hash, name, magnet_uri) VALUES ($1, 'example', $2) RETURNING id",
-    [randomBytes(20).toString("hex"), "magnet:?xt=urn:btih:example"],
+    "INSERT INTO torrents (info_hash) VALUES ($1) RETURNING id",
+    [randomBytes(20).toString("hex")],
   );
   return rows[0]!.id;
 }
+
+/** Columns and values of a (placeholder) encrypted source, for jobs inserted by hand. */
+const SOURCE_COLUMNS = "source_kind, source_ciphertext, source_iv, source_key_id";
+const SOURCE_VALUES = "'magnet', 'Y2lwaGVy', 'aXY=', 'k1'";
 
 async function count(table: string, where: string, params: unknown[]): Promise<number> {
   const { rows } = await db.query<{ n: number }>(
@@ -119,7 +131,7 @@ describe("constraints", () => {
     const profile = await insertProfile(user, "main", true);
     const torrent = await insertTorrent();
     const { rows } = await db.query<{ id: string }>(
-      "INSERT INTO jobs (user_id, torrent_id, storage_profile_id) VALUES ($1, $2, $3) RETURNING id",
+      `INSERT INTO jobs (user_id, torrent_id, storage_profile_id, ${SOURCE_COLUMNS}) VALUES ($1, $2, $3, ${SOURCE_VALUES}) RETURNING id`,
       [user, torrent, profile],
     );
     const job = rows[0]!.id;
@@ -156,7 +168,7 @@ describe("constraints", () => {
     const user = await insertUser();
     const profile = await insertProfile(user, "main", false);
     const { rows } = await db.query<{ id: string }>(
-      "INSERT INTO jobs (user_id, torrent_id, storage_profile_id) VALUES ($1, $2, $3) RETURNING id",
+      `INSERT INTO jobs (user_id, torrent_id, storage_profile_id, ${SOURCE_COLUMNS}) VALUES ($1, $2, $3, ${SOURCE_VALUES}) RETURNING id`,
       [user, await insertTorrent(), profile],
     );
     await db.query("DELETE FROM storage_profiles WHERE id = $1", [profile]);
@@ -182,13 +194,13 @@ describe("constraints", () => {
   it("rejects a job state outside the contract", async () => {
     const user = await insertUser();
     await expect(
-      db.query("INSERT INTO jobs (user_id, torrent_id, state) VALUES ($1, $2, 'paused')", [
-        user,
-        await insertTorrent(),
-      ]),
+      db.query(
+        `INSERT INTO jobs (user_id, torrent_id, state, ${SOURCE_COLUMNS}) VALUES ($1, $2, 'paused', ${SOURCE_VALUES})`,
+        [user, await insertTorrent()],
+      ),
     ).rejects.toMatchObject({ code: "22P02" });
     const { rows } = await db.query<{ state: string }>(
-      "INSERT INTO jobs (user_id, torrent_id) VALUES ($1, $2) RETURNING state, attempt",
+      `INSERT INTO jobs (user_id, torrent_id, ${SOURCE_COLUMNS}) VALUES ($1, $2, ${SOURCE_VALUES}) RETURNING state, attempt`,
       [user, await insertTorrent()],
     );
     expect(rows[0]).toEqual({ state: "queued", attempt: 0 });
@@ -212,5 +224,199 @@ describe("constraints", () => {
     } finally {
       await db.query("ROLLBACK");
     }
+  });
+});
+
+describe("job sources stored before they were encrypted", () => {
+  const keys = `k1:${randomBytes(32).toString("base64")}`;
+  const hex = (text: string) => Buffer.from(text).toString("hex");
+
+  /** A database migrated only up to `lastTag`, as a deployment of that time left it. */
+  async function databaseAt(lastTag: string): Promise<string> {
+    const fresh = await freshDatabase();
+    const folder = await mkdtemp(join(tmpdir(), "torreclou-migrations-"));
+    const source = new URL("./migrations/", import.meta.url);
+    const journal = JSON.parse(await readFile(new URL("meta/_journal.json", source), "utf8")) as {
+      entries: { tag: string }[];
+    };
+    const upTo = journal.entries.findIndex((e) => e.tag === lastTag);
+    expect(upTo).toBeGreaterThanOrEqual(0);
+    journal.entries = journal.entries.slice(0, upTo + 1);
+    await mkdir(join(folder, "meta"));
+    await writeFile(join(folder, "meta", "_journal.json"), JSON.stringify(journal));
+    for (const { tag } of journal.entries)
+      await cp(new URL(`${tag}.sql`, source), join(folder, `${tag}.sql`));
+    await withClient(fresh, (client) => drizzleMigrate(drizzle({ client }), { migrationsFolder: folder }));
+    await rm(folder, { recursive: true });
+    return fresh;
+  }
+
+  /** A one-file .torrent named "hello" whose announce URL carries `passkey`. */
+  function dotTorrent(passkey: string): Buffer {
+    const announce = `https://t.example/${passkey}/announce`;
+    return Buffer.concat([
+      Buffer.from(`d8:announce${announce.length}:${announce}4:infod6:lengthi5e4:name5:hello`),
+      Buffer.from("12:piece lengthi16384e6:pieces20:"),
+      randomBytes(20),
+      Buffer.from("ee"),
+    ]);
+  }
+
+  const trackerOf = (passkey: string) => encodeURIComponent(`https://t.example/${passkey}/announce`);
+
+  it("are encrypted per job by migrate with CREDENTIALS_KEYS, and cleared; the shared row keeps only facts", async () => {
+    const legacy = await databaseAt("0001_job_source");
+    const h1 = randomBytes(20).toString("hex");
+    const h2 = randomBytes(20).toString("hex");
+    const sharedMagnet = `magnet:?xt=urn:btih:${h1}&dn=SCAM%3A%20pay%201%20BTC&tr=${trackerOf("passkey-first")}`;
+    const ownMagnet = `magnet:?xt=urn:btih:${h1}&dn=Mine&tr=${trackerOf("passkey-third")}`;
+    const torrentFile = dotTorrent("passkey-fourth");
+    const ids = await withClient(legacy, async (c) => {
+      const user = async () =>
+        (
+          await c.query<{ id: string }>(
+            "INSERT INTO users (google_sub, email) VALUES ($1, 'x@example.com') RETURNING id",
+            [randomBytes(8).toString("hex")],
+          )
+        ).rows[0]!.id;
+      const t1 = (
+        await c.query<{ id: string }>(
+          "INSERT INTO torrents (info_hash, info_hash_v2, name, magnet_uri) VALUES ($1, $2, 'SCAM: pay 1 BTC', $3) RETURNING id",
+          [h1, "ab".repeat(32), sharedMagnet],
+        )
+      ).rows[0]!.id;
+      const t2 = (
+        await c.query<{ id: string }>(
+          "INSERT INTO torrents (info_hash, name, torrent_file, total_size) VALUES ($1, 'hello', $2, 5) RETURNING id",
+          [h2, torrentFile],
+        )
+      ).rows[0]!.id;
+      const job = async (torrentId: string, own: { magnet?: string; file?: Buffer } = {}) =>
+        (
+          await c.query<{ id: string }>(
+            "INSERT INTO jobs (user_id, torrent_id, source_magnet, source_torrent_file) VALUES ($1, $2, $3, $4) RETURNING id",
+            [await user(), torrentId, own.magnet ?? null, own.file ?? null],
+          )
+        ).rows[0]!.id;
+      return {
+        // From before jobs kept their own source: two users' jobs on the shared magnet row.
+        first: await job(t1),
+        second: await job(t1),
+        own: await job(t1, { magnet: ownMagnet }),
+        ownFile: await job(t2, { file: torrentFile }),
+        oldFile: await job(t2),
+        t1,
+      };
+    });
+
+    // Without the key ring the schema moves on, but it refuses to call the job done.
+    await expect(migrate(legacy)).rejects.toThrow(PlaintextSourcesError);
+    await expect(migrate(legacy)).rejects.toThrow(
+      /5 jobs still hold their magnet link or \.torrent in plain text/,
+    );
+    expect(await countPlaintextSources(legacy)).toBe(5);
+
+    await migrate(legacy, { credentialsKeys: keys });
+    expect(await countPlaintextSources(legacy)).toBe(0);
+
+    const ring = parseKeyring(keys);
+    const { rows } = await withClient(legacy, (c) =>
+      c.query<{
+        id: string;
+        name: string | null;
+        source_kind: "torrent" | "magnet";
+        source_ciphertext: string;
+        source_iv: string;
+        source_key_id: string;
+      }>("SELECT id, name, source_kind, source_ciphertext, source_iv, source_key_id FROM jobs"),
+    );
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    const open = async (id: string) => {
+      const r = byId.get(id)!;
+      return decryptJobSource(
+        ring,
+        { kind: r.source_kind, ciphertext: r.source_ciphertext, iv: r.source_iv, keyId: r.source_key_id },
+        id,
+      );
+    };
+    // Each job downloads from what it downloaded from before, now its own and encrypted;
+    // a shared magnet loses the dn its first submitter chose.
+    const sharedWithoutDn = `magnet:?xt=urn:btih:${h1}&tr=${trackerOf("passkey-first")}`;
+    expect(await open(ids.first)).toEqual({ kind: "magnet", magnet: sharedWithoutDn });
+    expect(await open(ids.second)).toEqual({ kind: "magnet", magnet: sharedWithoutDn });
+    expect(await open(ids.own)).toEqual({ kind: "magnet", magnet: ownMagnet });
+    for (const id of [ids.ownFile, ids.oldFile]) {
+      expect(await open(id)).toEqual({ kind: "torrent", torrent: new Uint8Array(torrentFile) });
+    }
+    // Names come from each job's own source, never from the shared row.
+    expect(byId.get(ids.first)!.name).toBeNull();
+    expect(byId.get(ids.second)!.name).toBeNull();
+    expect(byId.get(ids.own)!.name).toBe("Mine");
+    expect(byId.get(ids.ownFile)!.name).toBe("hello");
+    expect(byId.get(ids.oldFile)!.name).toBe("hello");
+
+    const shared = await withClient(legacy, (c) =>
+      c.query("SELECT name, info_hash_v2 FROM torrents WHERE id = $1", [ids.t1]),
+    );
+    expect(shared.rows).toEqual([{ name: null, info_hash_v2: null }]);
+    const dump = await withClient(legacy, (c) =>
+      c.query<{ j: string }>(
+        "SELECT row_to_json(t)::text AS j FROM jobs t UNION ALL SELECT row_to_json(t)::text FROM torrents t",
+      ),
+    );
+    const all = dump.rows.map((r) => r.j).join("\n");
+    for (const secret of ["passkey-first", "passkey-third", "passkey-fourth", "SCAM", "magnet:"]) {
+      expect(all).not.toContain(secret);
+      expect(all).not.toContain(hex(secret));
+    }
+
+    // Run again: nothing left to do, nothing changed.
+    await migrate(legacy, { credentialsKeys: keys });
+    const again = await withClient(legacy, (c) =>
+      c.query<{ source_ciphertext: string }>("SELECT id, source_ciphertext FROM jobs"),
+    );
+    for (const r of again.rows as { id: string; source_ciphertext: string }[]) {
+      expect(r.source_ciphertext).toBe(byId.get(r.id)!.source_ciphertext);
+    }
+  });
+
+  it("`node drizzle/migrate.ts` (npm run migrate) refuses without CREDENTIALS_KEYS and encrypts with it", async () => {
+    const legacy = await databaseAt("0001_job_source");
+    await withClient(legacy, async (c) => {
+      const user = await c.query<{ id: string }>(
+        "INSERT INTO users (google_sub, email) VALUES ('cli', 'x@example.com') RETURNING id",
+      );
+      const torrent = await c.query<{ id: string }>(
+        "INSERT INTO torrents (info_hash, name, magnet_uri) VALUES ($1, 'x', 'magnet:?xt=urn:btih:x') RETURNING id",
+        [randomBytes(20).toString("hex")],
+      );
+      await c.query("INSERT INTO jobs (user_id, torrent_id, source_magnet) VALUES ($1, $2, $3)", [
+        user.rows[0]!.id,
+        torrent.rows[0]!.id,
+        `magnet:?xt=urn:btih:x&tr=${trackerOf("passkey-cli")}`,
+      ]);
+    });
+    const script = fileURLToPath(new URL("./migrate.ts", import.meta.url));
+    const run = (extra: Record<string, string>) =>
+      new Promise<{ code: number | null; out: string }>((resolve) => {
+        const child = spawn(process.execPath, [script], {
+          env: { PATH: process.env.PATH ?? "", DATABASE_URL: legacy, ...extra },
+        });
+        let out = "";
+        child.stdout.on("data", (d: Buffer) => (out += d));
+        child.stderr.on("data", (d: Buffer) => (out += d));
+        child.on("close", (code) => resolve({ code, out }));
+      });
+    const refused = await run({});
+    expect(refused.code).toBe(1);
+    expect(refused.out).toContain("applied 0002_sealed_sources");
+    expect(refused.out).toMatch(
+      /1 job still holds its magnet link or \.torrent in plain text; run the migration again with CREDENTIALS_KEYS set/,
+    );
+    const done = await run({ CREDENTIALS_KEYS: keys });
+    expect(done.out).toContain("migrate: encrypted the sources of 1 jobs");
+    expect(done.code).toBe(0);
+    expect(done.out).not.toContain("passkey-cli");
+    expect(await countPlaintextSources(legacy)).toBe(0);
   });
 });

@@ -1,7 +1,7 @@
 // The Postgres schema shared by the edge and the workers. Job and file states
 // come from @torreclou/contracts so the lifecycle is defined in one place; the
 // database enums below are generated from the same arrays.
-import { fileStates, jobStates, transitionCauses } from "@torreclou/contracts";
+import { fileStates, jobSourceKinds, jobStates, transitionCauses } from "@torreclou/contracts";
 import { sql } from "drizzle-orm";
 import {
   bigint,
@@ -24,6 +24,7 @@ import {
 export const jobStateEnum = pgEnum("job_state", jobStates);
 export const fileStateEnum = pgEnum("file_state", fileStates);
 export const transitionCauseEnum = pgEnum("transition_cause", transitionCauses);
+export const jobSourceKindEnum = pgEnum("job_source_kind", jobSourceKinds);
 
 export const storageKinds = ["s3", "gdrive"] as const;
 export type StorageKind = (typeof storageKinds)[number];
@@ -145,9 +146,12 @@ export const storageProfiles = pgTable(
 );
 
 /**
- * Torrent metadata, shared by every job for the same info hash (jobs are what
- * users own). A magnet starts with only its hash and name; the size and piece
- * fields stay null until a worker has resolved the metadata.
+ * What the info dictionary of a torrent says, shared by every job for the same
+ * info hash. Only facts that follow from the info dictionary itself live here
+ * (the same whoever submits it), and nothing a job shows is read from it: no
+ * magnet link, no .torrent with its announce URLs, no display name. A magnet
+ * starts as the hash alone; the rest fills in once a .torrent or a worker's
+ * resolved metadata supplies it.
  */
 export const torrents = pgTable(
   "torrents",
@@ -158,22 +162,19 @@ export const torrents = pgTable(
      * v2 hash, which is what peers use on the wire.
      */
     infoHash: text("info_hash").notNull().unique(),
-    /** Lowercase hex SHA-256 info hash of a v2 or hybrid torrent. */
+    /** Lowercase hex SHA-256 info hash of a v2 or hybrid torrent (from its info dictionary). */
     infoHashV2: text("info_hash_v2"),
-    name: text("name").notNull(),
+    /** The info dictionary's name. */
+    name: text("name"),
     totalSize: bigint("total_size", { mode: "number" }),
     pieceLength: integer("piece_length"),
     pieceCount: integer("piece_count"),
     fileCount: integer("file_count"),
-    /** The raw .torrent; null for a magnet until its metadata is resolved. */
-    torrentFile: bytea("torrent_file"),
-    magnetUri: text("magnet_uri"),
     createdAt: createdAt(),
   },
   (t) => [
     check("torrents_info_hash_hex", sql`${t.infoHash} ~ '^[0-9a-f]{40}$'`),
     check("torrents_info_hash_v2_hex", sql`${t.infoHashV2} ~ '^[0-9a-f]{64}$'`),
-    check("torrents_has_source", sql`${t.torrentFile} IS NOT NULL OR ${t.magnetUri} IS NOT NULL`),
   ],
 );
 
@@ -204,9 +205,25 @@ export const jobs = pgTable(
      */
     attempt: integer("attempt").notNull().default(0),
     /**
-     * What this job's submitter handed in. The torrents row is shared by info
-     * hash and keeps the first submission; a private tracker's announce URLs
-     * carry a per-user passkey, so each job downloads from its own source.
+     * The name its submitter gave: the magnet's display name (dn) or the
+     * .torrent's name. Null for a magnet without one until this job's worker
+     * has the metadata; views show the info hash meanwhile.
+     */
+    name: text("name"),
+    /**
+     * What this job's submitter handed in, encrypted (contracts/src/credentials.ts,
+     * bound to this row's id and kind): a private tracker's announce URLs carry a
+     * per-user passkey, so each job downloads from its own source and nobody
+     * else sees it.
+     */
+    sourceKind: jobSourceKindEnum("source_kind").notNull(),
+    sourceCiphertext: text("source_ciphertext"),
+    sourceIv: text("source_iv"),
+    sourceKeyId: text("source_key_id"),
+    /**
+     * Legacy plaintext sources of jobs created before sources were encrypted.
+     * Nothing writes them; `npm run migrate` with CREDENTIALS_KEYS encrypts
+     * them into the columns above and clears them.
      */
     sourceTorrentFile: bytea("source_torrent_file"),
     sourceMagnet: text("source_magnet"),
@@ -241,6 +258,19 @@ export const jobs = pgTable(
     // The reconciler's scan stays small: only jobs whose queue write is unconfirmed.
     index("jobs_unenqueued_idx").on(t.createdAt).where(sql`enqueued_at IS NULL`),
     check("jobs_attempt_nonnegative", sql`${t.attempt} >= 0`),
+    check(
+      "jobs_source_sealed_whole",
+      sql`(${t.sourceCiphertext} IS NULL) = (${t.sourceIv} IS NULL) AND (${t.sourceCiphertext} IS NULL) = (${t.sourceKeyId} IS NULL)`,
+    ),
+    // A sealed source leaves no plaintext copy beside it.
+    check(
+      "jobs_source_plaintext_unsealed_only",
+      sql`${t.sourceCiphertext} IS NULL OR (${t.sourceTorrentFile} IS NULL AND ${t.sourceMagnet} IS NULL)`,
+    ),
+    check(
+      "jobs_has_source",
+      sql`${t.sourceCiphertext} IS NOT NULL OR ${t.sourceTorrentFile} IS NOT NULL OR ${t.sourceMagnet} IS NOT NULL`,
+    ),
   ],
 );
 

@@ -119,7 +119,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   env.CREDENTIALS_KEYS = localCredentialsKeys(dataDir);
   try {
     stack.add(await startPostgres({ port: ports.postgres, dataDir, database: "torreclou", log, ephemeral }));
-    await migrate(env.DATABASE_URL!);
+    // With the key ring, so jobs saved before sources were encrypted get encrypted.
+    await migrate(env.DATABASE_URL!, { credentialsKeys: env.CREDENTIALS_KEYS });
     log("postgres", "migrations up to date");
     stack.add(await startRedis({ port: ports.redis, dataDir, log, ephemeral }));
     stack.add(

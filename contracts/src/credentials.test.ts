@@ -3,15 +3,22 @@ import { describe, expect, it } from "vitest";
 import {
   CredentialsError,
   columnsOf,
+  decryptBytes,
   decryptDriveSecret,
+  decryptJobSource,
   decryptS3Secret,
   decryptSecret,
+  encryptBytes,
+  encryptJobSource,
   encryptSecret,
   isCurrent,
   parseKeyring,
+  reencryptJobSource,
   reencryptSecret,
   type SealedSecret,
   sealedOf,
+  sealedSourceOf,
+  sourceColumnsOf,
 } from "./credentials.ts";
 
 const key = (id: string) => `${id}:${randomBytes(32).toString("base64")}`;
@@ -203,5 +210,90 @@ describe("encryptSecret / decryptSecret", () => {
       secretKeyId: sealed.keyId,
     });
     expect(sealedOf(columns)).toEqual(sealed);
+  });
+});
+
+describe("encryptBytes / decryptBytes", () => {
+  const ring = parseKeyring(key("k1"));
+
+  it("round-trips bytes of any size, bound to what they belong to", async () => {
+    for (const size of [0, 1, 100_000, 3 * 1024 * 1024 + 7]) {
+      const bytes = new Uint8Array(randomBytes(size));
+      const sealed = await encryptBytes(ring, bytes, "row-1");
+      expect(await decryptBytes(ring, sealed, "row-1")).toEqual(bytes);
+    }
+    const sealed = await encryptBytes(ring, new Uint8Array([1, 2, 3]), "row-1");
+    await expect(decryptBytes(ring, sealed, "row-2")).rejects.toThrow(/does not decrypt/);
+  });
+
+  it("refuses to bind to nothing", async () => {
+    await expect(encryptBytes(ring, new Uint8Array([1]), "")).rejects.toThrow(CredentialsError);
+  });
+});
+
+describe("job sources", () => {
+  const ring = parseKeyring(`${key("2026-01")},${key("2025-06")}`);
+  const jobId = randomUUID();
+  const magnet =
+    "magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a&dn=Show&tr=https%3A%2F%2Ft.example%2Fpasskey-123%2Fannounce";
+
+  it("round-trips a magnet and a .torrent, keeping only the kind in the clear", async () => {
+    const sealed = await encryptJobSource(ring, { kind: "magnet", magnet }, jobId);
+    expect(sealed.kind).toBe("magnet");
+    expect(sealed.keyId).toBe("2026-01");
+    expect(JSON.stringify(sealed)).not.toContain("passkey-123");
+    expect(await decryptJobSource(ring, sealed, jobId)).toEqual({ kind: "magnet", magnet });
+    const torrent = new Uint8Array(randomBytes(5000));
+    const file = await encryptJobSource(ring, { kind: "torrent", torrent }, jobId);
+    expect(await decryptJobSource(ring, file, jobId)).toEqual({ kind: "torrent", torrent });
+  });
+
+  it("is plain AES-256-GCM with jobs.source:<kind>:<job id> as additional data", async () => {
+    const raw = randomBytes(32);
+    const sealed = await encryptJobSource(
+      parseKeyring(`k:${raw.toString("base64")}`),
+      { kind: "magnet", magnet },
+      jobId,
+    );
+    const cryptoKey = await webcrypto.subtle.importKey("raw", raw, "AES-GCM", false, ["decrypt"]);
+    const plain = await webcrypto.subtle.decrypt(
+      {
+        name: "AES-GCM",
+        iv: Buffer.from(sealed.iv, "base64"),
+        additionalData: new TextEncoder().encode(`jobs.source:magnet:${jobId}`),
+      },
+      cryptoKey,
+      Buffer.from(sealed.ciphertext, "base64"),
+    );
+    expect(Buffer.from(plain).toString("utf8")).toBe(magnet);
+  });
+
+  it("does not open for another job, for another kind, or as a storage secret", async () => {
+    const sealed = await encryptJobSource(ring, { kind: "magnet", magnet }, jobId);
+    await expect(decryptJobSource(ring, sealed, randomUUID())).rejects.toThrow(/does not decrypt/);
+    await expect(decryptJobSource(ring, { ...sealed, kind: "torrent" }, jobId)).rejects.toThrow(
+      /does not decrypt/,
+    );
+    await expect(decryptSecret(ring, sealed, jobId)).rejects.toThrow(/does not decrypt/);
+  });
+
+  it("re-encrypts with the current key and maps to and from the jobs columns", async () => {
+    const oldSpec = key("old");
+    const sealed = await encryptJobSource(parseKeyring(oldSpec), { kind: "magnet", magnet }, jobId);
+    const newSpec = key("new");
+    const rotated = await reencryptJobSource(parseKeyring(`${newSpec},${oldSpec}`), sealed, jobId);
+    expect(rotated.keyId).toBe("new");
+    expect(await decryptJobSource(parseKeyring(newSpec), rotated, jobId)).toEqual({ kind: "magnet", magnet });
+    const columns = sourceColumnsOf(rotated);
+    expect(columns).toEqual({
+      sourceKind: "magnet",
+      sourceCiphertext: rotated.ciphertext,
+      sourceIv: rotated.iv,
+      sourceKeyId: rotated.keyId,
+    });
+    expect(sealedSourceOf(columns)).toEqual(rotated);
+    expect(
+      sealedSourceOf({ sourceKind: "magnet", sourceCiphertext: null, sourceIv: null, sourceKeyId: null }),
+    ).toBeUndefined();
   });
 });

@@ -1,7 +1,10 @@
-// Storage secrets at rest: the edge encrypts them when a profile is saved, the
-// worker decrypts them when it uploads. Both use this module, so the format
-// below is defined in exactly one place. WebCrypto only: it runs unchanged in
-// the Workers runtime, in Node 24 and in browsers.
+// Secrets at rest: storage secrets (the edge encrypts them when a profile is
+// saved, the worker decrypts them when it uploads) and job sources (a magnet
+// link or .torrent carries private-tracker passkeys: the edge encrypts it when
+// the job is created, the worker decrypts it when an attempt starts). Every
+// side uses this module, so the formats below are defined in exactly one
+// place. WebCrypto only: it runs unchanged in the Workers runtime, in Node 24
+// and in browsers.
 //
 // Format of a storage_profiles row
 //   secret_key_id      id of the key that encrypted the secret (from CREDENTIALS_KEYS)
@@ -18,6 +21,13 @@
 //                      "accessTokenExpiresAt"?: "<ISO 8601>"} (the access token is a cache
 //                      the workers refresh and write back)
 //
+// Format of a job's source (jobs row), the same scheme
+//   source_kind        "torrent" or "magnet", in the clear (job views show which it is)
+//   source_key_id, source_iv, source_ciphertext   as secret_key_id, secret_iv, secret_ciphertext
+//   additional data    the UTF-8 bytes of "jobs.source:<kind>:<jobs.id>": the ciphertext opens
+//                      only for its own job and kind. The caller generates the job id first.
+//   plaintext          the .torrent file's bytes as submitted, or the magnet link as UTF-8
+//
 // Setting
 //   CREDENTIALS_KEYS = "keyId:base64key[,keyId:base64key...]", each key 32 random bytes
 //   (e.g. `openssl rand -base64 32`), key ids of letters, digits, ".", "_" or "-".
@@ -29,7 +39,9 @@
 //   2. Move it to the FIRST place and deploy: new and updated profiles use it.
 //   3. Re-encrypt old rows: for each row whose secret_key_id is not the first key,
 //      `reencryptSecret(keyring, sealedOf(row), row.id)` and write the three columns back
-//      (`columnsOf(...)`). Rows written concurrently are already on the new key.
+//      (`columnsOf(...)`); likewise each job whose source_key_id is not the first key,
+//      `reencryptJobSource(keyring, sealedSourceOf(row)!, row.id)` and `sourceColumnsOf(...)`.
+//      Rows written concurrently are already on the new key.
 //   4. When no row names the old key id any more, remove it from CREDENTIALS_KEYS.
 import { z } from "zod";
 
@@ -86,20 +98,62 @@ const IV_BYTES = 12;
 const KEY_ID = /^[A-Za-z0-9._-]{1,64}$/;
 const SETTING = "CREDENTIALS_KEYS";
 
+/** Value of each base64 character, standard and URL-safe alike; -1 for anything else. */
+const BASE64_VALUES = (() => {
+  const values = new Int8Array(256).fill(-1);
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  for (let i = 0; i < alphabet.length; i++) values[alphabet.charCodeAt(i)] = i;
+  values["-".charCodeAt(0)] = 62;
+  values["_".charCodeAt(0)] = 63;
+  return values;
+})();
+
 /** Decodes base64, standard or URL-safe, padding optional; undefined if it is not base64. */
 function decodeBase64(text: string): Uint8Array<ArrayBuffer> | undefined {
-  const normal = text.replace(/-/g, "+").replace(/_/g, "/").replace(/=+$/, "");
-  if (!/^[A-Za-z0-9+/]*$/.test(normal) || normal.length % 4 === 1) return undefined;
-  const binary = atob(normal.padEnd(Math.ceil(normal.length / 4) * 4, "="));
-  const out = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
+  let end = text.length;
+  while (end > 0 && text.charCodeAt(end - 1) === 61) end--; // trailing "="
+  if (end % 4 === 1) return undefined;
+  const out = new Uint8Array(Math.floor((end * 3) / 4));
+  let o = 0;
+  let bits = 0;
+  let count = 0;
+  for (let i = 0; i < end; i++) {
+    const code = text.charCodeAt(i);
+    const value = code < 256 ? BASE64_VALUES[code]! : -1;
+    if (value < 0) return undefined;
+    bits = (bits << 6) | value;
+    count += 6;
+    if (count >= 8) {
+      count -= 8;
+      out[o++] = (bits >> count) & 0xff;
+    }
+  }
   return out;
 }
 
+const BASE64 = new TextEncoder().encode("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
+
+/** Standard padded base64. A table loop: a .torrent is megabytes, and btoa wants a string of it first. */
 function encodeBase64(bytes: Uint8Array): string {
-  let binary = "";
-  for (const byte of bytes) binary += String.fromCharCode(byte);
-  return btoa(binary);
+  const out = new Uint8Array(Math.ceil(bytes.length / 3) * 4);
+  let o = 0;
+  let i = 0;
+  for (; i + 2 < bytes.length; i += 3) {
+    const n = (bytes[i]! << 16) | (bytes[i + 1]! << 8) | bytes[i + 2]!;
+    out[o++] = BASE64[n >> 18]!;
+    out[o++] = BASE64[(n >> 12) & 63]!;
+    out[o++] = BASE64[(n >> 6) & 63]!;
+    out[o++] = BASE64[n & 63]!;
+  }
+  const left = bytes.length - i;
+  if (left > 0) {
+    const n = (bytes[i]! << 16) | (left === 2 ? bytes[i + 1]! << 8 : 0);
+    out[o++] = BASE64[n >> 18]!;
+    out[o++] = BASE64[(n >> 12) & 63]!;
+    out[o++] = left === 2 ? BASE64[(n >> 6) & 63]! : 61; // "="
+    out[o++] = 61;
+  }
+  return new TextDecoder().decode(out);
 }
 
 /**
@@ -162,9 +216,57 @@ function utf8(text: string): Uint8Array<ArrayBuffer> {
   return new Uint8Array(new TextEncoder().encode(text));
 }
 
-function additionalData(profileId: string): Uint8Array<ArrayBuffer> {
-  if (profileId === "") throw new CredentialsError("a secret must be bound to its storage profile id");
-  return utf8(profileId);
+function additionalData(boundTo: string): Uint8Array<ArrayBuffer> {
+  if (boundTo === "") throw new CredentialsError("a secret must be bound to the row it belongs to");
+  return utf8(boundTo);
+}
+
+/**
+ * Encrypts `plaintext` with the current key. `boundTo` (the additional data)
+ * names what the ciphertext belongs to, e.g. its row's id: it opens only with
+ * the same `boundTo`, so a ciphertext copied into another row does not decrypt.
+ */
+export async function encryptBytes(
+  keyring: Keyring,
+  plaintext: Uint8Array,
+  boundTo: string,
+): Promise<SealedSecret> {
+  const iv = crypto.getRandomValues(new Uint8Array(IV_BYTES));
+  const sealed = await crypto.subtle.encrypt(
+    { name: "AES-GCM", iv, additionalData: additionalData(boundTo) },
+    await keyring.key(keyring.current),
+    // A copy only when the bytes are not on a plain ArrayBuffer, as WebCrypto wants.
+    plaintext.buffer instanceof ArrayBuffer
+      ? (plaintext as Uint8Array<ArrayBuffer>)
+      : new Uint8Array(plaintext),
+  );
+  return { ciphertext: encodeBase64(new Uint8Array(sealed)), iv: encodeBase64(iv), keyId: keyring.current };
+}
+
+/** Decrypts what `encryptBytes` made for `boundTo`, with whichever configured key made it. */
+export async function decryptBytes(
+  keyring: Keyring,
+  sealed: SealedSecret,
+  boundTo: string,
+): Promise<Uint8Array> {
+  const key = await keyring.key(sealed.keyId);
+  const iv = decodeBase64(sealed.iv);
+  const data = decodeBase64(sealed.ciphertext);
+  if (!iv || !data) throw new CredentialsError("the stored secret is not valid base64");
+  if (iv.length !== IV_BYTES) throw new CredentialsError(`the stored secret's iv is not ${IV_BYTES} bytes`);
+  try {
+    return new Uint8Array(
+      await crypto.subtle.decrypt(
+        { name: "AES-GCM", iv, additionalData: additionalData(boundTo) },
+        key,
+        data,
+      ),
+    );
+  } catch {
+    throw new CredentialsError(
+      `the stored secret does not decrypt with key "${sealed.keyId}": it was altered, belongs to another row, or the key is wrong`,
+    );
+  }
 }
 
 /** Encrypts `plaintext` (JSON) with the current key, bound to the storage profile `profileId`. */
@@ -173,14 +275,7 @@ export async function encryptSecret(
   plaintext: object,
   profileId: string,
 ): Promise<SealedSecret> {
-  const iv = crypto.getRandomValues(new Uint8Array(IV_BYTES));
-  const data = utf8(JSON.stringify(plaintext));
-  const sealed = await crypto.subtle.encrypt(
-    { name: "AES-GCM", iv, additionalData: additionalData(profileId) },
-    await keyring.key(keyring.current),
-    data,
-  );
-  return { ciphertext: encodeBase64(new Uint8Array(sealed)), iv: encodeBase64(iv), keyId: keyring.current };
+  return encryptBytes(keyring, utf8(JSON.stringify(plaintext)), profileId);
 }
 
 /** Decrypts a secret of the storage profile `profileId` with whichever configured key made it. */
@@ -189,23 +284,7 @@ export async function decryptSecret(
   sealed: SealedSecret,
   profileId: string,
 ): Promise<unknown> {
-  const key = await keyring.key(sealed.keyId);
-  const iv = decodeBase64(sealed.iv);
-  const data = decodeBase64(sealed.ciphertext);
-  if (!iv || !data) throw new CredentialsError("the stored secret is not valid base64");
-  if (iv.length !== IV_BYTES) throw new CredentialsError(`the stored secret's iv is not ${IV_BYTES} bytes`);
-  let plain: ArrayBuffer;
-  try {
-    plain = await crypto.subtle.decrypt(
-      { name: "AES-GCM", iv, additionalData: additionalData(profileId) },
-      key,
-      data,
-    );
-  } catch {
-    throw new CredentialsError(
-      `the stored secret does not decrypt with key "${sealed.keyId}": it was altered, belongs to another profile, or the key is wrong`,
-    );
-  }
+  const plain = await decryptBytes(keyring, sealed, profileId);
   try {
     return JSON.parse(new TextDecoder().decode(plain)) as unknown;
   } catch {
@@ -270,4 +349,87 @@ export function columnsOf(sealed: SealedSecret): {
   secretKeyId: string;
 } {
   return { secretCiphertext: sealed.ciphertext, secretIv: sealed.iv, secretKeyId: sealed.keyId };
+}
+
+// --- Job sources -----------------------------------------------------------------
+
+export const jobSourceKinds = ["torrent", "magnet"] as const;
+export type JobSourceKind = (typeof jobSourceKinds)[number];
+
+/** What a job's submitter handed in: the .torrent file's bytes or the magnet link. */
+export type JobSource = { kind: "torrent"; torrent: Uint8Array } | { kind: "magnet"; magnet: string };
+
+/** A job's encrypted source: which kind it is (in the clear) and the sealed bytes. */
+export interface SealedJobSource extends SealedSecret {
+  kind: JobSourceKind;
+}
+
+/** The additional data of a job's source: its kind and its job's id. */
+function jobSourceBinding(kind: JobSourceKind, jobId: string): string {
+  if (jobId === "") throw new CredentialsError("a job source must be bound to its job id");
+  return `jobs.source:${kind}:${jobId}`;
+}
+
+/** Encrypts a job's source with the current key, bound to the job `jobId` and to its kind. */
+export async function encryptJobSource(
+  keyring: Keyring,
+  source: JobSource,
+  jobId: string,
+): Promise<SealedJobSource> {
+  const plaintext = source.kind === "torrent" ? source.torrent : utf8(source.magnet);
+  const sealed = await encryptBytes(keyring, plaintext, jobSourceBinding(source.kind, jobId));
+  return { kind: source.kind, ...sealed };
+}
+
+/** Decrypts the source of the job `jobId`; a ciphertext from another job or of another kind fails. */
+export async function decryptJobSource(
+  keyring: Keyring,
+  sealed: SealedJobSource,
+  jobId: string,
+): Promise<JobSource> {
+  const plain = await decryptBytes(keyring, sealed, jobSourceBinding(sealed.kind, jobId));
+  if (sealed.kind === "torrent") return { kind: "torrent", torrent: plain };
+  try {
+    return {
+      kind: "magnet",
+      magnet: new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(plain),
+    };
+  } catch {
+    throw new CredentialsError("the stored magnet link is not UTF-8");
+  }
+}
+
+/** Decrypts with whichever key made it and encrypts again with the current key (fresh iv). */
+export async function reencryptJobSource(
+  keyring: Keyring,
+  sealed: SealedJobSource,
+  jobId: string,
+): Promise<SealedJobSource> {
+  return encryptJobSource(keyring, await decryptJobSource(keyring, sealed, jobId), jobId);
+}
+
+/** The source columns of a jobs row, as a SealedJobSource; undefined while it has none. */
+export function sealedSourceOf(row: {
+  sourceKind: JobSourceKind;
+  sourceCiphertext: string | null;
+  sourceIv: string | null;
+  sourceKeyId: string | null;
+}): SealedJobSource | undefined {
+  if (row.sourceCiphertext === null || row.sourceIv === null || row.sourceKeyId === null) return undefined;
+  return { kind: row.sourceKind, ciphertext: row.sourceCiphertext, iv: row.sourceIv, keyId: row.sourceKeyId };
+}
+
+/** A SealedJobSource as the jobs columns it is stored in. */
+export function sourceColumnsOf(sealed: SealedJobSource): {
+  sourceKind: JobSourceKind;
+  sourceCiphertext: string;
+  sourceIv: string;
+  sourceKeyId: string;
+} {
+  return {
+    sourceKind: sealed.kind,
+    sourceCiphertext: sealed.ciphertext,
+    sourceIv: sealed.iv,
+    sourceKeyId: sealed.keyId,
+  };
 }

@@ -14,7 +14,16 @@ import {
   ListObjectsV2Command,
   type S3Client,
 } from "@aws-sdk/client-s3";
-import { columnsOf, encryptSecret, type JobState, keys, parseKeyring, queue } from "@torreclou/contracts";
+import {
+  columnsOf,
+  encryptSecret,
+  type JobState,
+  keys,
+  parseKeyring,
+  parseMagnet,
+  parseTorrentFile,
+  queue,
+} from "@torreclou/contracts";
 import {
   type Job,
   type JobFile,
@@ -28,7 +37,7 @@ import { type Db, insertJob, markEnqueued } from "@torreclou/db/jobs";
 import { asc, eq } from "drizzle-orm";
 import { Redis } from "ioredis";
 import type pg from "pg";
-import { pino } from "pino";
+import { type Logger, pino } from "pino";
 import { migrate } from "../../drizzle/migrate.ts";
 import { dropDatabases, freshDatabase } from "../../drizzle/testing.ts";
 import { freePort, quietLog, type Spawned, spawnService } from "../../local/process.ts";
@@ -149,6 +158,8 @@ export interface ProfileOptions {
   name?: string;
   /** False: the workers are not told they may reach this endpoint (the egress tests aim profiles at loopback). */
   allowed?: boolean;
+  /** The owner (default: the environment's user). */
+  userId?: string;
 }
 
 /** A storage profile with its secret encrypted exactly as the edge stores it. */
@@ -170,7 +181,7 @@ export async function createProfile(env: Env, opts: ProfileOptions = {}): Promis
     .insert(storageProfiles)
     .values({
       id,
-      userId: env.userId,
+      userId: opts.userId ?? env.userId,
       kind: "s3",
       name: opts.name ?? `profile-${id}`,
       config: {
@@ -241,32 +252,66 @@ export interface SubmitOptions {
   profileId: string;
   selected?: number[];
   magnet?: boolean;
+  /** The magnet link to submit (default: the fixture's, with its dn and tracker). */
+  magnetUri?: string;
+  /** The submitter (default: the environment's user). */
+  userId?: string;
   targetFolder?: string;
+  /** Leave the job out of the queue (default: enqueue it, as the edge does). */
+  enqueue?: boolean;
 }
 
-/** Creates a job as the edge does: insert, XADD the message, mark it enqueued. */
+/** Creates a job as the edge does: parse, insert (source encrypted), then `enqueue` it. */
 export async function submitJob(env: Env, opts: SubmitOptions): Promise<Job> {
-  const bytes = await readFile(opts.made.torrentPath);
-  const summary = readTorrent(bytes);
-  const { job } = await insertJob(env.db, {
-    userId: env.userId,
+  const bytes = new Uint8Array(await readFile(opts.made.torrentPath));
+  const keyring = parseKeyring(env.credentialsKeys);
+  const common = {
+    userId: opts.userId ?? env.userId,
     storageProfileId: opts.profileId,
     selected: opts.selected,
     targetFolder: opts.targetFolder,
-    torrent: opts.magnet
-      ? { infoHash: summary.infoHash, name: summary.name, files: null, magnetUri: opts.made.magnet }
-      : {
-          infoHash: summary.infoHash,
-          name: summary.name,
-          totalSize: summary.files.reduce((s, f) => s + f.length, 0),
-          files: summary.files.map((f, index) => ({ index, path: f.path, size: f.length })),
-          torrentFile: bytes,
-        },
-  });
+  };
+  let created: Awaited<ReturnType<typeof insertJob>>;
+  if (opts.magnet) {
+    const magnet = opts.magnetUri ?? opts.made.magnet;
+    const info = parseMagnet(magnet);
+    created = await insertJob(env.db, keyring, {
+      ...common,
+      name: info.name,
+      source: { kind: "magnet", magnet },
+      torrent: { infoHash: info.infoHash, files: null },
+    });
+  } else {
+    const info = await parseTorrentFile(bytes);
+    created = await insertJob(env.db, keyring, {
+      ...common,
+      name: info.name,
+      source: { kind: "torrent", torrent: bytes },
+      torrent: { infoHash: info.infoHash, facts: info, files: info.files },
+    });
+  }
+  const { job } = created;
+  if (opts.enqueue !== false) await enqueue(env, job);
+  return job;
+}
+
+/** As the edge does after saving a job: XADD the message, mark it enqueued, record the owner. */
+export async function enqueue(env: Env, job: Pick<Job, "id" | "userId">): Promise<void> {
   await env.redis.xadd(queue.stream, "*", "job", JSON.stringify({ jobId: job.id }));
   await markEnqueued(env.db, job.id);
-  await env.redis.set(keys.owner(job.id), env.userId);
-  return job;
+  await env.redis.set(keys.owner(job.id), job.userId);
+}
+
+/** Another signed-up user, with an S3 profile of their own on the same bucket. */
+export async function otherUser(
+  env: Env,
+  profile: ProfileOptions = {},
+): Promise<{ userId: string; profileId: string }> {
+  const [user] = await env.db
+    .insert(users)
+    .values({ googleSub: `sub-${randomUUID()}`, email: "other@example.com" })
+    .returning();
+  return { userId: user!.id, profileId: await createProfile(env, { ...profile, userId: user!.id }) };
 }
 
 export async function jobRow(env: Env, jobId: string): Promise<Job> {
@@ -400,14 +445,14 @@ export function workerEnv(env: Env, extra: Record<string, string> = {}): Record<
   };
 }
 
-/** A worker running in this process. */
+/** A worker running in this process (logging to `log` if given, e.g. to read what it logs). */
 export async function startWorker(
   env: Env,
   extra: Record<string, string> = {},
+  log: Logger = pino({ level: loadConfig(workerEnv(env, extra)).LOG_LEVEL }),
   resolver?: LookupFn,
 ): Promise<{ worker: Worker; config: Config }> {
   const config = loadConfig(workerEnv(env, extra));
-  const log = pino({ level: config.LOG_LEVEL });
   const worker = new Worker({ config, db: env.db, log, metrics: createMetrics(), resolver });
   await worker.start();
   return { worker, config };

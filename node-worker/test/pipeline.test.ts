@@ -1,23 +1,28 @@
 // The worker end to end with real parts: aria2c seeding over a loopback
 // tracker, Postgres, Redis and the local S3. Jobs are created as the edge
 // creates them; a worker in this process takes them from the stream.
+import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { HeadObjectCommand, ListPartsCommand } from "@aws-sdk/client-s3";
 import { keys, ProgressEvent, progressField } from "@torreclou/contracts";
-import { storageProfiles } from "@torreclou/db";
+import { jobs, storageProfiles, torrents } from "@torreclou/db";
 import { eq } from "drizzle-orm";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { unfinishedUploads } from "../../local/s3.ts";
 import type { Worker } from "../src/worker.ts";
 import {
   createProfile,
   type Env,
+  enqueue,
   expectStoredExactly,
   filesOf,
+  jobRow,
   listKeys,
   MiB,
   makeFixture,
+  otherUser,
   s3Proxy,
   seedFixtures,
   setupEnv,
@@ -33,14 +38,16 @@ let worker: Worker;
 let profileId: string;
 let proxy: Awaited<ReturnType<typeof s3Proxy>>;
 
+const workerSettings = {
+  WORKER_CONCURRENCY: "3",
+  WORKER_SCRATCH_BUDGET_BYTES: String(48 * MiB),
+};
+
 beforeAll(async () => {
   env = await setupEnv(11);
   proxy = await s3Proxy();
   profileId = await createProfile(env, { endpoint: proxy.endpoint });
-  ({ worker } = await startWorker(env, {
-    WORKER_CONCURRENCY: "3",
-    WORKER_SCRATCH_BUDGET_BYTES: String(48 * MiB),
-  }));
+  ({ worker } = await startWorker(env, workerSettings));
 });
 
 afterAll(async () => {
@@ -229,5 +236,104 @@ describe("worker failures", () => {
     const job = await submitJob(env, { made, profileId });
     const done = await waitForState(env, job.id, ["failed", "completed"]);
     expect(done.failureReason).toMatch(/more than this worker's scratch budget/);
+  });
+});
+
+describe("job sources", () => {
+  const magnetOf = (infoHash: string, dn: string | undefined, announce: string) =>
+    `magnet:?xt=urn:btih:${infoHash}${dn === undefined ? "" : `&dn=${encodeURIComponent(dn)}`}&tr=${encodeURIComponent(announce)}`;
+
+  it("resolves a magnet job's metadata itself, named by its own dn, when another user's .torrent job has the same hash", async () => {
+    const made = await makeFixture(env, "shared-hash", [
+      { path: "a.bin", size: 300_000 },
+      { path: "b/c.bin", size: 200_000 },
+    ]);
+    await seedFixtures(env, [made]);
+    const a = await otherUser(env, { endpoint: proxy.endpoint });
+    const first = await submitJob(env, { made, profileId: a.profileId, userId: a.userId });
+    expect((await waitForState(env, first.id, ["completed", "failed"])).state).toBe("completed");
+
+    const named = await submitJob(env, {
+      made,
+      profileId,
+      magnet: true,
+      magnetUri: magnetOf(made.infoHash, "my own name", env.tracker.announceUrl),
+    });
+    const bare = await submitJob(env, {
+      made,
+      profileId,
+      magnet: true,
+      magnetUri: magnetOf(made.infoHash, undefined, env.tracker.announceUrl),
+    });
+    for (const job of [named, bare]) {
+      const done = await waitForState(env, job.id, ["completed", "failed"]);
+      expect(done.failureReason).toBeNull();
+      await expectStoredExactly(env, made, job.id);
+      // Its own resolution, not the other job's files.
+      const states = (await transitionsOf(env, job.id)).map((t) => t.toState);
+      expect(states).toEqual(["queued", "resolving", "downloading", "uploading", "completed"]);
+    }
+    expect((await jobRow(env, first.id)).name).toBe("shared-hash");
+    expect((await jobRow(env, named.id)).name).toBe("my own name");
+    // A magnet without a dn is named by the info dictionary its own worker fetched.
+    expect((await jobRow(env, bare.id)).name).toBe("shared-hash");
+    const [shared] = await env.db.select().from(torrents).where(eq(torrents.infoHash, made.infoHash));
+    expect(shared).toMatchObject({ name: "shared-hash", fileCount: 2, totalSize: 500_000 });
+  });
+
+  it("fails a job whose source ciphertext was copied from another job's row, storing nothing", async () => {
+    const made = await makeFixture(env, "copied-source", [{ path: "copied-source", size: 100_000 }]);
+    await seedFixtures(env, [made]);
+    const donor = await submitJob(env, { made, profileId, enqueue: false });
+    const victim = await submitJob(env, { made, profileId, enqueue: false });
+    await env.db
+      .update(jobs)
+      .set({
+        sourceKind: donor.sourceKind,
+        sourceCiphertext: donor.sourceCiphertext,
+        sourceIv: donor.sourceIv,
+        sourceKeyId: donor.sourceKeyId,
+      })
+      .where(eq(jobs.id, victim.id));
+    await enqueue(env, victim);
+    const done = await waitForState(env, victim.id, ["failed", "completed"]);
+    expect(done.state).toBe("failed");
+    expect(done.failureReason).toMatch(
+      /^The job's \.torrent file or magnet link could not be read: the stored secret does not decrypt/,
+    );
+    expect(await listKeys(env.s3, env.bucket, `${victim.id}/`)).toEqual([]);
+  });
+
+  it("keeps a tracker passkey out of the worker's logs and the failure reason", async () => {
+    await worker.shutdown(3000);
+    const lines: string[] = [];
+    const log = pino({ level: "debug" }, { write: (line: string) => void lines.push(line) });
+    ({ worker } = await startWorker(env, workerSettings, log));
+    try {
+      const made = await makeFixture(env, "passkey-job", [
+        { path: "passkey-job", content: "nobody seeds this" },
+      ]);
+      const passkey = `pk${randomBytes(16).toString("hex")}`;
+      // The local tracker refuses this path and echoes it back, as a tracker error may.
+      const announce = env.tracker.announceUrl.replace(/\/announce$/, `/${passkey}/announce`);
+      const job = await submitJob(env, {
+        made,
+        profileId,
+        magnet: true,
+        magnetUri: magnetOf(made.infoHash, "passkey-job", announce),
+      });
+      await waitFor("the tracker's refusal in the log", async () =>
+        lines.some((line) => line.includes("invalid action in HTTP request")),
+      );
+      const done = await waitForState(env, job.id, ["failed", "completed"]);
+      expect(done.failureReason).toMatch(/No peers shared this magnet's metadata/);
+      const all = lines.join("");
+      expect(all).toContain(job.id);
+      expect(all).not.toContain(passkey);
+      expect(all).not.toContain("magnet:?xt");
+    } finally {
+      await worker.shutdown(3000);
+      ({ worker } = await startWorker(env, workerSettings));
+    }
   });
 });

@@ -10,6 +10,11 @@
 //
 // Progress reads never touch Postgres on the common path: the owner check is
 // the job's owner key in Redis, read before anything else of the job.
+//
+// A job's name, source kind and file list are its own (jobs, job_files): the
+// torrents row shared by info hash is never shown, so nothing in a response
+// depends on whether another user submitted the same hash. The submitted
+// magnet or .torrent is stored encrypted and never sent back.
 import { createRoute, z } from "@hono/zod-openapi";
 import {
   decryptS3Secret,
@@ -115,9 +120,14 @@ const JobSummarySchema = z
     id: z.uuid(),
     state: JobState,
     attempt: z.number().int(),
-    name: z.string(),
+    name: z.string().openapi({
+      description:
+        "The name you submitted: the magnet link's display name (dn) or the .torrent's name. A magnet without one shows its info hash until its metadata is fetched.",
+    }),
     infoHash: z.string(),
-    source: z.enum(["torrent", "magnet"]),
+    source: z.enum(["torrent", "magnet"]).openapi({
+      description: "What you submitted. The link or file itself is stored encrypted and never sent back.",
+    }),
     storageProfileId: z.uuid().nullable(),
     targetFolder: z.string().nullable(),
     failureReason: z.string().nullable(),
@@ -245,16 +255,20 @@ const summaryColumns = {
   id: jobs.id,
   state: jobs.state,
   attempt: jobs.attempt,
-  name: torrents.name,
+  // Until a magnet without a dn is resolved by this job's worker, its hash names it.
+  name: sql<string>`coalesce(${jobs.name}, ${torrents.infoHash})`,
   infoHash: torrents.infoHash,
-  hasFile: sql<boolean>`(${torrents.torrentFile} IS NOT NULL)`,
+  source: jobs.sourceKind,
   storageProfileId: jobs.storageProfileId,
   targetFolder: jobs.targetFolder,
   failureReason: jobs.failureReason,
   bytesTotal: jobs.bytesTotal,
   bytesDownloaded: jobs.bytesDownloaded,
   bytesUploaded: jobs.bytesUploaded,
-  fileCount: torrents.fileCount,
+  // The job's own file list: a magnet's stays empty until its own worker resolves it.
+  fileCount: sql<
+    number | null
+  >`(select nullif(count(*), 0)::int from ${jobFiles} where ${jobFiles.jobId} = ${jobs.id})`,
   enqueuedAt: jobs.enqueuedAt,
   createdAt: jobs.createdAt,
   updatedAt: jobs.updatedAt,
@@ -268,7 +282,7 @@ interface SummaryRow {
   attempt: number;
   name: string;
   infoHash: string;
-  hasFile: boolean;
+  source: "torrent" | "magnet";
   storageProfileId: string | null;
   targetFolder: string | null;
   failureReason: string | null;
@@ -292,7 +306,7 @@ function presentSummary(row: SummaryRow): z.infer<typeof JobSummarySchema> {
     attempt: row.attempt,
     name: row.name,
     infoHash: row.infoHash,
-    source: row.hasFile ? "torrent" : "magnet",
+    source: row.source,
     storageProfileId: row.storageProfileId,
     targetFolder: row.targetFolder,
     failureReason: row.failureReason,
@@ -439,6 +453,36 @@ async function pickProfile(db: Db, userId: string, id: string | undefined): Prom
     );
   }
   return profile.id;
+}
+
+/** A .torrent job: its name and facts from the info dictionary, its files at once. */
+function torrentJob(source: Extract<TorrentSource, { kind: "torrent" }>) {
+  const { info } = source;
+  return {
+    name: info.name,
+    source: { kind: "torrent" as const, torrent: source.bytes },
+    torrent: {
+      infoHash: info.infoHash,
+      facts: {
+        infoHashV2: info.infoHashV2,
+        name: info.name,
+        totalSize: info.totalSize,
+        pieceLength: info.pieceLength,
+        pieceCount: info.pieceCount,
+      },
+      files: info.files,
+    },
+  };
+}
+
+/** A magnet job: named by its dn; its files come from its own worker's resolution. */
+function magnetJob(source: Extract<TorrentSource, { kind: "magnet" }>) {
+  return {
+    name: source.info.name,
+    source: { kind: "magnet" as const, magnet: source.uri },
+    // A magnet's v2 hash is only the link's claim: nothing about it goes on the shared row.
+    torrent: { infoHash: source.info.infoHash, files: null },
+  };
 }
 
 function checkSelection(source: TorrentSource, files: number[] | undefined): number[] | undefined {
@@ -721,34 +765,16 @@ export const jobsApi = api
     const selected = checkSelection(source, body.files);
     const db = c.var.db();
     const storageProfileId = await pickProfile(db, userId, body.storageProfileId);
-    const torrent =
-      source.kind === "torrent"
-        ? {
-            infoHash: source.info.infoHash,
-            infoHashV2: source.info.infoHashV2,
-            name: source.info.name,
-            totalSize: source.info.totalSize,
-            pieceLength: source.info.pieceLength,
-            pieceCount: source.info.pieceCount,
-            files: source.info.files,
-            torrentFile: source.bytes,
-          }
-        : {
-            infoHash: source.info.infoHash,
-            infoHashV2: source.info.infoHashV2,
-            name: source.info.name ?? source.info.infoHash,
-            files: null,
-            magnetUri: source.uri,
-          };
-    const { job } = await insertJob(db, {
+    const job = source.kind === "torrent" ? torrentJob(source) : magnetJob(source);
+    const { job: created } = await insertJob(db, c.var.config.CREDENTIALS_KEYS, {
+      ...job,
       userId,
-      torrent,
       selected,
       storageProfileId,
       targetFolder: body.targetFolder,
     });
-    await enqueueJob(db, c.var.redis, job.id, userId);
-    return c.json({ job: await loadJob(db, userId, job.id, c.var.config.CREDENTIALS_KEYS) }, 201);
+    await enqueueJob(db, c.var.redis, created.id, userId);
+    return c.json({ job: await loadJob(db, userId, created.id, c.var.config.CREDENTIALS_KEYS) }, 201);
   })
   .openapi(listJobs, async (c) => {
     const { limit, cursor, status } = c.req.valid("query");

@@ -497,8 +497,9 @@ describe("DELETE /api/storage/:id", () => {
       b.toString(16).padStart(2, "0"),
     ).join("");
     const [job] = await query<{ id: string }>(sql`
-      with t as (insert into torrents (info_hash, name, magnet_uri) values (${infoHash}, 'demo', ${`magnet:?xt=urn:btih:${infoHash}`}) returning id)
-      insert into jobs (user_id, torrent_id, storage_profile_id) select ${userId}, t.id, ${first.id} from t returning id`);
+      with t as (insert into torrents (info_hash) values (${infoHash}) returning id)
+      insert into jobs (user_id, torrent_id, storage_profile_id, source_kind, source_ciphertext, source_iv, source_key_id)
+      select ${userId}, t.id, ${first.id}, 'magnet', 'placeholder', 'placeholder', 'test' from t returning id`);
 
     const deleted = await call(`/api/storage/${first.id}`, { method: "DELETE", headers: fromWebApp(cookie) });
     expect(deleted.status).toBe(204);

@@ -32,6 +32,7 @@ import { DriveSink, ReconnectRequiredError } from "../sinks/drive.ts";
 import { PermanentJobError, type Sink } from "../sinks/index.ts";
 import { S3Sink } from "../sinks/s3.ts";
 import { Download } from "../torrent/download.ts";
+import { maskSecrets, redactingLogger, secretsOfSource } from "./redact.ts";
 import {
   clearUploadSession,
   currentJob,
@@ -40,10 +41,10 @@ import {
   journalOf,
   loadJobContext,
   markDriveNeedsReconnect,
+  openSource,
   recordPart,
   saveDriveAccessToken,
   saveResolvedMetadata,
-  sourceOf,
   updateFile,
   updateJobCounters,
 } from "./store.ts";
@@ -113,12 +114,14 @@ export class JobRun {
   #allDownloaded = false;
   /** Connections the egress policy refused during this attempt. */
   readonly #refusals = new Refusals();
+  /** The job's magnet and tracker URLs, masked in every log line once the source is decrypted. */
+  readonly #secrets: string[] = [];
 
   constructor(deps: RunnerDeps, jobId: string, attempt: number) {
     this.#deps = deps;
     this.jobId = jobId;
     this.attempt = attempt;
-    this.#log = deps.log.child({ jobId, attempt });
+    this.#log = redactingLogger(deps.log, { jobId, attempt }, this.#secrets);
     this.#fenced = { db: deps.db, jobId, attempt };
   }
 
@@ -212,11 +215,13 @@ export class JobRun {
           : error instanceof PermanentJobError
             ? error.reason
             : `The job stopped on an unexpected error: ${messageOf(error)}`;
+      // The job's own tracker URLs stay out of the stored reason and the progress stream.
+      const shown = maskSecrets(reason, this.#secrets);
       this.#log.warn({ err: error, reason }, "job failed");
       await this.#cleanup();
-      const moved = await this.#transition("failed", "worker", reason);
+      const moved = await this.#transition("failed", "worker", shown);
       if (!moved) return (await this.#isCancelled()) ? "cancelled" : "stale";
-      await this.#progress?.phase("failed", reason);
+      await this.#progress?.phase("failed", shown);
       return "failed";
     } catch (inner) {
       if (inner instanceof StaleAttemptError) return "stale";
@@ -296,8 +301,15 @@ export class JobRun {
     await sink.preflight(signal);
 
     const dir = scratchDirFor(config.WORKER_SCRATCH_DIR, this.jobId);
-    const source = sourceOf(ctx.job, ctx.torrent);
-    if (!source) throw new PermanentJobError("The job has neither a .torrent file nor a magnet link.");
+    const source = await openSource(this.#deps.keyRing, ctx.job).catch((error: unknown) => {
+      if (error instanceof CredentialsError) {
+        throw new PermanentJobError(
+          `The job's .torrent file or magnet link could not be read: ${error.message}.`,
+        );
+      }
+      throw error;
+    });
+    this.#secrets.push(...(await secretsOfSource(source)));
 
     // A magnet: fetch the metadata from peers first.
     let files = ctx.files;
@@ -307,7 +319,7 @@ export class JobRun {
       const download = this.#startDownload(source, dir);
       const meta = await this.#withPeerWatch(download.metadata(signal), "metadata");
       files = await saveResolvedMetadata(this.#fenced, ctx.torrent.id, {
-        torrentFile: meta.torrentFile,
+        name: meta.name,
         totalSize: meta.totalSize,
         pieceLength: meta.pieceLength,
         pieceCount: meta.pieceCount,

@@ -1,15 +1,19 @@
-// The worker's own database writes: per-file state, the multipart journal and
-// resolved magnet metadata. Every write is fenced by the attempt the worker
-// holds: it only lands while `jobs.attempt` still equals that attempt, so a
-// worker whose lease lapsed cannot overwrite the attempt that replaced it.
+// The worker's own database reads and writes: the job's encrypted source,
+// per-file state, the multipart journal and resolved magnet metadata. Every
+// write is fenced by the attempt the worker holds: it only lands while
+// `jobs.attempt` still equals that attempt, so a worker whose lease lapsed
+// cannot overwrite the attempt that replaced it.
 
 import {
+  CredentialsError,
   columnsOf,
   type DriveSecret,
   decryptDriveSecret,
+  decryptJobSource,
   encryptSecret,
   type Keyring,
   sealedOf,
+  sealedSourceOf,
 } from "@torreclou/contracts";
 import {
   type Job,
@@ -33,17 +37,23 @@ export interface JobContext {
 }
 
 /**
- * What to download for a job: the source its submitter handed in, not the
- * shared torrent row's (another user's magnet or .torrent may carry their
- * private tracker passkey). Jobs from before sources were kept per job fall
- * back to the row.
+ * What to download for a job: the source its submitter handed in, decrypted
+ * (it is bound to this job, so one copied from another job's row does not
+ * open). Never from the shared torrent row, which holds no source. Throws a
+ * CredentialsError if it does not decrypt or is still in plain text.
  */
-export function sourceOf(
-  job: Pick<Job, "sourceTorrentFile" | "sourceMagnet">,
-  torrent: Pick<Torrent, "torrentFile" | "magnetUri">,
-): Uint8Array | string | null {
-  if (job.sourceTorrentFile || job.sourceMagnet) return job.sourceTorrentFile ?? job.sourceMagnet;
-  return torrent.torrentFile ?? torrent.magnetUri;
+export async function openSource(
+  keyRing: Keyring,
+  job: Pick<Job, "id" | "sourceKind" | "sourceCiphertext" | "sourceIv" | "sourceKeyId">,
+): Promise<Uint8Array | string> {
+  const sealed = sealedSourceOf(job);
+  if (!sealed) {
+    throw new CredentialsError(
+      "it is not encrypted yet; the operator must run `npm run migrate` with CREDENTIALS_KEYS set",
+    );
+  }
+  const source = await decryptJobSource(keyRing, sealed, job.id);
+  return source.kind === "torrent" ? source.torrent : source.magnet;
 }
 
 export async function loadJobContext(db: Db, jobId: string): Promise<JobContext | undefined> {
@@ -143,7 +153,8 @@ async function lockAttempt(tx: Db, f: Fenced): Promise<void> {
 }
 
 export interface ResolvedTorrent {
-  torrentFile: Uint8Array;
+  /** The info dictionary's name. */
+  name: string;
   infoHashV2?: string | undefined;
   totalSize: number;
   pieceLength: number;
@@ -152,9 +163,11 @@ export interface ResolvedTorrent {
 }
 
 /**
- * A magnet's metadata arrived: stores it on the shared torrent row (only
- * filling what was unknown) and, if the job has no file list yet, writes one
- * with every file selected. Returns the job's files.
+ * A magnet's metadata arrived from this job's own peers: fills in what the
+ * shared torrent row did not know yet (info-dictionary facts only) and, if the
+ * job has no file list yet, writes one with every file selected and names the
+ * job after the info dictionary unless its magnet had a dn. Returns the job's
+ * files.
  */
 export async function saveResolvedMetadata(
   f: Fenced,
@@ -166,7 +179,8 @@ export async function saveResolvedMetadata(
     await tx
       .update(torrents)
       .set({
-        torrentFile: sql`coalesce(${torrents.torrentFile}, ${Buffer.from(meta.torrentFile)}::bytea)`,
+        name: sql`coalesce(${torrents.name}, ${meta.name})`,
+        infoHashV2: sql`coalesce(${torrents.infoHashV2}, ${meta.infoHashV2 ?? null})`,
         totalSize: sql`coalesce(${torrents.totalSize}, ${meta.totalSize})`,
         pieceLength: sql`coalesce(${torrents.pieceLength}, ${meta.pieceLength})`,
         pieceCount: sql`coalesce(${torrents.pieceCount}, ${meta.pieceCount})`,
@@ -192,7 +206,10 @@ export async function saveResolvedMetadata(
       .returning();
     await tx
       .update(jobs)
-      .set({ bytesTotal: meta.files.reduce((sum, file) => sum + file.size, 0) })
+      .set({
+        bytesTotal: meta.files.reduce((sum, file) => sum + file.size, 0),
+        name: sql`coalesce(${jobs.name}, ${meta.name})`,
+      })
       .where(eq(jobs.id, f.jobId));
     return inserted.sort((a, b) => a.fileIndex - b.fileIndex);
   });
