@@ -161,6 +161,12 @@ export interface TransitionInput {
   set?: Partial<Pick<Job, "bytesTotal" | "bytesDownloaded" | "bytesUploaded">> | undefined;
   /** Scope to an owner (edge requests act only on the caller's jobs). */
   userId?: string | undefined;
+  /**
+   * Also bump the attempt (a retry): an attempt still winding down — say, one
+   * a cancel is stopping — finds itself stale and can change nothing of the
+   * retried job, and a cancel flag naming its attempt does not stop the next.
+   */
+  newAttempt?: boolean | undefined;
 }
 
 /**
@@ -193,6 +199,7 @@ export async function transitionJob(db: Db, input: TransitionInput): Promise<Job
       .set({
         ...input.set,
         state: input.to,
+        attempt: input.newAttempt ? sql`${jobs.attempt} + 1` : undefined,
         failureReason:
           input.to === "failed" ? (input.reason ?? "failed") : input.to === "queued" ? null : undefined,
         startedAt:

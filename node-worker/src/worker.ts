@@ -7,7 +7,7 @@ import type { Logger } from "pino";
 import type { Config } from "./config.ts";
 import { installEgressGuard, type LookupFn } from "./egress/index.ts";
 import { JobRun, type Outcome } from "./jobs/runner.ts";
-import { currentJob } from "./jobs/store.ts";
+import { attemptsSinceUser, currentJob } from "./jobs/store.ts";
 import type { Metrics } from "./metrics.ts";
 import { type Entry, JobQueue } from "./queue/queue.ts";
 import { ownScratchJobs, removeDir, ScratchBudget, scratchDirFor } from "./scratch.ts";
@@ -225,7 +225,11 @@ export class Worker {
         await this.queue.releaseLease(jobId);
         return;
       }
-      if (job.attempt > MAX_ATTEMPTS) {
+      // Counted since the user last queued the job: a retry starts over.
+      if (
+        job.attempt > MAX_ATTEMPTS &&
+        (await attemptsSinceUser(this.#deps.db, jobId, job.attempt)) > MAX_ATTEMPTS
+      ) {
         await transitionJob(this.#deps.db, {
           jobId,
           to: "failed",

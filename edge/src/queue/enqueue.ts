@@ -9,22 +9,20 @@ import { type Db, markEnqueued } from "@torreclou/db/jobs";
 import type { Redis } from "@upstash/redis/cloudflare";
 
 /**
- * One MULTI, so it happens entirely or not at all: clear a cancel flag left by
- * an earlier attempt (a retried job must not be stopped by it), set the owner
- * key (before the message, so progress reads work as soon as a worker can see
- * the job; no expiry, it is deleted with the job), then the queue message.
- * Only queued jobs are ever enqueued, so clearing the flag is always right;
- * a job cancelled meanwhile is refused by the worker's claim anyway.
+ * One MULTI, so it happens entirely or not at all: set the owner key (before
+ * the message, so progress reads work as soon as a worker can see the job; no
+ * expiry, it is deleted with the job), then the queue message. A cancel flag
+ * an earlier attempt left stays: it names that attempt, and a retried job
+ * runs as a later one, so the flag stops only the attempt it was meant for.
  */
 export async function writeQueueMessage(redis: Redis, jobId: string, userId: string): Promise<string> {
   const message: JobMessage = { jobId };
   const results = await redis
     .multi()
-    .del(keys.cancel(jobId))
     .set(keys.owner(jobId), userId)
     .xadd(queue.stream, "*", { job: JSON.stringify(message) })
     .exec();
-  return String(results[2]);
+  return String(results[1]);
 }
 
 export interface EnqueueResult {

@@ -826,8 +826,9 @@ export const jobsApi = api
     });
     if (!job) await refuse(db, userId, id, "cancelled");
     try {
-      // A worker running the job checks this flag as it renews its lease.
-      await c.var.redis.set(keys.cancel(id), "1", { ex: CANCEL_FLAG_SECONDS });
+      // A worker running the job checks this flag as it renews its lease. It names the
+      // attempt being cancelled, so a retry (a later attempt) is never stopped by it.
+      await c.var.redis.set(keys.cancel(id), String(job!.attempt), { ex: CANCEL_FLAG_SECONDS });
     } catch (err) {
       // The row says cancelled: the worker's next fenced write is refused and it stops then.
       console.warn(
@@ -852,6 +853,7 @@ export const jobsApi = api
       cause: "user",
       reason: "retried by the user",
       userId,
+      newAttempt: true,
     });
     if (!job) await refuse(db, userId, id, "retried");
     await enqueueJob(db, c.var.redis, id, userId);

@@ -20,6 +20,7 @@ import {
   type JobFile,
   jobFiles,
   jobs,
+  jobTransitions,
   type StorageProfile,
   storageProfiles,
   type Torrent,
@@ -27,7 +28,7 @@ import {
   uploadParts,
 } from "@torreclou/db";
 import { type Db, StaleAttemptError } from "@torreclou/db/jobs";
-import { and, asc, eq, sql } from "drizzle-orm";
+import { and, asc, desc, eq, sql } from "drizzle-orm";
 
 export interface JobContext {
   job: Job;
@@ -225,6 +226,27 @@ export async function updateJobCounters(
     .where(and(eq(jobs.id, f.jobId), eq(jobs.attempt, f.attempt)))
     .returning({ id: jobs.id });
   if (rows.length === 0) throw new StaleAttemptError(f.jobId, f.attempt);
+}
+
+/**
+ * Attempts started since the user last queued the job (created or retried
+ * it): the attempt now, less the attempt the latest user transition to
+ * `queued` recorded. A retry starts the count again.
+ */
+export async function attemptsSinceUser(db: Db, jobId: string, attempt: number): Promise<number> {
+  const [row] = await db
+    .select({ attempt: jobTransitions.attempt })
+    .from(jobTransitions)
+    .where(
+      and(
+        eq(jobTransitions.jobId, jobId),
+        eq(jobTransitions.toState, "queued"),
+        eq(jobTransitions.cause, "user"),
+      ),
+    )
+    .orderBy(desc(jobTransitions.at), desc(jobTransitions.id))
+    .limit(1);
+  return attempt - (row?.attempt ?? 0);
 }
 
 export async function currentJob(db: Db, jobId: string): Promise<Pick<Job, "state" | "attempt"> | undefined> {
