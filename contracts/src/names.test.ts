@@ -94,10 +94,11 @@ describe("storage names", () => {
       }
     };
     const paths = new Set<string>();
-    while (paths.size < 5000)
-      paths.add(["T", ...Array.from({ length: 1 + next(3) }, name)].join("/"));
+    while (paths.size < 5000) paths.add(["T", ...Array.from({ length: 1 + next(3) }, name)].join("/"));
     // Drop files that are also folders, as the parser does.
-    const folders = new Set([...paths].flatMap((p) => p.split("/").map((_, i, a) => a.slice(0, i).join("/"))));
+    const folders = new Set(
+      [...paths].flatMap((p) => p.split("/").map((_, i, a) => a.slice(0, i).join("/"))),
+    );
     const files = [...paths].filter((p) => !folders.has(p));
     const keys = new Set(files.map((p) => storageKey("job", p)));
     expect(keys.size).toBe(files.length);
@@ -106,7 +107,17 @@ describe("storage names", () => {
   });
 
   it("refuse a name that has no one-to-one stored form, in the folder or the path", () => {
-    const bad = ["", ".", "..", "a\u0000b", "tab\there", "del\u007f", "c1\u0085", "back\\slash", "lone\uD800"];
+    const bad = [
+      "",
+      ".",
+      "..",
+      "a\u0000b",
+      "tab\there",
+      "del\u007f",
+      "c1\u0085",
+      "back\\slash",
+      "lone\uD800",
+    ];
     for (const component of bad) {
       expect(nameProblem(component), JSON.stringify(component)).toBeDefined();
       expect(() => storageKey("job", `T/${component}/x`), JSON.stringify(component)).toThrow(UnsafeNameError);

@@ -71,13 +71,18 @@ function printable(s: string): string {
   return clean.length > 80 ? `${clean.slice(0, 80)}…` : clean;
 }
 
+/** The job folder (`/`-separated, as the edge normalised it) as stored names. */
+export function storageFolder(folder: string, rules: NameRules = exactNames): string[] {
+  return components(folder, "folder").map((c) => rules.name(c));
+}
+
 /**
- * The stored path of a torrent file, as names: the job folder's (`/`-separated,
- * as the edge normalised it), then the torrent path's. Throws UnsafeNameError
- * for a name the parser would have refused.
+ * The stored path of a torrent file, as names: the job folder's, then the
+ * torrent path's. Throws UnsafeNameError for a name the parser would have
+ * refused.
  */
 export function storagePath(folder: string, path: string, rules: NameRules = exactNames): string[] {
-  return [...components(folder, "folder"), ...components(path, "file path")].map((c) => rules.name(c));
+  return [...storageFolder(folder, rules), ...components(path, "file path").map((c) => rules.name(c))];
 }
 
 /** The stored path joined with `/`: an object key (before any profile prefix). */
