@@ -11,6 +11,7 @@ import {
   type JobState,
   type Keyring,
   sealedOf,
+  TorrentError,
   type TransitionCause,
 } from "@torreclou/contracts";
 import type { DriveProfileConfig, JobFile, S3ProfileConfig, StorageProfile } from "@torreclou/db";
@@ -79,6 +80,12 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
       },
     );
   });
+}
+
+/** The torrent parser refused the metadata: no retry can change that, and its message says why. */
+function refusedTorrent(error: unknown): never {
+  if (error instanceof TorrentError) throw new PermanentJobError(error.message, { cause: error });
+  throw error;
 }
 
 function messageOf(error: unknown): string {
@@ -287,13 +294,15 @@ export class JobRun {
     const source = sourceOf(ctx.job, ctx.torrent);
     if (!source) throw new PermanentJobError("The job has neither a .torrent file nor a magnet link.");
 
-    // A magnet: fetch the metadata from peers first.
+    // A magnet: fetch the metadata from peers first. The parser that checks
+    // uploaded .torrent files checks it too: its file list (padding left out)
+    // becomes the job's, and a torrent it refuses fails the job for good.
     let files = ctx.files;
     if (files.length === 0) {
       await this.#advance("resolving");
       await mkdir(dir, { recursive: true });
       const download = this.#startDownload(source, dir);
-      const meta = await this.#withPeerWatch(download.metadata(signal), "metadata");
+      const meta = await this.#withPeerWatch(download.metadata(signal).catch(refusedTorrent), "metadata");
       files = await saveResolvedMetadata(this.#fenced, ctx.torrent.id, {
         torrentFile: meta.torrentFile,
         totalSize: meta.totalSize,
@@ -333,8 +342,9 @@ export class JobRun {
     const download = this.#download ?? this.#startDownload(source, dir);
     // A .torrent's metadata is parsed locally (asynchronously); files exist only after it.
     // A magnet whose metadata another job already resolved still fetches it from peers.
-    if (typeof source === "string") await this.#withPeerWatch(download.metadata(signal), "metadata");
-    else await abortable(download.metadata(signal), signal);
+    const metadata = download.metadata(signal).catch(refusedTorrent);
+    if (typeof source === "string") await this.#withPeerWatch(metadata, "metadata");
+    else await abortable(metadata, signal);
     if (todo.length > 0) download.select(todo.map((f) => f.fileIndex));
 
     const ticker = setInterval(() => this.#refresh(), 1000);
