@@ -96,7 +96,7 @@ describe("names end to end", () => {
     expect(keys).toHaveLength(7);
     const files = await filesOf(env, job.id);
     expect(new Set(files.map((f) => f.cloudId)).size).toBe(7);
-    expect(files.every((f) => f.state === "uploaded" && f.cloudId === `Names/${f.path}`)).toBe(true);
+    expect(files.map((f) => [f.state, f.cloudId])).toEqual(files.map((f) => ["uploaded", `Names/${f.path}`]));
   });
 
   it("resolves a magnet with BEP 47 padding files and stores only the real files", async () => {

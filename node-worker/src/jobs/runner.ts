@@ -109,6 +109,8 @@ export class JobRun {
   #files: JobFile[] = [];
   #phase: JobState = "queued";
   #uploadedBytes = new Map<number, number>();
+  /** The last state write of each file (by id), so the next waits for it. */
+  #fileWrites = new Map<string, Promise<void>>();
   /** Every chosen file is on disk: peers are no longer needed. */
   #allDownloaded = false;
 
@@ -493,10 +495,31 @@ export class JobRun {
     await this.#withPeerWatch(Promise.all([allDownloaded, uploads]), "data");
   }
 
-  async #fileState(
+  /**
+   * Per file, state writes land in the order they are made, and none moves a
+   * file back from `uploaded`: a small file's upload can finish before the
+   * download side's "uploading" write is through.
+   */
+  #fileState(
     file: JobFile,
     state: JobFile["state"],
     extra: Parameters<typeof updateFile>[2] = {},
+  ): Promise<void> {
+    const write = (this.#fileWrites.get(file.id) ?? Promise.resolve())
+      .catch(() => {})
+      .then(() =>
+        file.state === "uploaded" && state !== "uploaded"
+          ? undefined
+          : this.#writeFileState(file, state, extra),
+      );
+    this.#fileWrites.set(file.id, write);
+    return write;
+  }
+
+  async #writeFileState(
+    file: JobFile,
+    state: JobFile["state"],
+    extra: Parameters<typeof updateFile>[2],
   ): Promise<void> {
     await updateFile(this.#fenced, file.id, { state, ...extra });
     file.state = state;
