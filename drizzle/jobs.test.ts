@@ -7,7 +7,7 @@ import { asc, eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/node-postgres";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { claimJob, insertJob, markEnqueued, transitionJob } from "./jobs.ts";
+import { claimJob, insertJob, markEnqueued, storableText, transitionJob } from "./jobs.ts";
 import { migrate } from "./migrate.ts";
 import { jobFiles, jobs, jobTransitions, storageProfiles, torrents, users } from "./schema.ts";
 import { dropDatabases, freshDatabase } from "./testing.ts";
@@ -268,6 +268,19 @@ describe("transitionJob", () => {
     const retried = await transitionJob(db, { jobId: job.id, to: "queued", cause: "user" });
     expect(retried?.failureReason).toBeNull();
     expect(retried?.finishedAt).toBeNull();
+  });
+
+  it("stores a failure reason that quotes a NUL byte or half a surrogate pair", async () => {
+    const { job } = await newJob();
+    // Postgres refuses NUL in text: unsanitised, the failure itself could not be recorded.
+    const reason = 'The torrent\'s file "a\u0000b\uD800.bin" could not be stored \uDC00.';
+    const failed = await transitionJob(db, { jobId: job.id, to: "failed", cause: "worker", reason });
+    expect(failed?.state).toBe("failed");
+    const stored = 'The torrent\'s file "a\uFFFDb\uFFFD.bin" could not be stored \uFFFD.';
+    expect(failed?.failureReason).toBe(stored);
+    expect((await history(job.id)).at(-1)?.reason).toBe(stored);
+    // Whole pairs (emoji) are kept.
+    expect(storableText("ok 🎬")).toBe("ok 🎬");
   });
 
   it("acts only on the owner's job when scoped to a user", async () => {

@@ -169,6 +169,20 @@ export interface TransitionInput {
   newAttempt?: boolean | undefined;
 }
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is what Postgres text refuses
+const NUL = /\u0000/g;
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+/**
+ * Text Postgres can store, whatever a message quotes: NUL (which a text
+ * column refuses) and halves of surrogate pairs (not UTF-8) become U+FFFD.
+ * Failure reasons and file errors pass through it, so recording why a job
+ * failed cannot fail too.
+ */
+export function storableText(text: string): string {
+  return text.replace(NUL, "\uFFFD").replace(LONE_SURROGATE, "\uFFFD");
+}
+
 /**
  * Moves a job to `to` if the transition table allows it from its current
  * state, and records the move. Returns the updated job, or undefined when the
@@ -185,6 +199,7 @@ export async function transitionJob(db: Db, input: TransitionInput): Promise<Job
     }
   });
   if (allowedFrom.length === 0) return undefined;
+  const reason = input.reason === undefined ? undefined : storableText(input.reason);
   const now = new Date();
   const terminal = terminalStates.includes(input.to);
   return db.transaction(async (tx) => {
@@ -201,7 +216,7 @@ export async function transitionJob(db: Db, input: TransitionInput): Promise<Job
         state: input.to,
         attempt: input.newAttempt ? sql`${jobs.attempt} + 1` : undefined,
         failureReason:
-          input.to === "failed" ? (input.reason ?? "failed") : input.to === "queued" ? null : undefined,
+          input.to === "failed" ? (reason ?? "failed") : input.to === "queued" ? null : undefined,
         startedAt:
           input.to === "resolving" || input.to === "downloading"
             ? sql`coalesce(${jobs.startedAt}, now())`
@@ -224,7 +239,7 @@ export async function transitionJob(db: Db, input: TransitionInput): Promise<Job
       toState: input.to,
       cause: input.cause,
       attempt: job.attempt,
-      reason: input.reason,
+      reason,
     });
     return job;
   });

@@ -10,6 +10,7 @@
 // file's encoding is not canonical.
 // @ts-expect-error magnet-uri ships no type declarations; the part used here is typed as MagnetUriResult below.
 import magnetDecode from "magnet-uri";
+import { describeNameClash, destinationNameRules, findNameClash, type NameRules } from "./names.ts";
 
 /** Largest .torrent accepted, in bytes. */
 export const MAX_TORRENT_BYTES = 8 * 1024 * 1024;
@@ -38,6 +39,7 @@ export const torrentErrorCodes = [
   "invalid_name",
   "unsafe_path",
   "duplicate_path",
+  "name_clash",
   "too_many_files",
   "invalid_size",
   "invalid_piece_length",
@@ -382,12 +384,30 @@ function isPadding(file: BDict, path: string[]): boolean {
 // ---------------------------------------------------------------------------
 // .torrent files
 
+export interface ParseOptions {
+  /** Destinations whose naming every file must survive (default: every kind of destination). */
+  names?: readonly NameRules[];
+}
+
+/** Refuses (name_clash) a torrent two of whose files one destination would store under one name. */
+function checkNames(files: TorrentFileEntry[], rules: readonly NameRules[]): void {
+  const paths = files.map((f) => f.path);
+  for (const rule of rules) {
+    const clash = findNameClash(paths, rule);
+    if (clash)
+      throw new TorrentError("name_clash", describeNameClash(clash, rule), {
+        paths: clash.paths,
+        destination: rule.label,
+      });
+  }
+}
+
 /**
  * Reads and checks a .torrent file. Throws TorrentError naming the first
  * problem found. Supports v1 and hybrid (v1 + v2) torrents; v2-only torrents
  * are refused with code `v2_only` (BitTorrent clients in the fleet speak v1).
  */
-export async function parseTorrentFile(bytes: Uint8Array): Promise<TorrentInfo> {
+export async function parseTorrentFile(bytes: Uint8Array, options: ParseOptions = {}): Promise<TorrentInfo> {
   if (bytes.length === 0) throw new TorrentError("empty", "The .torrent file is empty.");
   if (bytes.length > MAX_TORRENT_BYTES) {
     throw new TorrentError(
@@ -504,6 +524,7 @@ export async function parseTorrentFile(bytes: Uint8Array): Promise<TorrentInfo> 
   }
   if (total === 0)
     throw new TorrentError("invalid_size", "The torrent contains no data: every file is empty.");
+  checkNames(files, options.names ?? Object.values(destinationNameRules));
 
   if (!isBytes(pieces)) throw new TorrentError("invalid_pieces", "The torrent has no piece hashes.");
   if (pieces.length === 0 || pieces.length % 20 !== 0) {

@@ -105,7 +105,7 @@ const vectors = [
 ] as const;
 
 beforeAll(async () => {
-  env = await setupEnv(14);
+  env = await setupEnv(9);
   for (const vector of vectors) listeners[vector] = await listen();
   // The worker's debug log records each refusal (host and port only).
   const sink = new Writable({

@@ -6,7 +6,9 @@
 // `file` field of a multipart form, or base64 in JSON `{ "torrent": … }`; or a
 // magnet link in JSON `{ "magnet": … }` (or a `magnet` form field). Bodies
 // over the stated limit get 413 before they are read in full, other content
-// types 415, a torrent the parser refuses 422 naming the problem.
+// types 415, a torrent the parser refuses 422 naming the problem (among them
+// `name_clash`: two files a destination would store under one name, both
+// named in the message and in details.paths; contracts/src/names.ts).
 //
 // The body helpers here are shared with POST /api/jobs, which takes the same
 // torrent or magnet.
@@ -303,7 +305,7 @@ const analyze = createRoute({
       403: csrfRefused,
       413: `The body or the .torrent is too large (a .torrent may be at most ${MAX_TORRENT_BYTES} bytes).`,
       415: "The body is not a .torrent, a multipart form or JSON.",
-      422: "The .torrent or magnet link is invalid or unsafe; the message names the problem and details.problem its code.",
+      422: "The .torrent or magnet link is invalid or unsafe; the message names the problem and details.problem its code (name_clash: two files a destination would store under one name, in details.paths).",
       429: "Too many requests.",
     }),
   },

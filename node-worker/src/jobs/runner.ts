@@ -10,6 +10,7 @@ import {
   type JobState,
   type Keyring,
   sealedOf,
+  TorrentError,
   type TransitionCause,
 } from "@torreclou/contracts";
 import type { DriveProfileConfig, JobFile, S3ProfileConfig, StorageProfile } from "@torreclou/db";
@@ -89,6 +90,12 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
+/** The torrent parser refused the metadata: no retry can change that, and its message says why. */
+function refusedTorrent(error: unknown): never {
+  if (error instanceof TorrentError) throw new PermanentJobError(error.message, { cause: error });
+  throw error;
+}
+
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
@@ -110,6 +117,8 @@ export class JobRun {
   #files: JobFile[] = [];
   #phase: JobState = "queued";
   #uploadedBytes = new Map<number, number>();
+  /** The last state write of each file (by id), so the next waits for it. */
+  #fileWrites = new Map<string, Promise<void>>();
   /** Every chosen file is on disk: peers are no longer needed. */
   #allDownloaded = false;
   /** Connections the egress policy refused during this attempt. */
@@ -311,13 +320,15 @@ export class JobRun {
     });
     this.#secrets.push(...(await secretsOfSource(source)));
 
-    // A magnet: fetch the metadata from peers first.
+    // A magnet: fetch the metadata from peers first. The parser that checks
+    // uploaded .torrent files checks it too: its file list (padding left out)
+    // becomes the job's, and a torrent it refuses fails the job for good.
     let files = ctx.files;
     if (files.length === 0) {
       await this.#advance("resolving");
       await prepareScratchDir(dir, config.STACK_ID);
       const download = this.#startDownload(source, dir);
-      const meta = await this.#withPeerWatch(download.metadata(signal), "metadata");
+      const meta = await this.#withPeerWatch(download.metadata(signal).catch(refusedTorrent), "metadata");
       files = await saveResolvedMetadata(this.#fenced, ctx.torrent.id, {
         name: meta.name,
         totalSize: meta.totalSize,
@@ -357,8 +368,9 @@ export class JobRun {
     const download = this.#download ?? this.#startDownload(source, dir);
     // A .torrent's metadata is parsed locally (asynchronously); files exist only after it.
     // A magnet whose metadata another job already resolved still fetches it from peers.
-    if (typeof source === "string") await this.#withPeerWatch(download.metadata(signal), "metadata");
-    else await abortable(download.metadata(signal), signal);
+    const metadata = download.metadata(signal).catch(refusedTorrent);
+    if (typeof source === "string") await this.#withPeerWatch(metadata, "metadata");
+    else await abortable(metadata, signal);
     if (todo.length > 0) download.select(todo.map((f) => f.fileIndex));
 
     const ticker = setInterval(() => this.#refresh(), 1000);
@@ -512,10 +524,31 @@ export class JobRun {
     await this.#withPeerWatch(Promise.all([allDownloaded, uploads]), "data");
   }
 
-  async #fileState(
+  /**
+   * Per file, state writes land in the order they are made, and none moves a
+   * file back from `uploaded`: a small file's upload can finish before the
+   * download side's "uploading" write is through.
+   */
+  #fileState(
     file: JobFile,
     state: JobFile["state"],
     extra: Parameters<typeof updateFile>[2] = {},
+  ): Promise<void> {
+    const write = (this.#fileWrites.get(file.id) ?? Promise.resolve())
+      .catch(() => {})
+      .then(() =>
+        file.state === "uploaded" && state !== "uploaded"
+          ? undefined
+          : this.#writeFileState(file, state, extra),
+      );
+    this.#fileWrites.set(file.id, write);
+    return write;
+  }
+
+  async #writeFileState(
+    file: JobFile,
+    state: JobFile["state"],
+    extra: Parameters<typeof updateFile>[2],
   ): Promise<void> {
     await updateFile(this.#fenced, file.id, { state, ...extra });
     file.state = state;

@@ -27,7 +27,7 @@ import {
   torrents,
   uploadParts,
 } from "@torreclou/db";
-import { type Db, StaleAttemptError } from "@torreclou/db/jobs";
+import { type Db, StaleAttemptError, storableText } from "@torreclou/db/jobs";
 import { and, asc, desc, eq, sql } from "drizzle-orm";
 
 export interface JobContext {
@@ -101,7 +101,7 @@ export interface Fenced {
 export async function updateFile(f: Fenced, fileId: string, patch: FilePatch): Promise<void> {
   const rows = await f.db
     .update(jobFiles)
-    .set(patch)
+    .set(patch.error ? { ...patch, error: storableText(patch.error) } : patch)
     .where(and(eq(jobFiles.id, fileId), eq(jobFiles.jobId, f.jobId), fence(jobFiles.jobId, f.attempt)))
     .returning({ id: jobFiles.id });
   if (rows.length === 0) throw new StaleAttemptError(f.jobId, f.attempt);

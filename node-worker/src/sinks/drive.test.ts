@@ -17,6 +17,7 @@ import {
   type AccessToken,
   DriveSink,
   type DriveSinkOptions,
+  driveQuote,
   type GoogleOAuthOptions,
   GoogleTokenSource,
   ReconnectRequiredError,
@@ -77,6 +78,11 @@ describe("DriveSink against the Drive double", () => {
     "Show/extras/deeper/notes.txt": Buffer.from("hello drive\n"),
     "Show/empty.dat": Buffer.alloc(0),
     "Show/subs/en.srt": randomBytes(700 * KiB),
+    // Look-alikes that must stay apart: a trailing space, a leading space, a `?`.
+    "Show/x.bin": randomBytes(1000),
+    "Show/x.bin ": randomBytes(1001),
+    "Show/ lead/y.bin": randomBytes(1002),
+    "Show/what?.bin": randomBytes(1003),
   };
 
   const oauth = (refreshToken = grant.refreshToken): GoogleOAuthOptions => ({
@@ -147,7 +153,7 @@ describe("DriveSink against the Drive double", () => {
       expect(entry, path).toBeDefined();
       expect(entry!.md5, path).toBe(md5(bytes));
     }
-    for (const folder of ["Show", "Show/extras", "Show/extras/deeper", "Show/subs"])
+    for (const folder of ["Show", "Show/extras", "Show/extras/deeper", "Show/subs", "Show/ lead"])
       expect(onDrive.get(`${job}/${folder}`)?.folder, folder).toBe(true);
   }
 
@@ -371,5 +377,38 @@ describe("DriveSink against the Drive double", () => {
       hooksFor(state, new AbortController().signal),
     );
     expect(drive.stats.session(state.session!).chunks).toBe(Math.ceil(tree[path]!.length / CHUNK));
+  });
+
+  it("nests the job folder's names as Drive folders, found again by a name with '", async () => {
+    const folder = "Shows/it's 2024";
+    const path = 'Show/extras/it\'s "odd" ünïcode.bin';
+    for (let run = 0; run < 2; run++) {
+      // A second sink (another worker, no folder cache) finds the same folders.
+      const sink = new DriveSink(sinkOptions({ folder }));
+      await sink.preflight(new AbortController().signal);
+      await sink.upload(fileOf(path), hooksFor(newState(), new AbortController().signal));
+    }
+    const onDrive = driveTree();
+    expect(onDrive.get("Shows")?.folder).toBe(true);
+    expect(onDrive.get("Shows/it's 2024")?.folder).toBe(true);
+    expect(onDrive.get(`Shows/it's 2024/${path}`)?.md5).toBe(md5(tree[path]!));
+  });
+
+  it("quotes ' and \\ in Drive queries the way Drive reads them", async () => {
+    expect(driveQuote("it's \\ odd")).toBe("'it\\'s \\\\ odd'");
+    // The double's query parser (Drive's grammar) finds a folder of that name by it.
+    const token = await new GoogleTokenSource(oauth()).token(new AbortController().signal);
+    const auth = { authorization: `Bearer ${token}` };
+    const made = await fetch(`${drive.url}/drive/v3/files`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/json" },
+      body: JSON.stringify({ name: "it's \\ odd", mimeType: FOLDER_MIME }),
+    });
+    const { id } = (await made.json()) as { id: string };
+    const q = `name = ${driveQuote("it's \\ odd")} and mimeType = '${FOLDER_MIME}'`;
+    const found = await fetch(`${drive.url}/drive/v3/files?q=${encodeURIComponent(q)}&fields=files(id)`, {
+      headers: auth,
+    });
+    expect(await found.json()).toEqual({ files: [{ id }] });
   });
 });

@@ -11,6 +11,7 @@ import { createHash, type Hash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { Readable, Transform, type TransformCallback } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
+import { destinationNameRules } from "@torreclou/contracts";
 import type { Logger } from "pino";
 import { defaultRetry, GoogleApiError, isTransient, type RetryPolicy, withRetry } from "./drive/http.ts";
 import { type GoogleOAuthOptions, GoogleTokenSource, ReconnectRequiredError } from "./drive/oauth.ts";
@@ -19,7 +20,7 @@ import {
   PermanentJobError,
   type Sink,
   type SinkFile,
-  sanitisePath,
+  storedPath,
   type UploadHooks,
   type UploadResult,
 } from "./index.ts";
@@ -47,7 +48,7 @@ export interface DriveSinkOptions {
   oauth: GoogleOAuthOptions | GoogleTokenSource;
   /** Folder the job folder goes in (the profile's `rootFolderId`); default `root` (My Drive). */
   rootFolderId?: string | undefined;
-  /** The job folder's name: the job's target folder or its id. */
+  /** The job's folder: its target folder (`/`-separated, each name a Drive folder) or its id. */
   folder: string;
   /** Bytes per PUT; a multiple of 256 KiB (default 8 MiB). */
   chunkSize?: number;
@@ -126,7 +127,7 @@ export class DriveSink implements Sink {
   readonly #chunk: number;
   readonly #retry: RetryPolicy;
   readonly #fetch: typeof fetch;
-  /** Folder ids by path under the job folder ("" is the job folder). */
+  /** Folder ids by their names from the root folder down (JSON; `[]` is the root folder). */
   readonly #folders = new Map<string, Promise<string>>();
 
   constructor(opts: DriveSinkOptions) {
@@ -261,26 +262,26 @@ export class DriveSink implements Sink {
     return winner.id;
   }
 
-  /** The id of a folder under the job folder, creating the path as needed. */
-  #folder(segments: string[], signal: AbortSignal): Promise<string> {
-    const key = segments.join("/");
+  /** The id of the folder at these names under the root folder, creating the path as needed. */
+  #folder(names: string[], signal: AbortSignal): Promise<string> {
+    if (names.length === 0) return Promise.resolve(this.#opts.rootFolderId ?? "root");
+    // JSON, so a name can never pass for its separator.
+    const key = JSON.stringify(names);
     let id = this.#folders.get(key);
     if (!id) {
-      id =
-        segments.length === 0
-          ? this.#findOrCreateFolder(
-              sanitisePath(this.#opts.folder),
-              this.#opts.rootFolderId ?? "root",
-              signal,
-            )
-          : this.#folder(segments.slice(0, -1), signal).then((parent) =>
-              this.#findOrCreateFolder(segments.at(-1)!, parent, signal),
-            );
+      id = this.#folder(names.slice(0, -1), signal).then((parent) =>
+        this.#findOrCreateFolder(names.at(-1)!, parent, signal),
+      );
       // A failed lookup is not cached: the next file tries again.
       id.catch(() => this.#folders.delete(key));
       this.#folders.set(key, id);
     }
     return id;
+  }
+
+  /** The stored names of a torrent file (the job folder's, then its path's), or of the job folder alone. */
+  #namesOf(path?: string): string[] {
+    return storedPath(this.#opts.folder, path, destinationNameRules.gdrive);
   }
 
   // -- Sink -----------------------------------------------------------------
@@ -299,7 +300,7 @@ export class DriveSink implements Sink {
         throw new PermanentJobError(
           "The Google Drive folder chosen for this destination is not a folder any more (or is in the trash). Pick another folder.",
         );
-      await this.#folder([], signal);
+      await this.#folder(this.#namesOf(), signal);
     } catch (error) {
       this.#fail(error, signal);
     }
@@ -342,9 +343,9 @@ export class DriveSink implements Sink {
   // -- upload ---------------------------------------------------------------
 
   async #upload(file: SinkFile, hooks: UploadHooks): Promise<UploadResult> {
-    const segments = sanitisePath(file.path).split("/");
-    const name = segments.pop()!;
-    const parent = await this.#folder(segments, hooks.signal);
+    const names = this.#namesOf(file.path);
+    const name = names.pop()!;
+    const parent = await this.#folder(names, hooks.signal);
     let session = file.uploadSession;
     let mismatches = 0;
     // Bytes reported through onBytes: a session started over does not count its bytes twice.

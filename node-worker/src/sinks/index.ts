@@ -2,6 +2,7 @@
 // upload an earlier attempt started (its session id and journal come from the
 // database), and can abort one. The runner owns the state; a sink only talks
 // to the storage provider.
+import { type NameRules, storageFolder, storagePath, UnsafeNameError } from "@torreclou/contracts";
 import type { JournalPart } from "../jobs/store.ts";
 
 export interface SinkFile {
@@ -60,16 +61,18 @@ export class PermanentJobError extends Error {
 }
 
 /**
- * Turns a torrent path into a safe object path: `/`-separated, no empty, `.`
- * or `..` segments, no control characters or backslashes.
+ * A file's stored path under the job folder as names (or the job folder's
+ * alone without a path): the one mapping in contracts/src/names.ts, with the
+ * destination's rules. A name the parser would have refused is a permanent
+ * failure, not a file quietly renamed.
  */
-export function sanitisePath(path: string): string {
-  const parts = path
-    .split(/[/\\]+/)
-    // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what we strip
-    .map((part) => part.replace(/[\u0000-\u001f\u007f]/g, "").trim())
-    .filter((part) => part !== "" && part !== "." && part !== "..");
-  return parts.length > 0 ? parts.join("/") : "file";
+export function storedPath(folder: string, path: string | undefined, rules: NameRules): string[] {
+  try {
+    return path === undefined ? storageFolder(folder, rules) : storagePath(folder, path, rules);
+  } catch (error) {
+    if (error instanceof UnsafeNameError) throw new PermanentJobError(error.message, { cause: error });
+    throw error;
+  }
 }
 
 const types: Record<string, string> = {

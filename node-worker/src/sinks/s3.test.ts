@@ -19,7 +19,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { damageInTransit, s3ClientFor } from "../../../local/s3.ts";
 import type { JournalPart } from "../jobs/store.ts";
-import type { UploadHooks } from "./index.ts";
+import { PermanentJobError, type UploadHooks } from "./index.ts";
 import { Outage, type OutageState } from "./outage.ts";
 import { S3Sink } from "./s3.ts";
 
@@ -445,6 +445,53 @@ describe("S3Sink against the local S3 server", () => {
           recording().hooks,
         ),
       ).rejects.toThrow(/did not answer for 5 min \(connection refused\)/);
+  it("stores look-alike names under keys of their own, exactly as the torrent spells them", async () => {
+    const names = [
+      "T/what.bin",
+      "T/what?.bin",
+      "T/x.bin",
+      "T/x.bin ",
+      "T/ lead/y.bin",
+      "T/ok/ .. /x.txt",
+      "T/ok/x.txt",
+      "T/100% #1 + más.bin",
+      "T/日本語/🎬 big.bin",
+    ];
+    const sink = sinkFor("names/it's here");
+    const expected = new Map<string, string>();
+    try {
+      for (const [i, path] of names.entries()) {
+        // The last one is multipart: the key goes through Create, UploadPart and Complete too.
+        const { bytes, localPath } = await localFile(
+          `names-${i}.bin`,
+          i === names.length - 1 ? 6 * MiB : 1000 + i,
+        );
+        const result = await sink.upload(
+          { path, size: bytes.length, localPath, uploadSession: null },
+          recording().hooks,
+        );
+        expect(result.cloudId).toBe(`names/it's here/${path}`);
+        expected.set(result.cloudId, sha256(bytes));
+      }
+      for (const [key, hash] of expected) expect(sha256(await stored(key)), key).toBe(hash);
+    } finally {
+      sink.close();
+    }
+  });
+
+  it("fails for good, sending nothing, on a path no torrent that passed the parser has", async () => {
+    const { bytes, localPath } = await localFile("unsafe.bin", 10);
+    const sink = sinkFor("unsafe");
+    const log = outcomes(sink.client);
+    try {
+      for (const path of ["T/../x.bin", "T//x.bin", "T/a\u0000b"]) {
+        const failure = sink.upload(
+          { path, size: bytes.length, localPath, uploadSession: null },
+          recording().hooks,
+        );
+        await expect(failure).rejects.toBeInstanceOf(PermanentJobError);
+      }
+      expect(log).toEqual([]);
     } finally {
       sink.close();
     }

@@ -23,7 +23,7 @@ import {
   S3ServiceException,
   UploadPartCommand,
 } from "@aws-sdk/client-s3";
-import type { S3Secret } from "@torreclou/contracts";
+import { destinationNameRules, type S3Secret } from "@torreclou/contracts";
 import type { S3ProfileConfig } from "@torreclou/db";
 import type { Logger } from "pino";
 import { egressRefusalIn } from "../egress/index.ts";
@@ -33,7 +33,7 @@ import {
   PermanentJobError,
   type Sink,
   type SinkFile,
-  sanitisePath,
+  storedPath,
   type UploadHooks,
   type UploadResult,
 } from "./index.ts";
@@ -72,8 +72,9 @@ function joinKey(...segments: (string | undefined)[]): string {
     .join("/");
 }
 
+/** The object key of a torrent file: the profile prefix, then the job folder and the path as names.ts maps them. */
 export function objectKey(config: Pick<S3ProfileConfig, "prefix">, folder: string, path: string): string {
-  return joinKey(config.prefix, sanitisePath(folder), sanitisePath(path));
+  return joinKey(config.prefix, storedPath(folder, path, destinationNameRules.s3).join("/"));
 }
 
 function statusOf(error: unknown): number | undefined {

@@ -1,13 +1,16 @@
 // One job's BitTorrent download: a webtorrent client of its own, writing into
 // the job's scratch folder (the same folder on every attempt, so a restart
-// re-verifies what is on disk and fetches only what is missing). Only the
-// chosen files are selected; completion is tracked per byte range from the
-// verified-piece bitfield, because the torrent's `done` event never fires for
-// a partial selection.
+// re-verifies what is on disk and fetches only what is missing), one scratch
+// file per torrent file, named by its index (store.ts). Only the chosen files
+// are selected; completion is tracked per byte range from the verified-piece
+// bitfield, because the torrent's `done` event never fires for a partial
+// selection. The metadata, from a .torrent or from peers, is read by the same
+// parser as an uploaded .torrent.
 import { EventEmitter } from "node:events";
-import { basename, dirname, join, resolve, sep } from "node:path";
+import { parseTorrentFile, TorrentError, type TorrentFileEntry } from "@torreclou/contracts";
 import type { Logger } from "pino";
 import WebTorrent, { type Torrent } from "webtorrent";
+import { IndexedChunkStore, scratchFile } from "./store.ts";
 
 export interface DiscoveryOptions {
   dht: boolean;
@@ -22,15 +25,13 @@ export interface TorrentMetadata {
   infoHash: string;
   name: string;
   torrentFile: Uint8Array;
+  /** Bytes of the listed files (padding excluded). */
   totalSize: number;
   pieceLength: number;
   pieceCount: number;
-  files: { index: number; path: string; size: number }[];
+  /** The parser's list: padding files left out, indexes as in the torrent, paths checked. */
+  files: TorrentFileEntry[];
 }
-
-/** File names fs-chunk-store strips characters from (filename-reserved-regex). */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: the same set fs-chunk-store removes
-const RESERVED = /[<>:"/\\|?*\u0000-\u001F]/g;
 
 interface Waiter {
   first: number;
@@ -67,6 +68,7 @@ export class Download extends EventEmitter {
     this.#client.on("error", (error: Error) => this.#fail(error));
     this.#torrent = this.#client.add(source, {
       path: dir,
+      store: IndexedChunkStore,
       deselect: true,
       strategy: "sequential",
       // A worker fetches and moves on; it does not serve pieces of files it deletes after upload.
@@ -97,23 +99,14 @@ export class Download extends EventEmitter {
     this.emit("failed", error);
   }
 
-  /** Resolves with the metadata (at once for a .torrent, after peers send it for a magnet). */
+  /**
+   * Resolves with the metadata (at once for a .torrent, after peers send it
+   * for a magnet), as parseTorrentFile reads the torrent webtorrent built from
+   * it. Rejects with the parser's TorrentError for metadata it refuses.
+   */
   metadata(signal: AbortSignal): Promise<TorrentMetadata> {
     const t = this.#torrent;
-    const build = (): TorrentMetadata => ({
-      infoHash: t.infoHash,
-      name: t.name,
-      torrentFile: t.torrentFile,
-      totalSize: t.length,
-      pieceLength: t.pieceLength,
-      pieceCount: t.pieces.length,
-      files: t.files.map((file, index) => ({
-        index,
-        path: file.path.split(sep).join("/"),
-        size: file.length,
-      })),
-    });
-    if (t.files.length > 0 && t.torrentFile) return Promise.resolve(build());
+    if (t.files.length > 0 && t.torrentFile) return this.#parse();
     return new Promise((resolveMeta, rejectMeta) => {
       const onAbort = () => rejectMeta(signal.reason);
       signal.addEventListener("abort", onAbort, { once: true });
@@ -121,9 +114,29 @@ export class Download extends EventEmitter {
       t.once("metadata", () => {
         signal.removeEventListener("abort", onAbort);
         this.off("failed", rejectMeta);
-        resolveMeta(build());
+        this.#parse().then(resolveMeta, rejectMeta);
       });
     });
+  }
+
+  async #parse(): Promise<TorrentMetadata> {
+    const t = this.#torrent;
+    const info = await parseTorrentFile(t.torrentFile);
+    // webtorrent re-encodes what peers sent; a torrent that does not come out the same is not the one asked for.
+    if (info.infoHash !== t.infoHash)
+      throw new TorrentError(
+        "not_a_torrent",
+        `The metadata peers sent hashes to ${info.infoHash}, not to the info hash ${t.infoHash}.`,
+      );
+    return {
+      infoHash: info.infoHash,
+      name: info.name,
+      torrentFile: t.torrentFile,
+      totalSize: info.totalSize,
+      pieceLength: info.pieceLength,
+      pieceCount: info.pieceCount,
+      files: info.files,
+    };
   }
 
   /** Verification of the data already on disk is finished. */
@@ -141,14 +154,10 @@ export class Download extends EventEmitter {
     }
   }
 
-  /** Where a file's bytes are on disk: the path fs-chunk-store writes to. */
+  /** Where a file's bytes are on disk: `<scratch folder>/<index>`. */
   localPath(index: number): string {
-    const file = this.#torrent.files[index];
-    if (!file) throw new Error(`torrent has no file #${index}`);
-    const path = join(resolve(this.dir, dirname(file.path)), basename(file.path).replace(RESERVED, ""));
-    if (!path.startsWith(resolve(this.dir) + sep))
-      throw new Error(`torrent file path escapes the scratch folder: ${file.path}`);
-    return path;
+    if (!this.#torrent.files[index]) throw new Error(`torrent has no file #${index}`);
+    return scratchFile(this.dir, index);
   }
 
   #pieceRange(index: number, start: number, end: number): [number, number] {

@@ -22,6 +22,11 @@ declare module "webtorrent" {
     uploads?: number | false;
     /** Pieces kept in an in-memory cache in front of the store (default 20; 0 disables). */
     storeCacheSlots?: number;
+    /** Chunk store constructor (default fs-chunk-store). */
+    store?: new (
+      chunkLength: number,
+      opts: import("fs-chunk-store").ChunkStoreOptions,
+    ) => object;
     noPeersIntervalTime?: number;
   }
 
@@ -68,6 +73,34 @@ declare module "webtorrent" {
     add(torrentId: string | Uint8Array, opts?: AddOptions, ontorrent?: (torrent: Torrent) => void): Torrent;
     destroy(cb?: (err?: Error | null) => void): void;
     readonly torrents: Torrent[];
+  }
+}
+
+// webtorrent's default chunk store in Node: pieces written into the torrent's files.
+declare module "fs-chunk-store" {
+  export interface ChunkStoreFile {
+    path: string;
+    length: number;
+    offset?: number;
+  }
+
+  export interface ChunkStoreOptions {
+    /** Folder the files' paths are resolved in. */
+    path?: string;
+    files?: ChunkStoreFile[];
+    length?: number;
+    name?: string;
+    addUID?: boolean;
+    [option: string]: unknown;
+  }
+
+  export default class FSChunkStore {
+    constructor(chunkLength: number, opts?: ChunkStoreOptions);
+    readonly files: { path: string; length: number; offset: number }[];
+    put(index: number, buf: Uint8Array, cb?: (err: Error | null) => void): void;
+    get(index: number, cb: (err: Error | null, buf?: Uint8Array) => void): void;
+    close(cb?: (err: Error | null) => void): void;
+    destroy(cb?: (err: Error | null) => void): void;
   }
 }
 
