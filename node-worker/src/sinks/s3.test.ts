@@ -445,6 +445,11 @@ describe("S3Sink against the local S3 server", () => {
           recording().hooks,
         ),
       ).rejects.toThrow(/did not answer for 5 min \(connection refused\)/);
+    } finally {
+      sink.close();
+    }
+  });
+
   it("stores look-alike names under keys of their own, exactly as the torrent spells them", async () => {
     const names = [
       "T/what.bin",
