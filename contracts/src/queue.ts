@@ -42,5 +42,13 @@ export const keys = {
 // Only the id: the job row is the truth. A worker takes the job's lease
 // (SET NX PX) and bumps its attempt in Postgres before running it, so a
 // duplicate message (retry, reclaim) can never run a job twice at once.
-export const JobMessage = z.object({ jobId: z.uuid() });
+export const JobMessage = z.object({
+  jobId: z.uuid(),
+  /**
+   * Not a run but a clean-up of a job that ended: abort the uploads it left at
+   * its provider (the edge asks for one on cancel, which may land while no
+   * attempt runs; a worker whose aborts could not be sent asks for one too).
+   */
+  cleanup: z.literal(true).optional(),
+});
 export type JobMessage = z.infer<typeof JobMessage>;

@@ -36,6 +36,16 @@ const Config = z.object({
     .int()
     .min(1000)
     .default(5 * 60_000),
+  /**
+   * How long a job waits for a storage provider that does not answer (or
+   * answers 5xx / 429) before failing; meanwhile its uploads pause and it shows
+   * "waiting for storage".
+   */
+  WORKER_STORAGE_OUTAGE_MS: z.coerce
+    .number()
+    .int()
+    .min(1000)
+    .default(30 * 60_000),
   /** Upload parts in flight per job. */
   WORKER_UPLOAD_CONCURRENCY: z.coerce.number().int().min(1).max(32).default(4),
   /** Smallest multipart part (S3 requires >= 5 MiB except the last). */

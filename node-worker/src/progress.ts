@@ -18,6 +18,26 @@ const RETAIN_SECONDS = 7 * 24 * 3600;
 /** Smoothing of the byte rates (weight of the newest sample). */
 const ALPHA = 0.3;
 
+/**
+ * Appends an event and sets the snapshot, unless the snapshot already comes
+ * from a newer attempt: a worker that lost the job (paused, cut off) can
+ * never make the browser show an older attempt's numbers.
+ * KEYS: stream, snapshot. ARGV: attempt, event JSON, max length, retention s, field.
+ */
+const PUBLISH = `
+local current = redis.call('GET', KEYS[2])
+if current then
+  local ok, decoded = pcall(cjson.decode, current)
+  if ok and type(decoded) == 'table' and tonumber(decoded.attempt) and tonumber(decoded.attempt) > tonumber(ARGV[1]) then
+    return 0
+  end
+end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', ARGV[5], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+`;
+
 export class ProgressPublisher {
   readonly #redis: Redis;
   readonly #jobId: string;
@@ -171,12 +191,17 @@ export class ProgressPublisher {
     const json = JSON.stringify(event);
     this.#sending = this.#sending.then(async () => {
       try {
-        await this.#redis
-          .multi()
-          .xadd(keys.progress(this.#jobId), "MAXLEN", "~", queue.progressMaxLen, "*", progressField, json)
-          .set(keys.snapshot(this.#jobId), json, "EX", RETAIN_SECONDS)
-          .expire(keys.progress(this.#jobId), RETAIN_SECONDS)
-          .exec();
+        await this.#redis.eval(
+          PUBLISH,
+          2,
+          keys.progress(this.#jobId),
+          keys.snapshot(this.#jobId),
+          this.#attempt,
+          json,
+          queue.progressMaxLen,
+          RETAIN_SECONDS,
+          progressField,
+        );
       } catch (error) {
         // Progress is best effort: a Redis hiccup must not fail the job.
         this.#log.warn({ err: error }, "could not publish progress");

@@ -217,6 +217,10 @@ export class Worker {
       this.#deferred.set(jobId, entry);
       return;
     }
+    if (entry.kind === "job" && entry.message.cleanup) {
+      await this.#cleanUp(entry, jobId, log);
+      return;
+    }
     try {
       const job = await claimJob(this.#deps.db, jobId);
       if (!job) {
@@ -242,19 +246,7 @@ export class Worker {
         return;
       }
       log.info({ attempt: job.attempt, state: job.state }, "job claimed");
-      const run = new JobRun(
-        {
-          db: this.#deps.db,
-          redis: this.queue.commands,
-          config: this.#deps.config,
-          log: this.#log,
-          budget: this.budget,
-          metrics: this.#deps.metrics,
-          keyRing: this.#keyRing,
-        },
-        jobId,
-        job.attempt,
-      );
+      const run = new JobRun(this.#runDeps(), jobId, job.attempt);
       const active: Active = { run, entryId: entry.id, done: Promise.resolve() };
       this.#active.set(jobId, active);
       if (await this.queue.cancelRequested(jobId, job.attempt)) run.stop("cancel");
@@ -276,6 +268,44 @@ export class Worker {
       // Still pending here: tried again at the next look at the group.
       this.#deferred.set(jobId, entry);
     }
+  }
+
+  /**
+   * A job that ended left uploads at its provider (a cancel while no attempt
+   * ran, or aborts that could not be sent): abort them now, with the job's
+   * lease held so no attempt starts meanwhile. A provider that does not
+   * answer keeps the entry for the next look at the group.
+   */
+  async #cleanUp(entry: Entry, jobId: string, log: Logger): Promise<void> {
+    try {
+      const job = await currentJob(this.#deps.db, jobId);
+      const clean =
+        !job || !isTerminal(job.state) || (await new JobRun(this.#runDeps(), jobId, job.attempt).cleanUp());
+      if (clean) {
+        log.info("clean-up done");
+        await this.queue.ack(entry.id);
+      } else {
+        log.info("storage unreachable; the clean-up is kept for later");
+        this.#deferred.set(jobId, entry);
+      }
+    } catch (error) {
+      log.warn({ err: error }, "clean-up failed; kept for later");
+      this.#deferred.set(jobId, entry);
+    } finally {
+      await this.queue.releaseLease(jobId).catch(() => {});
+    }
+  }
+
+  #runDeps() {
+    return {
+      db: this.#deps.db,
+      redis: this.queue.commands,
+      config: this.#deps.config,
+      log: this.#log,
+      budget: this.budget,
+      metrics: this.#deps.metrics,
+      keyRing: this.#keyRing,
+    };
   }
 
   /** Keeps this worker alive and its leases (one command for all its jobs); stops cancelled or lost attempts. */
@@ -331,9 +361,15 @@ export class Worker {
       log.error({ err: error, outcome }, "could not settle the attempt");
     } finally {
       this.#active.delete(jobId);
-      // An entry kept while this attempt ran (a retry) can be tried now.
-      if (this.#deferred.has(jobId)) this.#nextCheck = 0;
       this.#wake();
+      // An entry kept while this attempt ran (a retry, a clean-up) is taken at once.
+      const kept = this.#deferred.get(jobId);
+      if (kept && !this.#stopping) {
+        this.#deferred.delete(jobId);
+        void this.#take(kept, false).catch((error: unknown) =>
+          log.warn({ err: error }, "could not take the entry kept for this job"),
+        );
+      }
     }
   }
 

@@ -33,7 +33,7 @@ import {
   storageProfiles,
   users,
 } from "@torreclou/db";
-import { type Db, insertJob, markEnqueued } from "@torreclou/db/jobs";
+import { type Db, insertJob, markEnqueued, transitionJob } from "@torreclou/db/jobs";
 import { asc, eq } from "drizzle-orm";
 import { Redis } from "ioredis";
 import type pg from "pg";
@@ -314,6 +314,36 @@ export async function otherUser(
   return { userId: user!.id, profileId: await createProfile(env, { ...profile, userId: user!.id }) };
 }
 
+/** What the edge does when the user cancels: the row, the flag naming the attempt, a clean-up entry. */
+export async function cancelJob(env: Env, jobId: string): Promise<void> {
+  const job = await transitionJob(env.db, {
+    jobId,
+    to: "cancelled",
+    cause: "user",
+    reason: "cancelled by the user",
+  });
+  if (!job) throw new Error(`job ${jobId} could not be cancelled`);
+  await env.redis
+    .multi()
+    .set(keys.cancel(jobId), String(job.attempt))
+    .xadd(queue.stream, "*", "job", JSON.stringify({ jobId, cleanup: true }))
+    .exec();
+}
+
+/** What the edge does when the user retries: queued again as a new attempt, and a queue message. */
+export async function retryJob(env: Env, jobId: string): Promise<void> {
+  const job = await transitionJob(env.db, {
+    jobId,
+    to: "queued",
+    from: ["failed", "cancelled"],
+    cause: "user",
+    reason: "retried by the user",
+    newAttempt: true,
+  });
+  if (!job) throw new Error(`job ${jobId} could not be retried`);
+  await env.redis.xadd(queue.stream, "*", "job", JSON.stringify({ jobId }));
+}
+
 export async function jobRow(env: Env, jobId: string): Promise<Job> {
   const [row] = await env.db.select().from(jobs).where(eq(jobs.id, jobId));
   if (!row) throw new Error(`job ${jobId} not found`);
@@ -473,6 +503,10 @@ export async function s3Proxy(opts: { partDelayMs?: number } = {}): Promise<{
   endpoint: string;
   requests: S3Request[];
   count(kind: string, key?: string): number;
+  /** Stops answering (connections refused), as a storage provider that is down. */
+  down(): Promise<void>;
+  /** Answers again, on the same port. */
+  up(): Promise<void>;
   close(): Promise<void>;
 }> {
   const target = new URL(process.env.S3_ENDPOINT!);
@@ -516,7 +550,15 @@ export async function s3Proxy(opts: { partDelayMs?: number } = {}): Promise<{
     requests,
     count: (kind, key) =>
       requests.filter((r) => r.kind === kind && (key === undefined || r.key === key)).length,
+    async down() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+    async up() {
+      await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+    },
     async close() {
+      if (!server.listening) return;
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },

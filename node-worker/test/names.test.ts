@@ -159,7 +159,15 @@ describe("names end to end", () => {
     expect(message).toBe("The torrent's file #1 path contains a control character.");
 
     // A peer that has the metadata and no data at all: ut_metadata needs no pieces.
-    const peer = new WebTorrent({ dht: false, lsd: false, natUpnp: false, natPmp: false, utp: false });
+    // It listens on a port the workers may reach (the egress policy refuses the rest of loopback).
+    const peer = new WebTorrent({
+      dht: false,
+      lsd: false,
+      natUpnp: false,
+      natPmp: false,
+      utp: false,
+      torrentPort: env.peerPorts.at(-1),
+    });
     peers.push(peer);
     const served = peer.add(torrent, { store: MemoryChunkStore, announce: [env.tracker.announceUrl] });
     await once(served, "trackerAnnounce");

@@ -294,7 +294,7 @@ describe("cancel, retry, delete", () => {
     });
   });
 
-  it("retries a cancelled job: queued again, flag cleared, enqueued again", async () => {
+  it("retries a cancelled job: queued again as a later attempt than the cancel names, enqueued again", async () => {
     const user = await userWithStorage();
     const job = await submitJob(user);
     expect((await send(user.cookie, "POST", `/api/jobs/${job.id}/retry`)).status).toBe(409);
@@ -308,8 +308,14 @@ describe("cancel, retry, delete", () => {
     expect(retried.state).toBe("queued");
     expect(retried.enqueuedAt).not.toBeNull();
     expect(retried.transitions.map((t) => t.to)).toEqual(["queued", "cancelled", "queued"]);
-    expect(await redis().exists(keys.cancel(job.id))).toBe(0);
+    // The flag stays for the attempt it stopped; the retry is a later one, which it does not stop.
+    const [row] = await withDb((db) =>
+      db.select({ attempt: jobs.attempt }).from(jobs).where(eq(jobs.id, job.id)),
+    );
+    expect(Number(await redis().get(keys.cancel(job.id)))).toBe(row!.attempt - 1);
     expect(await messagesFor(job.id)).toHaveLength(2);
+    // The cancel asked a worker to abort whatever uploads the job left, whether or not one ran it.
+    expect(await messagesFor(job.id, "cleanup")).toHaveLength(1);
   });
 
   it("retries a failed job", async () => {

@@ -18,6 +18,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import {
   decryptS3Secret,
+  type JobMessage,
   JobState,
   jobStates,
   type Keyring,
@@ -25,6 +26,7 @@ import {
   MAX_TORRENT_FILES,
   ProgressEvent,
   progressField,
+  queue,
   type S3Secret,
   sealedOf,
   terminalStates,
@@ -828,7 +830,14 @@ export const jobsApi = api
     try {
       // A worker running the job checks this flag as it renews its lease. It names the
       // attempt being cancelled, so a retry (a later attempt) is never stopped by it.
-      await c.var.redis.set(keys.cancel(id), String(job!.attempt), { ex: CANCEL_FLAG_SECONDS });
+      // The clean-up entry has a worker abort whatever uploads the job left, also when no
+      // attempt is running to see the flag.
+      const cleanup: JobMessage = { jobId: id, cleanup: true };
+      await c.var.redis
+        .multi()
+        .set(keys.cancel(id), String(job!.attempt), { ex: CANCEL_FLAG_SECONDS })
+        .xadd(queue.stream, "*", { job: JSON.stringify(cleanup) })
+        .exec();
     } catch (err) {
       // The row says cancelled: the worker's next fenced write is refused and it stops then.
       console.warn(

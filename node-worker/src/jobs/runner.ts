@@ -7,6 +7,7 @@ import {
   decryptDriveSecret,
   decryptS3Secret,
   type FileProgress,
+  isTerminal,
   type JobState,
   type Keyring,
   sealedOf,
@@ -21,6 +22,7 @@ import type { Config } from "../config.ts";
 import { asJob, egressRefusalIn, Refusals } from "../egress/index.ts";
 import type { Metrics } from "../metrics.ts";
 import { ProgressPublisher } from "../progress.ts";
+import { requestCleanup } from "../queue/queue.ts";
 import {
   prepareScratchDir,
   type Reservation,
@@ -31,6 +33,7 @@ import {
 } from "../scratch.ts";
 import { DriveSink, ReconnectRequiredError } from "../sinks/drive.ts";
 import { PermanentJobError, type Sink } from "../sinks/index.ts";
+import { Outage } from "../sinks/outage.ts";
 import { S3Sink } from "../sinks/s3.ts";
 import { Download } from "../torrent/download.ts";
 import { maskSecrets, redactingLogger, secretsOfSource } from "./redact.ts";
@@ -121,6 +124,12 @@ export class JobRun {
   #fileWrites = new Map<string, Promise<void>>();
   /** Every chosen file is on disk: peers are no longer needed. */
   #allDownloaded = false;
+  /** Byte counts the job row held when this attempt began: progress never shows less. */
+  #floor = { downloaded: 0, uploaded: 0 };
+  /** The upload lanes of the transfer, settled once none runs. */
+  #lanes: Promise<void> = Promise.resolve();
+  /** The job's storage outage, shared by every request its sink makes. */
+  readonly #outage: Outage;
   /** Connections the egress policy refused during this attempt. */
   readonly #refusals = new Refusals();
   /** The job's magnet and tracker URLs, masked in every log line once the source is decrypted. */
@@ -132,6 +141,11 @@ export class JobRun {
     this.attempt = attempt;
     this.#log = redactingLogger(deps.log, { jobId, attempt }, this.#secrets);
     this.#fenced = { db: deps.db, jobId, attempt };
+    this.#outage = new Outage(deps.config.WORKER_STORAGE_OUTAGE_MS, (state) => {
+      if (state) this.#log.warn({ reason: state.reason }, "waiting for storage");
+      else this.#log.info("storage answers again");
+      this.#progress?.setWaiting(state ? { for: "storage", ...state } : undefined);
+    });
   }
 
   get phase(): JobState {
@@ -182,7 +196,8 @@ export class JobRun {
       ctx.job.state,
       this.#log,
     );
-    this.#progress.setBytes({ total: ctx.job.bytesTotal });
+    this.#floor = { downloaded: ctx.job.bytesDownloaded, uploaded: ctx.job.bytesUploaded };
+    this.#progress.setBytes({ total: ctx.job.bytesTotal, ...this.#floor });
     try {
       await this.#work(ctx);
       return "completed";
@@ -198,13 +213,16 @@ export class JobRun {
       this.#log.warn("a newer attempt owns this job; stopping without touching it");
       return "stale";
     }
+    // Nothing of this attempt runs on while it settles (an attempt is aborted before it is settled).
+    if (!this.#controller.signal.aborted) this.#controller.abort(error);
+    await this.#lanes;
     try {
       if (why === "shutdown") {
         // The caller hands the job back to the queue; scratch data stays for a resume.
         return "handed_back";
       }
       if (why === "cancel") {
-        await this.#cleanup();
+        if (!(await this.#cleanup())) await this.#cleanupLater();
         await this.#transition("cancelled", "user", "cancelled by the user").catch(() => undefined);
         await this.#progress?.phase("cancelled", "Cancelled");
         return "cancelled";
@@ -227,7 +245,7 @@ export class JobRun {
       // The job's own tracker URLs stay out of the stored reason and the progress stream.
       const shown = maskSecrets(reason, this.#secrets);
       this.#log.warn({ err: error, reason }, "job failed");
-      await this.#cleanup();
+      if (!(await this.#cleanup())) await this.#cleanupLater();
       const moved = await this.#transition("failed", "worker", shown);
       if (!moved) return (await this.#isCancelled()) ? "cancelled" : "stale";
       await this.#progress?.phase("failed", shown);
@@ -242,18 +260,70 @@ export class JobRun {
     return (await currentJob(this.#deps.db, this.jobId))?.state === "cancelled";
   }
 
-  /** Aborts unfinished uploads, forgets their sessions, deletes the scratch folder. */
-  async #cleanup(): Promise<void> {
+  /**
+   * Aborts unfinished uploads, forgets their sessions, deletes the scratch
+   * folder. A session whose abort could not be sent (the provider is down) is
+   * kept; false then, and the caller queues a clean-up to try again later.
+   */
+  async #cleanup(): Promise<boolean> {
     await this.#download?.destroy().catch(() => {});
     const fresh = await loadJobContext(this.#deps.db, this.jobId);
+    let clean = true;
     for (const file of fresh?.files ?? this.#files) {
       if (!file.uploadSession) continue;
-      await this.#sink?.abort({ path: file.path, uploadSession: file.uploadSession });
+      if (!this.#sink || !(await this.#sink.abort({ path: file.path, uploadSession: file.uploadSession }))) {
+        clean = false;
+        continue;
+      }
       await clearUploadSession(this.#fenced, file.id).catch((error: unknown) => {
         if (error instanceof StaleAttemptError) throw error;
       });
     }
     await removeDir(scratchDirFor(this.#deps.config.WORKER_SCRATCH_DIR, this.jobId));
+    return clean;
+  }
+
+  /** Queues a clean-up of this job's leftovers for when its storage answers again. */
+  async #cleanupLater(): Promise<void> {
+    this.#log.warn("uploads could not be aborted now; a clean-up is queued");
+    await requestCleanup(this.#deps.redis, this.jobId).catch((error: unknown) =>
+      this.#log.warn({ err: error }, "could not queue the clean-up"),
+    );
+  }
+
+  /**
+   * For a job that ended (cancelled or failed, perhaps while no attempt ran):
+   * aborts the uploads it left at its provider, recorded or not (a sweep by
+   * key finds those an attempt died before recording), and deletes its
+   * scratch folder. False when the provider could not be reached: the caller
+   * tries again later. Run with the job's current attempt, so a retry that
+   * starts meanwhile makes every write here stale instead of undoing it.
+   */
+  async cleanUp(): Promise<boolean> {
+    return asJob(this.#refusals, async () => {
+      const ctx = await loadJobContext(this.#deps.db, this.jobId);
+      if (!ctx || !isTerminal(ctx.job.state) || ctx.job.attempt !== this.attempt) return true;
+      this.#files = ctx.files;
+      if (ctx.profile) {
+        try {
+          this.#sink = await this.#sinkFor(ctx.profile, ctx.job.targetFolder || ctx.job.id);
+        } catch (error) {
+          // Credentials gone or unreadable: nothing can be aborted with them, ever.
+          this.#log.warn({ err: error }, "cannot open the job's storage to clean up");
+        }
+      }
+      try {
+        const clean = await this.#cleanup();
+        const paths = ctx.files.filter((f) => f.selected).map((f) => f.path);
+        const swept = (await this.#sink?.sweep?.(paths, ctx.job.finishedAt ?? new Date())) ?? true;
+        return clean && swept;
+      } catch (error) {
+        if (error instanceof StaleAttemptError) return true;
+        throw error;
+      } finally {
+        this.#sink?.close();
+      }
+    });
   }
 
   /** Fenced, table-checked state change; false if the job could not move (cancelled meanwhile, or stale). */
@@ -402,6 +472,7 @@ export class JobRun {
     if (profile.kind === "s3") {
       const secret = await decryptS3Secret(keyRing, sealedOf(profile), profile.id).catch(readable);
       return new S3Sink({
+        outage: this.#outage,
         config: profile.config as S3ProfileConfig,
         secret,
         folder,
@@ -520,8 +591,11 @@ export class JobRun {
     const lane = async () => {
       for (let file = queue.shift(); file; file = queue.shift()) await this.#uploadFile(file, download, sink);
     };
-    const uploads = Promise.all([lane(), lane()]);
-    await this.#withPeerWatch(Promise.all([allDownloaded, uploads]), "data");
+    const lanes = [lane(), lane()];
+    // Settling waits for both lanes: a lane still running could otherwise find an
+    // upload the clean-up aborted and start a new one, orphaned on a failed job.
+    this.#lanes = Promise.allSettled(lanes).then(() => {});
+    await this.#withPeerWatch(Promise.all([allDownloaded, Promise.all(lanes)]), "data");
   }
 
   /**
@@ -630,7 +704,12 @@ export class JobRun {
       };
       progress.setFile(entry);
     }
-    progress.setBytes({ downloaded, uploaded });
+    // Never below what an earlier attempt stored: a taken-over job resumes its counts
+    // before its uploads have re-counted the parts the provider holds.
+    progress.setBytes({
+      downloaded: Math.max(downloaded, this.#floor.downloaded),
+      uploaded: Math.max(uploaded, this.#floor.uploaded),
+    });
     if (download) progress.setPeers(download.peers);
   }
 

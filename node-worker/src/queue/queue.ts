@@ -18,6 +18,11 @@ import { JobMessage, keys, queue } from "@torreclou/contracts";
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
 
+/** Queues a clean-up of a job that ended (see `JobMessage.cleanup`). */
+export async function requestCleanup(redis: Redis, jobId: string): Promise<void> {
+  await redis.xadd(queue.stream, "*", "job", JSON.stringify({ jobId, cleanup: true } satisfies JobMessage));
+}
+
 export type Entry =
   | { id: string; kind: "job"; message: JobMessage }
   /** A worker took a job somewhere: someone should watch for its crash. */

@@ -314,8 +314,8 @@ export class DriveSink implements Sink {
     }
   }
 
-  async abort(file: Pick<SinkFile, "path" | "uploadSession">): Promise<void> {
-    if (!file.uploadSession) return;
+  async abort(file: Pick<SinkFile, "path" | "uploadSession">): Promise<boolean> {
+    if (!file.uploadSession) return true;
     try {
       const response = await this.#request(
         file.uploadSession,
@@ -323,8 +323,11 @@ export class DriveSink implements Sink {
         AbortSignal.timeout(10_000),
       );
       await response.body?.cancel();
+      return true;
     } catch (error) {
       this.#opts.log.warn({ err: error, path: file.path }, "could not cancel a Drive upload session");
+      // Drive drops an unfinished session by itself within a week; only an unreachable Drive is worth another try.
+      return !isTransient(error);
     }
   }
 

@@ -45,8 +45,18 @@ export interface Sink {
   /** Checks that the destination accepts our credentials and exists; throws PermanentJobError otherwise. */
   preflight(signal: AbortSignal): Promise<void>;
   upload(file: SinkFile, hooks: UploadHooks): Promise<UploadResult>;
-  /** Best-effort: drops an unfinished upload session and the parts it holds. */
-  abort(file: Pick<SinkFile, "path" | "uploadSession">): Promise<void>;
+  /**
+   * Drops an unfinished upload session and the parts it holds. True once it is
+   * gone (or the provider keeps no such thing); false when the provider could
+   * not be reached, so the caller keeps the session and tries again later.
+   */
+  abort(file: Pick<SinkFile, "path" | "uploadSession">): Promise<boolean>;
+  /**
+   * Aborts uploads of these files that the provider still holds and that were
+   * started before `before`, whoever started them (an attempt that died before
+   * it could record its session). False when the provider could not be reached.
+   */
+  sweep?(paths: string[], before: Date): Promise<boolean>;
   close(): void;
 }
 

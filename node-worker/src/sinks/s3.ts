@@ -16,6 +16,7 @@ import {
   CreateMultipartUploadCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   ListPartsCommand,
   PutObjectCommand,
@@ -663,19 +664,62 @@ export class S3Sink implements Sink {
     }
   }
 
-  async abort(file: Pick<SinkFile, "path" | "uploadSession">): Promise<void> {
-    if (!file.uploadSession) return;
-    const key = this.keyFor(file.path);
+  async abort(file: Pick<SinkFile, "path" | "uploadSession">): Promise<boolean> {
+    if (!file.uploadSession) return true;
+    return this.#abortUpload(this.keyFor(file.path), file.uploadSession);
+  }
+
+  async #abortUpload(key: string, uploadId: string): Promise<boolean> {
     try {
       await this.client.send(
-        new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: key, UploadId: file.uploadSession }),
-        { abortSignal: AbortSignal.timeout(10_000) },
+        new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: key, UploadId: uploadId }),
+        {
+          abortSignal: AbortSignal.timeout(10_000),
+        },
       );
+      return true;
     } catch (error) {
       // NoSuchUpload: already gone. Servers without Abort leave the parts to their own expiry.
-      if (codeOf(error) !== "NoSuchUpload")
-        this.#opts.log.warn({ err: error, key }, "could not abort a multipart upload");
+      if (codeOf(error) === "NoSuchUpload") return true;
+      this.#opts.log.warn({ err: error, key }, "could not abort a multipart upload");
+      return !isTransient(error) && codeOf(error) !== "TimeoutError";
     }
+  }
+
+  async sweep(paths: string[], before: Date): Promise<boolean> {
+    let clean = true;
+    for (const path of paths) {
+      const key = this.keyFor(path);
+      let keyMarker: string | undefined;
+      let uploadIdMarker: string | undefined;
+      try {
+        for (;;) {
+          const page = await this.client.send(
+            new ListMultipartUploadsCommand({
+              Bucket: this.#bucket,
+              Prefix: key,
+              KeyMarker: keyMarker,
+              UploadIdMarker: uploadIdMarker,
+            }),
+            { abortSignal: AbortSignal.timeout(10_000) },
+          );
+          for (const upload of page.Uploads ?? []) {
+            // Exactly this file's key (the prefix also matches longer keys), started before the job ended.
+            if (upload.Key !== key || !upload.UploadId || (upload.Initiated && upload.Initiated >= before))
+              continue;
+            if (!(await this.#abortUpload(key, upload.UploadId))) clean = false;
+          }
+          if (!page.IsTruncated) break;
+          keyMarker = page.NextKeyMarker;
+          uploadIdMarker = page.NextUploadIdMarker;
+        }
+      } catch (error) {
+        // A provider without ListMultipartUploads: only recorded sessions can be aborted.
+        if (isTransient(error) || codeOf(error) === "TimeoutError") clean = false;
+        else this.#opts.log.debug({ code: codeOf(error) }, "ListMultipartUploads unavailable");
+      }
+    }
+    return clean;
   }
 
   close(): void {
