@@ -507,6 +507,7 @@ export class JobRun {
         },
         log: this.#log,
       },
+      outage: this.#outage,
       rootFolderId: (profile.config as DriveProfileConfig).rootFolderId,
       folder,
       chunkSize: config.WORKER_DRIVE_CHUNK_BYTES,

@@ -23,6 +23,7 @@ import {
   ReconnectRequiredError,
 } from "./drive.ts";
 import { PermanentJobError, type SinkFile, type UploadHooks, type UploadResult } from "./index.ts";
+import { Outage, type OutageState } from "./outage.ts";
 
 const KiB = 1024;
 const CHUNK = 256 * KiB;
@@ -254,6 +255,36 @@ describe("DriveSink against the Drive double", () => {
     expect(stats.bytesResent).toBe(0);
     // Only the 100,000 bytes of the cut request that the session did not keep went twice.
     expect(stats.bytesReceived).toBe(tree[path]!.length + 100_000);
+  });
+
+  it("waits out an outage longer than its retries (Drive answering 503), shows it, and completes", async () => {
+    const path = "Show/episode 1.mkv";
+    // More failures in a row than the retry policy's 8 tries: only an outage waits them out.
+    drive.faults.inject({ route: "upload.chunk", kind: "status", status: 503, skip: 1, times: 12 });
+    const states: (OutageState | undefined)[] = [];
+    const outage = new Outage(30 * 60_000, (state) => states.push(state));
+    const sink = new DriveSink(sinkOptions({ folder: "job-outage", outage }));
+    const state = newState();
+    await sink.upload(fileOf(path), hooksFor(state, new AbortController().signal));
+    expect(drive.faults.pending()).toBe(0);
+    expect(states[0]).toMatchObject({ reason: "HTTP 503" });
+    expect(states.at(-1)).toBeUndefined();
+    expect(state.confirmed).toBe(tree[path]!.length);
+  });
+
+  it("fails once an outage outlasts the operator's limit", async () => {
+    drive.faults.inject({ route: "upload.create", kind: "status", status: 503, times: 50 });
+    let now = 0;
+    const outage = new Outage(
+      5 * 60_000,
+      () => {},
+      () => (now += 60_000),
+    );
+    const sink = new DriveSink(sinkOptions({ folder: "job-outage-limit", outage }));
+    await expect(
+      sink.upload(fileOf("Show/x.bin"), hooksFor(newState(), new AbortController().signal)),
+    ).rejects.toThrow(/Google Drive did not answer for 5 min \(HTTP 503\)/);
+    drive.faults.clear();
   });
 
   it("survives 5xx, 429, 403 rate limits, a chunk stored before an error, and an expired session", async () => {

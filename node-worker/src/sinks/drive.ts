@@ -24,6 +24,7 @@ import {
   type UploadHooks,
   type UploadResult,
 } from "./index.ts";
+import type { Outage } from "./outage.ts";
 
 export { GoogleApiError } from "./drive/http.ts";
 export {
@@ -55,6 +56,8 @@ export interface DriveSinkOptions {
   /** Default https://www.googleapis.com; tests point it at the local Drive double. */
   apiBaseUrl?: string;
   retry?: Partial<RetryPolicy>;
+  /** The job's storage outage: transient failures wait within its limit instead of failing the job. */
+  outage?: Outage | undefined;
   log: Pick<Logger, "warn" | "debug" | "info">;
   fetch?: typeof fetch;
 }
@@ -199,7 +202,13 @@ export class DriveSink implements Sink {
         if (response.status === 204) return undefined as T;
         return (await response.json()) as T;
       },
-      { policy: this.#retry, signal, what: `${method} ${path}`, log: this.#opts.log },
+      {
+        policy: this.#retry,
+        outage: this.#opts.outage,
+        signal,
+        what: `${method} ${path}`,
+        log: this.#opts.log,
+      },
     );
   }
 
@@ -462,7 +471,13 @@ export class DriveSink implements Sink {
         if (!location) throw new Error("Drive started an upload session without a Location");
         return location;
       },
-      { policy: this.#retry, signal, what: `start upload ${name}`, log: this.#opts.log },
+      {
+        policy: this.#retry,
+        outage: this.#opts.outage,
+        signal,
+        what: `start upload ${name}`,
+        log: this.#opts.log,
+      },
     );
   }
 
@@ -493,7 +508,7 @@ export class DriveSink implements Sink {
         );
         return this.#state(response, "Drive: upload status");
       },
-      { policy: this.#retry, signal, what: "upload status", log: this.#opts.log },
+      { policy: this.#retry, outage: this.#opts.outage, signal, what: "upload status", log: this.#opts.log },
     );
   }
 
@@ -539,15 +554,25 @@ export class DriveSink implements Sink {
       await hooks.ready(offset, end);
       try {
         state = await this.#put(session, file, offset, end, hasher, hooks);
+        this.#opts.outage?.ok();
       } catch (error) {
         if (signal.aborted) throw signal.reason ?? error;
         const gap =
           error instanceof GoogleApiError &&
           error.status === 400 &&
           /exceeds already uploaded size/.test(error.message);
-        if (!gap && (!isTransient(error) || ++failures >= this.#retry.attempts)) throw error;
+        if (!gap && !isTransient(error)) throw error;
         if (!gap) {
-          const delay = Math.min(this.#retry.maxDelayMs, this.#retry.baseDelayMs * 2 ** (failures - 1));
+          failures++;
+          const outage = this.#opts.outage;
+          if (outage) outage.failed(error, "Google Drive");
+          else if (failures >= this.#retry.attempts) throw error;
+        }
+        if (!gap) {
+          const delay = Math.min(
+            this.#retry.maxDelayMs,
+            this.#retry.baseDelayMs * 2 ** Math.min(failures - 1, 16),
+          );
           this.#opts.log.warn(
             { err: error, path: file.path, offset, attempt: failures },
             "Drive chunk failed; asking the session where it stands",

@@ -3,6 +3,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { egressRefusalIn } from "../../egress/index.ts";
 import { PermanentJobError } from "../index.ts";
+import type { Outage } from "../outage.ts";
 
 /** An error answer of a Google API, with the first `errors[].reason` of its JSON. */
 export class GoogleApiError extends Error {
@@ -101,15 +102,26 @@ export interface RetryLog {
 /** Runs `fn`, retrying transient failures with backoff. */
 export async function withRetry<T>(
   fn: () => Promise<T>,
-  opts: { policy: RetryPolicy; signal: AbortSignal; what: string; log?: RetryLog | undefined },
+  opts: {
+    policy: RetryPolicy;
+    signal: AbortSignal;
+    what: string;
+    log?: RetryLog | undefined;
+    /** With an outage, transient failures are retried within its limit, not a number of tries. */
+    outage?: Outage | undefined;
+  },
 ): Promise<T> {
   for (let failures = 1; ; failures++) {
     opts.signal.throwIfAborted();
     try {
-      return await fn();
+      const result = await fn();
+      opts.outage?.ok();
+      return result;
     } catch (error) {
       if (opts.signal.aborted) throw opts.signal.reason ?? error;
-      if (!isTransient(error) || failures >= opts.policy.attempts) throw error;
+      if (!isTransient(error)) throw error;
+      if (opts.outage) opts.outage.failed(error, "Google Drive");
+      else if (failures >= opts.policy.attempts) throw error;
       const delay = backoffDelay(opts.policy, failures, error);
       opts.log?.warn(
         { err: error, attempt: failures, delayMs: Math.round(delay), what: opts.what },
