@@ -2,7 +2,7 @@
 // turn and check that nothing is lost and nothing half-written.
 import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { keys } from "@torreclou/contracts";
+import { keys, queue } from "@torreclou/contracts";
 import { jobs, torrents } from "@torreclou/db";
 import { eq, inArray } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
@@ -12,7 +12,7 @@ import { type JobView, messagesFor, send, submitJob, userWithStorage } from "../
 import { makeTorrent, toBase64 } from "../../test/fixtures/torrents.ts";
 import worker from "../index.ts";
 import { createRedis } from "../redis/index.ts";
-import { reconcile } from "./reconcile.ts";
+import { type ReconcileResult, reconcile } from "./reconcile.ts";
 
 const jobRow = (id: string) => withDb(async (db) => (await db.select().from(jobs).where(eq(jobs.id, id)))[0]);
 
@@ -21,7 +21,7 @@ const jobRow = (id: string) => withDb(async (db) => (await db.select().from(jobs
  * cron does. Jobs of tests running in parallel stay younger than the
  * threshold, so a request that is between its writes is never touched.
  */
-async function reconcileNow(...ids: string[]): Promise<{ enqueued: string[]; failed: string[] }> {
+async function reconcileNow(...ids: string[]): Promise<ReconcileResult> {
   return withDb(async (db) => {
     if (ids.length > 0) {
       await db
@@ -192,5 +192,50 @@ describe("the cron trigger", () => {
     await waitOnExecutionContext(ctx);
     expect(await messagesFor(job.id)).toHaveLength(1);
     expect((await jobRow(job.id))?.enqueuedAt).not.toBeNull();
+  });
+});
+
+describe("closing the gaps between rows and stream", () => {
+  it("enqueues again a live job whose stream entry Redis lost", async () => {
+    const user = await userWithStorage();
+    const job = await submitJob(user);
+    const [entry] = await messagesFor(job.id);
+    expect(entry).toBeDefined();
+    // Redis comes back from a restart without the entry.
+    await redis().xdel(queue.stream, entry!);
+    expect(await messagesFor(job.id)).toEqual([]);
+    const result = await reconcileNow(job.id);
+    expect(result.requeued).toContain(job.id);
+    expect(await messagesFor(job.id)).toHaveLength(1);
+    // Once there, it is left alone.
+    expect((await reconcileNow(job.id)).requeued).not.toContain(job.id);
+  });
+
+  it("leaves a live job alone while a worker holds its lease", async () => {
+    const user = await userWithStorage();
+    const job = await submitJob(user);
+    for (const entry of await messagesFor(job.id)) await redis().xdel(queue.stream, entry);
+    await redis().set(keys.lease(job.id), "worker-alive", { px: 60_000 });
+    expect((await reconcileNow(job.id)).requeued).not.toContain(job.id);
+    expect(await messagesFor(job.id)).toEqual([]);
+  });
+
+  it("acknowledges the pending entry of a job that ended while its worker died", async () => {
+    const user = await userWithStorage();
+    const job = await submitJob(user);
+    const [entry] = await messagesFor(job.id);
+    // A worker took the entry, the job failed, and the worker died before acknowledging.
+    await redis()
+      .xgroup(queue.stream, { type: "CREATE", group: queue.group, id: "0", options: { MKSTREAM: true } })
+      .catch(() => {});
+    await redis().xreadgroup(queue.group, "worker-gone", queue.stream, ">", { count: 1000 });
+    await withDb((db) =>
+      db.update(jobs).set({ state: "failed", failureReason: "x" }).where(eq(jobs.id, job.id)),
+    );
+    const result = await reconcileNow(job.id);
+    expect(result.acknowledged).toContain(job.id);
+    const pending = (await redis().xpending(queue.stream, queue.group, entry!, entry!, 1)) as unknown[];
+    expect(pending).toEqual([]);
+    expect(await messagesFor(job.id)).toEqual([]);
   });
 });

@@ -1,13 +1,22 @@
-// The reconciler: re-enqueues queued jobs whose queue write was never
-// confirmed (`enqueued_at` null), e.g. because Redis was unreachable when the
-// job was created or retried. Runs from the Worker's cron trigger; a job is
-// only picked up once it has sat unconfirmed for `olderThanMs`, so a request
-// still between its two writes is left alone (and a duplicate would be harmless).
+// The reconciler closes the gaps between the job rows (Postgres) and the
+// queue (Redis). Runs from the Worker's cron trigger; a job is only looked at
+// once it has sat unchanged for `olderThanMs`, so a request still between its
+// writes is left alone (and a duplicate message would be harmless).
+//
+// - A queued job whose queue write was never confirmed (`enqueued_at` null,
+//   e.g. Redis was unreachable when it was created or retried) is enqueued.
+// - A live job the queue has lost (no entry in the stream and no lease: a
+//   write Redis did not keep across a restart) is enqueued again.
+// - An entry still pending for a job that ended or is gone (its worker died
+//   between the two) is acknowledged, so it is not taken over for nothing.
+import { isTerminal, type JobMessage, type JobState, keys, queue } from "@torreclou/contracts";
 import { jobs } from "@torreclou/db";
 import type { Db } from "@torreclou/db/jobs";
 import type { Redis } from "@upstash/redis/cloudflare";
-import { and, asc, eq, isNull, lt } from "drizzle-orm";
-import { enqueueJob } from "./enqueue.ts";
+import { and, asc, eq, inArray, isNotNull, isNull, lt } from "drizzle-orm";
+import { enqueueJob, writeQueueMessage } from "./enqueue.ts";
+
+const LIVE_STATES: JobState[] = ["queued", "resolving", "downloading", "uploading"];
 
 export interface ReconcileOptions {
   /** Only jobs unconfirmed for at least this long (default 60 s). */
@@ -20,6 +29,10 @@ export interface ReconcileOptions {
 export interface ReconcileResult {
   enqueued: string[];
   failed: string[];
+  /** Live jobs the queue had lost, enqueued again. */
+  requeued: string[];
+  /** Jobs that ended whose pending entries were acknowledged. */
+  acknowledged: string[];
 }
 
 export async function reconcile(
@@ -35,11 +48,13 @@ export async function reconcile(
     .where(and(isNull(jobs.enqueuedAt), eq(jobs.state, "queued"), lt(jobs.updatedAt, cutoff)))
     .orderBy(asc(jobs.createdAt))
     .limit(options.limit ?? 200);
-  const result: ReconcileResult = { enqueued: [], failed: [] };
+  const result: ReconcileResult = { enqueued: [], failed: [], requeued: [], acknowledged: [] };
   for (const job of pending) {
     const { enqueued } = await enqueueJob(db, redis, job.id, job.userId);
     (enqueued ? result.enqueued : result.failed).push(job.id);
   }
+  await requeueLost(db, redis, cutoff, options.limit ?? 200, result);
+  await settleEnded(db, redis, cutoff, result);
   if (pending.length > 0) {
     console.log(
       JSON.stringify({
@@ -51,4 +66,98 @@ export async function reconcile(
     );
   }
   return result;
+}
+
+function jobOf(fields: Record<string, unknown> | undefined): JobMessage | undefined {
+  const raw = fields?.job;
+  try {
+    const parsed = (typeof raw === "string" ? JSON.parse(raw) : raw) as JobMessage | undefined;
+    return parsed?.jobId ? parsed : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Job ids with a run entry in the stream (delivered or not). The stream holds only unsettled entries. */
+async function jobsInStream(redis: Redis): Promise<Set<string>> {
+  const ids = new Set<string>();
+  let start = "-";
+  for (let page = 0; page < 100; page++) {
+    const entries = (await redis.xrange(queue.stream, start, "+", 500)) as Record<
+      string,
+      Record<string, unknown>
+    >;
+    const entryIds = Object.keys(entries);
+    for (const id of entryIds) {
+      const message = jobOf(entries[id]);
+      if (message && !message.cleanup) ids.add(message.jobId);
+    }
+    if (entryIds.length < 500) break;
+    start = `(${entryIds.at(-1)}`;
+  }
+  return ids;
+}
+
+async function requeueLost(db: Db, redis: Redis, cutoff: Date, limit: number, result: ReconcileResult) {
+  const live = await db
+    .select({ id: jobs.id, userId: jobs.userId })
+    .from(jobs)
+    .where(and(inArray(jobs.state, LIVE_STATES), isNotNull(jobs.enqueuedAt), lt(jobs.updatedAt, cutoff)))
+    .orderBy(asc(jobs.updatedAt))
+    .limit(limit);
+  if (live.length === 0) return;
+  const inStream = await jobsInStream(redis);
+  const lost = live.filter((job) => !inStream.has(job.id));
+  if (lost.length === 0) return;
+  const leases = await redis.mget<(string | null)[]>(...lost.map((job) => keys.lease(job.id)));
+  for (const [i, job] of lost.entries()) {
+    if (leases[i] !== null) continue; // a worker holds it
+    try {
+      await writeQueueMessage(redis, job.id, job.userId);
+      result.requeued.push(job.id);
+    } catch {
+      result.failed.push(job.id);
+    }
+  }
+  if (result.requeued.length > 0)
+    console.log(
+      JSON.stringify({
+        level: "warn",
+        msg: "re-enqueued jobs the queue had lost",
+        jobs: result.requeued.length,
+      }),
+    );
+}
+
+async function settleEnded(db: Db, redis: Redis, cutoff: Date, result: ReconcileResult) {
+  const pending = (await redis.xpending(queue.stream, queue.group, "-", "+", 500).catch(() => [])) as [
+    string,
+    string,
+    number,
+    number,
+  ][];
+  if (pending.length === 0) return;
+  const byJob = new Map<string, string[]>();
+  for (const [entryId] of pending) {
+    const entries = (await redis.xrange(queue.stream, entryId, entryId, 1)) as Record<
+      string,
+      Record<string, unknown>
+    >;
+    const message = jobOf(entries[entryId]);
+    if (!message || message.cleanup) continue;
+    byJob.set(message.jobId, [...(byJob.get(message.jobId) ?? []), entryId]);
+  }
+  if (byJob.size === 0) return;
+  const rows = await db
+    .select({ id: jobs.id, state: jobs.state, updatedAt: jobs.updatedAt })
+    .from(jobs)
+    .where(inArray(jobs.id, [...byJob.keys()]));
+  const known = new Map(rows.map((row) => [row.id, row]));
+  for (const [jobId, entryIds] of byJob) {
+    const row = known.get(jobId);
+    if (row && (!isTerminal(row.state) || row.updatedAt >= cutoff)) continue;
+    if ((await redis.get(keys.lease(jobId))) !== null) continue;
+    await redis.multi().xack(queue.stream, queue.group, entryIds).xdel(queue.stream, entryIds).exec();
+    result.acknowledged.push(jobId);
+  }
 }
