@@ -12,6 +12,7 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { queue } from "@torreclou/contracts";
 import { freePort, quietLog } from "../../local/process.ts";
 import { type Ports, portNames, startStack } from "../../local/stack.ts";
 import { buildWorker } from "../build.ts";
@@ -61,6 +62,8 @@ function worker(name: string): ChildProcess {
         WORKER_ID: name,
         LOG_LEVEL: "warn",
         WORKER_PART_SIZE_BYTES: String(PART_MIB * MiB),
+        // The shipped lease, not the tests' shorter one.
+        WORKER_LEASE_MS: String(queue.leaseMs),
       }),
       PATH: process.env.PATH ?? "",
     },
@@ -128,7 +131,7 @@ try {
 }
 
 console.log(
-  `\n${trials} crashes, one ${FILE_MIB} MiB file each, ${PART_MIB} MiB parts, WORKER_LEASE_MS default:\n`,
+  `\n${trials} crashes, one ${FILE_MIB} MiB file each, ${PART_MIB} MiB parts, WORKER_LEASE_MS ${queue.leaseMs} (the default):\n`,
 );
 console.log("| trial | killed when           | taken over after | re-sent |");
 console.log("| ----- | --------------------- | ---------------- | ------- |");
