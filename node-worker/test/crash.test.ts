@@ -144,6 +144,36 @@ describe("worker crashes", () => {
     await b.exited;
   });
 
+  it("a worker frozen past its lease: another takes over, and the frozen one changes nothing when it wakes", async () => {
+    const made = await makeFixture(env, "frozen", [{ path: "frozen", size: 21 * MiB + 5 }]);
+    await seedFixtures(env, [made], "3M");
+    const job = await submitJob(env, { made, profileId });
+    const a = spawnWorker("worker-frozen");
+    await waitFor("a part to be stored", async () => proxy.count("part", `${job.id}/frozen`) > 0, 60_000);
+    // SIGSTOP: a long GC, a VM pause. Its liveness key lapses; the other worker takes over.
+    a.child.kill("SIGSTOP");
+    const b = spawnWorker("worker-awake");
+    const done = await waitForState(env, job.id, ["completed", "failed"], 90_000).catch((error: unknown) => {
+      throw new Error(`${String(error)}\n${b.output.join("").slice(-3000)}`);
+    });
+    expect(done.failureReason).toBeNull();
+    expect(done.attempt).toBe(2);
+    const before = await transitionsOf(env, job.id);
+    // The frozen worker wakes: it learns it lost the job, and writes nothing.
+    a.child.kill("SIGCONT");
+    await waitFor("the woken worker to stop its stale attempt", async () =>
+      a.output.join("").includes("a newer attempt owns this job"),
+    );
+    a.child.kill("SIGTERM");
+    await a.exited;
+    expect(await transitionsOf(env, job.id)).toEqual(before);
+    expect((await snapshot(job.id))?.attempt).toBe(2);
+    expect((await snapshot(job.id))?.phase).toBe("completed");
+    await expectStoredExactly(env, made, job.id);
+    b.child.kill("SIGTERM");
+    await b.exited;
+  });
+
   it("kill -9 mid-upload: the multipart upload is resumed, not restarted", async () => {
     const made = await makeFixture(env, "crash-upload", [{ path: "crash-upload", size: 31 * MiB + 77 }]);
     await seedFixtures(env, [made]);
