@@ -177,122 +177,94 @@ function wrapTcp(): void {
   } as typeof net.Socket.prototype.connect;
 }
 
-type SendFn = (this: dgram.Socket, ...args: unknown[]) => void;
-
-/** Port, address and callback of `socket.send(msg, [offset, length,] port, address, [callback])`. */
-function udpArgs(args: unknown[]): { portAt: number; port: number; address: unknown; callback: unknown } {
-  const offsetForm = typeof args[1] === "number" && typeof args[2] === "number" && args.length >= 4;
-  const portAt = offsetForm ? 3 : 1;
-  return {
-    portAt,
-    port: Number(args[portAt]),
-    address: args[portAt + 1],
-    callback: args.find((a, i) => i > portAt && typeof a === "function"),
-  };
-}
+type UdpFn = (this: dgram.Socket, ...args: unknown[]) => void;
 
 /** 6 for a udp6 socket, else 4 (`type` is set by createSocket but not in Node's typings). */
 function udpFamily(socket: dgram.Socket): 4 | 6 {
   return (socket as unknown as { type?: string }).type === "udp6" ? 6 : 4;
 }
 
-function wrapUdp(): void {
-  const original = dgram.Socket.prototype.send as unknown as SendFn;
-  (dgram.Socket.prototype as unknown as { send: SendFn }).send = function send(
-    this: dgram.Socket,
-    ...args: unknown[]
-  ): void {
+/**
+ * Wraps a dgram method whose arguments name a destination (`send`, `connect`):
+ * inside a job the destination is checked — an IP at once, a name after
+ * resolving it, and the call then goes to the checked address. `at` finds the
+ * port and address in the arguments; a refusal goes to `refused`.
+ */
+function guardUdp(
+  original: UdpFn,
+  at: (args: unknown[]) => { portAt: number; port: number; address: unknown },
+  refused: (socket: dgram.Socket, args: unknown[], error: EgressRefusedError) => void,
+): UdpFn {
+  return function guarded(this: dgram.Socket, ...args: unknown[]): void {
     const current = guard;
-    if (!current || !scope.getStore()) {
+    const { portAt, port, address } = at(args);
+    // Outside a job, or a connected socket (no address: checked when it connected).
+    if (
+      !current ||
+      !scope.getStore() ||
+      typeof address !== "string" ||
+      current.policy.allows(address, port)
+    ) {
       original.apply(this, args);
       return;
     }
-    const { portAt, port, address, callback } = udpArgs(args);
-    // A connected socket (no address given) was checked when it connected.
-    if (typeof address !== "string") {
-      original.apply(this, args);
-      return;
-    }
-    const drop = (error: EgressRefusedError) => {
-      refuse(error);
-      if (typeof callback === "function") process.nextTick(callback as (e: Error) => void, error);
-    };
-    if (net.isIP(address)) {
-      const verdict = current.policy.checkAddress(address, port, address);
-      if (verdict.allowed) {
-        original.apply(this, args);
-        return;
-      }
-      drop(new EgressRefusedError(address, port, verdict.reason));
-      return;
-    }
-    if (current.policy.allows(address, port)) {
-      original.apply(this, args);
-      return;
-    }
-    const family = udpFamily(this);
-    defaultLookup()(address, { family }, (error, resolved) => {
-      if (error || typeof resolved !== "string") {
-        if (typeof callback === "function")
-          (callback as (e: Error) => void)(error ?? new Error("lookup failed"));
-        return;
-      }
+    const send = (resolved: string) => {
       const verdict = current.policy.checkAddress(address, port, resolved);
       if (!verdict.allowed) {
-        drop(new EgressRefusedError(address, port, verdict.reason, resolved));
+        const error = new EgressRefusedError(
+          address,
+          port,
+          verdict.reason,
+          resolved === address ? undefined : resolved,
+        );
+        refused(this, args, refuse(error));
         return;
       }
       const next = [...args];
       next[portAt + 1] = resolved;
       original.apply(this, next);
-    });
-  };
-  const originalConnect = dgram.Socket.prototype.connect as unknown as SendFn;
-  (dgram.Socket.prototype as unknown as { connect: SendFn }).connect = function connect(
-    this: dgram.Socket,
-    ...args: unknown[]
-  ): void {
-    const current = guard;
-    const [port, address] = args;
-    if (!current || !scope.getStore() || typeof address !== "string") {
-      originalConnect.apply(this, args);
-      return;
-    }
-    const callback = args.find((a) => typeof a === "function") as ((e?: Error) => void) | undefined;
-    const target = Number(port);
-    const refused = (error: EgressRefusedError) => {
-      refuse(error);
-      if (callback) process.nextTick(callback, error);
-      else process.nextTick(() => this.emit("error", error));
     };
     if (net.isIP(address)) {
-      const verdict = current.policy.checkAddress(address, target, address);
-      if (!verdict.allowed) {
-        refused(new EgressRefusedError(address, target, verdict.reason));
-        return;
-      }
-      originalConnect.apply(this, args);
-      return;
-    }
-    if (current.policy.allows(address, target)) {
-      originalConnect.apply(this, args);
+      send(address);
       return;
     }
     defaultLookup()(address, { family: udpFamily(this) }, (error, resolved) => {
       if (error || typeof resolved !== "string") {
-        if (callback) callback(error ?? new Error("lookup failed"));
+        const callback = args.find((a, i) => i > portAt && typeof a === "function") as
+          | ((e: Error) => void)
+          | undefined;
+        callback?.(error ?? new Error("lookup failed"));
         return;
       }
-      const verdict = current.policy.checkAddress(address, target, resolved);
-      if (!verdict.allowed) {
-        refused(new EgressRefusedError(address, target, verdict.reason, resolved));
-        return;
-      }
-      const next = [...args];
-      next[1] = resolved;
-      originalConnect.apply(this, next);
+      send(resolved);
     });
   };
+}
+
+/** Port and address of `socket.send(msg, [offset, length,] port, address, [callback])`. */
+function sendTarget(args: unknown[]): { portAt: number; port: number; address: unknown } {
+  const offsetForm = typeof args[1] === "number" && typeof args[2] === "number" && args.length >= 4;
+  const portAt = offsetForm ? 3 : 1;
+  return { portAt, port: Number(args[portAt]), address: args[portAt + 1] };
+}
+
+function wrapUdp(): void {
+  const proto = dgram.Socket.prototype as unknown as { send: UdpFn; connect: UdpFn };
+  // A refused datagram is dropped (its callback, if any, hears why): a tracker or DHT node is skipped.
+  proto.send = guardUdp(proto.send, sendTarget, (_socket, args, error) => {
+    const callback = args.find((a, i) => i > sendTarget(args).portAt && typeof a === "function");
+    if (typeof callback === "function") process.nextTick(callback as (e: Error) => void, error);
+  });
+  // connect(port, address, callback): refused like a failed connect.
+  proto.connect = guardUdp(
+    proto.connect,
+    (args) => ({ portAt: 0, port: Number(args[0]), address: args[1] }),
+    (socket, args, error) => {
+      const callback = args.find((a) => typeof a === "function") as ((e: Error) => void) | undefined;
+      if (callback) process.nextTick(callback, error);
+      else process.nextTick(() => socket.emit("error", error));
+    },
+  );
 }
 
 /** The policy refusal behind an error, however deeply a client wrapped it. */
