@@ -249,6 +249,29 @@ export async function transitionJob(db: Db, input: TransitionInput): Promise<Job
  * A worker takes the job: bumps the attempt (the new fencing token) if the job
  * is still live, and returns it. Undefined when the job is terminal or gone.
  */
+/**
+ * The user's retry of a failed or cancelled job: queued again as a new
+ * attempt, so anything still running for the old one is stale. Its counters
+ * start afresh from the files' states (the old attempt's unfinished uploads
+ * were aborted when it ended). Undefined when the job isn't retryable.
+ */
+export async function retryTransition(
+  db: Db,
+  jobId: string,
+  userId?: string | undefined,
+): Promise<Job | undefined> {
+  return transitionJob(db, {
+    jobId,
+    to: "queued",
+    from: ["failed", "cancelled"],
+    cause: "user",
+    reason: "retried by the user",
+    userId,
+    newAttempt: true,
+    set: { bytesDownloaded: 0, bytesUploaded: 0 },
+  });
+}
+
 export async function claimJob(db: Db, jobId: string): Promise<Job | undefined> {
   const [job] = await db
     .update(jobs)

@@ -21,14 +21,14 @@ export async function withClient<T>(url: string, fn: (client: pg.Client) => Prom
   }
 }
 
-const created: string[] = [];
+const created: { admin: string; name: string }[] = [];
 
-/** Creates an empty database and returns its URL. */
-export async function freshDatabase(): Promise<string> {
+/** Creates an empty database (on the server of `admin`, default DATABASE_URL) and returns its URL. */
+export async function freshDatabase(admin: string = adminUrl()): Promise<string> {
   const name = `t_${randomBytes(6).toString("hex")}`;
-  await withClient(adminUrl(), (c) => c.query(`CREATE DATABASE ${name}`));
-  created.push(name);
-  const url = new URL(adminUrl());
+  await withClient(admin, (c) => c.query(`CREATE DATABASE ${name}`));
+  created.push({ admin, name });
+  const url = new URL(admin);
   url.pathname = `/${name}`;
   // An embedded server that ignores database names would share state between
   // runs and make results meaningless.
@@ -43,9 +43,12 @@ export async function freshDatabase(): Promise<string> {
 
 /** Drops every database `freshDatabase` made in this process. */
 export async function dropDatabases(): Promise<void> {
-  const names = created.splice(0);
-  if (names.length === 0) return;
-  await withClient(adminUrl(), async (c) => {
-    for (const name of names) await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-  });
+  const made = created.splice(0);
+  for (const admin of new Set(made.map((m) => m.admin))) {
+    await withClient(admin, async (c) => {
+      for (const { name } of made.filter((m) => m.admin === admin)) {
+        await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      }
+    });
+  }
 }

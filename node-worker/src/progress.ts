@@ -4,9 +4,10 @@
 // command), plus one immediately on every phase change.
 import {
   type FileProgress,
+  isTerminal,
   type JobState,
   keys,
-  type ProgressEvent,
+  ProgressEvent,
   progressField,
   queue,
 } from "@torreclou/contracts";
@@ -37,6 +38,30 @@ redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 `;
+
+/**
+ * The byte counts the browser last saw from an earlier attempt that lost the
+ * job (taken over, not ended): a new attempt never shows less. The job row's
+ * counters are saved every few seconds, so they can lag what was shown.
+ * Undefined when there is no such snapshot, or it is unreadable.
+ */
+export async function shownBefore(
+  redis: Redis,
+  jobId: string,
+  attempt: number,
+): Promise<{ downloaded: number; uploaded: number } | undefined> {
+  try {
+    const raw = await redis.get(keys.snapshot(jobId));
+    const parsed = raw ? ProgressEvent.safeParse(JSON.parse(raw)) : undefined;
+    if (!parsed?.success) return undefined;
+    const { attempt: shown, phase, bytes } = parsed.data;
+    // A retried job (its last attempt ended) starts over from its files' states.
+    if (shown >= attempt || isTerminal(phase)) return undefined;
+    return { downloaded: bytes.downloaded, uploaded: bytes.uploaded };
+  } catch {
+    return undefined;
+  }
+}
 
 export class ProgressPublisher {
   readonly #redis: Redis;

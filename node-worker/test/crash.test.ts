@@ -8,14 +8,17 @@ import { keys, ProgressEvent, queue } from "@torreclou/contracts";
 import { uploadParts } from "@torreclou/db";
 import { inArray } from "drizzle-orm";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { unfinishedUploads } from "../../local/s3.ts";
 import { buildWorker } from "../build.ts";
 import {
   createProfile,
   type Env,
+  expectProgressNeverBackwards,
   expectStoredExactly,
   filesOf,
   MiB,
   makeFixture,
+  progressEvents,
   s3Proxy,
   seedFixtures,
   setupEnv,
@@ -105,6 +108,28 @@ function expectNoDuplicateWrites(before: Map<string, number[]>): void {
       expect(sent, `${key} part ${part} was sent again after the kill`).toBe(1);
     }
   }
+}
+
+/** Deterministic pseudo-random numbers in [0, 1) (mulberry32), so a failing trial can be replayed. */
+function random(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** After a job ends: one terminal transition, nothing left unfinished in the bucket, progress never backwards. */
+async function expectCleanEnd(jobId: string): Promise<void> {
+  const ends = (await transitionsOf(env, jobId)).filter((t) =>
+    ["completed", "failed", "cancelled"].includes(t.toState),
+  );
+  expect(ends.map((t) => t.toState)).toEqual(["completed"]);
+  expect(await unfinishedUploads(env.s3, env.bucket, `${jobId}/`)).toEqual([]);
+  expectProgressNeverBackwards(await progressEvents(env, jobId));
 }
 
 describe("worker crashes", () => {
@@ -198,6 +223,89 @@ describe("worker crashes", () => {
     await expectStoredExactly(env, made, job.id);
     expectNoDuplicateWrites(journaled);
     expect(proxy.count("create", key)).toBe(1);
+    b.child.kill("SIGTERM");
+    await b.exited;
+  });
+
+  // The seed is printed; TORRECLOU_CRASH_SEED=<seed> replays the same kill points.
+  const seed = Number(process.env.TORRECLOU_CRASH_SEED ?? Math.floor(Math.random() * 2 ** 31));
+  it(`kill -9 at random points in download and upload, six trials (seed ${seed})`, async () => {
+    const next = random(seed);
+    for (let trial = 0; trial < 6; trial++) {
+      // Alternate the phase; the point within it is random.
+      const phase = trial % 2 === 0 ? "downloaded" : "uploaded";
+      // Uploads lag the download, so their points end earlier: the kill must land before the job ends.
+      const fraction = 0.05 + next() * (phase === "downloaded" ? 0.85 : 0.55);
+      const label = `trial ${trial} (seed ${seed}): kill at ${(fraction * 100).toFixed(0)} % ${phase}`;
+      const name = `random-${trial}`;
+      const made = await makeFixture(env, name, [
+        { path: `${name}/a.bin`, size: 13 * MiB + trial },
+        { path: `${name}/b.bin`, size: 7 * MiB + 11 },
+      ]);
+      await seedFixtures(env, [made], "4M");
+      const job = await submitJob(env, { made, profileId });
+      const a = spawnWorker(`random-a-${trial}`);
+      await waitFor(
+        label,
+        async () => {
+          const s = await snapshot(job.id);
+          if (s?.phase === "completed" || s?.phase === "failed") throw new Error(`${label}: ended first`);
+          return s && s.attempt === 1 && s.bytes[phase] >= s.bytes.total * fraction;
+        },
+        90_000,
+      );
+      a.child.kill("SIGKILL");
+      await a.exited;
+      const journaled = await journal(job.id);
+      const b = spawnWorker(`random-b-${trial}`);
+      const done = await waitForState(env, job.id, ["completed", "failed"], 90_000).catch(
+        (error: unknown) => {
+          throw new Error(`${label}: ${String(error)}\n${b.output.join("").slice(-3000)}`);
+        },
+      );
+      expect(done.failureReason, label).toBeNull();
+      expect(done.attempt, label).toBe(2);
+      await expectStoredExactly(env, made, job.id);
+      expectNoDuplicateWrites(journaled);
+      await expectCleanEnd(job.id);
+      b.child.kill("SIGTERM");
+      await b.exited;
+    }
+  }, 900_000);
+
+  it("killed after S3 completed a file but before the worker heard: the next attempt keeps that object", async () => {
+    const made = await makeFixture(env, "after-complete", [{ path: "after-complete", size: 17 * MiB + 9 }]);
+    await seedFixtures(env, [made]);
+    const job = await submitJob(env, { made, profileId });
+    const key = `${job.id}/after-complete`;
+    const a = spawnWorker("worker-complete");
+    let killed = false;
+    proxy.onAnswered = async (entry, status) => {
+      if (killed || entry.kind !== "complete" || entry.key !== key || status !== 200) return;
+      killed = true;
+      // The object exists now; the worker dies before the answer reaches it.
+      a.child.kill("SIGKILL");
+      await a.exited;
+    };
+    try {
+      await a.exited;
+    } finally {
+      proxy.onAnswered = undefined;
+    }
+    expect(killed).toBe(true);
+    const partsBefore = proxy.count("part", key);
+
+    const b = spawnWorker("worker-after-complete");
+    const done = await waitForState(env, job.id, ["completed", "failed"], 90_000).catch((error: unknown) => {
+      throw new Error(`${String(error)}\n${b.output.join("").slice(-3000)}`);
+    });
+    expect(done.failureReason).toBeNull();
+    await expectStoredExactly(env, made, job.id);
+    // Recognised as stored: no part sent again, no second upload, no second Complete.
+    expect(proxy.count("part", key)).toBe(partsBefore);
+    expect(proxy.count("create", key)).toBe(1);
+    expect(proxy.count("complete", key)).toBe(1);
+    await expectCleanEnd(job.id);
     b.child.kill("SIGTERM");
     await b.exited;
   });

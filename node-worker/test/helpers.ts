@@ -17,11 +17,14 @@ import {
 import {
   columnsOf,
   encryptSecret,
+  isTerminal,
   type JobState,
   keys,
+  ProgressEvent,
   parseKeyring,
   parseMagnet,
   parseTorrentFile,
+  progressField,
   queue,
 } from "@torreclou/contracts";
 import {
@@ -33,7 +36,7 @@ import {
   storageProfiles,
   users,
 } from "@torreclou/db";
-import { type Db, insertJob, markEnqueued, transitionJob } from "@torreclou/db/jobs";
+import { type Db, insertJob, markEnqueued, retryTransition, transitionJob } from "@torreclou/db/jobs";
 import { asc, eq } from "drizzle-orm";
 import { Redis } from "ioredis";
 import type pg from "pg";
@@ -98,12 +101,19 @@ function hostPort(url: string): string {
 }
 
 /** Everything one test file needs; `redisDb` must differ between files running in parallel. */
-export async function setupEnv(redisDb: number): Promise<Env> {
-  const databaseUrl = await freshDatabase();
+export interface EnvServices {
+  /** A Postgres server of the test's own (admin URL), instead of the suite's. */
+  postgres?: string;
+  /** A Redis server of the test's own, instead of the suite's. */
+  redis?: string;
+}
+
+export async function setupEnv(redisDb: number, services: EnvServices = {}): Promise<Env> {
+  const databaseUrl = await freshDatabase(services.postgres);
   await migrate(databaseUrl);
   // The pool the worker's main makes (outside the egress policy, errors handled, lock timeouts).
   const { pool, db } = createPool({ connectionString: databaseUrl, max: 4, log: pino({ level: "silent" }) });
-  const base = process.env.REDIS_URL;
+  const base = services.redis ?? process.env.REDIS_URL;
   if (!base) throw new Error("REDIS_URL must be set (run the suite with npm test)");
   const url = new URL(base);
   url.pathname = `/${redisDb}`;
@@ -332,14 +342,7 @@ export async function cancelJob(env: Env, jobId: string): Promise<void> {
 
 /** What the edge does when the user retries: queued again as a new attempt, and a queue message. */
 export async function retryJob(env: Env, jobId: string): Promise<void> {
-  const job = await transitionJob(env.db, {
-    jobId,
-    to: "queued",
-    from: ["failed", "cancelled"],
-    cause: "user",
-    reason: "retried by the user",
-    newAttempt: true,
-  });
+  const job = await retryTransition(env.db, jobId);
   if (!job) throw new Error(`job ${jobId} could not be retried`);
   await env.redis.xadd(queue.stream, "*", "job", JSON.stringify({ jobId }));
 }
@@ -488,6 +491,41 @@ export async function startWorker(
   return { worker, config };
 }
 
+/** Every progress event of a job still in its (bounded) stream, oldest first. */
+export async function progressEvents(env: Env, jobId: string): Promise<ProgressEvent[]> {
+  const entries = await env.redis.xrange(keys.progress(jobId), "-", "+");
+  return entries.map(([, fields]) => {
+    const json = fields[fields.indexOf(progressField) + 1];
+    return ProgressEvent.parse(JSON.parse(json ?? "null"));
+  });
+}
+
+/**
+ * Progress never goes backwards as the job page shows it: events of an
+ * attempt older than one already seen are dropped (as the page does), and
+ * from one shown event to the next neither downloaded nor stored bytes fall.
+ * Only a user's retry of an ended job starts the count afresh.
+ */
+export function expectProgressNeverBackwards(events: ProgressEvent[]): void {
+  if (events.length === 0) throw new Error("the job published no progress");
+  let shown: ProgressEvent | undefined;
+  for (const event of events) {
+    if (shown && event.attempt < shown.attempt) continue;
+    const retried = shown && event.attempt > shown.attempt && isTerminal(shown.phase);
+    if (shown && !retried) {
+      for (const field of ["downloaded", "uploaded"] as const) {
+        if (event.bytes[field] < shown.bytes[field]) {
+          throw new Error(
+            `${field} went back from ${shown.bytes[field]} (attempt ${shown.attempt}, ${shown.phase}) ` +
+              `to ${event.bytes[field]} (attempt ${event.attempt}, ${event.phase})`,
+          );
+        }
+      }
+    }
+    shown = event;
+  }
+}
+
 export interface S3Request {
   /** put, part, create, complete, abort, listparts, head, headbucket, other */
   kind: string;
@@ -503,6 +541,12 @@ export async function s3Proxy(opts: { partDelayMs?: number } = {}): Promise<{
   endpoint: string;
   requests: S3Request[];
   count(kind: string, key?: string): number;
+  /**
+   * Called when S3 has answered a request, before the answer is passed on:
+   * a test can kill the worker in the window between a request taking
+   * effect and the worker hearing of it.
+   */
+  onAnswered: ((entry: S3Request, status: number) => void | Promise<void>) | undefined;
   /** Stops answering (connections refused), as a storage provider that is down. */
   down(): Promise<void>;
   /** Answers again, on the same port. */
@@ -530,8 +574,15 @@ export async function s3Proxy(opts: { partDelayMs?: number } = {}): Promise<{
       const upstream = request(
         { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
         (up) => {
-          res.writeHead(up.statusCode ?? 502, up.headers);
-          up.pipe(res);
+          const pass = () => {
+            res.writeHead(up.statusCode ?? 502, up.headers);
+            up.pipe(res);
+          };
+          const hook = proxy.onAnswered;
+          if (!hook) return pass();
+          up.pause();
+          res.on("error", () => {}); // the worker may be gone by now
+          Promise.resolve(hook(entry, up.statusCode ?? 0)).then(pass, () => res.destroy());
         },
       );
       upstream.on("error", () => res.destroy());
@@ -545,10 +596,11 @@ export async function s3Proxy(opts: { partDelayMs?: number } = {}): Promise<{
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const address = server.address();
   const port = typeof address === "object" && address ? address.port : 0;
-  return {
+  const proxy = {
     endpoint: `http://127.0.0.1:${port}`,
     requests,
-    count: (kind, key) =>
+    onAnswered: undefined as ((entry: S3Request, status: number) => void | Promise<void>) | undefined,
+    count: (kind: string, key?: string) =>
       requests.filter((r) => r.kind === kind && (key === undefined || r.key === key)).length,
     async down() {
       server.closeAllConnections();
@@ -563,4 +615,5 @@ export async function s3Proxy(opts: { partDelayMs?: number } = {}): Promise<{
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+  return proxy;
 }

@@ -39,7 +39,7 @@ import {
   storageProfiles,
   torrents,
 } from "@torreclou/db";
-import { type Db, insertJob, transitionJob } from "@torreclou/db/jobs";
+import { type Db, insertJob, retryTransition, transitionJob } from "@torreclou/db/jobs";
 import type { Redis } from "@upstash/redis/cloudflare";
 import { and, asc, desc, eq, inArray, sql } from "drizzle-orm";
 import { requireUser } from "../auth/index.ts";
@@ -855,15 +855,7 @@ export const jobsApi = api
       .update(jobs)
       .set({ enqueuedAt: null })
       .where(and(eq(jobs.id, id), eq(jobs.userId, userId), inArray(jobs.state, ["failed", "cancelled"])));
-    const job = await transitionJob(db, {
-      jobId: id,
-      to: "queued",
-      from: ["failed", "cancelled"],
-      cause: "user",
-      reason: "retried by the user",
-      userId,
-      newAttempt: true,
-    });
+    const job = await retryTransition(db, id, userId);
     if (!job) await refuse(db, userId, id, "retried");
     await enqueueJob(db, c.var.redis, id, userId);
     return c.json({ job: await loadJob(db, userId, id, c.var.config.CREDENTIALS_KEYS) }, 200);

@@ -21,7 +21,7 @@ import type { Logger } from "pino";
 import type { Config } from "../config.ts";
 import { asJob, egressRefusalIn, Refusals } from "../egress/index.ts";
 import type { Metrics } from "../metrics.ts";
-import { ProgressPublisher } from "../progress.ts";
+import { ProgressPublisher, shownBefore } from "../progress.ts";
 import { requestCleanup } from "../queue/queue.ts";
 import {
   prepareScratchDir,
@@ -196,7 +196,11 @@ export class JobRun {
       ctx.job.state,
       this.#log,
     );
-    this.#floor = { downloaded: ctx.job.bytesDownloaded, uploaded: ctx.job.bytesUploaded };
+    const shown = await shownBefore(this.#deps.redis, this.jobId, this.attempt);
+    this.#floor = {
+      downloaded: Math.max(ctx.job.bytesDownloaded, shown?.downloaded ?? 0),
+      uploaded: Math.max(ctx.job.bytesUploaded, shown?.uploaded ?? 0),
+    };
     this.#progress.setBytes({ total: ctx.job.bytesTotal, ...this.#floor });
     try {
       await this.#work(ctx);
