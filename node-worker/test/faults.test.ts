@@ -13,10 +13,13 @@ import {
   cancelJob,
   createProfile,
   type Env,
+  expectProgressNeverBackwards,
   expectStoredExactly,
   filesOf,
+  jobRow,
   MiB,
   makeFixture,
+  progressEvents,
   retryJob,
   s3Proxy,
   seedFixtures,
@@ -92,6 +95,52 @@ describe("faults", () => {
     await expectStoredExactly(env, made, jobId);
     expect(await unfinishedUploads(env.s3, env.bucket, `${jobId}/`)).toEqual([]);
     expect((await snapshot(jobId))?.waiting).toBeUndefined();
+    await running.shutdown(5000);
+  });
+
+  it("a provider answering 503 through many rounds of retries: the job waits, then completes", async () => {
+    const running = await worker();
+    const { jobId, made } = await uploading("failing");
+    proxy.failWith(503);
+    const refusedBefore = proxy.count("refused");
+    await waitFor(
+      "the job to say it waits for storage (HTTP 503)",
+      async () => (await snapshot(jobId))?.waiting?.reason === "HTTP 503",
+      60_000,
+    );
+    // Well past one request's retry budget (7 tries), across the job's upload lanes.
+    await waitFor("16 refused requests", async () => proxy.count("refused") - refusedBefore >= 16, 120_000);
+    expect((await jobRow(env, jobId)).state).not.toBe("failed");
+    proxy.failWith(undefined);
+    const done = await waitForState(env, jobId, ["completed", "failed", "cancelled"], 120_000);
+    expect(done.failureReason).toBeNull();
+    await expectStoredExactly(env, made, jobId);
+    expect(await unfinishedUploads(env.s3, env.bucket, `${jobId}/`)).toEqual([]);
+    expect((await terminal(jobId)).map((t) => t.toState)).toEqual(["completed"]);
+    expectProgressNeverBackwards(await progressEvents(env, jobId));
+    await running.shutdown(5000);
+  });
+
+  it("an outage past the operator's limit fails the job saying so; its upload is aborted once storage is back", async () => {
+    const { worker: running } = await startWorker(env, { WORKER_STORAGE_OUTAGE_MS: "1000" });
+    workers.push(running);
+    const { jobId } = await uploading("too-long");
+    await proxy.down();
+    const failed = await waitForState(env, jobId, ["failed", "completed"], 60_000);
+    expect(failed.failureReason).toMatch(
+      /^The storage provider at .+ did not answer for 1 s \(connection refused\); the job stopped waiting\. Retry it once the storage is back\.$/,
+    );
+    // The abort could not be sent while storage was down: the upload is still open...
+    expect(await unfinishedUploads(env.s3, env.bucket, `${jobId}/`)).toHaveLength(1);
+    await proxy.up();
+    // ...and the queued clean-up aborts it once storage answers.
+    await waitFor(
+      "the failed job's upload to be aborted",
+      async () => (await unfinishedUploads(env.s3, env.bucket, `${jobId}/`)).length === 0,
+      90_000,
+    );
+    await waitFor("its session to be forgotten", async () => !(await filesOf(env, jobId))[0]?.uploadSession);
+    expect((await terminal(jobId)).map((t) => t.toState)).toEqual(["failed"]);
     await running.shutdown(5000);
   });
 

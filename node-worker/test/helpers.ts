@@ -547,6 +547,12 @@ export async function s3Proxy(opts: { partDelayMs?: number } = {}): Promise<{
    * effect and the worker hearing of it.
    */
   onAnswered: ((entry: S3Request, status: number) => void | Promise<void>) | undefined;
+  /**
+   * Answers every request with this HTTP status (an S3 error body) instead of
+   * passing it on, as a provider that is up but failing; undefined: normal again.
+   * Such answers are recorded with kind "refused".
+   */
+  failWith(status: number | undefined): void;
   /** Stops answering (connections refused), as a storage provider that is down. */
   down(): Promise<void>;
   /** Answers again, on the same port. */
@@ -555,7 +561,17 @@ export async function s3Proxy(opts: { partDelayMs?: number } = {}): Promise<{
 }> {
   const target = new URL(process.env.S3_ENDPOINT!);
   const requests: S3Request[] = [];
+  let failing: number | undefined;
   const server: Server = createServer((req, res) => {
+    if (failing !== undefined) {
+      requests.push({ kind: "refused", key: "" });
+      req.resume();
+      res.writeHead(failing, { "content-type": "application/xml" });
+      res.end(
+        `<?xml version="1.0" encoding="UTF-8"?><Error><Code>${failing === 503 ? "SlowDown" : "InternalError"}</Code><Message>failing on purpose</Message></Error>`,
+      );
+      return;
+    }
     const url = new URL(req.url ?? "/", "http://proxy");
     const key = decodeURIComponent(url.pathname.split("/").slice(2).join("/"));
     const q = url.searchParams;
@@ -602,6 +618,9 @@ export async function s3Proxy(opts: { partDelayMs?: number } = {}): Promise<{
     onAnswered: undefined as ((entry: S3Request, status: number) => void | Promise<void>) | undefined,
     count: (kind: string, key?: string) =>
       requests.filter((r) => r.kind === kind && (key === undefined || r.key === key)).length,
+    failWith(status: number | undefined) {
+      failing = status;
+    },
     async down() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
