@@ -7,7 +7,7 @@ import pg from "pg";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dropDatabases, freshDatabase } from "../../drizzle/testing.ts";
-import { createPool } from "./db.ts";
+import { createPool, describeDatabaseError, isDatabaseInterruption } from "./db.ts";
 
 let url: string;
 const lines: { msg: string; err?: { message?: string } }[] = [];
@@ -61,12 +61,34 @@ describe("worker Postgres pool", () => {
         () => undefined,
         (error: unknown) => error,
       );
-    expect(await failed).toBeInstanceOf(Error);
+    const error = await failed;
+    expect(error).toBeInstanceOf(Error);
+    // Read as an interruption (the job is taken again), and described without the SQL.
+    expect(isDatabaseInterruption(error)).toBe(true);
+    expect(describeDatabaseError(error)).toMatch(/^a database statement failed \(/);
+    expect(describeDatabaseError(error)).not.toMatch(/UPDATE|params/);
     await lostConnection();
     // The process is still here (an unhandled 'error' would have failed this test file),
     // and the pool hands out a fresh connection.
     const again = await pool.query<{ one: number }>("SELECT 1 AS one");
     expect(again.rows[0]!.one).toBe(1);
+    await pool.end();
+  });
+
+  it("does not read a statement's own error, or a non-database one, as an interruption", async () => {
+    const { pool, db } = createPool({ connectionString: url, max: 1, log });
+    const wrong = await db.execute(sql`SELECT * FROM no_such_table`).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(wrong).toBeInstanceOf(Error);
+    expect(isDatabaseInterruption(wrong)).toBe(false);
+    expect(describeDatabaseError(wrong)).toBe(
+      'a database statement failed (relation "no_such_table" does not exist)',
+    );
+    const refused = Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:9"), { code: "ECONNREFUSED" });
+    expect(isDatabaseInterruption(refused)).toBe(false);
+    expect(describeDatabaseError(refused)).toBeUndefined();
     await pool.end();
   });
 

@@ -13,6 +13,7 @@
 //   the waiting statement fails and its job is simply taken again later.
 
 import type { Db } from "@torreclou/db/jobs";
+import { DrizzleQueryError } from "drizzle-orm/errors";
 import { drizzle } from "drizzle-orm/node-postgres";
 import pg from "pg";
 import type { Logger } from "pino";
@@ -26,6 +27,8 @@ export interface PoolOptions {
   lockTimeoutMs?: number;
   /** A session idle inside a transaction this long is ended by the server. */
   idleInTransactionMs?: number;
+  /** How the sessions appear in pg_stat_activity (default "torreclou-worker"). */
+  applicationName?: string;
 }
 
 export function createPool(opts: PoolOptions): { pool: pg.Pool; db: Db } {
@@ -34,6 +37,7 @@ export function createPool(opts: PoolOptions): { pool: pg.Pool; db: Db } {
     max: opts.max,
     // The database is the operator's, not a user's destination: not subject to the egress policy.
     stream: infraSocket,
+    application_name: opts.applicationName ?? "torreclou-worker",
     // Startup parameters: they hold from the connection's first statement.
     lock_timeout: opts.lockTimeoutMs ?? 5000,
     idle_in_transaction_session_timeout: opts.idleInTransactionMs ?? 15_000,
@@ -43,4 +47,43 @@ export function createPool(opts: PoolOptions): { pool: pg.Pool; db: Db } {
     client.on("error", (error) => opts.log.warn({ err: error }, "postgres connection lost"));
   });
   return { pool, db: drizzle({ client: pool }) };
+}
+
+// SQLSTATEs of a statement cut off by the session, not by its own content:
+// class 08 (connection exception), the server shutting down or starting up,
+// a session ended for idling in a transaction, a lock wait given up, and
+// the two conflicts Postgres asks clients to retry.
+const INTERRUPTED = new Set(["57P01", "57P02", "57P03", "25P03", "55P03", "40001", "40P01"]);
+const LOST_SOCKET = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH"]);
+
+/** The error under a failed drizzle statement (its SQL and parameters left out), if `error` is one. */
+function statementCause(error: unknown): unknown {
+  for (let e = error, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (e instanceof DrizzleQueryError) return e.cause ?? e;
+  }
+  return undefined;
+}
+
+/**
+ * True when a database statement failed because its session was lost, the
+ * server was restarting, or it gave up waiting for a lock: nothing about the
+ * job is wrong, and another attempt (at once, here or on another worker)
+ * will succeed. Errors from anywhere else (a storage provider) are not this.
+ */
+export function isDatabaseInterruption(error: unknown): boolean {
+  const cause = statementCause(error);
+  if (cause === undefined) return false;
+  const { code, message } = (cause ?? {}) as { code?: unknown; message?: unknown };
+  if (typeof code === "string" && (code.startsWith("08") || INTERRUPTED.has(code) || LOST_SOCKET.has(code)))
+    return true;
+  // pg's own words when the socket closes under a query.
+  return typeof message === "string" && /^Connection terminated|connection is closed/i.test(message);
+}
+
+/** A failed statement in words a person can read: Postgres's message, never the SQL or its parameters. */
+export function describeDatabaseError(error: unknown): string | undefined {
+  const cause = statementCause(error);
+  if (cause === undefined) return undefined;
+  const message = cause instanceof Error ? cause.message : String(cause);
+  return `a database statement failed (${message})`;
 }

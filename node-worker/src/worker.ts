@@ -352,6 +352,21 @@ export class Worker {
           await this.queue.requeue(jobId, active.entryId);
           break;
         }
+        case "interrupted": {
+          // The row is moved back if the database answers again by now; if not, a
+          // claim takes a running job's row as it is, so the entry goes back either way.
+          await transitionJob(this.#deps.db, {
+            jobId,
+            to: "queued",
+            from: ["resolving", "downloading", "uploading"],
+            cause: "worker",
+            reason: "the worker lost its database connection; taken again",
+            attempt: active.run.attempt,
+          }).catch((error: unknown) => log.warn({ reason: String(error) }, "job left in its state"));
+          await this.queue.releaseLease(jobId);
+          await this.queue.requeue(jobId, active.entryId);
+          break;
+        }
         default:
           await this.queue.ack(active.entryId);
           await this.queue.releaseLease(jobId);

@@ -119,6 +119,8 @@ export async function setupEnv(redisDb: number, services: EnvServices = {}): Pro
   url.pathname = `/${redisDb}`;
   const redisUrl = url.toString();
   const redis = new Redis(redisUrl);
+  // A test that restarts Redis sees this client reconnect; that is not an error to print.
+  redis.on("error", () => {});
   await redis.flushdb();
   const s3 = s3ClientFor(process.env);
   const bucket = `worker-${randomBytes(4).toString("hex")}`;

@@ -19,6 +19,7 @@ import { type Db, StaleAttemptError, transitionJob } from "@torreclou/db/jobs";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
+import { describeDatabaseError, isDatabaseInterruption } from "../db.ts";
 import { asJob, egressRefusalIn, Refusals } from "../egress/index.ts";
 import type { Metrics } from "../metrics.ts";
 import { ProgressPublisher, shownBefore } from "../progress.ts";
@@ -53,7 +54,8 @@ import {
   updateJobCounters,
 } from "./store.ts";
 
-export type Outcome = "completed" | "failed" | "cancelled" | "handed_back" | "stale" | "gone";
+/** `interrupted`: the attempt lost its database session; the job goes back to the queue at once. */
+export type Outcome = "completed" | "failed" | "cancelled" | "handed_back" | "interrupted" | "stale" | "gone";
 export type StopReason = "cancel" | "shutdown" | "stale";
 
 export interface RunnerDeps {
@@ -100,7 +102,7 @@ function refusedTorrent(error: unknown): never {
 }
 
 function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+  return describeDatabaseError(error) ?? (error instanceof Error ? error.message : String(error));
 }
 
 export class JobRun {
@@ -224,6 +226,11 @@ export class JobRun {
       if (why === "shutdown") {
         // The caller hands the job back to the queue; scratch data stays for a resume.
         return "handed_back";
+      }
+      if (why === undefined && isDatabaseInterruption(error)) {
+        // Not the job's fault: taken again at once (here or elsewhere), resuming its uploads.
+        this.#log.warn({ reason: messageOf(error) }, "database session lost; handing the job back");
+        return "interrupted";
       }
       if (why === "cancel") {
         if (!(await this.#cleanup())) await this.#cleanupLater();

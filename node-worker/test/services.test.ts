@@ -1,0 +1,197 @@
+// The fleet's own services failing under a running job, against a Redis and a
+// Postgres of this file's own (so they can be stopped): Redis restarted,
+// Postgres restarted, and the worker's Postgres sessions terminated in the
+// middle of their transactions. Every trial ends with the object stored
+// byte-identical, no unfinished multipart upload, one terminal transition,
+// and progress that never went backwards.
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { keys, ProgressEvent } from "@torreclou/contracts";
+import pg from "pg";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startPostgres } from "../../local/postgres.ts";
+import { freePort, quietLog, type Service } from "../../local/process.ts";
+import { startRedis } from "../../local/redis.ts";
+import { unfinishedUploads } from "../../local/s3.ts";
+import { loadConfig } from "../src/config.ts";
+import { createPool } from "../src/db.ts";
+import { createMetrics } from "../src/metrics.ts";
+import { Worker } from "../src/worker.ts";
+import {
+  createProfile,
+  type Env,
+  expectProgressNeverBackwards,
+  expectStoredExactly,
+  filesOf,
+  MiB,
+  makeFixture,
+  progressEvents,
+  s3Proxy,
+  seedFixtures,
+  setupEnv,
+  submitJob,
+  transitionsOf,
+  waitFor,
+  waitForState,
+  workerEnv,
+} from "./helpers.ts";
+
+const WORKER_APP = "torreclou-worker-under-test";
+
+let dir: string;
+let redisPort: number;
+let postgresPort: number;
+let redis: Service;
+let postgres: Service;
+let env: Env;
+let proxy: Awaited<ReturnType<typeof s3Proxy>>;
+let profileId: string;
+const stops: (() => Promise<unknown>)[] = [];
+
+const startOwnRedis = () => startRedis({ port: redisPort, dataDir: dir, log: quietLog });
+const startOwnPostgres = () =>
+  startPostgres({ port: postgresPort, dataDir: dir, database: "postgres", log: quietLog, ephemeral: true });
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "torreclou-services-"));
+  [redisPort, postgresPort] = [await freePort(), await freePort()];
+  // Append-only, as Upstash is durable: a restart keeps the stream and the keys.
+  redis = await startOwnRedis();
+  postgres = await startOwnPostgres();
+  env = await setupEnv(0, {
+    redis: redis.env.REDIS_URL,
+    postgres: `postgres://postgres@127.0.0.1:${postgresPort}/postgres`,
+  });
+  // Part uploads are slowed so each fault lands while the upload runs.
+  proxy = await s3Proxy({ partDelayMs: 300 });
+  profileId = await createProfile(env, { endpoint: proxy.endpoint });
+});
+
+afterAll(async () => {
+  for (const stop of stops.splice(0).reverse()) await stop().catch(() => {});
+  await proxy?.close();
+  await env?.cleanup();
+  await redis?.stop();
+  await postgres?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+/** A worker with a pool of its own, named so a test can find its sessions in pg_stat_activity. */
+async function startWorker(): Promise<Worker> {
+  const config = loadConfig(workerEnv(env, { WORKER_CONCURRENCY: "2", WORKER_UPLOAD_CONCURRENCY: "1" }));
+  const log = pino({ level: "silent" });
+  const { pool, db } = createPool({
+    connectionString: env.databaseUrl,
+    max: 4,
+    log,
+    applicationName: WORKER_APP,
+  });
+  const worker = new Worker({ config, db, log, metrics: createMetrics() });
+  await worker.start();
+  stops.push(
+    () => pool.end(),
+    () => worker.shutdown(5000),
+  );
+  return worker;
+}
+
+async function snapshot(jobId: string): Promise<ProgressEvent | undefined> {
+  const json = await env.redis.get(keys.snapshot(jobId)).catch(() => null);
+  return json ? ProgressEvent.parse(JSON.parse(json)) : undefined;
+}
+
+/** A job whose download is done and whose upload has begun, with parts still to go. */
+async function uploading(name: string) {
+  const made = await makeFixture(env, name, [{ path: name, size: 29 * MiB + 3 }]);
+  await seedFixtures(env, [made]);
+  const job = await submitJob(env, { made, profileId });
+  await waitFor("a part to be stored", async () => proxy.count("part", `${job.id}/${name}`) > 0, 60_000);
+  await waitFor(
+    "the upload session to be recorded",
+    async () => (await filesOf(env, job.id))[0]?.uploadSession,
+  );
+  return { jobId: job.id, made, key: `${job.id}/${name}` };
+}
+
+async function expectCompletedOnce(jobId: string, made: Awaited<ReturnType<typeof makeFixture>>) {
+  const done = await waitForState(env, jobId, ["completed", "failed", "cancelled"], 120_000);
+  expect(done.failureReason).toBeNull();
+  expect(done.state).toBe("completed");
+  await expectStoredExactly(env, made, jobId);
+  expect(await unfinishedUploads(env.s3, env.bucket, `${jobId}/`)).toEqual([]);
+  const ends = (await transitionsOf(env, jobId)).filter((t) =>
+    ["completed", "failed", "cancelled"].includes(t.toState),
+  );
+  expect(ends.map((t) => t.toState)).toEqual(["completed"]);
+  expectProgressNeverBackwards(await progressEvents(env, jobId));
+  return done;
+}
+
+describe("the fleet's own services under a running job", () => {
+  it("Redis restarted mid-upload: the worker reconnects and the job completes, nothing sent twice", async () => {
+    await startWorker();
+    const { jobId, made, key } = await uploading("redis-restart");
+    await redis.stop();
+    redis = await startOwnRedis();
+    const done = await expectCompletedOnce(jobId, made);
+    // The same attempt finished it: a restart that keeps the data is not a crash.
+    expect(done.attempt).toBe(1);
+    expect(proxy.count("create", key)).toBe(1);
+    expect(proxy.count("complete", key)).toBe(1);
+  });
+
+  it("Postgres restarted mid-upload: the worker rides it out and the job completes, nothing sent twice", async () => {
+    await startWorker();
+    const { jobId, made, key } = await uploading("postgres-restart");
+    // Fast shutdown: every session is ended, transactions rolled back.
+    await postgres.stop();
+    postgres = await startOwnPostgres();
+    const done = await expectCompletedOnce(jobId, made);
+    expect(done.attempt).toBe(1);
+    expect(proxy.count("create", key)).toBe(1);
+    expect(proxy.count("complete", key)).toBe(1);
+  });
+
+  it("the worker's sessions terminated inside their transactions: the job completes", async () => {
+    await startWorker();
+    const { jobId, made, key } = await uploading("terminated");
+    const admin = new pg.Client({ connectionString: env.databaseUrl });
+    await admin.connect();
+    let inTransaction = 0;
+    let terminated = 0;
+    try {
+      // Until a few of the worker's sessions were ended in the middle of a transaction.
+      await waitFor(
+        "worker sessions to be caught inside a transaction",
+        async () => {
+          const { rows } = await admin.query<{ pid: number; xact: boolean }>(
+            `select pid, xact_start is not null as xact from pg_stat_activity
+              where application_name = $1 and datname = current_database()`,
+            [WORKER_APP],
+          );
+          for (const row of rows) {
+            await admin.query("select pg_terminate_backend($1)", [row.pid]);
+            terminated++;
+            if (row.xact) inTransaction++;
+          }
+          const s = await snapshot(jobId);
+          if (s?.phase === "completed") throw new Error("the job ended before a transaction was caught");
+          return inTransaction >= 2;
+        },
+        60_000,
+        20,
+      );
+    } finally {
+      await admin.end();
+    }
+    expect(terminated).toBeGreaterThanOrEqual(inTransaction);
+    // A statement cut off mid-transaction may end the attempt; the job is then
+    // queued again at once, and the next attempt resumes the same upload.
+    await expectCompletedOnce(jobId, made);
+    expect(proxy.count("create", key)).toBe(1);
+    expect(proxy.count("complete", key)).toBe(1);
+    expect((await filesOf(env, jobId)).every((f) => f.state === "uploaded")).toBe(true);
+  });
+});
