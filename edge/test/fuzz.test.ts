@@ -6,6 +6,7 @@
 // PRNG seed is printed so a failure can be replayed (FUZZ_SEED is not read in
 // workerd; edit `seed` below).
 import { describe, expect, it } from "vitest";
+import { seededRandom as prng } from "../../local/random.ts";
 import { publishProgress, submitJob, userWithStorage } from "./fixtures/jobs.ts";
 import { bencode, makeTorrent } from "./fixtures/torrents.ts";
 import { call, fromWebApp, signIn } from "./helpers.ts";
@@ -16,17 +17,6 @@ const CONCURRENCY = 16;
 const PER_USER = 55;
 const REQUEST_TIMEOUT_MS = 10_000;
 const TOTAL_BUDGET_MS = 150_000;
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const enc = new TextEncoder();
 

@@ -8,6 +8,7 @@ import { keys, ProgressEvent, queue } from "@torreclou/contracts";
 import { uploadParts } from "@torreclou/db";
 import { inArray } from "drizzle-orm";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { seededRandom } from "../../local/random.ts";
 import { unfinishedUploads } from "../../local/s3.ts";
 import { buildWorker } from "../build.ts";
 import {
@@ -108,18 +109,6 @@ function expectNoDuplicateWrites(before: Map<string, number[]>): void {
       expect(sent, `${key} part ${part} was sent again after the kill`).toBe(1);
     }
   }
-}
-
-/** Deterministic pseudo-random numbers in [0, 1) (mulberry32), so a failing trial can be replayed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** After a job ends: one terminal transition, nothing left unfinished in the bucket, progress never backwards. */
@@ -230,7 +219,7 @@ describe("worker crashes", () => {
   // The seed is printed; TORRECLOU_CRASH_SEED=<seed> replays the same kill points.
   const seed = Number(process.env.TORRECLOU_CRASH_SEED ?? Math.floor(Math.random() * 2 ** 31));
   it(`kill -9 at random points in download and upload, six trials (seed ${seed})`, async () => {
-    const next = random(seed);
+    const next = seededRandom(seed);
     for (let trial = 0; trial < 6; trial++) {
       // Alternate the phase; the point within it is random.
       const phase = trial % 2 === 0 ? "downloaded" : "uploaded";
