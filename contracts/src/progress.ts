@@ -32,11 +32,14 @@ export const ProgressEvent = z.object({
   /** A human-readable note, e.g. the failure reason on `failed`. */
   message: z.string().optional(),
   /**
-   * Set while the job waits on something outside it instead of failing, e.g.
-   * its storage provider not answering ("connection refused") since `since`
-   * (ms since the epoch, worker clock).
+   * Set while the job waits on something outside it instead of failing:
+   * its storage provider not answering ("connection refused"), or local disk
+   * for the next pieces (the worker's scratch budget in use by other jobs),
+   * since `since` (ms since the epoch, worker clock).
    */
-  waiting: z.object({ for: z.enum(["storage"]), reason: z.string(), since: z.number().int() }).optional(),
+  waiting: z
+    .object({ for: z.enum(["storage", "disk"]), reason: z.string(), since: z.number().int() })
+    .optional(),
 });
 export type ProgressEvent = z.infer<typeof ProgressEvent>;
 

@@ -30,6 +30,16 @@ const Config = z.object({
     .int()
     .min(1)
     .default(20 * 1024 ** 3),
+  /**
+   * A job that receives no verified piece for this long while it waits for
+   * data fails, naming what it tried: a peer or web seed that connects but
+   * sends nothing does not keep a job (its slot and disk) forever.
+   */
+  WORKER_STALL_TIMEOUT_MS: z.coerce
+    .number()
+    .int()
+    .min(1000)
+    .default(5 * 60_000),
   /** A job with no connected peer for this long fails. */
   WORKER_NO_PEERS_TIMEOUT_MS: z.coerce
     .number()

@@ -1,9 +1,23 @@
 // Local disk for downloads: one folder per job under WORKER_SCRATCH_DIR, and a
-// budget of bytes this process may fill at once. A job reserves what its
-// remaining files need before it starts and gives bytes back as each file is
-// uploaded and deleted.
-import { mkdir, readdir, readFile, rm, truncate, unlink, writeFile } from "node:fs/promises";
+// budget of bytes all worker processes sharing that folder may fill at once.
+// A job takes bytes for the window of pieces it fetches next and gives them
+// back as their bytes are stored (torrent/window.ts).
+import { randomUUID } from "node:crypto";
+import {
+  mkdir,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  statfs,
+  truncate,
+  unlink,
+  writeFile,
+} from "node:fs/promises";
+import { hostname } from "node:os";
 import { join } from "node:path";
+import { lock } from "proper-lockfile";
 import { PermanentJobError } from "./sinks/index.ts";
 
 function formatBytes(n: number): string {
@@ -17,68 +31,216 @@ function formatBytes(n: number): string {
   return unit === 0 ? `${n} bytes` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
-export interface Reservation {
-  readonly bytes: number;
-  release(bytes: number): void;
-  releaseAll(): void;
+/** Where the budget is shared and how full the disk is (a seam for tests). */
+export interface BudgetOptions {
+  /** Bytes of scratch all worker processes using `root` may fill together. */
+  total: number;
+  /**
+   * The scratch root. Every process using it shares the budget through a
+   * ledger file there (under a lock), so replicas on one disk cannot
+   * overcommit it; each reservation is also checked against the disk's free
+   * space. Without it the budget is this process's alone (unit tests).
+   */
+  root?: string | undefined;
+  /** This process's name in the ledger (unique per process). */
+  holder?: string;
+  /** Free bytes on the disk holding `root` (default: statfs). */
+  freeSpace?: (root: string) => Promise<number>;
 }
 
+/** Why a reservation waits, for the person watching the job. */
+export type DiskWait = { reason: string };
+
+const LEDGER = ".scratch-ledger.json";
+/** A holder that has not written for this long is gone (killed): its bytes no longer count. */
+const HOLDER_STALE_MS = 30_000;
+const HEARTBEAT_MS = 10_000;
+/** How often a waiting reservation looks again at what other processes hold. */
+const SHARED_POLL_MS = 1000;
+
+interface Ledger {
+  [holder: string]: { bytes: number; at: number };
+}
+
+async function statfsFree(root: string): Promise<number> {
+  const s = await statfs(root);
+  return Number(s.bavail) * Number(s.bsize);
+}
+
+/**
+ * Local disk for downloads, in bytes. Jobs take bytes before their pieces are
+ * fetched and give them back once those bytes are stored and deleted, so the
+ * scratch folder never holds more than `total` — whatever the size of the
+ * torrents.
+ */
 export class ScratchBudget {
   readonly total: number;
+  readonly #root: string | undefined;
+  readonly #holder: string;
+  readonly #freeSpace: (root: string) => Promise<number>;
   #used = 0;
-  #waiters: { bytes: number; wake: () => void }[] = [];
+  #waiters: (() => void)[] = [];
+  #ledgerWrites: Promise<void> = Promise.resolve();
+  #heartbeat: NodeJS.Timeout | undefined;
 
-  constructor(total: number) {
-    this.total = total;
+  constructor(options: number | BudgetOptions) {
+    const opts = typeof options === "number" ? { total: options } : options;
+    this.total = opts.total;
+    this.#root = opts.root;
+    this.#holder = opts.holder ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
+    this.#freeSpace = opts.freeSpace ?? statfsFree;
   }
 
+  /** Bytes this process holds. */
   get used(): number {
     return this.#used;
   }
 
-  /** Waits until `bytes` fit; fails at once if they never can. */
-  async reserve(bytes: number, signal: AbortSignal, onWait?: () => void): Promise<Reservation> {
+  /**
+   * Takes `bytes` once they fit, waiting (and telling `onWait` why, once per
+   * reason) while other jobs or processes hold the budget or the disk is full.
+   * Fails at once if they never can fit the budget.
+   */
+  async acquire(bytes: number, signal: AbortSignal, onWait?: (wait: DiskWait) => void): Promise<void> {
     if (bytes > this.total) {
       throw new PermanentJobError(
-        `The selected files need ${formatBytes(bytes)} of local disk, more than this worker's scratch budget of ${formatBytes(this.total)}.`,
+        `The job needs ${formatBytes(bytes)} of local disk at once, more than this worker's scratch budget of ${formatBytes(this.total)}.`,
       );
     }
-    let waited = false;
-    while (this.#used + bytes > this.total) {
+    let told: string | undefined;
+    for (;;) {
       signal.throwIfAborted();
-      if (!waited) onWait?.();
-      waited = true;
-      await new Promise<void>((resolve, reject) => {
-        const waiter = { bytes, wake: resolve };
-        this.#waiters.push(waiter);
-        signal.addEventListener(
-          "abort",
-          () => {
-            this.#waiters = this.#waiters.filter((w) => w !== waiter);
-            reject(signal.reason);
-          },
-          { once: true },
-        );
-      });
+      const refusal = await this.#take(bytes);
+      if (refusal === undefined) return;
+      if (refusal !== told) onWait?.({ reason: refusal });
+      told = refusal;
+      await this.#nextChange(signal);
     }
-    this.#used += bytes;
-    let held = bytes;
-    const give = (n: number) => {
-      const amount = Math.min(n, held);
-      held -= amount;
-      this.#used -= amount;
-      if (amount > 0) this.#wake();
-    };
-    return {
-      bytes,
-      release: give,
-      releaseAll: () => give(held),
-    };
   }
 
-  #wake(): void {
-    const waiting = this.#waiters.splice(0);
-    for (const w of waiting) w.wake();
+  /** Takes `bytes` if they fit now; false otherwise. */
+  async tryAcquire(bytes: number): Promise<boolean> {
+    return (await this.#take(bytes)) === undefined;
+  }
+
+  /** Gives bytes back (their local copies are deleted). */
+  release(bytes: number): void {
+    const amount = Math.min(Math.max(0, bytes), this.#used);
+    if (amount === 0) return;
+    this.#used -= amount;
+    if (this.#root) void this.#writeLedger();
+    for (const wake of this.#waiters.splice(0)) wake();
+  }
+
+  /** Stops the heartbeat and removes this process from the ledger. */
+  async close(): Promise<void> {
+    if (this.#heartbeat) clearInterval(this.#heartbeat);
+    this.#heartbeat = undefined;
+    this.#used = 0;
+    if (this.#root) await this.#writeLedger();
+  }
+
+  /** Undefined when taken; otherwise why not, in words. */
+  async #take(bytes: number): Promise<string | undefined> {
+    const root = this.#root;
+    if (!root) {
+      if (this.#used + bytes > this.total)
+        return `the scratch budget (${formatBytes(this.total)}) is in use by other jobs`;
+      this.#used += bytes;
+      return undefined;
+    }
+    return this.#withLedger(root, async (ledger) => {
+      const now = Date.now();
+      let others = 0;
+      let all = this.#used;
+      for (const [holder, entry] of Object.entries(ledger)) {
+        if (holder === this.#holder) continue;
+        if (now - entry.at > HOLDER_STALE_MS) {
+          delete ledger[holder];
+          continue;
+        }
+        others += entry.bytes;
+        all += entry.bytes;
+      }
+      if (others + this.#used + bytes > this.total) {
+        return `the scratch budget (${formatBytes(this.total)}) is in use by other jobs`;
+      }
+      // Reserved bytes not yet written will still take disk: they count against what is free.
+      const [free, written] = await Promise.all([this.#freeSpace(root), diskUsage(root)]);
+      const promised = Math.max(0, all - written);
+      if (bytes > free - promised) {
+        return `the disk has ${formatBytes(Math.max(0, free - promised))} free, ${formatBytes(bytes)} needed`;
+      }
+      this.#used += bytes;
+      ledger[this.#holder] = { bytes: this.#used, at: now };
+      this.#startHeartbeat();
+      return undefined;
+    });
+  }
+
+  #startHeartbeat(): void {
+    if (this.#heartbeat) return;
+    this.#heartbeat = setInterval(() => {
+      if (this.#used > 0) void this.#writeLedger();
+    }, HEARTBEAT_MS);
+    this.#heartbeat.unref();
+  }
+
+  /** Records this process's current holding (serialised: the last write wins in order). */
+  #writeLedger(): Promise<void> {
+    const root = this.#root;
+    if (!root) return Promise.resolve();
+    this.#ledgerWrites = this.#ledgerWrites
+      .then(() =>
+        this.#withLedger(root, async (ledger) => {
+          if (this.#used > 0) ledger[this.#holder] = { bytes: this.#used, at: Date.now() };
+          else delete ledger[this.#holder];
+        }),
+      )
+      .catch(() => {});
+    return this.#ledgerWrites;
+  }
+
+  async #withLedger<T>(root: string, fn: (ledger: Ledger) => Promise<T>): Promise<T> {
+    await mkdir(root, { recursive: true });
+    const path = join(root, LEDGER);
+    const unlock = await lock(path, {
+      realpath: false,
+      stale: 10_000,
+      retries: { retries: 100, minTimeout: 5, maxTimeout: 100 },
+    });
+    try {
+      const ledger = await readFile(path, "utf8").then(
+        (text) => JSON.parse(text) as Ledger,
+        () => ({}) as Ledger,
+      );
+      const result = await fn(ledger);
+      const temp = `${path}.${process.pid}.tmp`;
+      await writeFile(temp, JSON.stringify(ledger));
+      await rename(temp, path);
+      return result;
+    } finally {
+      await unlock();
+    }
+  }
+
+  /** Resolves when this process gives bytes back, or (shared) after a short look-again interval. */
+  #nextChange(signal: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", aborted);
+        resolve();
+      };
+      const aborted = () => {
+        clearTimeout(timer);
+        this.#waiters = this.#waiters.filter((w) => w !== done);
+        reject(signal.reason);
+      };
+      const timer = this.#root ? setTimeout(done, SHARED_POLL_MS) : undefined;
+      this.#waiters.push(done);
+      signal.addEventListener("abort", aborted, { once: true });
+    });
   }
 }
 
@@ -139,7 +301,6 @@ async function scratchJobs(root: string): Promise<string[]> {
 
 /** Bytes actually on disk under a folder (allocated blocks, so sparse files count what they use). */
 export async function diskUsage(path: string): Promise<number> {
-  const { stat } = await import("node:fs/promises");
   let total = 0;
   let entries: import("node:fs").Dirent[];
   try {

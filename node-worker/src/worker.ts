@@ -1,6 +1,8 @@
 // The worker loop: read jobs from the stream (and reclaim those of dead
 // workers), take each job's lease, claim it in Postgres, run it, keep the
 // lease alive while it runs, and acknowledge the entry when the attempt ends.
+import { randomUUID } from "node:crypto";
+import { mkdir } from "node:fs/promises";
 import { EgressPolicy, isTerminal, type Keyring, parseKeyring } from "@torreclou/contracts";
 import { claimJob, type Db, transitionJob } from "@torreclou/db/jobs";
 import type { Logger } from "pino";
@@ -11,6 +13,7 @@ import { attemptsSinceUser, currentJob } from "./jobs/store.ts";
 import type { Metrics } from "./metrics.ts";
 import { type Entry, JobQueue } from "./queue/queue.ts";
 import { ownScratchJobs, removeDir, ScratchBudget, scratchDirFor } from "./scratch.ts";
+import { canPunchHoles } from "./torrent/window.ts";
 
 /** A job attempted this many times without finishing is failed instead of retried forever. */
 const MAX_ATTEMPTS = 10;
@@ -62,12 +65,18 @@ export class Worker {
   #nextCheck = 0;
   #loops: Promise<void>[] = [];
   #timers: NodeJS.Timeout[] = [];
+  #canPunch = false;
 
   constructor(deps: WorkerDeps) {
     this.#deps = deps;
     this.#log = deps.log;
     this.#keyRing = parseKeyring(deps.config.CREDENTIALS_KEYS);
-    this.budget = new ScratchBudget(deps.config.WORKER_SCRATCH_BUDGET_BYTES);
+    // Shared by every worker process using the same scratch folder (a ledger there).
+    this.budget = new ScratchBudget({
+      total: deps.config.WORKER_SCRATCH_BUDGET_BYTES,
+      root: deps.config.WORKER_SCRATCH_DIR,
+      holder: `${deps.config.WORKER_ID}-${process.pid}-${randomUUID().slice(0, 8)}`,
+    });
     this.queue = new JobQueue(
       deps.config.REDIS_URL,
       deps.config.WORKER_ID,
@@ -94,6 +103,14 @@ export class Worker {
     });
     await this.queue.init();
     await this.#clearLeftovers();
+    await mkdir(this.#deps.config.WORKER_SCRATCH_DIR, { recursive: true });
+    this.#canPunch = await canPunchHoles(this.#deps.config.WORKER_SCRATCH_DIR);
+    if (!this.#canPunch) {
+      this.#log.warn(
+        { dir: this.#deps.config.WORKER_SCRATCH_DIR },
+        "the scratch disk cannot free part of a file (fallocate --punch-hole): a job needs disk for all its files at once",
+      );
+    }
     this.#loops.push(this.#readLoop());
     const renewEvery = Math.max(200, Math.floor(this.#deps.config.WORKER_LEASE_MS / 3));
     this.#timers.push(setInterval(() => void this.#renew(), renewEvery));
@@ -303,6 +320,8 @@ export class Worker {
       config: this.#deps.config,
       log: this.#log,
       budget: this.budget,
+      canPunch: this.#canPunch,
+      running: () => this.#active.size,
       metrics: this.#deps.metrics,
       keyRing: this.#keyRing,
     };
@@ -418,5 +437,6 @@ export class Worker {
       this.#log.warn({ err: error }, "could not leave the consumer group");
     });
     await this.queue.close();
+    await this.budget.close();
   }
 }

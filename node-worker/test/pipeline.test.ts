@@ -230,13 +230,6 @@ describe("worker failures", () => {
     const done = await waitForState(env, job.id, ["failed", "completed"], 20_000);
     expect(done.failureReason).toMatch(/No peers are sharing this torrent/);
   });
-
-  it("fails a job bigger than the whole scratch budget", async () => {
-    const made = await makeFixture(env, "too-big", [{ path: "too-big", size: 50 * MiB }]);
-    const job = await submitJob(env, { made, profileId });
-    const done = await waitForState(env, job.id, ["failed", "completed"]);
-    expect(done.failureReason).toMatch(/more than this worker's scratch budget/);
-  });
 });
 
 describe("job sources", () => {

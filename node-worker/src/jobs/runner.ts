@@ -24,19 +24,13 @@ import { asJob, egressRefusalIn, Refusals } from "../egress/index.ts";
 import type { Metrics } from "../metrics.ts";
 import { ProgressPublisher, shownBefore } from "../progress.ts";
 import { requestCleanup } from "../queue/queue.ts";
-import {
-  prepareScratchDir,
-  type Reservation,
-  removeDir,
-  removeFile,
-  type ScratchBudget,
-  scratchDirFor,
-} from "../scratch.ts";
+import { prepareScratchDir, removeDir, type ScratchBudget, scratchDirFor } from "../scratch.ts";
 import { DriveSink, ReconnectRequiredError } from "../sinks/drive.ts";
 import { PermanentJobError, type Sink } from "../sinks/index.ts";
 import { Outage } from "../sinks/outage.ts";
-import { S3Sink } from "../sinks/s3.ts";
+import { partSizeFor, resumedPartSize, S3Sink } from "../sinks/s3.ts";
 import { Download } from "../torrent/download.ts";
+import { RangeGoneError, Window } from "../torrent/window.ts";
 import { maskSecrets, redactingLogger, secretsOfSource } from "./redact.ts";
 import {
   clearUploadSession,
@@ -64,6 +58,10 @@ export interface RunnerDeps {
   config: Config;
   log: Logger;
   budget: ScratchBudget;
+  /** Whether the scratch disk can free part of a file (torrent/window.ts). */
+  canPunch: boolean;
+  /** Jobs this worker runs now: a job reads ahead within its share of the budget. */
+  running(): number;
   metrics: Metrics;
   keyRing: Keyring;
 }
@@ -95,6 +93,11 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
+/** "90 s", "5 min". */
+function formatDuration(ms: number): string {
+  return ms < 120_000 ? `${Math.round(ms / 1000)} s` : `${Math.round(ms / 60_000)} min`;
+}
+
 /** The torrent parser refused the metadata: no retry can change that, and its message says why. */
 function refusedTorrent(error: unknown): never {
   if (error instanceof TorrentError) throw new PermanentJobError(error.message, { cause: error });
@@ -118,7 +121,7 @@ export class JobRun {
   /** The Google grant a Drive job uploads with. */
   #driveGrant: { profileId: string; refreshToken: string } | undefined;
   #progress: ProgressPublisher | undefined;
-  #reservation: Reservation | undefined;
+  #window: Window | undefined;
   #files: JobFile[] = [];
   #phase: JobState = "queued";
   #uploadedBytes = new Map<number, number>();
@@ -126,6 +129,8 @@ export class JobRun {
   #fileWrites = new Map<string, Promise<void>>();
   /** Every chosen file is on disk: peers are no longer needed. */
   #allDownloaded = false;
+  /** Marks a file's download done (set by the transfer). */
+  #fileDownloaded: (index: number) => void = () => {};
   /** Byte counts the job row held when this attempt began: progress never shows less. */
   #floor = { downloaded: 0, uploaded: 0 };
   /** The upload lanes of the transfer, settled once none runs. */
@@ -180,7 +185,7 @@ export class JobRun {
       await this.#download?.destroy().catch(() => {});
       await this.#progress?.close();
       this.#sink?.close();
-      this.#reservation?.releaseAll();
+      this.#window?.close();
       metrics.scratchReservedBytes.set(this.#deps.budget.used);
     }
   }
@@ -226,6 +231,11 @@ export class JobRun {
       if (why === "shutdown") {
         // The caller hands the job back to the queue; scratch data stays for a resume.
         return "handed_back";
+      }
+      if (why === undefined && error instanceof RangeGoneError) {
+        // Bytes freed after storing are needed again (the provider lost the upload): start afresh.
+        this.#log.warn({ reason: error.message }, "handing the job back to fetch freed bytes again");
+        return "interrupted";
       }
       if (why === undefined && isDatabaseInterruption(error)) {
         // Not the job's fault: taken again at once (here or elsewhere), resuming its uploads.
@@ -437,13 +447,6 @@ export class JobRun {
       });
     }
 
-    // Disk for what is left, before any byte is fetched.
-    const needed = todo.reduce((sum, f) => sum + f.size, 0);
-    this.#reservation = await this.#deps.budget.reserve(needed, signal, () =>
-      this.#log.info({ needed }, "waiting for scratch space"),
-    );
-    this.#deps.metrics.scratchReservedBytes.set(this.#deps.budget.used);
-
     await this.#advance("downloading");
     await prepareScratchDir(dir, config.STACK_ID);
     const download = this.#download ?? this.#startDownload(source, dir);
@@ -452,7 +455,33 @@ export class JobRun {
     const metadata = download.metadata(signal).catch(refusedTorrent);
     if (typeof source === "string") await this.#withPeerWatch(metadata, "metadata");
     else await abortable(metadata, signal);
-    if (todo.length > 0) download.select(todo.map((f) => f.fileIndex));
+    // Disk for the pieces fetched next (everything, when it fits), before any byte is.
+    const window = new Window({
+      files: await Promise.all(
+        todo.map(async (f) => ({
+          index: f.fileIndex,
+          size: f.size,
+          offset: download.offsetOf(f.fileIndex),
+          localPath: download.localPath(f.fileIndex),
+          stored: await this.#storedRanges(f),
+        })),
+      ),
+      pieceLength: download.pieceLength,
+      budget: this.#deps.budget,
+      select: (index, start, end) => download.selectRange(index, start, end),
+      canPunch: this.#deps.canPunch,
+      share: () => this.#deps.budget.total / Math.max(1, this.#deps.running()),
+      onWait: (wait) => {
+        if (wait) this.#log.info({ reason: wait.reason }, "waiting for local disk");
+        this.#progress?.setWaiting(
+          wait ? { for: "disk", reason: wait.reason, since: Date.now() } : undefined,
+        );
+      },
+      signal,
+      log: this.#log,
+    });
+    this.#window = window;
+    await window.start();
 
     const ticker = setInterval(() => this.#refresh(), 1000);
     const persister = setInterval(() => void this.#persistCounters(), 5000);
@@ -465,10 +494,11 @@ export class JobRun {
     this.#refresh();
 
     if (this.#phase === "downloading") await this.#advance("uploading");
+    // Completed as soon as the last file is stored; the torrent client is torn down after.
+    await this.#advance("completed");
+    this.#log.info({ files: chosen.length, bytes: total, received: download.received }, "job completed");
     await download.destroy();
     await removeDir(dir);
-    await this.#advance("completed");
-    this.#log.info({ files: chosen.length, bytes: total }, "job completed");
   }
 
   /** The sink for the job's destination, with its credentials decrypted. */
@@ -547,30 +577,61 @@ export class JobRun {
     return download;
   }
 
-  /** Rejects if no peer is connected for WORKER_NO_PEERS_TIMEOUT_MS while `work` is pending. */
+  /**
+   * Rejects if, while `work` is pending, no peer is connected for
+   * WORKER_NO_PEERS_TIMEOUT_MS, or no verified piece arrives for
+   * WORKER_STALL_TIMEOUT_MS while the job waits for data (a peer or web seed
+   * that connects and sends nothing does not count as progress). Waiting for
+   * storage or local disk, or uploads being the bottleneck, is not a stall.
+   */
   #withPeerWatch<T>(work: Promise<T>, what: "metadata" | "data"): Promise<T> {
-    const timeout = this.#deps.config.WORKER_NO_PEERS_TIMEOUT_MS;
+    const { WORKER_NO_PEERS_TIMEOUT_MS: noPeers, WORKER_STALL_TIMEOUT_MS: stall } = this.#deps.config;
     let lastPeer = Date.now();
+    let lastProgress = Date.now();
     let received = -1;
+    let verified = -1;
     let timer: NodeJS.Timeout | undefined;
     const watch = new Promise<never>((_, reject) => {
       timer = setInterval(() => {
         const download = this.#download;
+        const now = Date.now();
         // Alive: a peer is connected, or bytes arrived (e.g. from a web seed) since the last look.
         if (!download || download.peers > 0 || download.received !== received || this.#allDownloaded) {
-          lastPeer = Date.now();
+          lastPeer = now;
           received = download?.received ?? -1;
-          return;
         }
-        if (Date.now() - lastPeer >= timeout) {
-          const seconds = Math.round(timeout / 1000);
-          const refused = this.#refusals.summary();
-          const also = refused ? ` ${refused}.` : "";
+        const wantsData = what === "metadata" || (download?.waiting ?? false);
+        const paused = this.#outage.state !== undefined || (this.#window?.waiting ?? false);
+        if (
+          !download ||
+          download.verifiedPieces !== verified ||
+          !wantsData ||
+          paused ||
+          this.#allDownloaded
+        ) {
+          lastProgress = now;
+          verified = download?.verifiedPieces ?? -1;
+        }
+        const refused = this.#refusals.summary();
+        const also = refused ? ` ${refused}.` : "";
+        if (now - lastPeer >= noPeers) {
+          const seconds = Math.round(noPeers / 1000);
           reject(
             new PermanentJobError(
               what === "metadata"
                 ? `No peers shared this magnet's metadata: none connected within ${seconds} s.${also}`
                 : `No peers are sharing this torrent: none connected within ${seconds} s.${also}`,
+            ),
+          );
+        } else if (now - lastProgress >= stall && download) {
+          const { trackers, webSeeds } = download.sources();
+          const made = download.connections;
+          const tried = `${made} peer connection${made === 1 ? "" : "s"} made, ${trackers} tracker${trackers === 1 ? "" : "s"} and ${webSeeds} web seed${webSeeds === 1 ? "" : "s"} tried`;
+          reject(
+            new PermanentJobError(
+              what === "metadata"
+                ? `No peer sent this magnet's metadata within ${formatDuration(stall)} (${tried}).${also}`
+                : `The download stalled: no verified data arrived for ${formatDuration(stall)} (${tried}).${also}`,
             ),
           );
         }
@@ -586,11 +647,37 @@ export class JobRun {
     return abortable(Promise.race([work, watch, failure]), this.#signal).finally(() => clearInterval(timer));
   }
 
+  /**
+   * Byte ranges of a file an earlier attempt stored (its journaled parts, laid
+   * out by the part size the journal was written with): never fetched again.
+   */
+  async #storedRanges(file: JobFile): Promise<[number, number][]> {
+    if (!file.uploadSession) return [];
+    const parts = await journalOf(this.#deps.db, file.id);
+    const size = resumedPartSize(
+      parts,
+      file.size,
+      partSizeFor(file.size, this.#deps.config.WORKER_PART_SIZE_BYTES),
+    );
+    return parts.map((p) => [(p.partNumber - 1) * size, (p.partNumber - 1) * size + p.size]);
+  }
+
   /** Downloads and uploads every remaining file; uploads start as soon as their bytes are on disk. */
   async #transfer(todo: JobFile[], download: Download, sink: Sink): Promise<void> {
+    // A file is downloaded once its upload had its last bytes (or needed none: stored before).
+    const downloaded = new Map(
+      todo.map((file) => {
+        let resolve = () => {};
+        const promise = new Promise<void>((done) => {
+          resolve = done;
+        });
+        return [file.fileIndex, { promise, resolve }] as const;
+      }),
+    );
+    this.#fileDownloaded = (index) => downloaded.get(index)?.resolve();
     const allDownloaded = Promise.all(
       todo.map(async (file) => {
-        await download.waitRange(file.fileIndex, 0, file.size);
+        await downloaded.get(file.fileIndex)?.promise;
         await this.#fileState(file, "uploading", { bytesDownloaded: file.size });
       }),
     ).then(async () => {
@@ -650,14 +737,21 @@ export class JobRun {
 
   async #uploadFile(file: JobFile, download: Download, sink: Sink): Promise<void> {
     const signal = this.#signal;
+    const window = this.#window!;
+    const index = file.fileIndex;
     if (file.state === "pending") await this.#fileState(file, "downloading");
-    const localPath = download.localPath(file.fileIndex);
+    const localPath = download.localPath(index);
     let uploaded = 0;
     const result = await sink.upload(
       { path: file.path, size: file.size, localPath, uploadSession: file.uploadSession },
       {
         signal,
-        ready: (start, end) => abortable(download.waitRange(file.fileIndex, start, end), signal),
+        ready: async (start, end) => {
+          await abortable(window.need(index, start, end), signal);
+          await abortable(download.waitRange(index, start, end), signal);
+          if (end >= file.size) this.#fileDownloaded(index);
+        },
+        onStored: (start, end) => window.stored(index, start, end),
         onSession: async (session) => {
           await updateFile(this.#fenced, file.id, { uploadSession: session });
           file.uploadSession = session;
@@ -675,7 +769,7 @@ export class JobRun {
         onSent: (bytes) => this.#deps.metrics.bytesUploaded.inc(bytes),
       },
     );
-    await download.waitRange(file.fileIndex, 0, file.size);
+    this.#fileDownloaded(index);
     await this.#fileState(file, "uploaded", {
       cloudId: result.cloudId,
       cloudUrl: result.cloudUrl ?? null,
@@ -687,8 +781,7 @@ export class JobRun {
     });
     file.cloudId = result.cloudId;
     this.#uploadedBytes.set(file.fileIndex, file.size);
-    await removeFile(localPath);
-    this.#reservation?.release(file.size);
+    await window.fileDone(index);
     this.#deps.metrics.scratchReservedBytes.set(this.#deps.budget.used);
     this.#log.info({ file: file.path, key: result.cloudId, bytes: file.size }, "file uploaded");
   }

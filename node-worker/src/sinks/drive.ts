@@ -385,8 +385,10 @@ export class DriveSink implements Sink {
         session = null;
         continue;
       }
-      await hooks.ready(0, file.size);
-      await hasher.catchUp(file.size);
+      if (hasher.at < file.size) {
+        await hooks.ready(hasher.at, file.size);
+        await hasher.catchUp(file.size);
+      }
       const md5 = hasher.hex();
       if (uploaded.md5Checksum === md5 && Number(uploaded.size ?? -1) === file.size) {
         return {
@@ -534,10 +536,34 @@ export class DriveSink implements Sink {
         progress.reported = committed;
       }
     };
+    // Local bytes both held by the session and hashed are no longer needed here.
+    let freedTo = 0;
+    const free = async () => {
+      const upTo = Math.min(confirmed, hasher.at);
+      if (upTo <= freedTo || !hooks.onStored) return;
+      const from = freedTo;
+      freedTo = upTo;
+      await hooks
+        .onStored(from, upTo)
+        .catch((error: unknown) =>
+          this.#opts.log.warn({ err: error, path: file.path }, "could not free stored bytes locally"),
+        );
+    };
+    // Hashes up to `end` a chunk at a time, freeing as it goes, so a resumed
+    // file larger than the local disk budget can be checked too.
+    const hashUpTo = async (end: number) => {
+      while (hasher.at < end) {
+        const next = Math.min(end, hasher.at + this.#chunk);
+        await hooks.ready(hasher.at, next);
+        await hasher.catchUp(next);
+        await free();
+      }
+    };
     let failures = 0;
     for (;;) {
       if (state.kind === "done") {
         confirm(file.size);
+        await hashUpTo(file.size);
         return state.file;
       }
       if (state.kind === "gone") throw new SessionGoneError();
@@ -546,11 +572,11 @@ export class DriveSink implements Sink {
       confirm(offset);
       signal.throwIfAborted();
       const end = Math.min(offset + this.#chunk, file.size);
-      if (offset > hasher.at) {
-        // Resuming: hash what the session already holds first.
-        await hooks.ready(hasher.at, offset);
-        await hasher.catchUp(offset);
-      }
+      // Resuming: hash what the session already holds first. (Drive checks a
+      // file by the md5 of all of it, so a resumed file's stored bytes are
+      // fetched again to be hashed: the one case where stored bytes are.)
+      await hashUpTo(offset);
+      await free();
       await hooks.ready(offset, end);
       try {
         state = await this.#put(session, file, offset, end, hasher, hooks);

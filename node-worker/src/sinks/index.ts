@@ -30,6 +30,11 @@ export interface UploadHooks {
   onBytes(bytes: number): void;
   /** Bytes sent on the wire (not counting resumed parts), for rates and metrics. */
   onSent?(bytes: number): void;
+  /**
+   * Bytes [start, end) of the file are stored by the provider (and journaled
+   * where it has a journal): their local copy is no longer needed.
+   */
+  onStored?(start: number, end: number): Promise<void>;
   signal: AbortSignal;
 }
 

@@ -42,6 +42,9 @@ import type { Outage } from "./outage.ts";
 
 const MiB = 1024 * 1024;
 const MAX_PARTS = 10_000;
+/** S3's bounds on a part (the last part may be smaller). */
+const MIN_PART = 5 * MiB;
+const MAX_PART = 5 * 1024 * MiB;
 /** Part bytes held in memory per upload: parts in flight plus the one being read. */
 const PART_BUFFER_BYTES = 32 * MiB;
 
@@ -59,10 +62,43 @@ export interface S3SinkOptions {
   outage?: Outage | undefined;
 }
 
-/** Part size for a file: at least `min`, whole MiB, and few enough parts for S3's 10,000 limit. */
+/**
+ * Part size for a file: at least `min` (and S3's 5 MiB), whole MiB, and few
+ * enough parts for S3's 10,000 limit (a 5 TiB file gets 525 MiB parts), at
+ * most S3's 5 GiB.
+ */
 export function partSizeFor(size: number, min: number): number {
   const needed = Math.ceil(size / MAX_PARTS);
-  return Math.max(min, Math.ceil(needed / MiB) * MiB);
+  return Math.min(MAX_PART, Math.max(min, MIN_PART, Math.ceil(needed / MiB) * MiB));
+}
+
+/** Whether journaled parts fit a layout of `partSize` parts for a file of `size` bytes. */
+function fitsLayout(
+  parts: Pick<JournalPart, "partNumber" | "size">[],
+  size: number,
+  partSize: number,
+): boolean {
+  const count = Math.max(1, Math.ceil(size / partSize));
+  return parts.every((p) =>
+    p.partNumber < count
+      ? p.size === partSize
+      : p.partNumber === count && p.size === size - (count - 1) * partSize,
+  );
+}
+
+/**
+ * The part size a resumed upload keeps: the one its journal was written with,
+ * whatever the worker is configured with now. Every part but the last has it;
+ * the configured size is preferred when the journal fits it too.
+ */
+export function resumedPartSize(
+  parts: Pick<JournalPart, "partNumber" | "size">[],
+  size: number,
+  configured: number,
+): number {
+  if (parts.length === 0 || fitsLayout(parts, size, configured)) return configured;
+  const largest = Math.max(...parts.map((p) => p.size));
+  return largest >= MIN_PART && fitsLayout(parts, size, largest) ? largest : configured;
 }
 
 function joinKey(...segments: (string | undefined)[]): string {
@@ -298,7 +334,10 @@ export class S3Sink implements Sink {
 
   async upload(file: SinkFile, hooks: UploadHooks): Promise<UploadResult> {
     try {
-      const partSize = partSizeFor(file.size, this.#opts.partSize);
+      // A resumed upload keeps the part size its journal was written with,
+      // whatever this worker is configured with now.
+      const journaled = file.uploadSession ? await hooks.journal() : [];
+      const partSize = resumedPartSize(journaled, file.size, partSizeFor(file.size, this.#opts.partSize));
       return file.size <= partSize
         ? await this.#putSingle(file, hooks)
         : await this.#putMultipart(file, partSize, hooks);
@@ -433,10 +472,19 @@ export class S3Sink implements Sink {
         while (inFlight.size >= maxInFlight) await Promise.race(inFlight);
         if (failure !== undefined) break;
         const task = this.#sendPart(key, id, n, body, hooks).then(
-          (part) => {
+          async (part) => {
             stored.set(part.partNumber, part);
             inFlight.delete(task);
             spare.push(buffer);
+            // Freeing the local copy is housekeeping: a failure keeps the bytes, not the job from going on.
+            await hooks
+              .onStored?.(start, start + length)
+              .catch((error: unknown) =>
+                this.#opts.log.warn(
+                  { err: error, key, part: n },
+                  "could not free a stored part's local bytes",
+                ),
+              );
           },
           (error: unknown) => {
             inFlight.delete(task);

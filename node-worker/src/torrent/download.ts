@@ -52,6 +52,10 @@ export class Download extends EventEmitter {
   #selected = new Set<number>();
   /** Bytes received from peers (for rates; unaffected by re-verification of data on disk). */
   received = 0;
+  /** Pieces verified since the download started (data on disk re-verified at start included). */
+  verifiedPieces = 0;
+  /** BitTorrent peer connections made (web seeds left out), for a message when no data comes. */
+  connections = 0;
 
   constructor(source: string | Uint8Array, dir: string, discovery: DiscoveryOptions, log: Logger) {
     super();
@@ -79,7 +83,13 @@ export class Download extends EventEmitter {
     });
     this.#torrent.on("error", (error: Error) => this.#fail(error));
     this.#torrent.on("warning", (error: Error) => log.debug({ err: error }, "torrent warning"));
-    this.#torrent.on("verified", () => this.#check());
+    this.#torrent.on("wire", (wire: { type?: string }) => {
+      if (wire.type !== "webSeed") this.connections++;
+    });
+    this.#torrent.on("verified", () => {
+      this.verifiedPieces++;
+      this.#check();
+    });
     this.#torrent.on("download", (bytes: number) => {
       this.received += bytes;
       this.emit("download", bytes);
@@ -152,6 +162,36 @@ export class Download extends EventEmitter {
       this.#selected.add(index);
       file.select();
     }
+  }
+
+  /** Whether an upload waits for bytes not downloaded yet. */
+  get waiting(): boolean {
+    return this.#waiters.length > 0;
+  }
+
+  /** Selects bytes [start, end) of file `index` (the pieces holding them) for download. */
+  selectRange(index: number, start: number, end: number): void {
+    if (end <= start) return;
+    const [first, last] = this.#pieceRange(index, start, end);
+    this.#selected.add(index);
+    this.#torrent.select(first, last);
+  }
+
+  /** Byte offset of file `index` in the torrent. */
+  offsetOf(index: number): number {
+    const file = this.#torrent.files[index];
+    if (!file) throw new Error(`torrent has no file #${index}`);
+    return file.offset;
+  }
+
+  get pieceLength(): number {
+    return this.#torrent.pieceLength;
+  }
+
+  /** What was tried to find data, for a message when none comes: trackers and web seeds by count. */
+  sources(): { trackers: number; webSeeds: number } {
+    const t = this.#torrent;
+    return { trackers: t.announce?.length ?? 0, webSeeds: t.urlList?.length ?? 0 };
   }
 
   /** Where a file's bytes are on disk: `<scratch folder>/<index>`. */

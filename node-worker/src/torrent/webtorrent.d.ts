@@ -65,6 +65,11 @@ declare module "webtorrent" {
     readonly wires: { type?: string }[];
     readonly downloadSpeed: number;
     readonly received: number;
+    /** Tracker URLs and web seed URLs of the torrent. */
+    readonly announce: string[];
+    readonly urlList: string[];
+    /** Selects pieces `start` to `end` (inclusive) for download. */
+    select(start: number, end: number, priority?: number): void;
     destroy(opts?: { destroyStore?: boolean }, cb?: (err?: Error | null) => void): void;
   }
 

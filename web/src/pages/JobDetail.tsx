@@ -266,9 +266,13 @@ export function JobDetail() {
                         data-testid="job-waiting"
                       >
                         <p>
-                          <strong>Waiting for storage:</strong> {waiting().reason} since{" "}
-                          {new Date(waiting().since).toLocaleTimeString()}. The job goes on by itself once the
-                          storage answers.
+                          <strong>Waiting for {waiting().for === "disk" ? "local disk" : "storage"}:</strong>{" "}
+                          {waiting().reason} since {new Date(waiting().since).toLocaleTimeString()}. The job
+                          goes on by itself once{" "}
+                          {waiting().for === "disk"
+                            ? "other jobs give disk space back"
+                            : "the storage answers"}
+                          .
                         </p>
                       </div>
                     )}

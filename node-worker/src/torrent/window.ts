@@ -1,0 +1,346 @@
+// The window of a job's download: which bytes of its files may be on local
+// disk at once. Pieces are selected for download only once their bytes are
+// reserved in the scratch budget, ahead of the uploads as far as the job's
+// share of the budget allows; once a range is stored by the provider its
+// local bytes are freed (a hole punched in the scratch file) and given back.
+// So a torrent of any size, one file many times larger than the budget
+// included, passes through a fixed amount of disk.
+//
+// When the budget can hold everything at once, everything is selected at the
+// start and files are deleted whole once stored: the download never waits on
+// the uploads.
+//
+// Freed bytes are gone for this attempt: webtorrent still counts their pieces
+// as verified. An upload that must read freed bytes again (the provider lost
+// its upload session and it starts the file over) gets RangeGoneError, and
+// the job is handed back; the next attempt re-verifies what is on disk and
+// fetches what it needs again.
+
+import { execFile } from "node:child_process";
+import { open, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import type { Logger } from "pino";
+import { type DiskWait, removeFile, type ScratchBudget } from "../scratch.ts";
+
+const run = promisify(execFile);
+
+export interface WindowFile {
+  /** Index in the torrent. */
+  index: number;
+  size: number;
+  /** Byte offset of the file in the torrent (pieces are counted from there). */
+  offset: number;
+  localPath: string;
+  /** Ranges an earlier attempt already stored (journaled parts): never fetched again. */
+  stored?: [number, number][];
+}
+
+export interface WindowOptions {
+  files: WindowFile[];
+  pieceLength: number;
+  budget: ScratchBudget;
+  /** Selects bytes [start, end) of file `index` for download. */
+  select(index: number, start: number, end: number): void;
+  /** Whether the scratch disk can free part of a file (fallocate punch-hole). */
+  canPunch: boolean;
+  /** This job's share of the budget for reading ahead (the budget over the jobs running). */
+  share(): number;
+  /** The job waits for local disk (or no longer does: undefined). */
+  onWait(wait: DiskWait | undefined): void;
+  signal: AbortSignal;
+  log: Logger;
+}
+
+/** Bytes an upload needed again were already freed in this attempt. */
+export class RangeGoneError extends Error {
+  constructor(path: string, start: number, end: number) {
+    super(
+      `bytes ${start}-${end} of ${path} were freed after being stored; the job starts again to fetch them`,
+    );
+    this.name = "RangeGoneError";
+  }
+}
+
+interface FileState {
+  file: WindowFile;
+  /** Bytes [0, covered) are selected and reserved (piece-aligned, clipped to the file). */
+  covered: number;
+  /** Freed ranges, sorted and disjoint. */
+  freed: [number, number][];
+  done: boolean;
+  /** Extensions run one at a time per file. */
+  extending: Promise<void>;
+}
+
+/** Bytes of [start, end) not yet in the sorted, disjoint `ranges`; adds them. */
+function addRange(ranges: [number, number][], start: number, end: number): number {
+  if (end <= start) return 0;
+  let added = end - start;
+  for (const [a, b] of ranges) added -= Math.max(0, Math.min(b, end) - Math.max(a, start));
+  ranges.push([start, end]);
+  ranges.sort((x, y) => x[0] - y[0]);
+  const merged: [number, number][] = [];
+  for (const r of ranges) {
+    const last = merged.at(-1);
+    if (last && r[0] <= last[1]) last[1] = Math.max(last[1], r[1]);
+    else merged.push([r[0], r[1]]);
+  }
+  ranges.splice(0, ranges.length, ...merged);
+  return added;
+}
+
+function overlaps(ranges: [number, number][], start: number, end: number): boolean {
+  return ranges.some(([a, b]) => a < end && start < b);
+}
+
+export class Window {
+  readonly #opts: WindowOptions;
+  readonly #files = new Map<number, FileState>();
+  readonly #order: FileState[];
+  /** Budget held by this job. */
+  #held = 0;
+  #streaming = false;
+  #waiting = false;
+  #closed = false;
+  #pumping = false;
+
+  constructor(opts: WindowOptions) {
+    this.#opts = opts;
+    this.#order = opts.files.map((file) => ({
+      file,
+      covered: 0,
+      freed: (file.stored ?? []).map(([a, b]) => [a, b] as [number, number]).sort((x, y) => x[0] - y[0]),
+      done: false,
+      extending: Promise.resolve(),
+    }));
+    for (const state of this.#order) this.#files.set(state.file.index, state);
+  }
+
+  /** Whether pieces are fetched in a moving window (false: everything was selected at once). */
+  get streaming(): boolean {
+    return this.#streaming;
+  }
+
+  get held(): number {
+    return this.#held;
+  }
+
+  /** Whether the job waits for local disk now. */
+  get waiting(): boolean {
+    return this.#waiting;
+  }
+
+  /**
+   * Takes the budget for everything if it fits now (or must: the disk cannot
+   * free part of a file), otherwise one piece of slack and starts the window.
+   * One piece of slack covers a piece that straddles two files, written whole.
+   */
+  async start(): Promise<void> {
+    const { budget, pieceLength, canPunch } = this.#opts;
+    // Ranges an earlier attempt stored are neither fetched nor reserved.
+    const total = this.#order.reduce((sum, s) => sum + this.#gapBytes(s, 0, s.file.size), 0);
+    if (total === 0 || (await budget.tryAcquire(total))) return this.#selectAll(total);
+    if (!canPunch) {
+      // Without hole punching a file's bytes can only go all at once, when it is stored.
+      await this.#acquire(total);
+      return this.#selectAll(total);
+    }
+    this.#streaming = true;
+    await this.#acquire(Math.min(pieceLength, budget.total));
+    this.#opts.log.info(
+      { total, budget: budget.total, share: this.#opts.share() },
+      "streaming the download through a window of the scratch budget",
+    );
+    this.#pump();
+  }
+
+  #selectAll(total: number): void {
+    this.#held += total;
+    for (const state of this.#order) {
+      this.#selectGaps(state, 0, state.file.size);
+      state.covered = state.file.size;
+    }
+  }
+
+  /** Selects the parts of [from, to) an earlier attempt did not store; returns their bytes. */
+  #selectGaps(state: FileState, from: number, to: number): number {
+    let bytes = 0;
+    let at = from;
+    for (const [a, b] of [...state.freed, [to, to] as [number, number]]) {
+      if (b <= at) continue;
+      const end = Math.min(a, to);
+      if (end > at) {
+        this.#opts.select(state.file.index, at, end);
+        bytes += end - at;
+      }
+      at = Math.max(at, b);
+      if (at >= to) break;
+    }
+    return bytes;
+  }
+
+  /** Bytes of [from, to) not already stored or freed. */
+  #gapBytes(state: FileState, from: number, to: number): number {
+    let bytes = to - from;
+    for (const [a, b] of state.freed) bytes -= Math.max(0, Math.min(b, to) - Math.max(a, from));
+    return bytes;
+  }
+
+  /** Resolves once bytes [start, end) of file `index` are selected (reserving them first, waiting if need be). */
+  async need(index: number, start: number, end: number): Promise<void> {
+    const state = this.#state(index);
+    if (overlaps(state.freed, start, end)) throw new RangeGoneError(state.file.localPath, start, end);
+    if (end <= state.covered) return;
+    await this.#extend(state, end, true);
+  }
+
+  /** Bytes [start, end) of file `index` are stored: their local copy goes and the budget gets them back. */
+  async stored(index: number, start: number, end: number): Promise<void> {
+    const state = this.#state(index);
+    if (!this.#streaming || state.done) return;
+    const from = Math.max(0, start);
+    const to = Math.min(end, state.covered);
+    if (to <= from) return;
+    const gained = addRange(state.freed, from, to);
+    if (gained === 0) return;
+    await punchHole(state.file.localPath, from, to - from);
+    this.#give(gained);
+    this.#pump();
+  }
+
+  /** The whole file is stored: delete it and give back what it still held. */
+  async fileDone(index: number): Promise<void> {
+    const state = this.#state(index);
+    if (state.done) return;
+    state.done = true;
+    await removeFile(state.file.localPath);
+    this.#give(this.#gapBytes(state, 0, state.covered));
+    this.#pump();
+  }
+
+  /** Gives back everything still held (the attempt ended). */
+  close(): void {
+    this.#closed = true;
+    this.#give(this.#held);
+  }
+
+  #state(index: number): FileState {
+    const state = this.#files.get(index);
+    if (!state) throw new Error(`file #${index} is not in this job's window`);
+    return state;
+  }
+
+  #give(bytes: number): void {
+    const amount = Math.min(bytes, this.#held);
+    if (amount <= 0) return;
+    this.#held -= amount;
+    this.#opts.budget.release(amount);
+  }
+
+  async #acquire(bytes: number): Promise<void> {
+    await this.#opts.budget.acquire(bytes, this.#opts.signal, (wait) => {
+      this.#waiting = true;
+      this.#opts.onWait(wait);
+    });
+    this.#held += bytes;
+    if (this.#waiting) {
+      this.#waiting = false;
+      this.#opts.onWait(undefined);
+    }
+  }
+
+  /** The end of the piece holding byte `at` of the file, clipped to the file. */
+  #pieceEnd(file: WindowFile, at: number): number {
+    const pl = this.#opts.pieceLength;
+    const absolute = Math.ceil((file.offset + at) / pl) * pl;
+    return Math.min(file.size, absolute - file.offset);
+  }
+
+  /**
+   * Covers the file up to `end` (piece-aligned). `wait`: take the budget even
+   * if that means waiting; otherwise only if it is free now (reading ahead).
+   */
+  #extend(state: FileState, end: number, wait: boolean): Promise<void> {
+    const next = state.extending.then(async () => {
+      if (end <= state.covered || this.#closed) return;
+      const to = this.#pieceEnd(state.file, end);
+      const bytes = this.#gapBytes(state, state.covered, to);
+      if (bytes > 0) {
+        if (wait) await this.#acquire(bytes);
+        else if (await this.#opts.budget.tryAcquire(bytes)) this.#held += bytes;
+        else return;
+      }
+      if (this.#closed) return;
+      this.#selectGaps(state, state.covered, to);
+      state.covered = to;
+    });
+    state.extending = next.catch(() => {});
+    return next;
+  }
+
+  /** Reads ahead, in file order, while this job is within its share and the budget has room. */
+  #pump(): void {
+    if (!this.#streaming || this.#pumping || this.#closed) return;
+    this.#pumping = true;
+    const step = Math.max(
+      this.#opts.pieceLength,
+      Math.min(64 * 1024 * 1024, Math.floor(this.#opts.budget.total / 8)),
+    );
+    void (async () => {
+      try {
+        for (const state of this.#order) {
+          while (!state.done && state.covered < state.file.size && !this.#closed) {
+            if (this.#held + step > this.#opts.share()) return;
+            const before = state.covered;
+            await this.#extend(state, Math.min(state.file.size, state.covered + step), false);
+            if (state.covered === before) return; // no room now; a release pumps again
+          }
+        }
+      } catch (error) {
+        this.#opts.log.debug({ err: error }, "reading ahead stopped");
+      } finally {
+        this.#pumping = false;
+      }
+    })();
+  }
+}
+
+/** Frees bytes [offset, offset + length) of a file's blocks, keeping its size. */
+export async function punchHole(path: string, offset: number, length: number): Promise<void> {
+  if (length <= 0) return;
+  await run("fallocate", [
+    "--punch-hole",
+    "--offset",
+    String(offset),
+    "--length",
+    String(length),
+    path,
+  ]).catch((error: unknown) => {
+    // A file not written yet (its pieces never came) has nothing to free.
+    if ((error as { stderr?: string }).stderr?.includes("No such file")) return;
+    throw error;
+  });
+}
+
+/**
+ * Whether the disk holding `dir` can free part of a file: writes 64 KiB,
+ * punches out half, and looks at the blocks left. Without it a job's files
+ * are freed only whole, and a job needs disk for all of its files at once.
+ */
+export async function canPunchHoles(dir: string): Promise<boolean> {
+  const probe = join(dir, `.punch-probe-${process.pid}`);
+  try {
+    await writeFile(probe, Buffer.alloc(64 * 1024, 1));
+    const handle = await open(probe, "r+");
+    await handle.sync();
+    const before = (await handle.stat()).blocks;
+    await handle.close();
+    await punchHole(probe, 0, 32 * 1024);
+    return (await stat(probe)).blocks < before;
+  } catch {
+    return false;
+  } finally {
+    await removeFile(probe);
+  }
+}
