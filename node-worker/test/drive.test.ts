@@ -34,6 +34,7 @@ import {
   filesOf,
   MiB,
   makeFixture,
+  sampleScratch,
   seedFixtures,
   setupEnv,
   startWorker,
@@ -372,5 +373,30 @@ describe("Drive jobs and crashes", () => {
     expect(treeOf(grant).files.size).toBe(1);
     b.child.kill("SIGTERM");
     await b.exited;
+  });
+});
+
+describe("Drive jobs larger than the disk budget", () => {
+  it("streams a file four times the budget into Drive byte-identical, never holding more than the budget", async () => {
+    const budget = 8 * MiB;
+    const { worker } = await startWorker(env, driveEnv({ WORKER_SCRATCH_BUDGET_BYTES: String(budget) }));
+    try {
+      const grant = drive.mintRefreshToken("big@example.com");
+      const profileId = await createDriveProfile(grant);
+      const made = await makeFixture(env, "drive-four-times", [
+        { path: "drive-four-times", size: 4 * budget + 777 },
+      ]);
+      await seedFixtures(env, [made], "12M");
+      const sampler = sampleScratch(env.scratchDir);
+      const job = await submitJob(env, { made, profileId, targetFolder: "Big" });
+      const done = await waitForState(env, job.id, ["completed", "failed"], 120_000);
+      const peak = await sampler.stop();
+      expect(done.failureReason).toBeNull();
+      await expectInDrive(grant, made, "Big");
+      expect(peak, `peak scratch ${peak} bytes`).toBeGreaterThan(0);
+      expect(peak, `peak scratch ${peak} bytes`).toBeLessThanOrEqual(budget);
+    } finally {
+      await worker.shutdown(5000);
+    }
   });
 });

@@ -59,6 +59,7 @@ import { type Config, loadConfig } from "../src/config.ts";
 import { createPool } from "../src/db.ts";
 import type { LookupFn } from "../src/egress/index.ts";
 import { createMetrics } from "../src/metrics.ts";
+import { diskUsage } from "../src/scratch.ts";
 import { Worker } from "../src/worker.ts";
 
 export const MiB = 1024 * 1024;
@@ -491,6 +492,28 @@ export async function startWorker(
   const worker = new Worker({ config, db: env.db, log, metrics: createMetrics(), resolver });
   await worker.start();
   return { worker, config };
+}
+
+/**
+ * Samples the bytes allocated under a scratch folder (from the file system,
+ * not the worker's own counter) until stopped; returns the largest seen.
+ */
+export function sampleScratch(dir: string): { stop(): Promise<number> } {
+  let peak = 0;
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      peak = Math.max(peak, await diskUsage(dir));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return peak;
+    },
+  };
 }
 
 /** Every progress event of a job still in its (bounded) stream, oldest first. */

@@ -7,7 +7,6 @@
 // ends in a stall failure that says what was tried.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { unfinishedUploads } from "../../local/s3.ts";
-import { diskUsage } from "../src/scratch.ts";
 import type { Worker } from "../src/worker.ts";
 import {
   createProfile,
@@ -17,6 +16,7 @@ import {
   MiB,
   makeFixture,
   progressEvents,
+  sampleScratch,
   seedFixtures,
   setupEnv,
   startWorker,
@@ -45,25 +45,6 @@ afterAll(async () => {
   for (const worker of workers) await worker.shutdown(5000);
   await env?.cleanup();
 });
-
-/** Samples the bytes allocated under the scratch folder until stopped; returns the largest seen. */
-function sampleScratch(dir: string): { stop(): Promise<number> } {
-  let peak = 0;
-  let running = true;
-  const loop = (async () => {
-    while (running) {
-      peak = Math.max(peak, await diskUsage(dir));
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-  })();
-  return {
-    async stop() {
-      running = false;
-      await loop;
-      return peak;
-    },
-  };
-}
 
 describe("streaming within the scratch budget", () => {
   it("stores one file four times the budget byte-identical, never holding more than the budget", async () => {
