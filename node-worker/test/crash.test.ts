@@ -299,6 +299,49 @@ describe("worker crashes", () => {
     await b.exited;
   });
 
+  it("kill -9 mid-file while streaming through a small budget: stored parts are neither sent nor fetched again", async () => {
+    const pieceLength = 256 * 1024;
+    const size = 48 * MiB + 4321;
+    const small = {
+      WORKER_SCRATCH_BUDGET_BYTES: String(16 * MiB),
+      WORKER_PART_SIZE_BYTES: String(5 * MiB),
+    };
+    const made = await makeFixture(env, "stream-crash", [{ path: "stream-crash", size }], pieceLength);
+    await seedFixtures(env, [made]);
+    const job = await submitJob(env, { made, profileId });
+    const key = `${job.id}/stream-crash`;
+    const a = spawnWorker("worker-stream-a", small);
+    await waitFor(
+      "three parts journaled",
+      async () => ((await journal(job.id)).get(key)?.length ?? 0) >= 3,
+      90_000,
+    );
+    a.child.kill("SIGKILL");
+    await a.exited;
+    const journaled = await journal(job.id);
+    const stored = journaled.get(key)!.length;
+    expect(stored).toBeLessThan(9);
+
+    const b = spawnWorker("worker-stream-b", small);
+    const done = await waitForState(env, job.id, ["completed", "failed"], 120_000).catch((error: unknown) => {
+      throw new Error(`${String(error)}\n${b.output.join("").slice(-3000)}`);
+    });
+    expect(done.failureReason).toBeNull();
+    await expectStoredExactly(env, made, job.id);
+    expectNoDuplicateWrites(journaled);
+    await expectCleanEnd(job.id);
+    // What the second attempt fetched from peers: the file less the stored parts, give or
+    // take the pieces that straddle a stored part's edges (a piece is verified whole).
+    const line = b.output
+      .join("")
+      .split("\n")
+      .find((l) => l.includes('"msg":"job completed"'));
+    const received = Number((JSON.parse(line ?? "{}") as { received?: number }).received);
+    expect(received).toBeLessThanOrEqual(size - stored * 5 * MiB + 2 * stored * pieceLength);
+    b.child.kill("SIGTERM");
+    await b.exited;
+  });
+
   it("SIGTERM hands the running job back to the queue within the bound", async () => {
     const made = await makeFixture(env, "handback", [{ path: "handback", size: 12 * MiB }]);
     await seedFixtures(env, [made], "2M");

@@ -21,10 +21,42 @@ import { damageInTransit, s3ClientFor } from "../../../local/s3.ts";
 import type { JournalPart } from "../jobs/store.ts";
 import { PermanentJobError, type UploadHooks } from "./index.ts";
 import { Outage, type OutageState } from "./outage.ts";
-import { S3Sink } from "./s3.ts";
+import { partSizeFor, resumedPartSize, S3Sink } from "./s3.ts";
 
 const MiB = 1024 * 1024;
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
+
+describe("part sizes", () => {
+  const GiB = 1024 * MiB;
+  const TiB = 1024 * GiB;
+
+  it("fits S3's limits for any size from 0 to 5 TiB", () => {
+    for (const size of [0, 1, 5 * MiB, 8 * MiB + 1, 80 * GiB, 78 * GiB + 1, TiB, 5 * TiB - 1, 5 * TiB]) {
+      const part = partSizeFor(size, 8 * MiB);
+      const parts = Math.max(1, Math.ceil(size / part));
+      expect(parts, `${size} bytes`).toBeLessThanOrEqual(10_000);
+      expect(part % MiB, `${size} bytes`).toBe(0);
+      expect(part, `${size} bytes`).toBeGreaterThanOrEqual(8 * MiB);
+      expect(part, `${size} bytes`).toBeLessThanOrEqual(5 * GiB);
+    }
+    expect(partSizeFor(5 * TiB, 8 * MiB)).toBe(525 * MiB);
+    // Never below S3's 5 MiB, whatever the operator asks.
+    expect(partSizeFor(10 * MiB, MiB)).toBe(5 * MiB);
+  });
+
+  it("keeps a resumed upload's part size when the configured one changed", () => {
+    const size = 23 * MiB;
+    // Written with 8 MiB parts (8, 8, 7); the worker now says 6 MiB.
+    const journal = [
+      { partNumber: 1, size: 8 * MiB },
+      { partNumber: 3, size: 7 * MiB },
+    ];
+    expect(resumedPartSize(journal, size, 6 * MiB)).toBe(8 * MiB);
+    // A journal that fits the configured size keeps it; an empty one takes it.
+    expect(resumedPartSize(journal, size, 8 * MiB)).toBe(8 * MiB);
+    expect(resumedPartSize([], size, 6 * MiB)).toBe(6 * MiB);
+  });
+});
 
 describe("S3Sink against the local S3 server", () => {
   let admin: S3Client;
