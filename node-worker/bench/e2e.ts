@@ -1,5 +1,8 @@
-// Throughput benchmark (prints numbers; not a test). For a 1 GiB, 3-file
-// torrent seeded by aria2c on loopback into the local S3 server it measures:
+// Throughput benchmark (prints numbers; not a test). Two cases, each beside
+// its own baselines in one run: a 1 GiB, 3-file torrent with a scratch budget
+// that holds it whole, and a 1.5 GiB single-file torrent streamed through a
+// 256 MiB budget. Each torrent is seeded by aria2c on loopback into the local
+// S3 server, and the benchmark measures:
 //   end-to-end     a real worker process, the bundle the image runs, does the job
 //   download-only  aria2c downloads the same torrent from the same seeder
 //   upload-only    the worker's S3 uploader, in a process of its own (bench/upload.ts),
@@ -9,6 +12,7 @@
 //
 //   node node-worker/bench/e2e.ts            (ports 17500-17510; BENCH_PORT=N to move them)
 //   BENCH_MIB=1024 BENCH_KEEP=1 ...           (size; keep the data folder)
+//   BENCH_STREAM_MIB=1536 BENCH_STREAM_BUDGET_MIB=256 ...  (the streaming case; 0 to skip it)
 //   BENCH_LOG_LEVEL=info ...                  (the worker's log, e.g. when each file was stored)
 import { spawn } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -18,12 +22,13 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { DeleteObjectCommand } from "@aws-sdk/client-s3";
 import { freePort, quietLog } from "../../local/process.ts";
 import { startS3Process } from "../../local/s3.ts";
-import { ARIA2_LOOPBACK_FLAGS, readTorrent } from "../../local/seeder/index.ts";
+import { ARIA2_LOOPBACK_FLAGS, type MadeTorrent, readTorrent } from "../../local/seeder/index.ts";
 import { localSecrets, portsFrom, startStack } from "../../local/stack.ts";
 import { buildWorker } from "../build.ts";
 import { diskUsage } from "../src/scratch.ts";
 import {
   createProfile,
+  type Env,
   expectStoredExactly,
   listKeys,
   MiB,
@@ -39,6 +44,8 @@ import type { UploadPlan } from "./upload.ts";
 
 const root = resolve(import.meta.dirname, "../..");
 const totalMiB = Number(process.env.BENCH_MIB ?? 1024);
+const streamMiB = Number(process.env.BENCH_STREAM_MIB ?? 1536);
+const streamBudgetMiB = Number(process.env.BENCH_STREAM_BUDGET_MIB ?? 256);
 const basePort = Number(process.env.BENCH_PORT ?? 17500);
 // The worker image's V8 flags (node-worker/Dockerfile); BENCH_NODE_OPTIONS to try others.
 const workerNodeOptions = process.env.BENCH_NODE_OPTIONS ?? "--max-semi-space-size=4";
@@ -54,6 +61,15 @@ async function cpuOf(pid: number | undefined): Promise<number> {
 
 function seconds(ms: number): string {
   return (ms / 1000).toFixed(2);
+}
+
+interface Case {
+  name: string;
+  made: MadeTorrent;
+  seederPid: number | undefined;
+  mib: number;
+  /** The worker's scratch budget (undefined: the default, which holds the torrent). */
+  budgetMiB?: number;
 }
 
 async function main(): Promise<void> {
@@ -87,165 +103,188 @@ async function main(): Promise<void> {
       { path: "part-2.bin", size: sizes[1]! },
       { path: "part-3.bin", size: sizes[2]! },
     ]);
-    const summary = readTorrent(await readFile(made.torrentPath));
     const seeder = await seedFixtures(env, [made]);
-    const seederPid = seeder.child.pid;
-    process.stdout.write(
-      `torrent: ${summary.files.length} files, ${totalMiB} MiB, seeded by aria2c on loopback\n`,
-    );
-
-    // Download only: aria2c as the downloader.
-    const dlDir = join(env.dataDir, "aria2-download");
-    const dlSeederCpu = await cpuOf(seederPid);
-    const dlStart = Date.now();
-    await new Promise<void>((done, fail) => {
-      const child = spawn(
-        "aria2c",
-        [...ARIA2_LOOPBACK_FLAGS, `--dir=${dlDir}`, "--seed-time=0", "--listen-port=17590", made.torrentPath],
-        { stdio: "ignore" },
-      );
-      child.on("exit", (code) => (code === 0 ? done() : fail(new Error(`aria2c exited with ${code}`))));
-    });
-    const downloadOnly = Date.now() - dlStart;
-    const dlCpu = { seeder: (await cpuOf(seederPid)) - dlSeederCpu };
-    await rm(dlDir, { recursive: true, force: true });
-
-    // Upload only: the worker's S3 uploader in a process of its own, as in a job.
-    const plan: UploadPlan = {
-      bucket: env.bucket,
-      folder: "upload-only",
-      partSize: 8 * MiB,
-      concurrency: 4,
-      files: summary.files.map((f) => ({
-        path: f.path,
-        size: f.length,
-        localPath: join(env.dataDir, "seed", f.path),
-      })),
-    };
-    const upServerCpu = await cpuOf(s3.pid);
-    const upStart = Date.now();
-    const uploader = spawn(process.execPath, ["node-worker/bench/upload.ts", JSON.stringify(plan)], {
-      cwd: root,
-      env: { ...process.env, NODE_OPTIONS: workerNodeOptions },
-      stdio: ["ignore", "pipe", "inherit"],
-    });
-    let printed = "";
-    uploader.stdout.on("data", (chunk: Buffer) => {
-      printed += chunk.toString();
-    });
-    const upCode = await new Promise<number | null>((done) => uploader.on("exit", done));
-    const uploadOnly = Date.now() - upStart;
-    if (upCode !== 0) throw new Error(`the upload-only run exited with ${upCode}`);
-    const upCpu = {
-      uploader: Number(printed.trim().split("\n").pop()),
-      server: (await cpuOf(s3.pid)) - upServerCpu,
-    };
-    // Deleted, as aria2c's download is, so the end-to-end run starts with as much memory free.
-    for (const key of await listKeys(env.s3, env.bucket, `${plan.folder}/`)) {
-      await env.s3.send(new DeleteObjectCommand({ Bucket: env.bucket, Key: key }));
+    const cases: Case[] = [{ name: "whole", made, seederPid: seeder.child.pid, mib: totalMiB }];
+    if (streamMiB > 0) {
+      const big = await makeFixture(env, "bench-stream", [
+        { path: "bench-stream", size: streamMiB * MiB + 4321 },
+      ]);
+      const bigSeeder = await seedFixtures(env, [big]);
+      cases.push({
+        name: "streaming",
+        made: big,
+        seederPid: bigSeeder.child.pid,
+        mib: streamMiB,
+        budgetMiB: streamBudgetMiB,
+      });
     }
-
-    // End to end: a worker process runs the job.
-    const profileId = await createProfile(env);
-    const port = await freePort();
-    // The bundle the image runs (node-worker/build.ts).
     const entry = await buildWorker(join(stackDir, "worker.mjs"));
-    const worker = spawn(process.execPath, [entry], {
-      cwd: root,
-      env: {
-        ...workerEnv(env, {
-          LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn",
-          WORKER_HTTP_PORT: String(port),
-          WORKER_PART_SIZE_BYTES: String(8 * MiB),
-          WORKER_UPLOAD_CONCURRENCY: "4",
-        }),
-        PATH: process.env.PATH ?? "",
-        NODE_OPTIONS: workerNodeOptions,
-      },
-      stdio: ["ignore", "inherit", "inherit"],
-    });
-    // Ready once its HTTP server answers.
-    for (let i = 0; i < 100; i++) {
-      if (
-        await fetch(`http://127.0.0.1:${port}/healthz`).then(
-          (r) => r.ok,
-          () => false,
-        )
-      )
-        break;
-      await sleep(100);
-    }
-    const idleStatus = await readFile(`/proc/${worker.pid}/status`, "utf8").catch(() => "");
-    const idleRss = Number(/VmRSS:\s+(\d+) kB/.exec(idleStatus)?.[1] ?? 0) * 1024;
-    let peakRss = 0;
-    let peakScratch = 0;
-    // What the worker's memory held when its RSS was highest, from its /metrics.
-    let atPeak = { rss: 0, heap: 0, external: 0 };
-    let sampling = true;
-    const sampler = (async () => {
-      for (let tick = 0; sampling; tick++) {
-        const status = await readFile(`/proc/${worker.pid}/status`, "utf8").catch(() => "");
-        const hwm = /VmHWM:\s+(\d+) kB/.exec(status);
-        if (hwm) peakRss = Math.max(peakRss, Number(hwm[1]) * 1024);
-        peakScratch = Math.max(peakScratch, await diskUsage(env.scratchDir));
-        if (tick % 5 === 0) {
-          const metrics = await fetch(`http://127.0.0.1:${port}/metrics`).then(
-            (r) => r.text(),
-            () => "",
-          );
-          const gauge = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(metrics)?.[1] ?? 0);
-          const rss = gauge("process_resident_memory_bytes");
-          if (rss > atPeak.rss) {
-            atPeak = {
-              rss,
-              heap: gauge("nodejs_heap_size_total_bytes"),
-              external: gauge("nodejs_external_memory_bytes"),
-            };
-          }
-        }
-        await sleep(100);
-      }
-    })();
-    const e2eSeederCpu = await cpuOf(seederPid);
-    const e2eServerCpu = await cpuOf(s3.pid);
-    const e2eStart = Date.now();
-    const job = await submitJob(env, { made, profileId });
-    const done = await waitForState(env, job.id, ["completed", "failed"], 600_000);
-    const endToEnd = Date.now() - e2eStart;
-    const e2eCpu = {
-      worker: await cpuOf(worker.pid),
-      server: (await cpuOf(s3.pid)) - e2eServerCpu,
-      seeder: (await cpuOf(seederPid)) - e2eSeederCpu,
-    };
-    sampling = false;
-    await sampler;
-    worker.kill("SIGTERM");
-    if (done.state !== "completed") throw new Error(`the job failed: ${done.failureReason}`);
-    await expectStoredExactly(env, made, job.id);
-
-    const history = await transitionsOf(env, job.id);
-    const at = (state: string) => history.find((t) => t.toState === state)?.at.getTime() ?? Number.NaN;
-    const phases = `queued→downloading ${seconds(at("downloading") - at("queued"))} s, downloading→uploading ${seconds(at("uploading") - at("downloading"))} s, uploading→completed ${seconds(at("completed") - at("uploading"))} s`;
-    const slower = Math.max(downloadOnly, uploadOnly);
-    process.stdout.write(
-      [
-        `end-to-end:      ${seconds(endToEnd)} s  (worker: download + upload, overlapped)`,
-        `download-only:   ${seconds(downloadOnly)} s  (aria2c from the same seeder)`,
-        `upload-only:     ${seconds(uploadOnly)} s  (the worker's uploader in its own process, same files, same S3 server)`,
-        `phases:          ${phases}`,
-        `ratio:           ${(endToEnd / slower).toFixed(2)} × max(download-only, upload-only)  (target ≤ 1.30)`,
-        `cpu seconds:     end-to-end: worker ${e2eCpu.worker.toFixed(1)}, S3 server ${e2eCpu.server.toFixed(1)}, seeder ${e2eCpu.seeder.toFixed(1)}; upload-only: uploader ${upCpu.uploader.toFixed(1)}, S3 server ${upCpu.server.toFixed(1)}; download-only: seeder ${dlCpu.seeder.toFixed(1)}`,
-        `worker peak RSS: ${(peakRss / MiB).toFixed(0)} MiB  (target ≤ 300; idle ${(idleRss / MiB).toFixed(0)} MiB; highest sample ${(atPeak.rss / MiB).toFixed(0)} MiB: V8 heap ${(atPeak.heap / MiB).toFixed(0)} MiB, buffers outside it ${(atPeak.external / MiB).toFixed(0)} MiB)`,
-        `peak scratch:    ${(peakScratch / MiB).toFixed(0)} MiB  (of ${totalMiB} MiB torrent)`,
-        "objects verified byte-identical (sha256)",
-        "",
-      ].join("\n"),
-    );
+    for (const c of cases) await runCase(env, s3.pid, entry, c);
   } finally {
     if (!process.env.BENCH_KEEP) await env.cleanup();
     await stack.stop();
     await rm(stackDir, { recursive: true, force: true });
   }
+}
+
+async function runCase(env: Env, s3Pid: number | undefined, entry: string, c: Case): Promise<void> {
+  const { made, seederPid } = c;
+  const summary = readTorrent(await readFile(made.torrentPath));
+  process.stdout.write(
+    `\n[${c.name}] torrent: ${summary.files.length} file${summary.files.length === 1 ? "" : "s"}, ${c.mib} MiB, seeded by aria2c on loopback; scratch budget ${c.budgetMiB === undefined ? "holds it whole" : `${c.budgetMiB} MiB`}\n`,
+  );
+
+  // Download only: aria2c as the downloader.
+  const dlDir = join(env.dataDir, "aria2-download");
+  const dlSeederCpu = await cpuOf(seederPid);
+  const dlStart = Date.now();
+  await new Promise<void>((done, fail) => {
+    const child = spawn(
+      "aria2c",
+      [...ARIA2_LOOPBACK_FLAGS, `--dir=${dlDir}`, "--seed-time=0", "--listen-port=17590", made.torrentPath],
+      { stdio: "ignore" },
+    );
+    child.on("exit", (code) => (code === 0 ? done() : fail(new Error(`aria2c exited with ${code}`))));
+  });
+  const downloadOnly = Date.now() - dlStart;
+  const dlCpu = { seeder: (await cpuOf(seederPid)) - dlSeederCpu };
+  await rm(dlDir, { recursive: true, force: true });
+
+  // Upload only: the worker's S3 uploader in a process of its own, as in a job.
+  const plan: UploadPlan = {
+    bucket: env.bucket,
+    folder: `upload-only-${c.name}`,
+    partSize: 8 * MiB,
+    concurrency: 4,
+    files: summary.files.map((f) => ({
+      path: f.path,
+      size: f.length,
+      localPath: join(env.dataDir, "seed", f.path),
+    })),
+  };
+  const upServerCpu = await cpuOf(s3Pid);
+  const upStart = Date.now();
+  const uploader = spawn(process.execPath, ["node-worker/bench/upload.ts", JSON.stringify(plan)], {
+    cwd: root,
+    env: { ...process.env, NODE_OPTIONS: workerNodeOptions },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let printed = "";
+  uploader.stdout.on("data", (chunk: Buffer) => {
+    printed += chunk.toString();
+  });
+  const upCode = await new Promise<number | null>((done) => uploader.on("exit", done));
+  const uploadOnly = Date.now() - upStart;
+  if (upCode !== 0) throw new Error(`the upload-only run exited with ${upCode}`);
+  const upCpu = {
+    uploader: Number(printed.trim().split("\n").pop()),
+    server: (await cpuOf(s3Pid)) - upServerCpu,
+  };
+  // Deleted, as aria2c's download is, so the end-to-end run starts with as much memory free.
+  for (const key of await listKeys(env.s3, env.bucket, `${plan.folder}/`)) {
+    await env.s3.send(new DeleteObjectCommand({ Bucket: env.bucket, Key: key }));
+  }
+
+  // End to end: a worker process (the bundle the image runs, node-worker/build.ts) runs the job.
+  const profileId = await createProfile(env);
+  const port = await freePort();
+  const worker = spawn(process.execPath, [entry], {
+    cwd: root,
+    env: {
+      ...workerEnv(env, {
+        LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn",
+        WORKER_HTTP_PORT: String(port),
+        WORKER_PART_SIZE_BYTES: String(8 * MiB),
+        WORKER_UPLOAD_CONCURRENCY: "4",
+        ...(c.budgetMiB === undefined ? {} : { WORKER_SCRATCH_BUDGET_BYTES: String(c.budgetMiB * MiB) }),
+      }),
+      PATH: process.env.PATH ?? "",
+      NODE_OPTIONS: workerNodeOptions,
+    },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  // Ready once its HTTP server answers.
+  for (let i = 0; i < 100; i++) {
+    if (
+      await fetch(`http://127.0.0.1:${port}/healthz`).then(
+        (r) => r.ok,
+        () => false,
+      )
+    )
+      break;
+    await sleep(100);
+  }
+  const idleStatus = await readFile(`/proc/${worker.pid}/status`, "utf8").catch(() => "");
+  const idleRss = Number(/VmRSS:\s+(\d+) kB/.exec(idleStatus)?.[1] ?? 0) * 1024;
+  const idleCpu = await cpuOf(worker.pid);
+  let peakRss = 0;
+  let peakScratch = 0;
+  // What the worker's memory held when its RSS was highest, from its /metrics.
+  let atPeak = { rss: 0, heap: 0, external: 0 };
+  let sampling = true;
+  const sampler = (async () => {
+    for (let tick = 0; sampling; tick++) {
+      const status = await readFile(`/proc/${worker.pid}/status`, "utf8").catch(() => "");
+      const hwm = /VmHWM:\s+(\d+) kB/.exec(status);
+      if (hwm) peakRss = Math.max(peakRss, Number(hwm[1]) * 1024);
+      peakScratch = Math.max(peakScratch, await diskUsage(env.scratchDir));
+      if (tick % 5 === 0) {
+        const metrics = await fetch(`http://127.0.0.1:${port}/metrics`).then(
+          (r) => r.text(),
+          () => "",
+        );
+        const gauge = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(metrics)?.[1] ?? 0);
+        const rss = gauge("process_resident_memory_bytes");
+        if (rss > atPeak.rss) {
+          atPeak = {
+            rss,
+            heap: gauge("nodejs_heap_size_total_bytes"),
+            external: gauge("nodejs_external_memory_bytes"),
+          };
+        }
+      }
+      await sleep(100);
+    }
+  })();
+  const e2eSeederCpu = await cpuOf(seederPid);
+  const e2eServerCpu = await cpuOf(s3Pid);
+  const e2eStart = Date.now();
+  const job = await submitJob(env, { made, profileId });
+  const done = await waitForState(env, job.id, ["completed", "failed"], 900_000);
+  const endToEnd = Date.now() - e2eStart;
+  const e2eCpu = {
+    worker: (await cpuOf(worker.pid)) - idleCpu,
+    server: (await cpuOf(s3Pid)) - e2eServerCpu,
+    seeder: (await cpuOf(seederPid)) - e2eSeederCpu,
+  };
+  sampling = false;
+  await sampler;
+  worker.kill("SIGTERM");
+  await new Promise((resolve) => worker.on("exit", resolve));
+  if (done.state !== "completed") throw new Error(`the job failed: ${done.failureReason}`);
+  await expectStoredExactly(env, made, job.id);
+
+  const history = await transitionsOf(env, job.id);
+  const at = (state: string) => history.find((t) => t.toState === state)?.at.getTime() ?? Number.NaN;
+  const phases = `queued→downloading ${seconds(at("downloading") - at("queued"))} s, downloading→uploading ${seconds(at("uploading") - at("downloading"))} s, uploading→completed ${seconds(at("completed") - at("uploading"))} s`;
+  const slower = Math.max(downloadOnly, uploadOnly);
+  const scratchTarget =
+    c.budgetMiB === undefined ? `of ${c.mib} MiB torrent` : `target ≤ ${c.budgetMiB} MiB, the budget`;
+  process.stdout.write(
+    [
+      `end-to-end:      ${seconds(endToEnd)} s  (worker: download + upload, overlapped)`,
+      `download-only:   ${seconds(downloadOnly)} s  (aria2c from the same seeder)`,
+      `upload-only:     ${seconds(uploadOnly)} s  (the worker's uploader in its own process, same files, same S3 server)`,
+      `phases:          ${phases}`,
+      `ratio:           ${(endToEnd / slower).toFixed(2)} × max(download-only, upload-only)  (target ≤ 1.30)`,
+      `cpu seconds:     end-to-end: worker ${e2eCpu.worker.toFixed(1)}, S3 server ${e2eCpu.server.toFixed(1)}, seeder ${e2eCpu.seeder.toFixed(1)}; upload-only: uploader ${upCpu.uploader.toFixed(1)}, S3 server ${upCpu.server.toFixed(1)}; download-only: seeder ${dlCpu.seeder.toFixed(1)}`,
+      `worker CPU:      ${(e2eCpu.worker / (c.mib / 1024)).toFixed(1)} CPU-s per GiB  (target ≤ 4)`,
+      `worker peak RSS: ${(peakRss / MiB).toFixed(0)} MiB  (target ≤ 300; idle ${(idleRss / MiB).toFixed(0)} MiB; highest sample ${(atPeak.rss / MiB).toFixed(0)} MiB: V8 heap ${(atPeak.heap / MiB).toFixed(0)} MiB, buffers outside it ${(atPeak.external / MiB).toFixed(0)} MiB)`,
+      `peak scratch:    ${(peakScratch / MiB).toFixed(0)} MiB  (${scratchTarget})`,
+      "objects verified byte-identical (sha256)",
+      "",
+    ].join("\n"),
+  );
 }
 
 main().then(
