@@ -1,10 +1,10 @@
 // One job's BitTorrent download: a webtorrent client of its own, writing into
 // the job's scratch folder (the same folder on every attempt, so a restart
 // re-verifies what is on disk and fetches only what is missing), one scratch
-// file per torrent file, named by its index (store.ts). Only the chosen files
-// are selected; completion is tracked per byte range from the verified-piece
-// bitfield, because the torrent's `done` event never fires for a partial
-// selection. The metadata, from a .torrent or from peers, is read by the same
+// file per torrent file, named by its index (store.ts). Only the byte ranges
+// the job's window reserved are selected (window.ts); completion is tracked
+// per byte range from the verified-piece bitfield, because the torrent's
+// `done` event never fires for a partial selection. The metadata, from a .torrent or from peers, is read by the same
 // parser as an uploaded .torrent.
 import { EventEmitter } from "node:events";
 import { parseTorrentFile, TorrentError, type TorrentFileEntry } from "@torreclou/contracts";
@@ -49,7 +49,6 @@ export class Download extends EventEmitter {
   #ready: Promise<void>;
   #failure: Error | undefined;
   #destroyed = false;
-  #selected = new Set<number>();
   /** Bytes received from peers (for rates; unaffected by re-verification of data on disk). */
   received = 0;
   /** Pieces verified since the download started (data on disk re-verified at start included). */
@@ -154,16 +153,6 @@ export class Download extends EventEmitter {
     return this.#ready;
   }
 
-  /** Selects these files (by torrent index) for download; everything else stays deselected. */
-  select(indexes: Iterable<number>): void {
-    for (const index of indexes) {
-      const file = this.#torrent.files[index];
-      if (!file) throw new Error(`torrent has no file #${index}`);
-      this.#selected.add(index);
-      file.select();
-    }
-  }
-
   /** Whether an upload waits for bytes not downloaded yet. */
   get waiting(): boolean {
     return this.#waiters.length > 0;
@@ -173,7 +162,6 @@ export class Download extends EventEmitter {
   selectRange(index: number, start: number, end: number): void {
     if (end <= start) return;
     const [first, last] = this.#pieceRange(index, start, end);
-    this.#selected.add(index);
     this.#torrent.select(first, last);
   }
 
