@@ -13,7 +13,7 @@ import { attemptsSinceUser, currentJob } from "./jobs/store.ts";
 import type { Metrics } from "./metrics.ts";
 import { type Entry, JobQueue } from "./queue/queue.ts";
 import { ownScratchJobs, removeDir, ScratchBudget, scratchDirFor } from "./scratch.ts";
-import { canPunchHoles } from "./torrent/window.ts";
+import { HolePuncher } from "./torrent/holes.ts";
 
 /** A job attempted this many times without finishing is failed instead of retried forever. */
 const MAX_ATTEMPTS = 10;
@@ -65,7 +65,7 @@ export class Worker {
   #nextCheck = 0;
   #loops: Promise<void>[] = [];
   #timers: NodeJS.Timeout[] = [];
-  #canPunch = false;
+  #holes: HolePuncher | undefined;
 
   constructor(deps: WorkerDeps) {
     this.#deps = deps;
@@ -104,8 +104,10 @@ export class Worker {
     await this.queue.init();
     await this.#clearLeftovers();
     await mkdir(this.#deps.config.WORKER_SCRATCH_DIR, { recursive: true });
-    this.#canPunch = await canPunchHoles(this.#deps.config.WORKER_SCRATCH_DIR);
-    if (!this.#canPunch) {
+    const holes = new HolePuncher();
+    this.#holes = (await holes.works(this.#deps.config.WORKER_SCRATCH_DIR)) ? holes : undefined;
+    if (!this.#holes) {
+      holes.close();
       this.#log.warn(
         { dir: this.#deps.config.WORKER_SCRATCH_DIR },
         "the scratch disk cannot free part of a file (fallocate --punch-hole): a job needs disk for all its files at once",
@@ -320,7 +322,7 @@ export class Worker {
       config: this.#deps.config,
       log: this.#log,
       budget: this.budget,
-      canPunch: this.#canPunch,
+      holes: this.#holes,
       running: () => this.#active.size,
       metrics: this.#deps.metrics,
       keyRing: this.#keyRing,
@@ -438,5 +440,6 @@ export class Worker {
     });
     await this.queue.close();
     await this.budget.close();
+    this.#holes?.close();
   }
 }

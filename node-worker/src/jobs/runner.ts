@@ -30,6 +30,7 @@ import { PermanentJobError, type Sink } from "../sinks/index.ts";
 import { Outage } from "../sinks/outage.ts";
 import { partSizeFor, resumedPartSize, S3Sink } from "../sinks/s3.ts";
 import { Download } from "../torrent/download.ts";
+import type { HolePuncher } from "../torrent/holes.ts";
 import { RangeGoneError, Window } from "../torrent/window.ts";
 import { maskSecrets, redactingLogger, secretsOfSource } from "./redact.ts";
 import {
@@ -58,8 +59,8 @@ export interface RunnerDeps {
   config: Config;
   log: Logger;
   budget: ScratchBudget;
-  /** Whether the scratch disk can free part of a file (torrent/window.ts). */
-  canPunch: boolean;
+  /** Frees part of a scratch file (torrent/window.ts); undefined when the disk cannot. */
+  holes: HolePuncher | undefined;
   /** Jobs this worker runs now: a job reads ahead within its share of the budget. */
   running(): number;
   metrics: Metrics;
@@ -469,7 +470,7 @@ export class JobRun {
       pieceLength: download.pieceLength,
       budget: this.#deps.budget,
       select: (index, start, end) => download.selectRange(index, start, end),
-      canPunch: this.#deps.canPunch,
+      holes: this.#deps.holes,
       share: () => this.#deps.budget.total / Math.max(1, this.#deps.running()),
       onWait: (wait) => {
         if (wait) this.#log.info({ reason: wait.reason }, "waiting for local disk");

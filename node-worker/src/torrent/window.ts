@@ -16,14 +16,9 @@
 // the job is handed back; the next attempt re-verifies what is on disk and
 // fetches what it needs again.
 
-import { execFile } from "node:child_process";
-import { open, stat, writeFile } from "node:fs/promises";
-import { join } from "node:path";
-import { promisify } from "node:util";
 import type { Logger } from "pino";
 import { type DiskWait, removeFile, type ScratchBudget } from "../scratch.ts";
-
-const run = promisify(execFile);
+import type { HolePuncher } from "./holes.ts";
 
 export interface WindowFile {
   /** Index in the torrent. */
@@ -42,8 +37,8 @@ export interface WindowOptions {
   budget: ScratchBudget;
   /** Selects bytes [start, end) of file `index` for download. */
   select(index: number, start: number, end: number): void;
-  /** Whether the scratch disk can free part of a file (fallocate punch-hole). */
-  canPunch: boolean;
+  /** Frees part of a scratch file; undefined when the disk cannot (files are then freed whole). */
+  holes: HolePuncher | undefined;
   /** This job's share of the budget for reading ahead (the budget over the jobs running). */
   share(): number;
   /** The job waits for local disk (or no longer does: undefined). */
@@ -137,11 +132,11 @@ export class Window {
    * One piece of slack covers a piece that straddles two files, written whole.
    */
   async start(): Promise<void> {
-    const { budget, pieceLength, canPunch } = this.#opts;
+    const { budget, pieceLength, holes } = this.#opts;
     // Ranges an earlier attempt stored are neither fetched nor reserved.
     const total = this.#order.reduce((sum, s) => sum + this.#gapBytes(s, 0, s.file.size), 0);
     if (total === 0 || (await budget.tryAcquire(total))) return this.#selectAll(total);
-    if (!canPunch) {
+    if (!holes) {
       // Without hole punching a file's bytes can only go all at once, when it is stored.
       await this.#acquire(total);
       return this.#selectAll(total);
@@ -204,7 +199,7 @@ export class Window {
     if (to <= from) return;
     const gained = addRange(state.freed, from, to);
     if (gained === 0) return;
-    await punchHole(state.file.localPath, from, to - from);
+    await this.#opts.holes?.punch(state.file.localPath, from, to - from);
     this.#give(gained);
     this.#pump();
   }
@@ -303,44 +298,5 @@ export class Window {
         this.#pumping = false;
       }
     })();
-  }
-}
-
-/** Frees bytes [offset, offset + length) of a file's blocks, keeping its size. */
-export async function punchHole(path: string, offset: number, length: number): Promise<void> {
-  if (length <= 0) return;
-  await run("fallocate", [
-    "--punch-hole",
-    "--offset",
-    String(offset),
-    "--length",
-    String(length),
-    path,
-  ]).catch((error: unknown) => {
-    // A file not written yet (its pieces never came) has nothing to free.
-    if ((error as { stderr?: string }).stderr?.includes("No such file")) return;
-    throw error;
-  });
-}
-
-/**
- * Whether the disk holding `dir` can free part of a file: writes 64 KiB,
- * punches out half, and looks at the blocks left. Without it a job's files
- * are freed only whole, and a job needs disk for all of its files at once.
- */
-export async function canPunchHoles(dir: string): Promise<boolean> {
-  const probe = join(dir, `.punch-probe-${process.pid}`);
-  try {
-    await writeFile(probe, Buffer.alloc(64 * 1024, 1));
-    const handle = await open(probe, "r+");
-    await handle.sync();
-    const before = (await handle.stat()).blocks;
-    await handle.close();
-    await punchHole(probe, 0, 32 * 1024);
-    return (await stat(probe)).blocks < before;
-  } catch {
-    return false;
-  } finally {
-    await removeFile(probe);
   }
 }
