@@ -340,7 +340,7 @@ describe("worker crashes", () => {
     expect(received).toBeLessThanOrEqual(size - stored * 5 * MiB + 2 * stored * pieceLength);
     b.child.kill("SIGTERM");
     await b.exited;
-  });
+  }, 240_000);
 
   it("SIGTERM hands the running job back to the queue within the bound", async () => {
     const made = await makeFixture(env, "handback", [{ path: "handback", size: 12 * MiB }]);
