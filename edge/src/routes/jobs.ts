@@ -17,7 +17,12 @@
 // magnet or .torrent is stored encrypted and never sent back.
 import { createRoute, z } from "@hono/zod-openapi";
 import {
-  decryptS3Secret,
+  type Destination,
+  type DestinationKind,
+  describeNameClash,
+  destinationNameRules,
+  destinationOf,
+  findNameClash,
   type JobMessage,
   JobState,
   jobStates,
@@ -27,28 +32,18 @@ import {
   ProgressEvent,
   progressField,
   queue,
-  type S3Secret,
-  sealedOf,
   terminalStates,
 } from "@torreclou/contracts";
-import {
-  jobFiles,
-  jobs,
-  jobTransitions,
-  type S3ProfileConfig,
-  storageProfiles,
-  torrents,
-} from "@torreclou/db";
+import { jobFiles, jobs, jobTransitions, storageProfiles, torrents } from "@torreclou/db";
 import { type Db, insertJob, transitionJob } from "@torreclou/db/jobs";
-import type { Redis } from "@upstash/redis/cloudflare";
 import { and, asc, desc, eq, inArray, sql } from "drizzle-orm";
 import { requireUser } from "../auth/index.ts";
+import { downloadLinks } from "../destinations/index.ts";
 import { ApiError } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
+import { ownsJobs, readEvent } from "../progress/read.ts";
 import { enqueueJob } from "../queue/enqueue.ts";
 import { csrfRefused, errorResponses, registerAuthSchemes, signedIn } from "../security/openapi.ts";
-import { presignGet } from "../storage/s3.ts";
-import { router } from "./openapi.ts";
 import {
   acceptContentTypes,
   limitBody,
@@ -56,7 +51,8 @@ import {
   readSource,
   TORRENT_BODY_LIMIT,
   type TorrentSource,
-} from "./torrents.ts";
+} from "../torrents/input.ts";
+import { router } from "./openapi.ts";
 
 /** Jobs per page at most. */
 export const MAX_PAGE = 100;
@@ -323,10 +319,11 @@ function presentSummary(row: SummaryRow): z.infer<typeof JobSummarySchema> {
 }
 
 /**
- * Links to the stored objects of an S3 job: presigned GETs (an hour), since
- * buckets are private. Drive files carry their own web link (cloud_url).
+ * Download links for stored files that carry none of their own (an S3
+ * object's presigned GET), from the destination's module. Drive, OneDrive and
+ * Dropbox files carry their own web link (cloud_url).
  */
-async function downloadLinks(
+async function fileLinks(
   db: Db,
   userId: string,
   profileId: string | null,
@@ -340,22 +337,22 @@ async function downloadLinks(
     .select()
     .from(storageProfiles)
     .where(and(eq(storageProfiles.id, profileId), eq(storageProfiles.userId, userId)));
-  if (profile?.kind !== "s3") return links;
-  let secret: S3Secret;
+  if (!profile) return links;
+  let destination: Destination;
   try {
-    secret = await decryptS3Secret(keyring, sealedOf(profile), profile.id);
+    destination = destinationOf(profile);
   } catch {
-    return links; // keys rotated away: no links rather than a failed page
+    return links; // settings unreadable: no links rather than a failed page
   }
-  const config = profile.config as S3ProfileConfig;
-  const target = {
-    endpoint: config.endpoint,
-    region: config.region,
-    bucket: config.bucket,
-    prefix: config.prefix ?? "",
-    forcePathStyle: config.forcePathStyle ?? false,
-  };
-  for (const f of wanted) links.set(f.fileIndex, await presignGet(target, secret, f.cloudId!));
+  const byId = await downloadLinks(
+    destination,
+    keyring,
+    wanted.map((f) => f.cloudId!),
+  );
+  for (const f of wanted) {
+    const link = byId.get(f.cloudId!);
+    if (link) links.set(f.fileIndex, link);
+  }
   return links;
 }
 
@@ -379,7 +376,7 @@ async function loadJob(
       .where(eq(jobTransitions.jobId, jobId))
       .orderBy(asc(jobTransitions.at), asc(jobTransitions.id)),
   ]);
-  const links = await downloadLinks(db, userId, row.storageProfileId, keyring, files);
+  const links = await fileLinks(db, userId, row.storageProfileId, keyring, files);
   return {
     ...presentSummary(row),
     files: files.map((f) => ({
@@ -426,9 +423,18 @@ async function refuse(db: Db, userId: string, jobId: string, action: string): Pr
   );
 }
 
-async function pickProfile(db: Db, userId: string, id: string | undefined): Promise<string> {
+async function pickProfile(
+  db: Db,
+  userId: string,
+  id: string | undefined,
+): Promise<{ id: string; kind: DestinationKind }> {
   const [profile] = await db
-    .select({ id: storageProfiles.id, name: storageProfiles.name, status: storageProfiles.status })
+    .select({
+      id: storageProfiles.id,
+      kind: storageProfiles.kind,
+      name: storageProfiles.name,
+      status: storageProfiles.status,
+    })
     .from(storageProfiles)
     .where(
       and(
@@ -443,7 +449,7 @@ async function pickProfile(db: Db, userId: string, id: string | undefined): Prom
     throw new ApiError(
       409,
       "no_storage",
-      "You have no storage yet: add an S3 bucket or Google Drive under Storage, then submit the job again.",
+      "You have no storage yet: add an S3 bucket or Google Drive, OneDrive or Dropbox under Storage, then submit the job again.",
     );
   }
   if (profile.status === "needs_reconnect") {
@@ -454,7 +460,29 @@ async function pickProfile(db: Db, userId: string, id: string | undefined): Prom
       { storageProfileId: profile.id },
     );
   }
-  return profile.id;
+  return { id: profile.id, kind: profile.kind };
+}
+
+/**
+ * Refuses (422 name_clash) a torrent two of whose files the chosen
+ * destination would store under one name (e.g. names differing only in case
+ * on OneDrive or Dropbox), naming both. A magnet's files are checked by the
+ * worker once its metadata is known.
+ */
+function checkDestinationNames(source: TorrentSource, kind: DestinationKind): void {
+  if (source.kind !== "torrent") return;
+  const rules = destinationNameRules[kind];
+  const clash = findNameClash(
+    source.info.files.map((f) => f.path),
+    rules,
+  );
+  if (clash) {
+    throw new ApiError(422, "invalid_torrent", describeNameClash(clash, rules), {
+      problem: "name_clash",
+      paths: clash.paths,
+      destination: rules.label,
+    });
+  }
 }
 
 /** A .torrent job: its name and facts from the info dictionary, its files at once. */
@@ -552,53 +580,6 @@ function decodeCursor(text: string): Cursor {
 }
 
 // --- Progress -------------------------------------------------------------------
-
-/** A progress event as stored (JSON, or already decoded by the Redis client); undefined if malformed. */
-export function readEvent(value: unknown): ProgressEvent | undefined {
-  let data = value;
-  if (typeof data === "string") {
-    try {
-      data = JSON.parse(data);
-    } catch {
-      return undefined;
-    }
-  }
-  const parsed = ProgressEvent.safeParse(data);
-  return parsed.success ? parsed.data : undefined;
-}
-
-/**
- * Is the job the caller's? The owner key answers; only when it is missing
- * (e.g. Redis lost it) does Postgres, and the key is then written back.
- */
-export async function ownsJobs(
-  db: () => Db,
-  redis: Redis,
-  userId: string,
-  owners: Map<string, unknown>,
-): Promise<Set<string>> {
-  const owned = new Set<string>();
-  const unknown: string[] = [];
-  for (const [jobId, owner] of owners) {
-    if (owner === null || owner === undefined) unknown.push(jobId);
-    else if (String(owner) === userId) owned.add(jobId);
-  }
-  if (unknown.length > 0) {
-    const found = await db()
-      .select({ id: jobs.id })
-      .from(jobs)
-      .where(and(eq(jobs.userId, userId), inArray(jobs.id, unknown)));
-    if (found.length > 0) {
-      const heal = redis.pipeline();
-      for (const { id } of found) {
-        owned.add(id);
-        heal.set(keys.owner(id), userId);
-      }
-      await heal.exec().catch(() => {});
-    }
-  }
-  return owned;
-}
 
 // --- Routes ---------------------------------------------------------------------
 
@@ -766,7 +747,8 @@ export const jobsApi = api
     const source = await readSource({ torrent: body.torrent, magnet: body.magnet });
     const selected = checkSelection(source, body.files);
     const db = c.var.db();
-    const storageProfileId = await pickProfile(db, userId, body.storageProfileId);
+    const { id: storageProfileId, kind } = await pickProfile(db, userId, body.storageProfileId);
+    checkDestinationNames(source, kind);
     const job = source.kind === "torrent" ? torrentJob(source) : magnetJob(source);
     const { job: created } = await insertJob(db, c.var.config.CREDENTIALS_KEYS, {
       ...job,

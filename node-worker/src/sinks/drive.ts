@@ -170,7 +170,7 @@ export class DriveSink implements Sink {
       if (response.status !== 401) return response;
       await response.body?.cancel();
       this.tokens.invalidate(token);
-      if (attempt >= 2) throw new ReconnectRequiredError();
+      if (attempt >= 2) throw new ReconnectRequiredError("Google Drive");
     }
   }
 

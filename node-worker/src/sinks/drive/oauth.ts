@@ -1,22 +1,13 @@
 // Access tokens for Google APIs from a stored refresh token: refreshed a
 // minute before they expire (or when an API answers 401), one refresh at a
 // time, each new token handed to a callback so it can be persisted.
-import { PermanentJobError } from "../index.ts";
+import { PermanentJobError, ReconnectRequiredError } from "../index.ts";
 import { defaultRetry, GoogleApiError, type RetryLog, type RetryPolicy, withRetry } from "./http.ts";
 
 export const GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token";
 export const GOOGLE_REVOKE_URL = "https://oauth2.googleapis.com/revoke";
 
-/**
- * The Google grant no longer works (revoked by the user, expired, password
- * changed): only the user can fix it, by connecting Google Drive again.
- */
-export class ReconnectRequiredError extends PermanentJobError {
-  constructor(options?: { cause?: unknown }) {
-    super("reconnect Google Drive", options);
-    this.name = "ReconnectRequiredError";
-  }
-}
+export { ReconnectRequiredError } from "../index.ts";
 
 export interface AccessToken {
   accessToken: string;
@@ -110,7 +101,7 @@ export class GoogleTokenSource {
 
 function describeTokenError(error: unknown): unknown {
   if (!(error instanceof GoogleApiError)) return error;
-  if (error.reason === "invalid_grant") return new ReconnectRequiredError({ cause: error });
+  if (error.reason === "invalid_grant") return new ReconnectRequiredError("Google Drive", { cause: error });
   if (error.reason === "invalid_client" || error.reason === "unauthorized_client")
     return new PermanentJobError(
       "The server's Google OAuth client was rejected by Google; an administrator must fix its client id and secret.",
