@@ -198,6 +198,8 @@ export class OneDriveSink implements Sink {
     let session = file.uploadSession;
     let mismatches = 0;
     const progress = { reported: 0 };
+    // Upload sessions take no empty file: a simple upload does, in one request.
+    if (file.size === 0) return this.#uploadEmpty(itemPath, file, hooks);
     for (let restarts = 0; ; ) {
       const hash = new FileHash(file.localPath, new QuickXorHash());
       let item: DriveItem;
@@ -240,6 +242,39 @@ export class OneDriveSink implements Sink {
           `OneDrive stored "${file.path}" with a different quickXorHash than the downloaded file, twice.`,
         );
     }
+  }
+
+  async #uploadEmpty(itemPath: string, file: SinkFile, hooks: UploadHooks): Promise<UploadResult> {
+    const item = await withRetry(
+      async () => {
+        for (let attempt = 1; ; attempt++) {
+          const token = await this.tokens.token(hooks.signal);
+          const response = await this.#fetch(
+            `${this.#api}${itemPath}/content?@microsoft.graph.conflictBehavior=replace`,
+            {
+              method: "PUT",
+              headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/octet-stream" },
+              body: new Uint8Array(0),
+              redirect: "manual",
+              signal: hooks.signal,
+            },
+          );
+          if (response.status === 401 && attempt < 2) {
+            await response.body?.cancel();
+            this.tokens.invalidate(token);
+            continue;
+          }
+          if (response.status === 401) throw new ReconnectRequiredError(LABEL);
+          if (!response.ok) throw await ProviderError.from(response, "OneDrive: upload an empty file");
+          return (await response.json()) as DriveItem;
+        }
+      },
+      this.#retryOpts(hooks.signal, "upload empty file"),
+    );
+    const local = await hashFile(file.localPath, 0, new QuickXorHash());
+    if (item.size !== 0 || item.file?.hashes?.quickXorHash !== local)
+      throw new PermanentJobError(`OneDrive stored the empty file "${file.path}" with content.`);
+    return { cloudId: item.id, cloudUrl: item.webUrl, checksum: `quickxor:${local}` };
   }
 
   /** The same file already at its path (from an earlier attempt whose last answer was lost): same size and hash. */
