@@ -434,6 +434,24 @@ export async function startOneDriveDouble(opts: OneDriveDoubleOptions): Promise<
       },
     },
     {
+      // The item's webUrl: OneDrive's web view; the double serves the bytes.
+      name: "view",
+      method: "GET",
+      path: /^\/view\/([\w]+)$/,
+      handle(ctx) {
+        const item = store.items.get(ctx.params[0] ?? "");
+        if (!item || item.folder)
+          throw new HttpError(404, graphError("itemNotFound", "The resource could not be found."));
+        const content = store.content(item.id);
+        ctx.res
+          .writeHead(200, {
+            "Content-Type": "application/octet-stream",
+            "Content-Length": String(content.length),
+          })
+          .end(content);
+      },
+    },
+    {
       name: "items.content",
       method: "GET",
       path: /^\/v1\.0\/me\/drive\/items\/([\w]+)\/content$/,
