@@ -81,7 +81,11 @@ export const gdrive: EdgeDestination<"gdrive"> = {
     async account(config, accessToken) {
       return { email: await accountEmail(config, accessToken) };
     },
-    /** Revoking at Google ends the whole grant, any of its tokens will do. */
+    /**
+     * Revoking at Google ends the whole grant, any of its tokens will do.
+     * Plain fetch: google-auth-library (the workers' token client) does not
+     * run in the Workers runtime; this is Google's documented revoke call.
+     */
     async revoke(config, secret) {
       try {
         const response = await fetch(config.GOOGLE_OAUTH_REVOKE_URL, {
