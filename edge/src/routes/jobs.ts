@@ -153,6 +153,10 @@ const JobFileSchema = z
     bytesDownloaded: z.number(),
     bytesUploaded: z.number(),
     cloudUrl: z.string().nullable(),
+    storedAs: z.string().nullable().openapi({
+      description:
+        "The path the destination stores the file under when it differs from `path` (characters the provider refuses replaced by look-alikes, e.g. `:` by `：` on OneDrive); null when it is the same.",
+    }),
     error: z.string().nullable(),
   })
   .openapi("JobFile");
@@ -318,32 +322,38 @@ function presentSummary(row: SummaryRow): z.infer<typeof JobSummarySchema> {
   };
 }
 
-/**
- * Download links for stored files that carry none of their own (an S3
- * object's presigned GET), from the destination's module. Drive, OneDrive and
- * Dropbox files carry their own web link (cloud_url).
- */
-async function fileLinks(
+/** The job's destination, if it still exists and its settings read. */
+async function destinationFor(
   db: Db,
   userId: string,
   profileId: string | null,
+): Promise<Destination | undefined> {
+  if (!profileId) return undefined;
+  const [profile] = await db
+    .select()
+    .from(storageProfiles)
+    .where(and(eq(storageProfiles.id, profileId), eq(storageProfiles.userId, userId)));
+  if (!profile) return undefined;
+  try {
+    return destinationOf(profile);
+  } catch {
+    return undefined; // settings unreadable: no links rather than a failed page
+  }
+}
+
+/**
+ * Download links for stored files that carry none of their own (an S3
+ * object's presigned GET), from the destination's module. Drive and OneDrive
+ * files carry their own web link (cloud_url).
+ */
+async function fileLinks(
+  destination: Destination | undefined,
   keyring: Keyring,
   files: { fileIndex: number; cloudId: string | null; cloudUrl: string | null }[],
 ): Promise<Map<number, string>> {
   const links = new Map<number, string>();
   const wanted = files.filter((f) => f.cloudId && !f.cloudUrl);
-  if (!profileId || wanted.length === 0) return links;
-  const [profile] = await db
-    .select()
-    .from(storageProfiles)
-    .where(and(eq(storageProfiles.id, profileId), eq(storageProfiles.userId, userId)));
-  if (!profile) return links;
-  let destination: Destination;
-  try {
-    destination = destinationOf(profile);
-  } catch {
-    return links; // settings unreadable: no links rather than a failed page
-  }
+  if (!destination || wanted.length === 0) return links;
   const byId = await downloadLinks(
     destination,
     keyring,
@@ -354,6 +364,17 @@ async function fileLinks(
     if (link) links.set(f.fileIndex, link);
   }
   return links;
+}
+
+/** The path a destination stores a torrent path under, when its name rules change it. */
+function storedAs(destination: Destination | undefined, path: string): string | null {
+  if (!destination) return null;
+  const rules = destinationNameRules[destination.kind];
+  const stored = path
+    .split("/")
+    .map((name) => rules.name(name))
+    .join("/");
+  return stored === path ? null : stored;
 }
 
 async function loadJob(
@@ -376,7 +397,8 @@ async function loadJob(
       .where(eq(jobTransitions.jobId, jobId))
       .orderBy(asc(jobTransitions.at), asc(jobTransitions.id)),
   ]);
-  const links = await fileLinks(db, userId, row.storageProfileId, keyring, files);
+  const destination = await destinationFor(db, userId, row.storageProfileId);
+  const links = await fileLinks(destination, keyring, files);
   return {
     ...presentSummary(row),
     files: files.map((f) => ({
@@ -388,6 +410,7 @@ async function loadJob(
       bytesDownloaded: f.bytesDownloaded,
       bytesUploaded: f.bytesUploaded,
       cloudUrl: f.cloudUrl ?? links.get(f.fileIndex) ?? null,
+      storedAs: storedAs(destination, f.path),
       error: f.error,
     })),
     transitions: transitions.map((t) => ({
