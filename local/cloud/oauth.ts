@@ -46,6 +46,16 @@ export interface OAuthOptions {
   /** The account the consent screen approves for when the request names none. */
   consentEmail?: string;
   newAccount(email: string): Account;
+  /** Called after every change worth keeping (grants, tokens, accounts), e.g. to save a snapshot. */
+  onChange?: () => void;
+}
+
+/** What an OAuthServer keeps across restarts. */
+export interface OAuthSnapshot {
+  accounts: Account[];
+  grants: Grant[];
+  old: [string, string][];
+  access: [string, { grant: string; expiresAt: number }][];
 }
 
 export class OAuthError extends Error {
@@ -75,6 +85,26 @@ export class OAuthServer {
     this.#opts = opts;
   }
 
+  snapshot(): OAuthSnapshot {
+    return {
+      accounts: [...this.accounts.values()],
+      grants: [...this.#grants.values()],
+      old: [...this.#old],
+      access: [...this.#access],
+    };
+  }
+
+  restore(snapshot: OAuthSnapshot): void {
+    for (const account of snapshot.accounts) this.accounts.set(account.id, account);
+    for (const grant of snapshot.grants) this.#grants.set(grant.refreshToken, grant);
+    for (const [old, current] of snapshot.old) this.#old.set(old, current);
+    for (const [token, access] of snapshot.access) this.#access.set(token, access);
+  }
+
+  #changed(): void {
+    this.#opts.onChange?.();
+  }
+
   get accessTtl(): number {
     return this.#opts.accessTokenTtlSeconds ?? 3599;
   }
@@ -83,6 +113,7 @@ export class OAuthServer {
     for (const account of this.accounts.values()) if (account.email === email) return account;
     const account = this.#opts.newAccount(email);
     this.accounts.set(account.id, account);
+    this.#changed();
     return account;
   }
 
@@ -103,6 +134,7 @@ export class OAuthServer {
   #issueAccess(grant: string): string {
     const access = token(this.#opts.prefix, "at");
     this.#access.set(access, { grant, expiresAt: Date.now() + this.accessTtl * 1000 });
+    this.#changed();
     return access;
   }
 
@@ -132,6 +164,7 @@ export class OAuthServer {
     const grant = this.#grantOf(tokenText) ?? this.#grants.get(this.#access.get(tokenText)?.grant ?? "");
     if (!grant || grant.revoked) return false;
     grant.revoked = true;
+    this.#changed();
     return true;
   }
 
@@ -145,12 +178,14 @@ export class OAuthServer {
         n++;
       }
     }
+    this.#changed();
     return n;
   }
 
   /** As if an hour passed: every access token issued so far is expired. */
   expireAccessTokens(): void {
     for (const access of this.#access.values()) access.expiresAt = 0;
+    this.#changed();
   }
 
   /**
@@ -264,6 +299,7 @@ export class OAuthServer {
           if (this.#old.get(access.grant) === next) access.grant = next;
         answer.refresh_token = next;
       }
+      this.#changed();
       return answer;
     }
     throw new OAuthError(

@@ -112,6 +112,8 @@ export interface CloudServerOptions {
   /** Control endpoints under `/__` (besides /__faults). */
   controls?: Route[];
   env(base: string): Record<string, string>;
+  /** Called after every request (e.g. to save the double's state). */
+  afterRequest?: () => void;
 }
 
 export interface CloudServer extends Service {
@@ -242,7 +244,9 @@ export async function startCloudServer(opts: CloudServerOptions): Promise<CloudS
       await route.handle(ctx);
     };
     run()
-      .catch((error: unknown) => {
+      .catch(async (error: unknown) => {
+        // Read what the client is still sending first, so it gets the answer rather than a reset.
+        if (!consumed && !req.destroyed) await body().catch(() => undefined);
         if (error instanceof HttpError) sendJson(res, error.status, error.body, error.headers);
         else {
           log(opts.name, `internal error: ${error instanceof Error ? error.stack : String(error)}`);
@@ -251,6 +255,7 @@ export async function startCloudServer(opts: CloudServerOptions): Promise<CloudS
       })
       .finally(() => {
         if (!consumed) req.resume();
+        if (route && route.name !== "control") opts.afterRequest?.();
       });
   });
   server.on("connection", (socket) => {

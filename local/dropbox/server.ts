@@ -9,7 +9,8 @@
 import { createHash, randomBytes } from "node:crypto";
 import { appendFileSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { OAuthError, OAuthServer } from "../cloud/oauth.ts";
+import { OAuthError, OAuthServer, type OAuthSnapshot } from "../cloud/oauth.ts";
+import { StateFile } from "../cloud/persist.ts";
 import {
   type CloudServer,
   type Ctx,
@@ -96,6 +97,22 @@ export async function startDropboxDouble(opts: DropboxDoubleOptions): Promise<Dr
   const sessions = new Map<string, UploadSession>();
   const quotas = new Map<string, number>();
   const sessionTtl = opts.sessionTtlMs ?? 7 * 24 * 3600 * 1000;
+  const state = new StateFile<{
+    oauth: OAuthSnapshot;
+    entries: Entry[];
+    sessions: UploadSession[];
+    quotas: [string, number][];
+  }>(dir);
+  let loaded = false;
+  const save = () => {
+    if (!loaded) return;
+    state.save({
+      oauth: oauth.snapshot(),
+      entries: [...entries.values()],
+      sessions: [...sessions.values()],
+      quotas: [...quotas],
+    });
+  };
   const oauth = new OAuthServer({
     prefix: "sl",
     clientId: opts.clientId,
@@ -104,12 +121,22 @@ export async function startDropboxDouble(opts: DropboxDoubleOptions): Promise<Dr
     // A refresh token only with token_access_type=offline, as Dropbox does; it never rotates.
     offline: (query) => query.get("token_access_type") === "offline",
     consentEmail: "dropbox-user@example.com",
+    onChange: () => save(),
     newAccount: (email) => ({
       id: `dbid:${randomBytes(16).toString("base64url")}`,
       email,
       quota: opts.quotaBytes ?? 2 ** 41,
     }),
   });
+
+  const saved = state.load();
+  if (saved) {
+    oauth.restore(saved.oauth);
+    for (const entry of saved.entries) entries.set(entry.id, entry);
+    for (const session of saved.sessions) sessions.set(session.id, session);
+    for (const [account, bytes] of saved.quotas) quotas.set(account, bytes);
+  }
+  loaded = true;
 
   const lower = (path: string) => path.toLowerCase();
   const entryAt = (accountId: string, path: string) => {
@@ -472,6 +499,7 @@ export async function startDropboxDouble(opts: DropboxDoubleOptions): Promise<Dr
     contentOf: (id) => readFileSync(join(dir, "files", id.slice(3))),
     setQuota(email, bytes) {
       quotas.set(oauth.accountByEmail(email).id, bytes);
+      save();
     },
     expireSession(id) {
       const session = sessions.get(id);
@@ -539,6 +567,7 @@ export async function startDropboxDouble(opts: DropboxDoubleOptions): Promise<Dr
     routes,
     controls,
     faults,
+    afterRequest: save,
     faultBody: (status) =>
       status === 429
         ? {

@@ -4,7 +4,8 @@
 // offline, with fault injection. Tests start it in process; `npm run dev`
 // runs one so "Connect OneDrive" works locally. See README.md.
 
-import { OAuthError, OAuthServer } from "../cloud/oauth.ts";
+import { OAuthError, OAuthServer, type OAuthSnapshot } from "../cloud/oauth.ts";
+import { StateFile } from "../cloud/persist.ts";
 import {
   type CloudServer,
   type Ctx,
@@ -77,6 +78,26 @@ export async function startOneDriveDouble(opts: OneDriveDoubleOptions): Promise<
   const store = new OneDriveStore(opts.dataDir);
   const faults = new Faults();
   const quotas = new Map<string, number>();
+  const state = new StateFile<{
+    oauth: OAuthSnapshot;
+    items: Item[];
+    sessions: Session[];
+    appRoots: [string, string][];
+    quotas: [string, number][];
+    accounts: number;
+  }>(opts.dataDir);
+  let loaded = false;
+  const save = () => {
+    if (!loaded) return;
+    state.save({
+      oauth: oauth.snapshot(),
+      items: [...store.items.values()],
+      sessions: [...store.sessions.values()],
+      appRoots: [...store.appRoots],
+      quotas: [...quotas],
+      accounts,
+    });
+  };
   const sessionTtl = opts.sessionTtlMs ?? 7 * 24 * 3600 * 1000;
   let base = "";
   let accounts = 0;
@@ -89,12 +110,24 @@ export async function startOneDriveDouble(opts: OneDriveDoubleOptions): Promise<
     // A refresh token only with offline_access, as Microsoft does.
     offline: (query) => (query.get("scope") ?? "").split(" ").includes("offline_access"),
     consentEmail: "onedrive-user@example.com",
+    onChange: () => save(),
     newAccount: (email) => ({
       id: `${(++accounts).toString(16).padStart(16, "0")}`,
       email,
       quota: opts.quotaBytes ?? 2 ** 40,
     }),
   });
+
+  const saved = state.load();
+  if (saved) {
+    oauth.restore(saved.oauth);
+    for (const item of saved.items) store.items.set(item.id, item);
+    for (const session of saved.sessions) store.sessions.set(session.id, session);
+    for (const [account, id] of saved.appRoots) store.appRoots.set(account, id);
+    for (const [account, bytes] of saved.quotas) quotas.set(account, bytes);
+    accounts = saved.accounts;
+  }
+  loaded = true;
 
   const me = (ctx: Ctx) => {
     const account = oauth.authenticate(ctx.req.headers.authorization);
@@ -490,6 +523,7 @@ export async function startOneDriveDouble(opts: OneDriveDoubleOptions): Promise<
     contentOf: (id) => store.content(id),
     setQuota(email, bytes) {
       quotas.set(oauth.accountByEmail(email).id, bytes);
+      save();
     },
     expireSession(uploadUrl) {
       const session = store.sessions.get(uploadUrl.split("/").pop() ?? "");
@@ -557,6 +591,7 @@ export async function startOneDriveDouble(opts: OneDriveDoubleOptions): Promise<
     routes,
     controls,
     faults,
+    afterRequest: save,
     faultBody: (status) => graphError(faultCodes[status] ?? "generalException", `Injected HTTP ${status}.`),
     env: (url) => ({
       GRAPH_API_BASE_URL: url,
