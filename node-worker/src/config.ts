@@ -186,6 +186,17 @@ function targetOf(raw: string): AllowedTarget {
   return { host: normalHost(url.hostname), port };
 }
 
+/** Each host:port once, in first-seen order. */
+function distinct(targets: AllowedTarget[]): AllowedTarget[] {
+  const seen = new Set<string>();
+  return targets.filter((t) => {
+    const key = `${t.host}:${t.port}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const result = Config.safeParse(env);
   if (!result.success) {
@@ -201,7 +212,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     STACK_ID: stack,
     WORKER_SCRATCH_DIR: result.data.WORKER_SCRATCH_DIR ?? join(tmpdir(), "torreclou-scratch", stack),
     // The providers' endpoints are the operator's choice, not a user's.
-    EGRESS_ALLOW: [
+    EGRESS_ALLOW: distinct([
       ...result.data.EGRESS_ALLOW,
       targetOf(result.data.DRIVE_API_BASE_URL),
       targetOf(result.data.GOOGLE_OAUTH_TOKEN_URL),
@@ -210,6 +221,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       targetOf(result.data.DROPBOX_API_BASE_URL),
       targetOf(result.data.DROPBOX_CONTENT_BASE_URL),
       targetOf(result.data.DROPBOX_OAUTH_TOKEN_URL),
-    ],
+    ]),
   };
 }

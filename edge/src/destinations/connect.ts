@@ -116,23 +116,29 @@ export function connectRoutes<K extends OAuthDestinationKind>(
         .from(storageProfiles)
         .where(eq(storageProfiles.userId, userId))
         .orderBy(asc(storageProfiles.createdAt));
-      const same = mine.find((p) => {
-        if (p.kind !== kind) return false;
+      const configOf = (p: StorageProfile) => {
         try {
-          return provider.sameAccount(
-            destinationOf(p).config as Parameters<typeof provider.sameAccount>[0],
-            account,
-          );
+          return destinationOf(p).config as Parameters<typeof provider.sameAccount>[0];
         } catch {
-          return false;
+          return undefined;
         }
+      };
+      const same = mine.find((p) => {
+        const settings = p.kind === kind ? configOf(p) : undefined;
+        return settings !== undefined && provider.sameAccount(settings, account);
       });
+      const sameConfig = same ? configOf(same) : undefined;
       if (same) {
         // The old refresh token is not revoked: at some providers that would end the whole grant, the new token included.
         const sealed = await encryptSecret(config.CREDENTIALS_KEYS, secret, same.id);
         const [renewed] = await tx
           .update(storageProfiles)
-          .set({ ...columnsOf(sealed), config: provider.configOf(account), status: "active" })
+          // Settings the user chose (e.g. a Drive folder) stay; the account's are refreshed.
+          .set({
+            ...columnsOf(sealed),
+            config: { ...sameConfig, ...provider.configOf(account) },
+            status: "active",
+          })
           .where(eq(storageProfiles.id, same.id))
           .returning();
         return { profile: renewed!, created: false };
