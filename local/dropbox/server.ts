@@ -96,6 +96,9 @@ export async function startDropboxDouble(opts: DropboxDoubleOptions): Promise<Dr
   const entries = new Map<string, Entry>();
   const sessions = new Map<string, UploadSession>();
   const quotas = new Map<string, number>();
+  /** Temporary download links: key → file id and expiry. */
+  const links = new Map<string, { id: string; expiresAt: number }>();
+  let base = "";
   const sessionTtl = opts.sessionTtlMs ?? 7 * 24 * 3600 * 1000;
   const state = new StateFile<{
     oauth: OAuthSnapshot;
@@ -371,6 +374,46 @@ export async function startDropboxDouble(opts: DropboxDoubleOptions): Promise<Dr
       },
     },
     {
+      name: "files.get_temporary_link",
+      method: "POST",
+      path: /^\/2\/files\/get_temporary_link$/,
+      async handle(ctx) {
+        const account = auth(ctx);
+        const { path } = await ctx.json<{ path?: string }>();
+        const entry =
+          typeof path === "string"
+            ? path.startsWith("id:")
+              ? entries.get(path)
+              : entryAt(account.id, path)
+            : undefined;
+        if (!entry || entry.accountId !== account.id || entry.folder)
+          throw new HttpError(409, pathError("not_found"));
+        // A link that works without a token for four hours, as Dropbox's do.
+        const key = randomBytes(18).toString("base64url");
+        links.set(key, { id: entry.id, expiresAt: Date.now() + 4 * 3600_000 });
+        ctx.send(200, { metadata: metadata(entry), link: `${base}/temporary/${key}` });
+      },
+    },
+    {
+      name: "temporary",
+      method: "GET",
+      path: /^\/temporary\/([\w-]+)$/,
+      handle(ctx) {
+        const link = links.get(ctx.params[0] ?? "");
+        if (!link || link.expiresAt <= Date.now() || !entries.has(link.id)) {
+          ctx.res.writeHead(410, { "Content-Type": "text/plain" }).end("This link has expired.");
+          return;
+        }
+        const content = readFileSync(join(dir, "files", link.id.slice(3)));
+        ctx.res
+          .writeHead(200, {
+            "Content-Type": "application/octet-stream",
+            "Content-Length": String(content.length),
+          })
+          .end(content);
+      },
+    },
+    {
       name: "upload.start",
       method: "POST",
       path: /^\/2\/files\/upload_session\/start$/,
@@ -582,5 +625,6 @@ export async function startDropboxDouble(opts: DropboxDoubleOptions): Promise<Dr
       DROPBOX_OAUTH_TOKEN_URL: `${url}/oauth2/token`,
     }),
   });
+  base = server.url;
   return Object.assign(server, double) as DropboxDouble;
 }

@@ -9,7 +9,7 @@
 // Endpoints are Dropbox's by default and overridable (DROPBOX_OAUTH_*_URL,
 // DROPBOX_API_BASE_URL) so the local stack runs against its Dropbox double
 // (local/dropbox).
-import type { OAuthSecret } from "@torreclou/contracts";
+import { CredentialsError, decryptOAuthSecret, type OAuthSecret } from "@torreclou/contracts";
 import type { Config } from "../config.ts";
 import { ApiError } from "../errors/index.ts";
 import type { EdgeDestination, OAuthClientSettings } from "./types.ts";
@@ -74,6 +74,50 @@ export const dropbox: EdgeDestination<"dropbox"> = {
   label: "Dropbox",
   async view({ config }) {
     return { accountEmail: config.accountEmail ?? null };
+  },
+  /**
+   * Dropbox files have no web link of their own an app folder app may give:
+   * each gets a temporary link (four hours, Dropbox's own) when the job is shown.
+   */
+  async links(destination, config, cloudIds) {
+    const links = new Map<string, string>();
+    let secret: OAuthSecret;
+    try {
+      secret = await decryptOAuthSecret(config.CREDENTIALS_KEYS, destination.sealed, destination.id);
+    } catch (error) {
+      if (error instanceof CredentialsError) return links; // keys rotated away: no links rather than a failed page
+      throw error;
+    }
+    if (destination.status === "needs_reconnect") return links;
+    let settings: OAuthClientSettings;
+    try {
+      settings = client(config, config.WEB_ORIGIN);
+    } catch {
+      return links; // no Dropbox app configured any more
+    }
+    const token = await accessTokenOf(secret, settings).catch(() => undefined);
+    if (!token || token === "revoked") return links;
+    await Promise.all(
+      cloudIds.map(async (id) => {
+        try {
+          const response = await fetch(api(config, "/2/files/get_temporary_link"), {
+            method: "POST",
+            headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+            body: JSON.stringify({ path: id }),
+            signal: AbortSignal.timeout(5000),
+          });
+          if (!response.ok) {
+            await response.body?.cancel();
+            return;
+          }
+          const body = (await response.json()) as { link?: unknown };
+          if (typeof body.link === "string" && /^https?:\/\//.test(body.link)) links.set(id, body.link);
+        } catch {
+          // A link that cannot be made now is left out; the job page still lists the file.
+        }
+      }),
+    );
+    return links;
   },
   oauth: {
     basePath: "/api/dropbox",

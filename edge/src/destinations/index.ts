@@ -2,6 +2,7 @@
 // provider is its module plus one line here (and its kind in
 // contracts/src/destinations.ts).
 import type { Destination, DestinationKind, DestinationOf, Keyring } from "@torreclou/contracts";
+import type { Config } from "../config.ts";
 import { dropbox } from "./dropbox.ts";
 import { gdrive } from "./gdrive.ts";
 import { onedrive } from "./onedrive.ts";
@@ -28,12 +29,12 @@ export function settingsView(destination: Destination, keyring: Keyring): Promis
 /** Download links for stored files of a destination whose files carry none of their own. */
 export async function downloadLinks(
   destination: Destination,
-  keyring: Keyring,
+  config: Config,
   cloudIds: string[],
 ): Promise<Map<string, string>> {
   const module = destinations[destination.kind] as EdgeDestination<typeof destination.kind>;
   if (!module.links || cloudIds.length === 0) return new Map();
-  return module.links(destination as DestinationOf<typeof destination.kind>, keyring, cloudIds);
+  return module.links(destination as DestinationOf<typeof destination.kind>, config, cloudIds);
 }
 
 export type { EdgeDestination, OAuthProvider } from "./types.ts";

@@ -57,7 +57,7 @@ export const s3: EdgeDestination<"s3"> = {
     };
   },
   /** Presigned GETs (an hour), since buckets are private. */
-  async links(destination, keyring, cloudIds) {
+  async links(destination, { CREDENTIALS_KEYS: keyring }, cloudIds) {
     const links = new Map<string, string>();
     let secret: Awaited<ReturnType<typeof decryptS3Secret>>;
     try {

@@ -37,7 +37,7 @@ export interface EdgeDestination<K extends DestinationKind = DestinationKind> {
    * Download links for stored files that carry none of their own (cloudId →
    * URL). Providers whose files have a web link of their own leave it out.
    */
-  links?(destination: DestinationOf<K>, keyring: Keyring, cloudIds: string[]): Promise<Map<string, string>>;
+  links?(destination: DestinationOf<K>, config: Config, cloudIds: string[]): Promise<Map<string, string>>;
   /** Connected with an OAuth grant: the flow (destinations/connect.ts) and its provider's endpoints. */
   oauth?: OAuthProvider<K & OAuthDestinationKind>;
 }

@@ -26,7 +26,6 @@ import {
   type JobMessage,
   JobState,
   jobStates,
-  type Keyring,
   keys,
   MAX_TORRENT_FILES,
   ProgressEvent,
@@ -38,6 +37,7 @@ import { jobFiles, jobs, jobTransitions, storageProfiles, torrents } from "@torr
 import { type Db, insertJob, transitionJob } from "@torreclou/db/jobs";
 import { and, asc, desc, eq, inArray, sql } from "drizzle-orm";
 import { requireUser } from "../auth/index.ts";
+import type { Config } from "../config.ts";
 import { downloadLinks } from "../destinations/index.ts";
 import { ApiError } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
@@ -343,12 +343,12 @@ async function destinationFor(
 
 /**
  * Download links for stored files that carry none of their own (an S3
- * object's presigned GET), from the destination's module. Drive and OneDrive
- * files carry their own web link (cloud_url).
+ * object's presigned GET, a Dropbox temporary link), from the destination's
+ * module. Drive and OneDrive files carry their own web link (cloud_url).
  */
 async function fileLinks(
   destination: Destination | undefined,
-  keyring: Keyring,
+  config: Config,
   files: { fileIndex: number; cloudId: string | null; cloudUrl: string | null }[],
 ): Promise<Map<number, string>> {
   const links = new Map<number, string>();
@@ -356,7 +356,7 @@ async function fileLinks(
   if (!destination || wanted.length === 0) return links;
   const byId = await downloadLinks(
     destination,
-    keyring,
+    config,
     wanted.map((f) => f.cloudId!),
   );
   for (const f of wanted) {
@@ -381,7 +381,7 @@ async function loadJob(
   db: Db,
   userId: string,
   jobId: string,
-  keyring: Keyring,
+  config: Config,
 ): Promise<z.infer<typeof JobDetailSchema>> {
   const [row] = await db
     .select(summaryColumns)
@@ -398,7 +398,7 @@ async function loadJob(
       .orderBy(asc(jobTransitions.at), asc(jobTransitions.id)),
   ]);
   const destination = await destinationFor(db, userId, row.storageProfileId);
-  const links = await fileLinks(destination, keyring, files);
+  const links = await fileLinks(destination, config, files);
   return {
     ...presentSummary(row),
     files: files.map((f) => ({
@@ -781,7 +781,7 @@ export const jobsApi = api
       targetFolder: body.targetFolder,
     });
     await enqueueJob(db, c.var.redis, created.id, userId);
-    return c.json({ job: await loadJob(db, userId, created.id, c.var.config.CREDENTIALS_KEYS) }, 201);
+    return c.json({ job: await loadJob(db, userId, created.id, c.var.config) }, 201);
   })
   .openapi(listJobs, async (c) => {
     const { limit, cursor, status } = c.req.valid("query");
@@ -818,7 +818,7 @@ export const jobsApi = api
   })
   .openapi(getJob, async (c) => {
     const { id } = c.req.valid("param");
-    return c.json({ job: await loadJob(c.var.db(), c.var.user.id, id, c.var.config.CREDENTIALS_KEYS) }, 200);
+    return c.json({ job: await loadJob(c.var.db(), c.var.user.id, id, c.var.config) }, 200);
   })
   .openapi(cancelJob, async (c) => {
     const { id } = c.req.valid("param");
@@ -849,7 +849,7 @@ export const jobsApi = api
         JSON.stringify({ level: "warn", msg: "cancel flag not written", jobId: id, error: String(err) }),
       );
     }
-    return c.json({ job: await loadJob(db, userId, id, c.var.config.CREDENTIALS_KEYS) }, 200);
+    return c.json({ job: await loadJob(db, userId, id, c.var.config) }, 200);
   })
   .openapi(retryJob, async (c) => {
     const { id } = c.req.valid("param");
@@ -871,7 +871,7 @@ export const jobsApi = api
     });
     if (!job) await refuse(db, userId, id, "retried");
     await enqueueJob(db, c.var.redis, id, userId);
-    return c.json({ job: await loadJob(db, userId, id, c.var.config.CREDENTIALS_KEYS) }, 200);
+    return c.json({ job: await loadJob(db, userId, id, c.var.config) }, 200);
   })
   .openapi(deleteJob, async (c) => {
     const { id } = c.req.valid("param");
