@@ -1,7 +1,17 @@
 // The Postgres schema shared by the edge and the workers. Job and file states
 // come from @torreclou/contracts so the lifecycle is defined in one place; the
 // database enums below are generated from the same arrays.
-import { fileStates, jobSourceKinds, jobStates, transitionCauses } from "@torreclou/contracts";
+import {
+  type DestinationConfigs,
+  type DestinationKind,
+  type DriveConfig,
+  destinationKinds,
+  fileStates,
+  jobSourceKinds,
+  jobStates,
+  type S3Config,
+  transitionCauses,
+} from "@torreclou/contracts";
 import { sql } from "drizzle-orm";
 import {
   bigint,
@@ -26,8 +36,8 @@ export const fileStateEnum = pgEnum("file_state", fileStates);
 export const transitionCauseEnum = pgEnum("transition_cause", transitionCauses);
 export const jobSourceKindEnum = pgEnum("job_source_kind", jobSourceKinds);
 
-export const storageKinds = ["s3", "gdrive"] as const;
-export type StorageKind = (typeof storageKinds)[number];
+export const storageKinds = destinationKinds;
+export type StorageKind = DestinationKind;
 export const storageKindEnum = pgEnum("storage_kind", storageKinds);
 
 /** `needs_reconnect`: the credentials stopped working (e.g. a revoked Drive grant). */
@@ -35,23 +45,10 @@ export const storageProfileStatuses = ["active", "needs_reconnect"] as const;
 export type StorageProfileStatus = (typeof storageProfileStatuses)[number];
 export const storageProfileStatusEnum = pgEnum("storage_profile_status", storageProfileStatuses);
 
-/** Non-secret settings of an S3-compatible destination (AWS S3, R2, B2, MinIO, ...). */
-export interface S3ProfileConfig {
-  endpoint?: string;
-  region: string;
-  bucket: string;
-  /** Key prefix every upload goes under. */
-  prefix?: string;
-  forcePathStyle?: boolean;
-}
-
-/** Non-secret settings of a Google Drive destination. */
-export interface DriveProfileConfig {
-  rootFolderId?: string;
-  accountEmail?: string;
-}
-
-export type StorageProfileConfig = S3ProfileConfig | DriveProfileConfig;
+/** Non-secret settings per kind: checked by destinationOf (contracts/src/destinations.ts), never cast. */
+export type S3ProfileConfig = S3Config;
+export type DriveProfileConfig = DriveConfig;
+export type StorageProfileConfig = DestinationConfigs[DestinationKind];
 
 const createdAt = () => timestamp("created_at", { withTimezone: true }).notNull().defaultNow();
 const updatedAt = () =>

@@ -59,6 +59,17 @@ async function startEdge(stack: Stack, ports: Ports, dataDir: string): Promise<S
     GOOGLE_OAUTH_TOKEN_URL: stack.env.GOOGLE_OAUTH_TOKEN_URL,
     GOOGLE_OAUTH_REVOKE_URL: stack.env.GOOGLE_OAUTH_REVOKE_URL,
     DRIVE_API_BASE_URL: stack.env.DRIVE_API_BASE_URL,
+    // Connecting OneDrive and Dropbox runs against their doubles, which approve at once.
+    MICROSOFT_CLIENT_ID: localSecrets.microsoftClientId,
+    MICROSOFT_CLIENT_SECRET: localSecrets.microsoftClientSecret,
+    MICROSOFT_OAUTH_AUTH_URL: stack.env.MICROSOFT_OAUTH_AUTH_URL,
+    MICROSOFT_OAUTH_TOKEN_URL: stack.env.MICROSOFT_OAUTH_TOKEN_URL,
+    GRAPH_API_BASE_URL: stack.env.GRAPH_API_BASE_URL,
+    DROPBOX_APP_KEY: localSecrets.dropboxAppKey,
+    DROPBOX_APP_SECRET: localSecrets.dropboxAppSecret,
+    DROPBOX_OAUTH_AUTH_URL: stack.env.DROPBOX_OAUTH_AUTH_URL,
+    DROPBOX_OAUTH_TOKEN_URL: stack.env.DROPBOX_OAUTH_TOKEN_URL,
+    DROPBOX_API_BASE_URL: stack.env.DROPBOX_API_BASE_URL,
   };
   const envFile = join(dataDir, "edge.env");
   writeFileSync(
@@ -117,6 +128,11 @@ async function startWorker(stack: Stack, ports: Ports): Promise<Service> {
       // Uploads to Google Drive go to the Drive double (its URLs come with stack.env).
       GOOGLE_CLIENT_ID: localSecrets.googleClientId,
       GOOGLE_CLIENT_SECRET: localSecrets.googleClientSecret,
+      // And to OneDrive and Dropbox, their doubles (URLs from stack.env).
+      MICROSOFT_CLIENT_ID: localSecrets.microsoftClientId,
+      MICROSOFT_CLIENT_SECRET: localSecrets.microsoftClientSecret,
+      DROPBOX_APP_KEY: localSecrets.dropboxAppKey,
+      DROPBOX_APP_SECRET: localSecrets.dropboxAppSecret,
     },
     log,
     ready: () => answers(`${url}/healthz`),

@@ -6,7 +6,9 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { migrate } from "../drizzle/migrate.ts";
 import { startDriveDouble } from "./drive/server.ts";
+import { startDropboxDouble } from "./dropbox/server.ts";
 import { startNeonProxy } from "./neon/proxy.ts";
+import { startOneDriveDouble } from "./onedrive/server.ts";
 import { startPostgres } from "./postgres.ts";
 import type { LogSink, Service } from "./process.ts";
 import { startRedis } from "./redis.ts";
@@ -27,6 +29,8 @@ export const portNames = [
   "worker",
   "inspector",
   "drive",
+  "onedrive",
+  "dropbox",
 ] as const;
 export type PortName = (typeof portNames)[number];
 export type Ports = Record<PortName, number>;
@@ -45,6 +49,8 @@ export const defaultPorts: Ports = {
   worker: 9464,
   inspector: 9230,
   drive: 4580,
+  onedrive: 4581,
+  dropbox: 4582,
 };
 
 /** Consecutive ports from `first`, in the order of `portNames`. */
@@ -61,6 +67,11 @@ export const localSecrets = {
   /** The OAuth client the edge and the workers present to the local Google (the Drive double). */
   googleClientId: "torreclou-local.apps.googleusercontent.com",
   googleClientSecret: "torreclou-local-google-secret",
+  /** The OAuth clients the edge and the workers present to the OneDrive and Dropbox doubles. */
+  microsoftClientId: "torreclou-local-microsoft-client",
+  microsoftClientSecret: "torreclou-local-microsoft-secret",
+  dropboxAppKey: "torreclou-local-dropbox-app",
+  dropboxAppSecret: "torreclou-local-dropbox-secret",
 };
 
 /**
@@ -88,6 +99,8 @@ export interface StackOptions {
   s3?: boolean;
   seeder?: boolean;
   drive?: boolean;
+  /** The OneDrive and Dropbox doubles. */
+  clouds?: boolean;
 }
 
 export interface Stack {
@@ -150,6 +163,13 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       // Google's OAuth endpoints (consent screen, token, revoke) and the Drive API, offline.
       // Its env: DRIVE_API_BASE_URL, GOOGLE_OAUTH_AUTH_URL, GOOGLE_OAUTH_TOKEN_URL, GOOGLE_OAUTH_REVOKE_URL.
       stack.add(await startDriveDouble({ port: ports.drive, dataDir: join(dataDir, "drive"), log }));
+    }
+    if (options.clouds !== false) {
+      // Microsoft's identity platform and Graph, and Dropbox's OAuth and API, offline.
+      // Their env: GRAPH_API_BASE_URL, MICROSOFT_OAUTH_*_URL; DROPBOX_API_BASE_URL,
+      // DROPBOX_CONTENT_BASE_URL, DROPBOX_OAUTH_*_URL.
+      stack.add(await startOneDriveDouble({ port: ports.onedrive, dataDir: join(dataDir, "onedrive"), log }));
+      stack.add(await startDropboxDouble({ port: ports.dropbox, dataDir: join(dataDir, "dropbox"), log }));
     }
     if (options.seeder !== false) {
       stack.add(

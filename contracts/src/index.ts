@@ -1,4 +1,5 @@
 export * from "./credentials.ts";
+export * from "./destinations.ts";
 export * from "./egress.ts";
 export * from "./jobs.ts";
 export * from "./names.ts";

@@ -10,7 +10,8 @@
 // therefore map one-to-one. A destination with stricter rules (names compared
 // without case, characters it forbids replaced) describes them as NameRules,
 // and findNameClash tells whether two files of one torrent would meet under
-// one name there.
+// one name there. OneDrive and Dropbox refuse a few characters: those are
+// replaced by look-alikes, always the same way (oneDriveNames, dropboxNames).
 
 /** How a destination names things. */
 export interface NameRules {
@@ -27,11 +28,75 @@ const keep = (name: string) => name;
 /** Names kept exactly as they are, compared exactly: S3 keys and Drive names. */
 export const exactNames: NameRules = { label: "storage", name: keep, same: keep };
 
+const FULLWIDTH: Record<string, string> = {
+  '"': "\uFF02",
+  "*": "\uFF0A",
+  ":": "\uFF1A",
+  "<": "\uFF1C",
+  ">": "\uFF1E",
+  "?": "\uFF1F",
+  "|": "\uFF5C",
+};
+/** Shown for a space a provider refuses at the start or end of a name. */
+const SPACE_SYMBOL = "\u2420";
+
+/**
+ * OneDrive refuses `" * : < > ? |` anywhere, spaces at either end, a period
+ * at the end and `~` at the start. Each is replaced by its full-width (or
+ * symbol) look-alike, always the same way, so a name maps to one name; names
+ * are compared without case, as OneDrive does. A torrent whose files would
+ * meet under one name is refused before it runs (findNameClash).
+ */
+export const oneDriveNames: NameRules = {
+  label: "OneDrive",
+  name(component) {
+    let out = component.replace(/["*:<>?|]/g, (c) => FULLWIDTH[c]!);
+    out = out.replace(/^ +| +$/g, (spaces) => SPACE_SYMBOL.repeat(spaces.length));
+    if (out.endsWith(".")) out = `${out.slice(0, -1)}\uFF0E`;
+    if (out.startsWith("~")) out = `\uFF5E${out.slice(1)}`;
+    return out;
+  },
+  same: (stored) => stored.toLowerCase(),
+};
+
+/**
+ * Dropbox keeps every character but refuses spaces at the end of a name (its
+ * desktop clients cannot sync them): those become `␠`. Names are compared
+ * without case, as Dropbox does.
+ */
+export const dropboxNames: NameRules = {
+  label: "Dropbox",
+  name: (component) => component.replace(/ +$/g, (spaces) => SPACE_SYMBOL.repeat(spaces.length)),
+  same: (stored) => stored.toLowerCase(),
+};
+
 /** Each kind of destination's rules, keyed like a storage profile's `kind`. */
 export const destinationNameRules = {
   s3: { label: "S3", name: keep, same: keep },
   gdrive: { label: "Google Drive", name: keep, same: keep },
+  onedrive: oneDriveNames,
+  dropbox: dropboxNames,
 } as const satisfies Record<string, NameRules>;
+
+/**
+ * The rules every torrent is checked against at analysis, before a
+ * destination is chosen: those that keep every name (S3, Drive). A stricter
+ * destination's rules are checked when a job is sent there.
+ */
+export const analysisNameRules: readonly NameRules[] = [destinationNameRules.s3, destinationNameRules.gdrive];
+
+/** The stored names of paths that a destination's rules change, for telling the user. */
+export function renamedPaths(paths: readonly string[], rules: NameRules): { path: string; stored: string }[] {
+  const out: { path: string; stored: string }[] = [];
+  for (const path of paths) {
+    const stored = path
+      .split("/")
+      .map((c) => rules.name(c))
+      .join("/");
+    if (stored !== path) out.push({ path, stored });
+  }
+  return out;
+}
 
 /** A folder or file name that cannot be stored as it is. */
 export class UnsafeNameError extends Error {

@@ -10,7 +10,7 @@
 // file's encoding is not canonical.
 // @ts-expect-error magnet-uri ships no type declarations; the part used here is typed as MagnetUriResult below.
 import magnetDecode from "magnet-uri";
-import { describeNameClash, destinationNameRules, findNameClash, type NameRules } from "./names.ts";
+import { analysisNameRules, describeNameClash, findNameClash, type NameRules } from "./names.ts";
 
 /** Largest .torrent accepted, in bytes. */
 export const MAX_TORRENT_BYTES = 8 * 1024 * 1024;
@@ -385,7 +385,7 @@ function isPadding(file: BDict, path: string[]): boolean {
 // .torrent files
 
 export interface ParseOptions {
-  /** Destinations whose naming every file must survive (default: every kind of destination). */
+  /** Destinations whose naming every file must survive (default: those that keep every name, analysisNameRules). */
   names?: readonly NameRules[];
 }
 
@@ -524,7 +524,7 @@ export async function parseTorrentFile(bytes: Uint8Array, options: ParseOptions 
   }
   if (total === 0)
     throw new TorrentError("invalid_size", "The torrent contains no data: every file is empty.");
-  checkNames(files, options.names ?? Object.values(destinationNameRules));
+  checkNames(files, options.names ?? analysisNameRules);
 
   if (!isBytes(pieces)) throw new TorrentError("invalid_pieces", "The torrent has no piece hashes.");
   if (pieces.length === 0 || pieces.length % 20 !== 0) {

@@ -1,15 +1,13 @@
 // The Hono app: configuration once per isolate, per-request clients, one error
 // shape, and routes by concern.
-import type { Redis } from "@upstash/redis/cloudflare";
-import type { NeonDatabase } from "drizzle-orm/neon-serverless";
-import type { CurrentUser } from "./auth/index.ts";
 import { type Config, ConfigError, parseConfig } from "./config.ts";
 import { createDb, type Db } from "./db/index.ts";
+import { connectRoutes, oauthOf } from "./destinations/connect.ts";
+import { destinations } from "./destinations/index.ts";
 import { ApiError, notFound, onError } from "./errors/index.ts";
 import { createRedis } from "./redis/index.ts";
 import { auth } from "./routes/auth.ts";
-import { docs } from "./routes/docs.ts";
-import { drive } from "./routes/drive.ts";
+import { docsRoute } from "./routes/docs.ts";
 import { health } from "./routes/health.ts";
 import { jobsApi } from "./routes/jobs.ts";
 import { router } from "./routes/openapi.ts";
@@ -19,16 +17,7 @@ import { tokens } from "./routes/tokens.ts";
 import { torrents } from "./routes/torrents.ts";
 import { corsForWebApp, securityHeaders } from "./security/index.ts";
 
-export interface AppEnv {
-  Bindings: Record<string, unknown>;
-  Variables: {
-    config: Config;
-    redis: Redis;
-    /** The request's database, opened on first use and closed after the response. */
-    db: () => NeonDatabase;
-    user: CurrentUser;
-  };
-}
+export type { AppEnv } from "./env.ts";
 
 export const app = router();
 
@@ -77,9 +66,15 @@ const routes = app
   .route("/api/health", health)
   .route("/api/auth", auth)
   .route("/api/tokens", tokens)
-  .route("/api/docs", docs)
+  .route(
+    "/api/docs",
+    docsRoute((env) => app.request("/api/openapi.json", { headers: { accept: "application/json" } }, env)),
+  )
   .route("/api/storage", storage)
-  .route("/api/drive", drive)
+  // One connect flow per OAuth destination, from its module (destinations/).
+  .route("/api/drive", connectRoutes(oauthOf(destinations.gdrive)))
+  .route("/api/onedrive", connectRoutes(oauthOf(destinations.onedrive)))
+  .route("/api/dropbox", connectRoutes(oauthOf(destinations.dropbox)))
   .route("/api/torrents", torrents)
   .route("/api/jobs", jobsApi)
   .route("/api/progress", progress);

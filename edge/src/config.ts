@@ -69,7 +69,7 @@ const Config = z.object({
     .optional()
     .or(z.literal("").transform(() => undefined)),
   /**
-   * Google Drive destinations (routes/drive.ts): the OAuth client defaults to
+   * Google Drive destinations (destinations/gdrive.ts): the OAuth client defaults to
    * the sign-in one (GOOGLE_CLIENT_ID/SECRET); set these to use another (the
    * workers need the same id and secret). Without any, the Drive routes
    * answer 503 google_drive_unavailable.
@@ -89,6 +89,38 @@ const Config = z.object({
    * `<origin of the request>/api/drive/callback`.
    */
   GOOGLE_DRIVE_REDIRECT_URI: z
+    .url()
+    .optional()
+    .or(z.literal("").transform(() => undefined)),
+  /**
+   * OneDrive destinations (destinations/onedrive.ts): an app registered in
+   * Microsoft Entra ("Accounts in any organizational directory and personal
+   * Microsoft accounts", a Web redirect URI, a client secret). Without them
+   * the OneDrive routes answer 503 onedrive_unavailable. The workers need the
+   * same id and secret.
+   */
+  MICROSOFT_CLIENT_ID: optionalString,
+  MICROSOFT_CLIENT_SECRET: optionalString,
+  MICROSOFT_OAUTH_AUTH_URL: urlOr("https://login.microsoftonline.com/common/oauth2/v2.0/authorize"),
+  MICROSOFT_OAUTH_TOKEN_URL: urlOr("https://login.microsoftonline.com/common/oauth2/v2.0/token"),
+  GRAPH_API_BASE_URL: urlOr("https://graph.microsoft.com"),
+  /** Defaults to `<origin of the request>/api/onedrive/callback`. */
+  ONEDRIVE_REDIRECT_URI: z
+    .url()
+    .optional()
+    .or(z.literal("").transform(() => undefined)),
+  /**
+   * Dropbox destinations (destinations/dropbox.ts): an "App folder" app from
+   * the Dropbox App Console (its key and secret). Without them the Dropbox
+   * routes answer 503 dropbox_unavailable. The workers need the same pair.
+   */
+  DROPBOX_APP_KEY: optionalString,
+  DROPBOX_APP_SECRET: optionalString,
+  DROPBOX_OAUTH_AUTH_URL: urlOr("https://www.dropbox.com/oauth2/authorize"),
+  DROPBOX_OAUTH_TOKEN_URL: urlOr("https://api.dropboxapi.com/oauth2/token"),
+  DROPBOX_API_BASE_URL: urlOr("https://api.dropboxapi.com"),
+  /** Defaults to `<origin of the request>/api/dropbox/callback`. */
+  DROPBOX_REDIRECT_URI: z
     .url()
     .optional()
     .or(z.literal("").transform(() => undefined)),

@@ -26,6 +26,18 @@ declare namespace Cloudflare {
     GOOGLE_OAUTH_REVOKE_URL: string;
     DRIVE_API_BASE_URL: string;
     GOOGLE_DRIVE_REDIRECT_URI: string;
+    MICROSOFT_CLIENT_ID: string;
+    MICROSOFT_CLIENT_SECRET: string;
+    MICROSOFT_OAUTH_AUTH_URL: string;
+    MICROSOFT_OAUTH_TOKEN_URL: string;
+    GRAPH_API_BASE_URL: string;
+    ONEDRIVE_REDIRECT_URI: string;
+    DROPBOX_APP_KEY: string;
+    DROPBOX_APP_SECRET: string;
+    DROPBOX_OAUTH_AUTH_URL: string;
+    DROPBOX_OAUTH_TOKEN_URL: string;
+    DROPBOX_API_BASE_URL: string;
+    DROPBOX_REDIRECT_URI: string;
     WEB_ORIGIN: string;
   }
 }

@@ -10,6 +10,13 @@ const flag = z
   .enum(["true", "false", "1", "0", "yes", "no", "on", "off"])
   .transform((value) => ["true", "1", "yes", "on"].includes(value));
 
+/** A setting that may be absent; an empty string counts as absent. */
+const optionalText = z
+  .string()
+  .trim()
+  .optional()
+  .transform((v) => v || undefined);
+
 const Config = z.object({
   DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// connection string"),
   REDIS_URL: z.string().regex(/^rediss?:\/\//, "must be a redis:// or rediss:// URL"),
@@ -122,6 +129,35 @@ const Config = z.object({
     .min(256 * 1024)
     .refine((v) => v % (256 * 1024) === 0, "must be a multiple of 262144 (256 KiB)")
     .default(8 * 1024 * 1024),
+  /**
+   * OneDrive destinations: the Microsoft OAuth client the edge connects
+   * OneDrive with (the same id and secret), Microsoft's token endpoint and
+   * Graph. Without the client a OneDrive job fails with a message for the operator.
+   */
+  MICROSOFT_CLIENT_ID: optionalText,
+  MICROSOFT_CLIENT_SECRET: optionalText,
+  MICROSOFT_OAUTH_TOKEN_URL: z.url().default("https://login.microsoftonline.com/common/oauth2/v2.0/token"),
+  GRAPH_API_BASE_URL: z.url().default("https://graph.microsoft.com"),
+  /** Bytes per OneDrive upload request; a multiple of 320 KiB. */
+  WORKER_ONEDRIVE_CHUNK_BYTES: z.coerce
+    .number()
+    .int()
+    .min(320 * 1024)
+    .refine((v) => v % (320 * 1024) === 0, "must be a multiple of 327680 (320 KiB)")
+    .default(32 * 320 * 1024),
+  /** Dropbox destinations: the app's key and secret (the edge's), Dropbox's token endpoint and APIs. */
+  DROPBOX_APP_KEY: optionalText,
+  DROPBOX_APP_SECRET: optionalText,
+  DROPBOX_OAUTH_TOKEN_URL: z.url().default("https://api.dropboxapi.com/oauth2/token"),
+  DROPBOX_API_BASE_URL: z.url().default("https://api.dropboxapi.com"),
+  DROPBOX_CONTENT_BASE_URL: z.url().default("https://content.dropboxapi.com"),
+  /** Bytes per Dropbox append (at most 150 MiB). */
+  WORKER_DROPBOX_CHUNK_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(150 * 1024 * 1024)
+    .default(8 * 1024 * 1024),
   /** Key ring for storage secrets: `keyId:base64(32 bytes)`, comma-separated. */
   CREDENTIALS_KEYS: z
     .string()
@@ -160,6 +196,17 @@ function targetOf(raw: string): AllowedTarget {
   return { host: normalHost(url.hostname), port };
 }
 
+/** Each host:port once, in first-seen order. */
+function distinct(targets: AllowedTarget[]): AllowedTarget[] {
+  const seen = new Set<string>();
+  return targets.filter((t) => {
+    const key = `${t.host}:${t.port}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const result = Config.safeParse(env);
   if (!result.success) {
@@ -174,11 +221,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     WORKER_ID: id,
     STACK_ID: stack,
     WORKER_SCRATCH_DIR: result.data.WORKER_SCRATCH_DIR ?? join(tmpdir(), "torreclou-scratch", stack),
-    // The Drive endpoints are the operator's choice, not a user's.
-    EGRESS_ALLOW: [
+    // The providers' endpoints are the operator's choice, not a user's.
+    EGRESS_ALLOW: distinct([
       ...result.data.EGRESS_ALLOW,
       targetOf(result.data.DRIVE_API_BASE_URL),
       targetOf(result.data.GOOGLE_OAUTH_TOKEN_URL),
-    ],
+      targetOf(result.data.GRAPH_API_BASE_URL),
+      targetOf(result.data.MICROSOFT_OAUTH_TOKEN_URL),
+      targetOf(result.data.DROPBOX_API_BASE_URL),
+      targetOf(result.data.DROPBOX_CONTENT_BASE_URL),
+      targetOf(result.data.DROPBOX_OAUTH_TOKEN_URL),
+    ]),
   };
 }

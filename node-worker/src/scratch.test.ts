@@ -47,10 +47,14 @@ describe("scratch folders of more than one stack", () => {
     const config = loadConfig(env);
     expect([config.WORKER_LSD, config.WORKER_NAT_UPNP, config.WORKER_NAT_PMP]).toEqual([false, false, false]);
     expect(config.WORKER_DHT).toBe(true);
-    // The Drive endpoints are the operator's own and allowed by themselves.
+    // The providers' endpoints (Drive, OneDrive, Dropbox) are the operator's own and allowed by themselves.
     expect(config.EGRESS_ALLOW).toEqual([
       { host: "www.googleapis.com", port: 443 },
       { host: "oauth2.googleapis.com", port: 443 },
+      { host: "graph.microsoft.com", port: 443 },
+      { host: "login.microsoftonline.com", port: 443 },
+      { host: "api.dropboxapi.com", port: 443 },
+      { host: "content.dropboxapi.com", port: 443 },
     ]);
     expect(
       loadConfig({ ...env, EGRESS_ALLOW: "minio:9000 [fd00::5]:9000" }).EGRESS_ALLOW.slice(0, 2),

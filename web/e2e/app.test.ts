@@ -8,7 +8,9 @@
 // the demo torrent is read in the browser and submitted with two of its three
 // files → progress reaches 100% → exactly those two files are listed with links
 // and are in the S3 bucket, byte for byte the seeded sizes → a job that cannot
-// finish (a magnet nobody seeds) is cancelled while it runs.
+// finish (a magnet nobody seeds) is cancelled while it runs → OneDrive and
+// Dropbox (their local doubles) are connected, the demo torrent is stored in
+// each, and they are disconnected.
 //
 // Screenshots of every main screen, light and dark, desktop and phone width,
 // go to .local/screenshots/ (git-ignored).
@@ -404,6 +406,59 @@ describe("the web app, end to end", () => {
     await page.getByTestId("timeline").getByText("Cancelled", { exact: true }).waitFor();
     await page.getByRole("button", { name: "Retry" }).waitFor();
     await screenshots("job-cancelled");
+  });
+
+  it("connects OneDrive and Dropbox through their consent round trips and stores the demo torrent in each", async () => {
+    const providers = [
+      // OneDrive's consent takes the signed-in email as its hint; Dropbox's double has one consenting account.
+      { key: "onedrive", label: "OneDrive", port: ports.onedrive, account: "ada@example.com" },
+      { key: "dropbox", label: "Dropbox", port: ports.dropbox, account: "dropbox-user@example.com" },
+    ];
+    const nav = page.getByRole("navigation", { name: "Main" });
+    for (const provider of providers) {
+      await nav.getByRole("link", { name: "Storage" }).click();
+      await page.getByRole("button", { name: `Connect ${provider.label}` }).click();
+      await page.getByTestId(`${provider.key}-connected`).waitFor();
+      await expect.poll(() => new URL(page.url()).search).toBe("");
+      const row = page.getByTestId("storage-profile").filter({ hasText: `${provider.label} ·` });
+      await expect.poll(() => row.count()).toBe(1);
+      expect(await row.textContent()).toContain(provider.account);
+
+      await nav.getByRole("link", { name: "New job" }).click();
+      await page.getByTestId("torrent-input").setInputFiles(demoTorrent);
+      await page.getByTestId("torrent-name").waitFor();
+      await page.locator("#destination").selectOption({ label: `${provider.label} (${provider.account})` });
+      await page.getByLabel("Folder in the destination").fill(`demo-${provider.key}`);
+      await page.getByRole("button", { name: /^Start job/ }).click();
+      await expect
+        .poll(() => new URL(page.url()).pathname, { timeout: 20_000 })
+        .toMatch(/^\/jobs\/[0-9a-f-]{36}$/);
+      await expect
+        .poll(async () => (await page.getByTestId("job-status").textContent())?.trim(), {
+          timeout: 150_000,
+          interval: 1000,
+        })
+        .toBe("Completed");
+
+      // Every file is in the account, under the job's folder, with the seeded sizes.
+      const listed = await fetch(
+        `http://127.0.0.1:${provider.port}/__files?email=${encodeURIComponent(provider.account)}`,
+      );
+      const { files } = (await listed.json()) as { files: { path: string; size: number }[] };
+      const sizes = new Map(files.map((f) => [f.path.replace(/^\//, ""), f.size]));
+      const paths = [...sizes.keys()];
+      const a = paths.find((k) => k.startsWith(`demo-${provider.key}/`) && k.endsWith("video/sample-a.bin"));
+      const b = paths.find((k) => k.startsWith(`demo-${provider.key}/`) && k.endsWith("audio/sample-b.bin"));
+      expect(a, `files: ${paths.join(", ")}`).toBeDefined();
+      expect(sizes.get(a!)).toBe(3 * 1024 * 1024 + 12_345);
+      expect(sizes.get(b!)).toBe(2 * 1024 * 1024 - 777);
+
+      // Disconnected again, the storage page is as before.
+      await nav.getByRole("link", { name: "Storage" }).click();
+      await row.getByRole("button", { name: /^Disconnect / }).click();
+      await page.getByRole("button", { name: "Disconnect now" }).click();
+      await expect.poll(() => row.count()).toBe(0);
+    }
   });
 
   it("returns to the sign-in screen after signing out", async () => {

@@ -7,7 +7,7 @@
 // tokens are never sent by the browser on its own, so requests authenticated
 // with one are not checked.
 import type { Context } from "hono";
-import type { AppEnv } from "../app.ts";
+import type { AppEnv } from "../env.ts";
 import { ApiError } from "../errors/index.ts";
 
 const safeMethods = new Set(["GET", "HEAD", "OPTIONS"]);

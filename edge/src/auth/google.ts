@@ -12,11 +12,11 @@ import {
   UnexpectedResponseError,
 } from "arctic";
 import type { Context } from "hono";
-import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { createRemoteJWKSet, errors as jose, jwtVerify } from "jose";
 import type { Config } from "../config.ts";
 import { ApiError } from "../errors/index.ts";
+import { FlowCookies, sameText } from "./oauth-flow.ts";
 
 export const googleJwksUrl = "https://www.googleapis.com/oauth2/v3/certs";
 export const googleIssuers = ["https://accounts.google.com", "accounts.google.com"];
@@ -63,19 +63,11 @@ export function googleClient(config: Config, requestUrl: string): Google {
 }
 
 // The state (CSRF), the PKCE verifier and where to go afterwards live in
-// short-lived HttpOnly cookies scoped to the sign-in routes.
-const cookiePath = "/api/auth/google";
+// short-lived HttpOnly cookies scoped to the sign-in routes (auth/oauth-flow.ts).
 const stateCookie = "tc_google_state";
 const verifierCookie = "tc_google_verifier";
 const returnCookie = "tc_google_return";
-const cookieOptions = {
-  httpOnly: true,
-  secure: true,
-  // Lax: the cookies must come back on Google's top-level redirect to the callback.
-  sameSite: "Lax",
-  path: cookiePath,
-  maxAge: 600,
-} as const;
+const flowCookies = new FlowCookies("/api/auth/google", [stateCookie, verifierCookie, returnCookie]);
 
 /** Starts a sign-in: sets the flow's cookies and returns Google's consent URL. */
 export function beginSignIn(c: Context, google: Google, returnTo: string): URL {
@@ -83,33 +75,19 @@ export function beginSignIn(c: Context, google: Google, returnTo: string): URL {
   const verifier = generateCodeVerifier();
   const url = google.createAuthorizationURL(state, verifier, googleScopes);
   url.searchParams.set("prompt", "select_account");
-  setCookie(c, stateCookie, state, cookieOptions);
-  setCookie(c, verifierCookie, verifier, cookieOptions);
-  setCookie(c, returnCookie, returnTo, cookieOptions);
+  flowCookies.set(c, { [stateCookie]: state, [verifierCookie]: verifier, [returnCookie]: returnTo });
   return url;
 }
 
 /** Reads and clears the flow's cookies: each sign-in attempt is usable once. */
 export function takeSignInCookies(c: Context): { state?: string; verifier?: string; returnTo: string } {
-  const state = getCookie(c, stateCookie);
-  const verifier = getCookie(c, verifierCookie);
-  const returnTo = getCookie(c, returnCookie);
-  for (const name of [stateCookie, verifierCookie, returnCookie]) {
-    deleteCookie(c, name, { path: cookiePath, secure: true, httpOnly: true, sameSite: "Lax" });
-  }
+  const { [stateCookie]: state, [verifierCookie]: verifier, [returnCookie]: returnTo } = flowCookies.take(c);
   return { state, verifier, returnTo: returnTo && isLocalPath(returnTo) ? returnTo : "/" };
 }
 
 /** A path on the web app (`/jobs/1?x=y`), never another origin (`//evil`, `/\evil`). */
 export function isLocalPath(value: string): boolean {
   return /^\/(?![/\\])[^\\\s]*$/.test(value) && value.length <= 512;
-}
-
-function sameText(a: string, b: string): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
-  return diff === 0;
 }
 
 export interface CallbackQuery {

@@ -5,7 +5,7 @@ import { apiTokens } from "@torreclou/db";
 import { and, eq, isNull } from "drizzle-orm";
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
-import type { AppEnv } from "../app.ts";
+import type { AppEnv } from "../env.ts";
 import { ApiError } from "../errors/index.ts";
 import { requireWebOrigin } from "./csrf.ts";
 import { readSession } from "./session.ts";

@@ -3,8 +3,8 @@
 import { env } from "cloudflare:workers";
 import { Hono } from "hono";
 import { describe, expect, it } from "vitest";
-import type { AppEnv } from "../app.ts";
 import { parseConfig } from "../config.ts";
+import type { AppEnv } from "../env.ts";
 import { onError } from "../errors/index.ts";
 import { createRedis } from "../redis/index.ts";
 import { rateLimit } from "./index.ts";

@@ -15,7 +15,7 @@ import { Ratelimit } from "@upstash/ratelimit";
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import ipaddr from "ipaddr.js";
-import type { AppEnv } from "../app.ts";
+import type { AppEnv } from "../env.ts";
 import { ApiError } from "../errors/index.ts";
 
 type Window = `${number} ${"s" | "m" | "h"}`;

@@ -9,7 +9,6 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { users } from "@torreclou/db";
 import { eq, sql } from "drizzle-orm";
 import type { Context } from "hono";
-import type { AppEnv } from "../app.ts";
 import { requireWebOrigin } from "../auth/csrf.ts";
 import {
   beginSignIn,
@@ -20,7 +19,9 @@ import {
   takeSignInCookies,
 } from "../auth/google.ts";
 import { requireUser } from "../auth/index.ts";
+import { isNavigation } from "../auth/oauth-flow.ts";
 import { endSession, readSession, startSession } from "../auth/session.ts";
+import type { AppEnv } from "../env.ts";
 import { ApiError, notFound } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
 import { errorResponses } from "../security/openapi.ts";
@@ -88,13 +89,6 @@ const googleCallback = createRoute({
     }),
   },
 });
-
-/** A top-level browser navigation, as opposed to a script or fetch(). */
-function isNavigation(c: Context<AppEnv>): boolean {
-  const mode = c.req.header("sec-fetch-mode");
-  if (mode) return mode === "navigate";
-  return (c.req.header("accept") ?? "").includes("text/html");
-}
 
 function webUrl(c: Context<AppEnv>, path: string): string {
   return new URL(path, c.var.config.WEB_ORIGIN).toString();

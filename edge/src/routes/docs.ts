@@ -3,8 +3,7 @@
 // (no scripts, no CDN, one inline stylesheet allowed by its hash), so it works
 // offline and under a strict Content-Security-Policy.
 import { type Context, Hono } from "hono";
-// A cycle on purpose: the document is read from the app at request time only.
-import { type AppEnv, app } from "../app.ts";
+import type { AppEnv } from "../env.ts";
 import { apiContentSecurityPolicy } from "../security/index.ts";
 
 export interface SchemaObject {
@@ -316,15 +315,21 @@ export async function docsContentSecurityPolicy(): Promise<string> {
     .join("; ");
 }
 
-async function openApiDocument(c: Context<AppEnv>): Promise<OpenApiDocument> {
-  const response = await app.request("/api/openapi.json", { headers: { accept: "application/json" } }, c.env);
+/** Where the reference reads the OpenAPI document from: the app's own /api/openapi.json (app.ts passes it). */
+export type OpenApiSource = (env: AppEnv["Bindings"]) => Response | Promise<Response>;
+
+async function openApiDocument(c: Context<AppEnv>, source: OpenApiSource): Promise<OpenApiDocument> {
+  const response = await source(c.env);
   if (!response.ok) throw new Error(`the OpenAPI document answered ${response.status}`);
   return (await response.json()) as OpenApiDocument;
 }
 
-export const docs = new Hono<AppEnv>().get("/", async (c) => {
-  const html = renderReference(await openApiDocument(c));
-  c.header("Content-Security-Policy", await docsContentSecurityPolicy());
-  c.header("Cache-Control", "no-cache");
-  return c.html(html);
-});
+/** The reference page, rendered from the document `source` answers at request time. */
+export function docsRoute(source: OpenApiSource) {
+  return new Hono<AppEnv>().get("/", async (c) => {
+    const html = renderReference(await openApiDocument(c, source));
+    c.header("Content-Security-Policy", await docsContentSecurityPolicy());
+    c.header("Cache-Control", "no-cache");
+    return c.html(html);
+  });
+}

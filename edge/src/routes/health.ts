@@ -1,7 +1,7 @@
 // GET /api/health: is each backing service reachable, and how fast.
 import { Hono } from "hono";
-import type { AppEnv } from "../app.ts";
 import { createHttpSql } from "../db/index.ts";
+import type { AppEnv } from "../env.ts";
 import { createRedis } from "../redis/index.ts";
 
 interface Check {

@@ -70,6 +70,54 @@ describe("POST /api/jobs", () => {
     expect((await errorOf(picked)).code).toBe("selection_needs_metadata");
   });
 
+  it("refuses a torrent two of whose files the chosen destination would store under one name", async () => {
+    const user = await userWithStorage();
+    const onedrive = await addStorageProfile(user.userId, { isDefault: false, kind: "onedrive" });
+    const torrent = await makeTorrent({
+      name: "Docs",
+      files: [
+        { path: "Readme.txt", size: 1000 },
+        { path: "README.txt", size: 1000 },
+      ],
+    });
+    // S3 tells the two apart; OneDrive compares names without case.
+    const toS3 = await send(user.cookie, "POST", "/api/jobs", { torrent: toBase64(torrent.bytes) });
+    expect(toS3.status).toBe(201);
+    const toOneDrive = await send(user.cookie, "POST", "/api/jobs", {
+      torrent: toBase64(torrent.bytes),
+      storageProfileId: onedrive.id,
+    });
+    expect(toOneDrive.status).toBe(422);
+    const error = await errorOf(toOneDrive);
+    expect(error.details).toMatchObject({
+      problem: "name_clash",
+      paths: ["Docs/Readme.txt", "Docs/README.txt"],
+      destination: "OneDrive",
+    });
+  });
+
+  it("says which files a destination stores under another name", async () => {
+    const user = await userWithStorage();
+    const onedrive = await addStorageProfile(user.userId, { isDefault: false, kind: "onedrive" });
+    const torrent = await makeTorrent({
+      name: "Show",
+      files: [
+        { path: "what? <cut>.mkv", size: 1000 },
+        { path: "plain.mkv", size: 1000 },
+      ],
+    });
+    const response = await send(user.cookie, "POST", "/api/jobs", {
+      torrent: toBase64(torrent.bytes),
+      storageProfileId: onedrive.id,
+    });
+    expect(response.status).toBe(201);
+    const job = (await response.json()) as { job: { files: { path: string; storedAs: string | null }[] } };
+    expect(job.job.files.map((f) => [f.path, f.storedAs])).toEqual([
+      ["Show/what? <cut>.mkv", "Show/what？ ＜cut＞.mkv"],
+      ["Show/plain.mkv", null],
+    ]);
+  });
+
   it("uses the chosen storage profile and cleans the target folder", async () => {
     const user = await userWithStorage();
     const other = await addStorageProfile(user.userId, { isDefault: false });

@@ -17,38 +17,33 @@
 // magnet or .torrent is stored encrypted and never sent back.
 import { createRoute, z } from "@hono/zod-openapi";
 import {
-  decryptS3Secret,
+  type Destination,
+  type DestinationKind,
+  describeNameClash,
+  destinationNameRules,
+  destinationOf,
+  findNameClash,
   type JobMessage,
   JobState,
   jobStates,
-  type Keyring,
   keys,
   MAX_TORRENT_FILES,
   ProgressEvent,
   progressField,
   queue,
-  type S3Secret,
-  sealedOf,
   terminalStates,
 } from "@torreclou/contracts";
-import {
-  jobFiles,
-  jobs,
-  jobTransitions,
-  type S3ProfileConfig,
-  storageProfiles,
-  torrents,
-} from "@torreclou/db";
+import { jobFiles, jobs, jobTransitions, storageProfiles, torrents } from "@torreclou/db";
 import { type Db, insertJob, retryTransition, transitionJob } from "@torreclou/db/jobs";
-import type { Redis } from "@upstash/redis/cloudflare";
 import { and, asc, desc, eq, inArray, sql } from "drizzle-orm";
 import { requireUser } from "../auth/index.ts";
+import type { Config } from "../config.ts";
+import { downloadLinks } from "../destinations/index.ts";
 import { ApiError } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
+import { ownsJobs, readEvent } from "../progress/read.ts";
 import { enqueueJob } from "../queue/enqueue.ts";
 import { csrfRefused, errorResponses, registerAuthSchemes, signedIn } from "../security/openapi.ts";
-import { presignGet } from "../storage/s3.ts";
-import { router } from "./openapi.ts";
 import {
   acceptContentTypes,
   limitBody,
@@ -56,7 +51,8 @@ import {
   readSource,
   TORRENT_BODY_LIMIT,
   type TorrentSource,
-} from "./torrents.ts";
+} from "../torrents/input.ts";
+import { router } from "./openapi.ts";
 
 /** Jobs per page at most. */
 export const MAX_PAGE = 100;
@@ -157,6 +153,10 @@ const JobFileSchema = z
     bytesDownloaded: z.number(),
     bytesUploaded: z.number(),
     cloudUrl: z.string().nullable(),
+    storedAs: z.string().nullable().openapi({
+      description:
+        "The path the destination stores the file under when it differs from `path` (characters the provider refuses replaced by look-alikes, e.g. `:` by `：` on OneDrive); null when it is the same.",
+    }),
     error: z.string().nullable(),
   })
   .openapi("JobFile");
@@ -322,48 +322,66 @@ function presentSummary(row: SummaryRow): z.infer<typeof JobSummarySchema> {
   };
 }
 
-/**
- * Links to the stored objects of an S3 job: presigned GETs (an hour), since
- * buckets are private. Drive files carry their own web link (cloud_url).
- */
-async function downloadLinks(
+/** The job's destination, if it still exists and its settings read. */
+async function destinationFor(
   db: Db,
   userId: string,
   profileId: string | null,
-  keyring: Keyring,
-  files: { fileIndex: number; cloudId: string | null; cloudUrl: string | null }[],
-): Promise<Map<number, string>> {
-  const links = new Map<number, string>();
-  const wanted = files.filter((f) => f.cloudId && !f.cloudUrl);
-  if (!profileId || wanted.length === 0) return links;
+): Promise<Destination | undefined> {
+  if (!profileId) return undefined;
   const [profile] = await db
     .select()
     .from(storageProfiles)
     .where(and(eq(storageProfiles.id, profileId), eq(storageProfiles.userId, userId)));
-  if (profile?.kind !== "s3") return links;
-  let secret: S3Secret;
+  if (!profile) return undefined;
   try {
-    secret = await decryptS3Secret(keyring, sealedOf(profile), profile.id);
+    return destinationOf(profile);
   } catch {
-    return links; // keys rotated away: no links rather than a failed page
+    return undefined; // settings unreadable: no links rather than a failed page
   }
-  const config = profile.config as S3ProfileConfig;
-  const target = {
-    endpoint: config.endpoint,
-    region: config.region,
-    bucket: config.bucket,
-    prefix: config.prefix ?? "",
-    forcePathStyle: config.forcePathStyle ?? false,
-  };
-  for (const f of wanted) links.set(f.fileIndex, await presignGet(target, secret, f.cloudId!));
+}
+
+/**
+ * Download links for stored files that carry none of their own (an S3
+ * object's presigned GET, a Dropbox temporary link), from the destination's
+ * module. Drive and OneDrive files carry their own web link (cloud_url).
+ */
+async function fileLinks(
+  destination: Destination | undefined,
+  config: Config,
+  files: { fileIndex: number; cloudId: string | null; cloudUrl: string | null }[],
+): Promise<Map<number, string>> {
+  const links = new Map<number, string>();
+  const wanted = files.filter((f) => f.cloudId && !f.cloudUrl);
+  if (!destination || wanted.length === 0) return links;
+  const byId = await downloadLinks(
+    destination,
+    config,
+    wanted.map((f) => f.cloudId!),
+  );
+  for (const f of wanted) {
+    const link = byId.get(f.cloudId!);
+    if (link) links.set(f.fileIndex, link);
+  }
   return links;
+}
+
+/** The path a destination stores a torrent path under, when its name rules change it. */
+function storedAs(destination: Destination | undefined, path: string): string | null {
+  if (!destination) return null;
+  const rules = destinationNameRules[destination.kind];
+  const stored = path
+    .split("/")
+    .map((name) => rules.name(name))
+    .join("/");
+  return stored === path ? null : stored;
 }
 
 async function loadJob(
   db: Db,
   userId: string,
   jobId: string,
-  keyring: Keyring,
+  config: Config,
 ): Promise<z.infer<typeof JobDetailSchema>> {
   const [row] = await db
     .select(summaryColumns)
@@ -379,7 +397,8 @@ async function loadJob(
       .where(eq(jobTransitions.jobId, jobId))
       .orderBy(asc(jobTransitions.at), asc(jobTransitions.id)),
   ]);
-  const links = await downloadLinks(db, userId, row.storageProfileId, keyring, files);
+  const destination = await destinationFor(db, userId, row.storageProfileId);
+  const links = await fileLinks(destination, config, files);
   return {
     ...presentSummary(row),
     files: files.map((f) => ({
@@ -391,6 +410,7 @@ async function loadJob(
       bytesDownloaded: f.bytesDownloaded,
       bytesUploaded: f.bytesUploaded,
       cloudUrl: f.cloudUrl ?? links.get(f.fileIndex) ?? null,
+      storedAs: storedAs(destination, f.path),
       error: f.error,
     })),
     transitions: transitions.map((t) => ({
@@ -426,9 +446,18 @@ async function refuse(db: Db, userId: string, jobId: string, action: string): Pr
   );
 }
 
-async function pickProfile(db: Db, userId: string, id: string | undefined): Promise<string> {
+async function pickProfile(
+  db: Db,
+  userId: string,
+  id: string | undefined,
+): Promise<{ id: string; kind: DestinationKind }> {
   const [profile] = await db
-    .select({ id: storageProfiles.id, name: storageProfiles.name, status: storageProfiles.status })
+    .select({
+      id: storageProfiles.id,
+      kind: storageProfiles.kind,
+      name: storageProfiles.name,
+      status: storageProfiles.status,
+    })
     .from(storageProfiles)
     .where(
       and(
@@ -443,7 +472,7 @@ async function pickProfile(db: Db, userId: string, id: string | undefined): Prom
     throw new ApiError(
       409,
       "no_storage",
-      "You have no storage yet: add an S3 bucket or Google Drive under Storage, then submit the job again.",
+      "You have no storage yet: add an S3 bucket or Google Drive, OneDrive or Dropbox under Storage, then submit the job again.",
     );
   }
   if (profile.status === "needs_reconnect") {
@@ -454,7 +483,29 @@ async function pickProfile(db: Db, userId: string, id: string | undefined): Prom
       { storageProfileId: profile.id },
     );
   }
-  return profile.id;
+  return { id: profile.id, kind: profile.kind };
+}
+
+/**
+ * Refuses (422 name_clash) a torrent two of whose files the chosen
+ * destination would store under one name (e.g. names differing only in case
+ * on OneDrive or Dropbox), naming both. A magnet's files are checked by the
+ * worker once its metadata is known.
+ */
+function checkDestinationNames(source: TorrentSource, kind: DestinationKind): void {
+  if (source.kind !== "torrent") return;
+  const rules = destinationNameRules[kind];
+  const clash = findNameClash(
+    source.info.files.map((f) => f.path),
+    rules,
+  );
+  if (clash) {
+    throw new ApiError(422, "invalid_torrent", describeNameClash(clash, rules), {
+      problem: "name_clash",
+      paths: clash.paths,
+      destination: rules.label,
+    });
+  }
 }
 
 /** A .torrent job: its name and facts from the info dictionary, its files at once. */
@@ -552,53 +603,6 @@ function decodeCursor(text: string): Cursor {
 }
 
 // --- Progress -------------------------------------------------------------------
-
-/** A progress event as stored (JSON, or already decoded by the Redis client); undefined if malformed. */
-export function readEvent(value: unknown): ProgressEvent | undefined {
-  let data = value;
-  if (typeof data === "string") {
-    try {
-      data = JSON.parse(data);
-    } catch {
-      return undefined;
-    }
-  }
-  const parsed = ProgressEvent.safeParse(data);
-  return parsed.success ? parsed.data : undefined;
-}
-
-/**
- * Is the job the caller's? The owner key answers; only when it is missing
- * (e.g. Redis lost it) does Postgres, and the key is then written back.
- */
-export async function ownsJobs(
-  db: () => Db,
-  redis: Redis,
-  userId: string,
-  owners: Map<string, unknown>,
-): Promise<Set<string>> {
-  const owned = new Set<string>();
-  const unknown: string[] = [];
-  for (const [jobId, owner] of owners) {
-    if (owner === null || owner === undefined) unknown.push(jobId);
-    else if (String(owner) === userId) owned.add(jobId);
-  }
-  if (unknown.length > 0) {
-    const found = await db()
-      .select({ id: jobs.id })
-      .from(jobs)
-      .where(and(eq(jobs.userId, userId), inArray(jobs.id, unknown)));
-    if (found.length > 0) {
-      const heal = redis.pipeline();
-      for (const { id } of found) {
-        owned.add(id);
-        heal.set(keys.owner(id), userId);
-      }
-      await heal.exec().catch(() => {});
-    }
-  }
-  return owned;
-}
 
 // --- Routes ---------------------------------------------------------------------
 
@@ -766,7 +770,8 @@ export const jobsApi = api
     const source = await readSource({ torrent: body.torrent, magnet: body.magnet });
     const selected = checkSelection(source, body.files);
     const db = c.var.db();
-    const storageProfileId = await pickProfile(db, userId, body.storageProfileId);
+    const { id: storageProfileId, kind } = await pickProfile(db, userId, body.storageProfileId);
+    checkDestinationNames(source, kind);
     const job = source.kind === "torrent" ? torrentJob(source) : magnetJob(source);
     const { job: created } = await insertJob(db, c.var.config.CREDENTIALS_KEYS, {
       ...job,
@@ -776,7 +781,7 @@ export const jobsApi = api
       targetFolder: body.targetFolder,
     });
     await enqueueJob(db, c.var.redis, created.id, userId);
-    return c.json({ job: await loadJob(db, userId, created.id, c.var.config.CREDENTIALS_KEYS) }, 201);
+    return c.json({ job: await loadJob(db, userId, created.id, c.var.config) }, 201);
   })
   .openapi(listJobs, async (c) => {
     const { limit, cursor, status } = c.req.valid("query");
@@ -813,7 +818,7 @@ export const jobsApi = api
   })
   .openapi(getJob, async (c) => {
     const { id } = c.req.valid("param");
-    return c.json({ job: await loadJob(c.var.db(), c.var.user.id, id, c.var.config.CREDENTIALS_KEYS) }, 200);
+    return c.json({ job: await loadJob(c.var.db(), c.var.user.id, id, c.var.config) }, 200);
   })
   .openapi(cancelJob, async (c) => {
     const { id } = c.req.valid("param");
@@ -844,7 +849,7 @@ export const jobsApi = api
         JSON.stringify({ level: "warn", msg: "cancel flag not written", jobId: id, error: String(err) }),
       );
     }
-    return c.json({ job: await loadJob(db, userId, id, c.var.config.CREDENTIALS_KEYS) }, 200);
+    return c.json({ job: await loadJob(db, userId, id, c.var.config) }, 200);
   })
   .openapi(retryJob, async (c) => {
     const { id } = c.req.valid("param");
@@ -858,7 +863,7 @@ export const jobsApi = api
     const job = await retryTransition(db, id, userId);
     if (!job) await refuse(db, userId, id, "retried");
     await enqueueJob(db, c.var.redis, id, userId);
-    return c.json({ job: await loadJob(db, userId, id, c.var.config.CREDENTIALS_KEYS) }, 200);
+    return c.json({ job: await loadJob(db, userId, id, c.var.config) }, 200);
   })
   .openapi(deleteJob, async (c) => {
     const { id } = c.req.valid("param");

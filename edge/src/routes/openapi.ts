@@ -2,7 +2,7 @@
 // createRoute (zod schemas): the same schemas validate requests, type the web
 // client, and generate the OpenAPI document at /api/openapi.json.
 import { OpenAPIHono } from "@hono/zod-openapi";
-import type { AppEnv } from "../app.ts";
+import type { AppEnv } from "../env.ts";
 import { ApiError } from "../errors/index.ts";
 
 /** A sub-app whose validation failures use the one JSON error shape (400, with zod's issues). */

@@ -5,8 +5,8 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { keys, ProgressEvent } from "@torreclou/contracts";
 import { requireUser } from "../auth/index.ts";
+import { ownsJobs, readEvent } from "../progress/read.ts";
 import { errorResponses, registerAuthSchemes, signedIn } from "../security/openapi.ts";
-import { ownsJobs, readEvent } from "./jobs.ts";
 import { router } from "./openapi.ts";
 
 /** Jobs per batch at most. */

@@ -12,17 +12,19 @@
 //
 // Adding a profile or moving the default changes where files go, so those need
 // the browser session; a leaked API token cannot redirect uploads. Listing,
-// reading and deleting work with either. A Google Drive profile is added by
-// GET /api/drive/connect and removed by POST /api/drive/{id}/disconnect, which
-// also revokes the grant at Google; deleting it here is refused.
+// reading and deleting work with either. An OAuth destination (Google Drive,
+// OneDrive, Dropbox) is added by its connect flow (destinations/connect.ts)
+// and removed by its disconnect, which also revokes the grant at the
+// provider; deleting it here is refused.
 import { createRoute, z } from "@hono/zod-openapi";
 import { columnsOf, encryptSecret } from "@torreclou/contracts";
 import { type S3ProfileConfig, storageKinds, storageProfileStatuses, storageProfiles } from "@torreclou/db";
 import { and, asc, desc, eq, ne } from "drizzle-orm";
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
-import type { AppEnv } from "../app.ts";
 import { requireUser } from "../auth/index.ts";
+import { destinations } from "../destinations/index.ts";
+import type { AppEnv } from "../env.ts";
 import { ApiError } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
 import {
@@ -65,6 +67,8 @@ const StorageProfileSchema = z
     updatedAt: z.iso.datetime(),
     s3: S3ProfileViewSchema.optional(),
     gdrive: z.object({ accountEmail: z.string().nullable(), rootFolderId: z.string().nullable() }).optional(),
+    onedrive: z.object({ accountEmail: z.string().nullable() }).optional(),
+    dropbox: z.object({ accountEmail: z.string().nullable() }).optional(),
   })
   .openapi("StorageProfile");
 
@@ -73,7 +77,8 @@ const noControl = (value: string) => !/\p{Cc}/u.test(value);
 const CreateS3Profile = z
   .object({
     kind: z.literal("s3", {
-      error: 'must be "s3" (connect Google Drive with GET /api/drive/connect instead)',
+      error:
+        'must be "s3" (connect Google Drive with GET /api/drive/connect, OneDrive with GET /api/onedrive/connect or Dropbox with GET /api/dropbox/connect instead)',
     }),
     name: z
       .string()
@@ -246,7 +251,7 @@ const deleteProfile = createRoute({
   tags: ["Storage"],
   summary: "Delete a storage profile",
   description:
-    "Deletes the profile and its encrypted credentials. Jobs that used it stay in the history without a destination. If it was the default, the oldest remaining profile becomes the default. A Google Drive profile is refused with a 409: disconnect it with `POST /api/drive/{id}/disconnect`, which also revokes TorreClou's access at Google.",
+    "Deletes the profile and its encrypted credentials. Jobs that used it stay in the history without a destination. If it was the default, the oldest remaining profile becomes the default. A Google Drive, OneDrive or Dropbox profile is refused with a 409: disconnect it with `POST /api/<drive|onedrive|dropbox>/{id}/disconnect`, which also revokes TorreClou's access at the provider.",
   security: signedIn,
   middleware: [requireUser] as const,
   request: { params: ProfileParams },
@@ -257,7 +262,7 @@ const deleteProfile = createRoute({
       401: "Not signed in.",
       403: csrfRefused,
       404: "No profile with this id belongs to the caller.",
-      409: "A Google Drive profile: disconnect it with `POST /api/drive/{id}/disconnect` instead.",
+      409: "A Google Drive, OneDrive or Dropbox profile: disconnect it with its `/disconnect` route instead.",
     }),
   },
 });
@@ -422,7 +427,7 @@ export const storage = api
   .openapi(createProfile, async (c) => {
     sessionRequired(c, "Add storage profiles");
     const input = c.req.valid("json");
-    // One branch per kind: Google Drive profiles are created by their OAuth flow.
+    // One branch per kind: OAuth destinations are created by their connect flow.
     switch (input.kind) {
       case "s3":
         return c.json(await createS3Profile(c, input), 201);
@@ -487,12 +492,13 @@ export const storage = api
         .from(storageProfiles)
         .where(and(eq(storageProfiles.id, id), eq(storageProfiles.userId, userId)));
       if (!target) throw notFound();
-      if (target.kind === "gdrive") {
-        // Deleting the row alone would leave TorreClou's grant alive at Google.
+      const { label, oauth } = destinations[target.kind];
+      if (oauth) {
+        // Deleting the row alone would leave TorreClou's grant alive at the provider.
         throw new ApiError(
           409,
-          "use_drive_disconnect",
-          `This is a Google Drive connection: disconnect it with POST /api/drive/${id}/disconnect, which also revokes TorreClou's access at Google.`,
+          `use_${oauth.queryKey}_disconnect`,
+          `This is a ${label} connection: disconnect it with POST ${oauth.basePath}/${id}/disconnect, which also revokes TorreClou's access at ${oauth.company}.`,
         );
       }
       const [deleted] = await tx

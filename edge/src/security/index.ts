@@ -14,8 +14,8 @@ import type { MiddlewareHandler } from "hono";
 import { cors } from "hono/cors";
 import { createMiddleware } from "hono/factory";
 import { secureHeaders } from "hono/secure-headers";
-import type { AppEnv } from "../app.ts";
 import { parseConfig } from "../config.ts";
+import type { AppEnv } from "../env.ts";
 import { errorBody } from "../errors/index.ts";
 
 /** The policy for JSON: load nothing, be framed by no one, submit nowhere. */

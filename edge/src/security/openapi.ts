@@ -2,8 +2,8 @@
 // describes them: the session cookie set by sign-in or an API token in the
 // Authorization header; failures in the one JSON error shape.
 import { type OpenAPIHono, z } from "@hono/zod-openapi";
-import type { AppEnv } from "../app.ts";
 import { sessionCookie } from "../auth/session.ts";
+import type { AppEnv } from "../env.ts";
 
 /** `security` for a route behind requireUser: either scheme will do. */
 export const signedIn: Record<string, string[]>[] = [{ session: [] }, { apiToken: [] }];

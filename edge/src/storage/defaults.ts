@@ -3,7 +3,7 @@
 // it on to the oldest remaining profile (active ones first).
 import { storageProfiles } from "@torreclou/db";
 import { asc, desc, eq, sql } from "drizzle-orm";
-import type { AppEnv } from "../app.ts";
+import type { AppEnv } from "../env.ts";
 
 export type Tx = Parameters<Parameters<ReturnType<AppEnv["Variables"]["db"]>["transaction"]>[0]>[0];
 

@@ -4,31 +4,28 @@
 // a StaleAttemptError stops the attempt without touching anything else.
 import {
   CredentialsError,
-  decryptDriveSecret,
-  decryptS3Secret,
   type FileProgress,
   isTerminal,
   type JobState,
   type Keyring,
-  sealedOf,
   TorrentError,
   type TransitionCause,
 } from "@torreclou/contracts";
-import type { DriveProfileConfig, JobFile, S3ProfileConfig, StorageProfile } from "@torreclou/db";
+import type { JobFile, StorageProfile } from "@torreclou/db";
 import { type Db, StaleAttemptError, transitionJob } from "@torreclou/db/jobs";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
 import { describeDatabaseError, isDatabaseInterruption } from "../db.ts";
+import { checkNames, openSink } from "../destinations/index.ts";
 import { asJob, egressRefusalIn, Refusals } from "../egress/index.ts";
 import type { Metrics } from "../metrics.ts";
 import { ProgressPublisher, shownBefore } from "../progress.ts";
 import { requestCleanup } from "../queue/queue.ts";
 import { prepareScratchDir, removeDir, type ScratchBudget, scratchDirFor } from "../scratch.ts";
-import { DriveSink, ReconnectRequiredError } from "../sinks/drive.ts";
-import { PermanentJobError, type Sink } from "../sinks/index.ts";
+import { PermanentJobError, ReconnectRequiredError, type Sink } from "../sinks/index.ts";
 import { Outage } from "../sinks/outage.ts";
-import { partSizeFor, resumedPartSize, S3Sink } from "../sinks/s3.ts";
+import { partSizeFor, resumedPartSize } from "../sinks/s3.ts";
 import { Download } from "../torrent/download.ts";
 import type { HolePuncher } from "../torrent/holes.ts";
 import { RangeGoneError, Window } from "../torrent/window.ts";
@@ -40,10 +37,8 @@ import {
   type JobContext,
   journalOf,
   loadJobContext,
-  markDriveNeedsReconnect,
   openSource,
   recordPart,
-  saveDriveAccessToken,
   saveResolvedMetadata,
   updateFile,
   updateJobCounters,
@@ -119,8 +114,8 @@ export class JobRun {
   #stopReason: StopReason | undefined;
   #download: Download | undefined;
   #sink: Sink | undefined;
-  /** The Google grant a Drive job uploads with. */
-  #driveGrant: { profileId: string; refreshToken: string } | undefined;
+  /** Marks the job's destination "needs reconnect" (OAuth destinations only). */
+  #needsReconnect: (() => Promise<void>) | undefined;
   #progress: ProgressPublisher | undefined;
   #window: Window | undefined;
   #files: JobFile[] = [];
@@ -249,21 +244,13 @@ export class JobRun {
         await this.#progress?.phase("cancelled", "Cancelled");
         return "cancelled";
       }
-      if (error instanceof ReconnectRequiredError && this.#driveGrant) {
-        const { profileId, refreshToken } = this.#driveGrant;
-        await markDriveNeedsReconnect(this.#deps.db, this.#deps.keyRing, profileId, refreshToken).catch(
-          (inner: unknown) =>
-            this.#log.warn({ err: inner }, "could not mark the Drive profile for reconnecting"),
-        );
-      }
+      if (error instanceof ReconnectRequiredError) await this.#needsReconnect?.();
       const refused = egressRefusalIn(error);
       const reason = refused
         ? `${refused.message} The operator can allow an exact host:port with EGRESS_ALLOW.`
-        : error instanceof ReconnectRequiredError
-          ? "Google Drive access was revoked or has expired: reconnect Google Drive on the Storage page, then retry the job."
-          : error instanceof PermanentJobError
-            ? error.reason
-            : `The job stopped on an unexpected error: ${messageOf(error)}`;
+        : error instanceof PermanentJobError
+          ? error.reason
+          : `The job stopped on an unexpected error: ${messageOf(error)}`;
       // The job's own tracker URLs stay out of the stored reason and the progress stream.
       const shown = maskSecrets(reason, this.#secrets);
       this.#log.warn({ err: error, reason }, "job failed");
@@ -432,6 +419,11 @@ export class JobRun {
       this.#log.info({ files: files.length, bytes: meta.totalSize }, "metadata resolved");
     }
 
+    // Two files the destination would store under one name (a magnet's files are known only now).
+    checkNames(
+      profile.kind,
+      files.filter((f) => f.selected).map((f) => f.path),
+    );
     const chosen = files.filter((f) => f.selected && f.state !== "skipped");
     const total = chosen.reduce((sum, f) => sum + f.size, 0);
     progress.setBytes({ total });
@@ -502,60 +494,19 @@ export class JobRun {
     await removeDir(dir);
   }
 
-  /** The sink for the job's destination, with its credentials decrypted. */
+  /** The sink for the job's destination, from its module (destinations/). */
   async #sinkFor(profile: StorageProfile, folder: string): Promise<Sink> {
-    const { config, keyRing } = this.#deps;
-    const readable = (error: unknown): never => {
-      if (error instanceof CredentialsError) {
-        throw new PermanentJobError(`The storage profile's credentials could not be read: ${error.message}.`);
-      }
-      throw error;
-    };
-    if (profile.kind === "s3") {
-      const secret = await decryptS3Secret(keyRing, sealedOf(profile), profile.id).catch(readable);
-      return new S3Sink({
-        outage: this.#outage,
-        config: profile.config as S3ProfileConfig,
-        secret,
-        folder,
-        partSize: config.WORKER_PART_SIZE_BYTES,
-        concurrency: config.WORKER_UPLOAD_CONCURRENCY,
-        log: this.#log,
-      });
-    }
-    // Google Drive.
-    if (profile.status === "needs_reconnect") throw new ReconnectRequiredError();
-    const { GOOGLE_CLIENT_ID: clientId, GOOGLE_CLIENT_SECRET: clientSecret } = config;
-    if (!clientId || !clientSecret) {
-      throw new PermanentJobError(
-        "This worker cannot upload to Google Drive: its operator has not set GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET.",
-      );
-    }
-    const secret = await decryptDriveSecret(keyRing, sealedOf(profile), profile.id).catch(readable);
-    const grant = { profileId: profile.id, refreshToken: secret.refreshToken };
-    this.#driveGrant = grant;
-    const expiresAt = secret.accessTokenExpiresAt ? new Date(secret.accessTokenExpiresAt) : undefined;
-    return new DriveSink({
-      oauth: {
-        clientId,
-        clientSecret,
-        refreshToken: secret.refreshToken,
-        tokenUrl: config.GOOGLE_OAUTH_TOKEN_URL,
-        accessToken:
-          secret.accessToken && expiresAt ? { accessToken: secret.accessToken, expiresAt } : undefined,
-        // Other attempts and workers reuse the token instead of each refreshing its own.
-        onAccessToken: async (token) => {
-          await saveDriveAccessToken(this.#deps.db, keyRing, grant.profileId, grant.refreshToken, token);
-        },
-        log: this.#log,
-      },
-      outage: this.#outage,
-      rootFolderId: (profile.config as DriveProfileConfig).rootFolderId,
-      folder,
-      chunkSize: config.WORKER_DRIVE_CHUNK_BYTES,
-      apiBaseUrl: config.DRIVE_API_BASE_URL,
+    const { config, keyRing, db } = this.#deps;
+    const opened = await openSink(profile, {
+      config,
+      keyRing,
+      db,
       log: this.#log,
+      outage: this.#outage,
+      folder,
     });
+    this.#needsReconnect = opened.needsReconnect;
+    return opened.sink;
   }
 
   #startDownload(source: string | Uint8Array, dir: string): Download {

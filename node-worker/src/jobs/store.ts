@@ -7,11 +7,12 @@
 import {
   CredentialsError,
   columnsOf,
-  type DriveSecret,
-  decryptDriveSecret,
   decryptJobSource,
+  decryptOAuthSecret,
   encryptSecret,
+  isOAuthKind,
   type Keyring,
+  type OAuthSecret,
   sealedOf,
   sealedSourceOf,
 } from "@torreclou/contracts";
@@ -258,18 +259,18 @@ export async function currentJob(db: Db, jobId: string): Promise<Pick<Job, "stat
 }
 
 /**
- * Runs `change` on a Drive profile's secret with its row locked, but only
+ * Runs `change` on an OAuth destination's grant with its row locked, but only
  * while the profile still holds the grant `refreshToken` (the user may have
  * reconnected meanwhile: a worker holding the old grant must not undo that).
  * Not fenced by a job attempt: the profile is shared by every job that uses it.
  * Returns whether the profile was changed.
  */
-async function withDriveGrant(
+async function withGrant(
   db: Db,
   keyRing: Keyring,
   profileId: string,
   refreshToken: string,
-  change: (tx: Db, secret: DriveSecret) => Promise<void>,
+  change: (tx: Db, secret: OAuthSecret) => Promise<void>,
 ): Promise<boolean> {
   return db.transaction(async (tx) => {
     const [row] = await tx
@@ -277,25 +278,37 @@ async function withDriveGrant(
       .from(storageProfiles)
       .where(eq(storageProfiles.id, profileId))
       .for("update");
-    if (row?.kind !== "gdrive") return false;
-    const secret = await decryptDriveSecret(keyRing, sealedOf(row), row.id).catch(() => undefined);
+    if (!row || !isOAuthKind(row.kind)) return false;
+    const secret = await decryptOAuthSecret(keyRing, sealedOf(row), row.id).catch(() => undefined);
     if (!secret || secret.refreshToken !== refreshToken) return false;
     await change(tx, secret);
     return true;
   });
 }
 
-/** Stores a refreshed Google access token in the profile's secret (encrypted, bound to the profile id). */
-export async function saveDriveAccessToken(
+/** A token answer written back: the access token and, where the provider rotates it, the new refresh token. */
+export interface GrantTokens {
+  accessToken: string;
+  expiresAt: Date;
+  refreshToken?: string | undefined;
+}
+
+/**
+ * Stores a refreshed access token (and a rotated refresh token) in the
+ * profile's secret (encrypted, bound to the profile id), so other attempts
+ * and workers reuse it instead of each refreshing its own.
+ */
+export async function saveGrantTokens(
   db: Db,
   keyRing: Keyring,
   profileId: string,
   refreshToken: string,
-  token: { accessToken: string; expiresAt: Date },
+  token: GrantTokens,
 ): Promise<boolean> {
-  return withDriveGrant(db, keyRing, profileId, refreshToken, async (tx, secret) => {
-    const next: DriveSecret = {
+  return withGrant(db, keyRing, profileId, refreshToken, async (tx, secret) => {
+    const next: OAuthSecret = {
       ...secret,
+      ...(token.refreshToken ? { refreshToken: token.refreshToken } : {}),
       accessToken: token.accessToken,
       accessTokenExpiresAt: token.expiresAt.toISOString(),
     };
@@ -304,17 +317,21 @@ export async function saveDriveAccessToken(
   });
 }
 
-/** Google refused the grant: the profile waits for the user to connect Google Drive again. */
-export async function markDriveNeedsReconnect(
+/** The provider refused the grant: the profile waits for the user to connect it again. */
+export async function markNeedsReconnect(
   db: Db,
   keyRing: Keyring,
   profileId: string,
   refreshToken: string,
 ): Promise<boolean> {
-  return withDriveGrant(db, keyRing, profileId, refreshToken, async (tx) => {
+  return withGrant(db, keyRing, profileId, refreshToken, async (tx) => {
     await tx
       .update(storageProfiles)
       .set({ status: "needs_reconnect" })
       .where(eq(storageProfiles.id, profileId));
   });
 }
+
+/** Google Drive's names for the two above. */
+export const saveDriveAccessToken = saveGrantTokens;
+export const markDriveNeedsReconnect = markNeedsReconnect;

@@ -387,7 +387,9 @@ describe("DriveSink against the Drive double", () => {
       .preflight(new AbortController().signal)
       .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ReconnectRequiredError);
-    expect((error as Error).message).toBe("reconnect Google Drive");
+    expect((error as Error).message).toBe(
+      "Google Drive access was revoked or has expired: reconnect Google Drive on the Storage page, then retry the job.",
+    );
   });
 
   it("preflight fails with a readable reason when the destination folder is gone", async () => {

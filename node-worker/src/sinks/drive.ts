@@ -1,5 +1,11 @@
-// Uploads into a user's Google Drive with Drive's resumable upload protocol,
-// over plain fetch: one session per file, chunks (multiples of 256 KiB)
+// Uploads into a user's Google Drive. Folder lookup and creation and file
+// metadata go through googleapis' Drive client (@googleapis/drive: the
+// standalone Drive v3 client, a fraction of the whole googleapis package
+// the worker image would otherwise carry) and tokens through
+// google-auth-library (drive/oauth.ts). The upload itself is our own code on
+// Drive's resumable protocol: googleapis never uses it by itself, and a
+// session must be resumed by another worker process after a crash, which
+// only its stored URI allows. One session per file, chunks (multiples of 256 KiB)
 // streamed from the local file as soon as their bytes are downloaded. The
 // session URI is handed to the runner before any data is sent, so another
 // attempt (or another worker) asks the session how much it holds and goes on
@@ -11,10 +17,16 @@ import { createHash, type Hash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { Readable, Transform, type TransformCallback } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
+import { drive, type drive_v3, type MethodOptions } from "@googleapis/drive";
 import { destinationNameRules } from "@torreclou/contracts";
 import type { Logger } from "pino";
 import { defaultRetry, GoogleApiError, isTransient, type RetryPolicy, withRetry } from "./drive/http.ts";
-import { type GoogleOAuthOptions, GoogleTokenSource, ReconnectRequiredError } from "./drive/oauth.ts";
+import {
+  type GoogleOAuthOptions,
+  GoogleTokenSource,
+  googleErrorOf,
+  ReconnectRequiredError,
+} from "./drive/oauth.ts";
 import {
   contentTypeFor,
   PermanentJobError,
@@ -130,6 +142,7 @@ export class DriveSink implements Sink {
   readonly #chunk: number;
   readonly #retry: RetryPolicy;
   readonly #fetch: typeof fetch;
+  readonly #drive: drive_v3.Drive;
   /** Folder ids by their names from the root folder down (JSON; `[]` is the root folder). */
   readonly #folders = new Map<string, Promise<string>>();
 
@@ -141,6 +154,7 @@ export class DriveSink implements Sink {
       throw new Error(`Drive chunk size must be a multiple of ${DRIVE_CHUNK_GRANULARITY} bytes`);
     this.#retry = { ...defaultRetry, ...opts.retry };
     this.#fetch = opts.fetch ?? fetch;
+    this.#drive = drive({ version: "v3", rootUrl: `${this.#api}/` });
     this.tokens =
       opts.oauth instanceof GoogleTokenSource
         ? opts.oauth
@@ -170,45 +184,43 @@ export class DriveSink implements Sink {
       if (response.status !== 401) return response;
       await response.body?.cancel();
       this.tokens.invalidate(token);
-      if (attempt >= 2) throw new ReconnectRequiredError();
+      if (attempt >= 2) throw new ReconnectRequiredError("Google Drive");
     }
   }
 
-  /** A metadata call with JSON in and out, retried on transient failures. */
-  async #json<T>(
-    method: string,
-    path: string,
-    params: Record<string, string>,
-    body: unknown,
+  /**
+   * A Drive API call through googleapis, with our token (a 401 refreshes it
+   * and tries once more; a second means the grant is gone), retried on
+   * transient failures within the job's outage limit. googleapis' own
+   * retries are off: ours honour the outage clock.
+   */
+  async #call<T>(
+    what: string,
+    run: (options: MethodOptions) => Promise<{ data: T }>,
     signal: AbortSignal,
   ): Promise<T> {
-    const url = `${this.#api}${path}?${new URLSearchParams(params)}`;
     return withRetry(
       async () => {
-        const response = await this.#request(
-          url,
-          {
-            method,
-            ...(body === undefined
-              ? {}
-              : {
-                  headers: { "Content-Type": "application/json; charset=UTF-8" },
-                  body: () => JSON.stringify(body),
-                }),
-          },
-          signal,
-        );
-        if (!response.ok) throw await GoogleApiError.from(response, `Drive ${method} ${path}`);
-        if (response.status === 204) return undefined as T;
-        return (await response.json()) as T;
+        for (let attempt = 1; ; attempt++) {
+          const token = await this.tokens.token(signal);
+          try {
+            const response = await run({
+              headers: { Authorization: `Bearer ${token}` },
+              signal,
+              retry: false,
+              fetchImplementation: this.#fetch,
+            });
+            return response.data;
+          } catch (error) {
+            if (signal.aborted) throw signal.reason ?? error;
+            const failure = googleErrorOf(error, `Drive ${what}`);
+            if (!(failure instanceof GoogleApiError) || failure.status !== 401) throw failure;
+            this.tokens.invalidate(token);
+            if (attempt >= 2) throw new ReconnectRequiredError("Google Drive");
+          }
+        }
       },
-      {
-        policy: this.#retry,
-        outage: this.#opts.outage,
-        signal,
-        what: `${method} ${path}`,
-        log: this.#opts.log,
-      },
+      { policy: this.#retry, outage: this.#opts.outage, signal, what, log: this.#opts.log },
     );
   }
 
@@ -219,20 +231,22 @@ export class DriveSink implements Sink {
     const found: DriveFile[] = [];
     let pageToken: string | undefined;
     do {
-      const page = await this.#json<{ files?: DriveFile[]; nextPageToken?: string }>(
-        "GET",
-        "/drive/v3/files",
-        {
-          q,
-          fields: "nextPageToken,files(id,name,createdTime)",
-          pageSize: "100",
-          ...(pageToken ? { pageToken } : {}),
-        },
-        undefined,
+      const page = await this.#call(
+        "files.list",
+        (options) =>
+          this.#drive.files.list(
+            {
+              q,
+              fields: "nextPageToken,files(id,name,createdTime)",
+              pageSize: 100,
+              ...(pageToken ? { pageToken } : {}),
+            },
+            options,
+          ),
         signal,
       );
-      found.push(...(page.files ?? []));
-      pageToken = page.nextPageToken;
+      found.push(...((page.files ?? []) as DriveFile[]));
+      pageToken = page.nextPageToken ?? undefined;
     } while (pageToken);
     return found;
   }
@@ -247,22 +261,22 @@ export class DriveSink implements Sink {
   async #findOrCreateFolder(name: string, parent: string, signal: AbortSignal): Promise<string> {
     const existing = DriveSink.#oldest(await this.#findFolders(name, parent, signal));
     if (existing) return existing.id;
-    const created = await this.#json<DriveFile>(
-      "POST",
-      "/drive/v3/files",
-      { fields: "id,createdTime" },
-      { name, mimeType: FOLDER_MIME, parents: [parent] },
+    const created = (await this.#call(
+      "files.create",
+      (options) =>
+        this.#drive.files.create(
+          { fields: "id,createdTime", requestBody: { name, mimeType: FOLDER_MIME, parents: [parent] } },
+          options,
+        ),
       signal,
-    );
+    )) as DriveFile;
     // Another worker (or a retried request whose answer was lost) may have made
     // the same folder at the same moment: keep the oldest, drop ours if it lost.
     const winner = DriveSink.#oldest(await this.#findFolders(name, parent, signal)) ?? created;
     if (winner.id !== created.id) {
-      await this.#json(
-        "DELETE",
-        `/drive/v3/files/${encodeURIComponent(created.id)}`,
-        {},
-        undefined,
+      await this.#call(
+        "files.delete",
+        (options) => this.#drive.files.delete({ fileId: created.id }, options),
         signal,
       ).catch((error: unknown) =>
         this.#opts.log.warn({ err: error, folder: name }, "could not remove a duplicate folder"),
@@ -298,11 +312,9 @@ export class DriveSink implements Sink {
   async preflight(signal: AbortSignal): Promise<void> {
     const rootId = this.#opts.rootFolderId ?? "root";
     try {
-      const root = await this.#json<{ id: string; mimeType?: string; trashed?: boolean }>(
-        "GET",
-        `/drive/v3/files/${encodeURIComponent(rootId)}`,
-        { fields: "id,mimeType,trashed" },
-        undefined,
+      const root = await this.#call(
+        "files.get",
+        (options) => this.#drive.files.get({ fileId: rootId, fields: "id,mimeType,trashed" }, options),
         signal,
       );
       if (root.mimeType !== FOLDER_MIME || root.trashed)
@@ -402,11 +414,9 @@ export class DriveSink implements Sink {
         { path: file.path, local: md5, drive: uploaded.md5Checksum, size: uploaded.size },
         "Drive's copy does not match the local file",
       );
-      await this.#json(
-        "DELETE",
-        `/drive/v3/files/${encodeURIComponent(uploaded.id)}`,
-        {},
-        undefined,
+      await this.#call(
+        "files.delete",
+        (options) => this.#drive.files.delete({ fileId: uploaded.id }, options),
         hooks.signal,
       );
       await hooks.clearSession();
@@ -426,14 +436,14 @@ export class DriveSink implements Sink {
     hooks: UploadHooks,
   ): Promise<UploadResult | undefined> {
     const q = `name = ${driveQuote(name)} and ${driveQuote(parent)} in parents and mimeType != '${FOLDER_MIME}' and trashed = false`;
-    const page = await this.#json<{ files?: DriveFile[] }>(
-      "GET",
-      "/drive/v3/files",
-      { q, fields: `files(${uploadedFields})`, pageSize: "100" },
-      undefined,
+    const page = await this.#call(
+      "files.list",
+      (options) => this.#drive.files.list({ q, fields: `files(${uploadedFields})`, pageSize: 100 }, options),
       hooks.signal,
     );
-    const candidates = (page.files ?? []).filter((f) => Number(f.size ?? -1) === file.size && f.md5Checksum);
+    const candidates = ((page.files ?? []) as DriveFile[]).filter(
+      (f) => Number(f.size ?? -1) === file.size && f.md5Checksum,
+    );
     if (candidates.length === 0) return undefined;
     await hooks.ready(0, file.size);
     const hasher = new FileHasher(file.localPath);

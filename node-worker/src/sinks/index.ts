@@ -76,6 +76,23 @@ export class PermanentJobError extends Error {
 }
 
 /**
+ * The destination's OAuth grant no longer works (revoked by the user,
+ * expired, password changed): only the user can fix it, by connecting the
+ * destination again. The profile is marked "needs reconnect".
+ */
+export class ReconnectRequiredError extends PermanentJobError {
+  readonly label: string;
+  constructor(label: string, options?: { cause?: unknown }) {
+    super(
+      `${label} access was revoked or has expired: reconnect ${label} on the Storage page, then retry the job.`,
+      options,
+    );
+    this.label = label;
+    this.name = "ReconnectRequiredError";
+  }
+}
+
+/**
  * A file's stored path under the job folder as names (or the job folder's
  * alone without a path): the one mapping in contracts/src/names.ts, with the
  * destination's rules. A name the parser would have refused is a permanent

@@ -1,8 +1,9 @@
 // Storage profiles: where finished files go. Adding an S3-compatible profile
 // is checked by the server against the provider; its refusal is shown right
-// by the form, with the provider's own code and message. Google Drive is
-// connected with a full-page visit to Google's consent screen; the edge sends
-// the browser back here with `?drive=connected` or `?drive_error=<code>`.
+// by the form, with the provider's own code and message. Google Drive,
+// OneDrive and Dropbox are connected with a full-page visit to the provider's
+// consent screen; the edge sends the browser back here with
+// `?<key>=connected` or `?<key>_error=<code>` (key: drive, onedrive, dropbox).
 import { useSearchParams } from "@solidjs/router";
 import { createResource, createSignal, For, Match, Show, Switch } from "solid-js";
 import { createStore } from "solid-js/store";
@@ -44,27 +45,69 @@ interface ProviderFailure {
   status?: number | null;
 }
 
-/** What a failed Drive connection (`?drive_error=<code>` from the edge) means for the person. */
-const driveErrors: Record<string, string> = {
-  google_denied: "Connecting Google Drive was cancelled.",
-  google_error: "Google refused to connect Drive. Please try again.",
-  invalid_request: "That Google Drive link has expired or was already used. Please connect again.",
-  invalid_state: "That Google Drive link has expired or was already used. Please connect again.",
-  google_exchange_failed: "Google's answer could not be verified. Please connect again.",
-  google_unavailable: "Google could not be reached. Please try again in a moment.",
-  drive_scope_denied:
-    "Google Drive access was not granted. Allow TorreClou to add files to your Drive and connect again.",
-  drive_no_refresh_token:
-    "Google did not grant offline access, so uploads could not run while you are away. Please connect again.",
-};
+type OAuthKind = "gdrive" | "onedrive" | "dropbox";
 
-export function driveErrorMessage(code: string): string {
-  return driveErrors[code] ?? "Connecting Google Drive did not complete. Please try again.";
+/** The destinations connected through their provider's consent screen. */
+interface OAuthProviderView {
+  kind: OAuthKind;
+  label: string;
+  company: string;
+  /** Query key the edge answers with, and the API path segment (`/api/<path>/connect`). */
+  key: "drive" | "onedrive" | "dropbox";
+  /** What the consent asks for, in words. */
+  blurb: string;
 }
 
-/** A full-page visit: the edge redirects to Google's consent screen, which comes back to this page. */
-function connectDrive(): void {
-  window.location.assign("/api/drive/connect");
+export const oauthProviders: OAuthProviderView[] = [
+  {
+    kind: "gdrive",
+    label: "Google Drive",
+    company: "Google",
+    key: "drive",
+    blurb:
+      "TorreClou asks Google only for the files it creates in your Drive, nothing else. You can disconnect at any time; files already uploaded stay in your Drive.",
+  },
+  {
+    kind: "onedrive",
+    label: "OneDrive",
+    company: "Microsoft",
+    key: "onedrive",
+    blurb:
+      "TorreClou asks Microsoft only for its own app folder in your OneDrive (Apps/TorreClou) and your account name. You can disconnect at any time; files already uploaded stay.",
+  },
+  {
+    kind: "dropbox",
+    label: "Dropbox",
+    company: "Dropbox",
+    key: "dropbox",
+    blurb:
+      "TorreClou gets only its own app folder in your Dropbox (Apps/TorreClou) and your account's email. Disconnecting revokes its access; files already uploaded stay.",
+  },
+];
+
+const providerOf = (kind: string) => oauthProviders.find((p) => p.kind === kind);
+
+/** What a failed connection (`?<key>_error=<code>` from the edge) means for the person. */
+export function connectErrorMessage(provider: OAuthProviderView, code: string): string {
+  const { label, company } = provider;
+  if (code.endsWith("_denied") && !code.endsWith("_scope_denied"))
+    return `Connecting ${label} was cancelled.`;
+  if (code === "invalid_request" || code === "invalid_state")
+    return `That ${label} link has expired or was already used. Please connect again.`;
+  if (code.endsWith("_scope_denied"))
+    return `${label} access was not granted. Allow TorreClou to add files to your ${label} and connect again.`;
+  if (code.endsWith("_no_refresh_token"))
+    return `${company} did not grant offline access, so uploads could not run while you are away. Please connect again.`;
+  if (code.endsWith("_exchange_failed"))
+    return `${company}'s answer could not be verified. Please connect again.`;
+  if (code.endsWith("_unavailable")) return `${company} could not be reached. Please try again in a moment.`;
+  if (code.endsWith("_error")) return `${company} refused to connect ${label}. Please try again.`;
+  return `Connecting ${label} did not complete. Please try again.`;
+}
+
+/** A full-page visit: the edge redirects to the provider's consent screen, which comes back to this page. */
+function connect(provider: OAuthProviderView): void {
+  window.location.assign(`/api/${provider.key}/connect`);
 }
 
 const first = (value: string | string[] | undefined) => (Array.isArray(value) ? value[0] : value);
@@ -96,17 +139,26 @@ export function Storage() {
   const setRowError = (id: string, message: string | undefined) =>
     setRowErrors(({ [id]: _, ...rest }) => (message ? { ...rest, [id]: message } : rest));
 
-  // The Drive flow's answer, read once; then the query is cleaned so a reload does not repeat it.
+  // A connect flow's answer, read once; then the query is cleaned so a reload does not repeat it.
   const [params, setParams] = useSearchParams();
-  const connectedId = first(params.drive) === "connected" ? (first(params.profile) ?? "") : undefined;
-  const driveErrorCode = first(params.drive_error);
-  const driveError = driveErrorCode ? driveErrorMessage(driveErrorCode) : undefined;
-  const [driveConnected, setDriveConnected] = createSignal(connectedId !== undefined);
-  if (connectedId !== undefined || driveErrorCode) {
-    setParams({ drive: undefined, profile: undefined, drive_error: undefined }, { replace: true });
+  const answered = oauthProviders.find(
+    (p) => first(params[p.key]) === "connected" || first(params[`${p.key}_error`]),
+  );
+  const connectedId =
+    answered && first(params[answered.key]) === "connected" ? (first(params.profile) ?? "") : undefined;
+  const errorCode = answered ? first(params[`${answered.key}_error`]) : undefined;
+  const connectError = answered && errorCode ? connectErrorMessage(answered, errorCode) : undefined;
+  const [connected, setConnected] = createSignal(connectedId !== undefined);
+  if (answered) {
+    setParams(
+      { [answered.key]: undefined, profile: undefined, [`${answered.key}_error`]: undefined },
+      { replace: true },
+    );
   }
-  const connectedEmail = () =>
-    list.latest?.profiles.find((p) => p.id === connectedId)?.gdrive?.accountEmail ?? undefined;
+  const connectedEmail = () => {
+    const profile = list.latest?.profiles.find((p) => p.id === connectedId);
+    return (profile?.gdrive ?? profile?.onedrive ?? profile?.dropbox)?.accountEmail ?? undefined;
+  };
   let formRef: HTMLFormElement | undefined;
   let failureRef: HTMLDivElement | undefined;
 
@@ -178,11 +230,14 @@ export function Storage() {
     }
   };
 
-  const disconnect = async (id: string) => {
+  const disconnect = async (id: string, kind: OAuthKind) => {
     setRowError(id, undefined);
-    setDriveConnected(false);
+    setConnected(false);
+    const param = { param: { profileId: id } };
     try {
-      await call(api.api.drive[":profileId"].disconnect.$post({ param: { profileId: id } }));
+      if (kind === "gdrive") await call(api.api.drive[":profileId"].disconnect.$post(param));
+      else if (kind === "onedrive") await call(api.api.onedrive[":profileId"].disconnect.$post(param));
+      else await call(api.api.dropbox[":profileId"].disconnect.$post(param));
       const current = list();
       if (current) mutate({ ...current, profiles: current.profiles.filter((p) => p.id !== id) });
       await refetch();
@@ -247,20 +302,24 @@ export function Storage() {
         </div>
       </div>
 
-      <Show when={driveConnected()}>
-        <div class="alert ok page-notice" role="status" data-testid="drive-connected">
-          <p>
-            Google Drive connected{connectedEmail() ? ` (${connectedEmail()})` : ""}. New jobs can upload to
-            it.
-          </p>
-        </div>
+      <Show when={connected() && answered}>
+        {(provider) => (
+          <div class="alert ok page-notice" role="status" data-testid={`${provider().key}-connected`}>
+            <p>
+              {provider().label} connected{connectedEmail() ? ` (${connectedEmail()})` : ""}. New jobs can
+              upload to it.
+            </p>
+          </div>
+        )}
       </Show>
-      <Show when={driveError}>
-        <div class="alert error page-notice" role="alert" data-testid="drive-error">
-          <p>
-            <strong>Google Drive was not connected.</strong> {driveError}
-          </p>
-        </div>
+      <Show when={connectError ? answered : undefined}>
+        {(provider) => (
+          <div class="alert error page-notice" role="alert" data-testid={`${provider().key}-error`}>
+            <p>
+              <strong>{provider().label} was not connected.</strong> {connectError}
+            </p>
+          </div>
+        )}
       </Show>
 
       <section class="card" aria-labelledby="profiles-heading">
@@ -279,7 +338,10 @@ export function Storage() {
           </Match>
           <Match when={list.latest?.profiles.length === 0}>
             <Empty>
-              <p>No storage yet. Connect Google Drive or add an S3-compatible bucket below to start a job.</p>
+              <p>
+                No storage yet. Connect Google Drive, OneDrive or Dropbox, or add an S3-compatible bucket
+                below to start a job.
+              </p>
             </Empty>
           </Match>
           <Match when={list.latest}>
@@ -296,7 +358,7 @@ export function Storage() {
                           </Show>
                           <Show when={profile.status === "needs_reconnect"}>
                             <span class="tag off">
-                              {profile.kind === "gdrive" ? "Needs reconnect" : "Needs new credentials"}
+                              {providerOf(profile.kind) ? "Needs reconnect" : "Needs new credentials"}
                             </span>
                           </Show>
                         </div>
@@ -304,10 +366,14 @@ export function Storage() {
                           <Show
                             when={profile.s3}
                             fallback={
-                              profile.kind === "gdrive" ? (
+                              providerOf(profile.kind) ? (
                                 <>
-                                  Google Drive
-                                  <Show when={profile.gdrive?.accountEmail}>
+                                  {providerOf(profile.kind)!.label}
+                                  <Show
+                                    when={
+                                      (profile.gdrive ?? profile.onedrive ?? profile.dropbox)?.accountEmail
+                                    }
+                                  >
                                     {(email) => (
                                       <>
                                         {" "}
@@ -349,7 +415,7 @@ export function Storage() {
                           </button>
                         </Show>
                         <Show
-                          when={profile.kind === "gdrive"}
+                          when={providerOf(profile.kind)}
                           fallback={
                             <ConfirmButton
                               label="Delete"
@@ -359,22 +425,26 @@ export function Storage() {
                             />
                           }
                         >
-                          <Show when={profile.status === "needs_reconnect"}>
-                            <button
-                              type="button"
-                              class="button small primary"
-                              onClick={connectDrive}
-                              aria-label={`Reconnect ${profile.name}`}
-                            >
-                              Reconnect
-                            </button>
-                          </Show>
-                          <ConfirmButton
-                            label="Disconnect"
-                            confirmLabel="Disconnect now"
-                            subject={profile.name}
-                            onConfirm={() => disconnect(profile.id)}
-                          />
+                          {(provider) => (
+                            <>
+                              <Show when={profile.status === "needs_reconnect"}>
+                                <button
+                                  type="button"
+                                  class="button small primary"
+                                  onClick={() => connect(provider())}
+                                  aria-label={`Reconnect ${profile.name}`}
+                                >
+                                  Reconnect
+                                </button>
+                              </Show>
+                              <ConfirmButton
+                                label="Disconnect"
+                                confirmLabel="Disconnect now"
+                                subject={profile.name}
+                                onConfirm={() => disconnect(profile.id, provider().kind)}
+                              />
+                            </>
+                          )}
                         </Show>
                       </div>
                       <Show when={rowErrors()[profile.id]}>
@@ -391,18 +461,19 @@ export function Storage() {
         </Switch>
       </section>
 
-      <section class="card" aria-labelledby="drive-heading">
-        <h2 id="drive-heading">Google Drive</h2>
-        <p class="muted small">
-          TorreClou asks Google only for the files it creates in your Drive, nothing else. You can disconnect
-          at any time; files already uploaded stay in your Drive.
-        </p>
-        <div class="row">
-          <button type="button" class="button primary" onClick={connectDrive}>
-            Connect Google Drive
-          </button>
-        </div>
-      </section>
+      <For each={oauthProviders}>
+        {(provider) => (
+          <section class="card" aria-labelledby={`${provider.key}-heading`}>
+            <h2 id={`${provider.key}-heading`}>{provider.label}</h2>
+            <p class="muted small">{provider.blurb}</p>
+            <div class="row">
+              <button type="button" class="button primary" onClick={() => connect(provider)}>
+                Connect {provider.label}
+              </button>
+            </div>
+          </section>
+        )}
+      </For>
 
       <section class="card" aria-labelledby="add-heading">
         <h2 id="add-heading">Add an S3-compatible bucket</h2>

@@ -1,22 +1,17 @@
 // Access tokens for Google APIs from a stored refresh token: refreshed a
 // minute before they expire (or when an API answers 401), one refresh at a
-// time, each new token handed to a callback so it can be persisted.
-import { PermanentJobError } from "../index.ts";
+// time, each new token handed to a callback so it can be persisted. The
+// refresh itself is google-auth-library's OAuth2Client (its token endpoint
+// overridable, so the local Drive double serves it); what is ours is when
+// to refresh, one refresh per sink at a time, and writing tokens back.
+import { gaxios, OAuth2Client } from "google-auth-library";
+import { PermanentJobError, ReconnectRequiredError } from "../index.ts";
 import { defaultRetry, GoogleApiError, type RetryLog, type RetryPolicy, withRetry } from "./http.ts";
 
 export const GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token";
 export const GOOGLE_REVOKE_URL = "https://oauth2.googleapis.com/revoke";
 
-/**
- * The Google grant no longer works (revoked by the user, expired, password
- * changed): only the user can fix it, by connecting Google Drive again.
- */
-export class ReconnectRequiredError extends PermanentJobError {
-  constructor(options?: { cause?: unknown }) {
-    super("reconnect Google Drive", options);
-    this.name = "ReconnectRequiredError";
-  }
-}
+export { ReconnectRequiredError } from "../index.ts";
 
 export interface AccessToken {
   accessToken: string;
@@ -69,21 +64,21 @@ export class GoogleTokenSource {
   }
 
   async #refresh(signal: AbortSignal): Promise<string> {
+    const client = new OAuth2Client({
+      clientId: this.#opts.clientId,
+      clientSecret: this.#opts.clientSecret,
+      endpoints: { oauth2TokenUrl: this.#opts.tokenUrl ?? GOOGLE_TOKEN_URL },
+    });
     const body = await withRetry(
       async () => {
-        const response = await this.#fetch(this.#opts.tokenUrl ?? GOOGLE_TOKEN_URL, {
-          method: "POST",
-          headers: { "Content-Type": "application/x-www-form-urlencoded" },
-          body: new URLSearchParams({
-            grant_type: "refresh_token",
-            refresh_token: this.#opts.refreshToken,
-            client_id: this.#opts.clientId,
-            client_secret: this.#opts.clientSecret,
-          }),
-          signal,
-        });
-        if (!response.ok) throw await GoogleApiError.from(response, "Google token refresh");
-        return (await response.json()) as { access_token?: unknown; expires_in?: unknown };
+        // Only the refresh token: the client has no access token to reuse, so it refreshes.
+        client.setCredentials({ refresh_token: this.#opts.refreshToken });
+        try {
+          const { token } = await client.getAccessToken();
+          return { access_token: token, expiry_date: client.credentials.expiry_date };
+        } catch (error) {
+          throw googleErrorOf(error, "Google token refresh");
+        }
       },
       { policy: this.#opts.retry ?? defaultRetry, signal, what: "token refresh", log: this.#opts.log },
     ).catch((error: unknown) => {
@@ -91,10 +86,9 @@ export class GoogleTokenSource {
     });
     if (typeof body.access_token !== "string" || body.access_token === "")
       throw new Error("Google's token endpoint answered without an access token");
-    const seconds = typeof body.expires_in === "number" ? body.expires_in : 3600;
     const token: AccessToken = {
       accessToken: body.access_token,
-      expiresAt: new Date(Date.now() + seconds * 1000),
+      expiresAt: new Date(typeof body.expiry_date === "number" ? body.expiry_date : Date.now() + 3600_000),
     };
     this.#current = token;
     if (this.#opts.onAccessToken) {
@@ -108,9 +102,55 @@ export class GoogleTokenSource {
   }
 }
 
+/**
+ * A google-auth-library / googleapis failure as the sink reads failures: an
+ * answer becomes a GoogleApiError (status, reason, Retry-After), a request
+ * that got no answer a TypeError (a network failure, retried).
+ */
+export function googleErrorOf(error: unknown, what: string): unknown {
+  if (!(error instanceof gaxios.GaxiosError)) return error;
+  const response = error.response;
+  if (!response) {
+    if (error.name === "AbortError" || (error.cause as { name?: string } | undefined)?.name === "AbortError")
+      return error.cause ?? error;
+    return new TypeError(`${what}: ${error.message}`, { cause: error });
+  }
+  const data = response.data as
+    | {
+        error?: { message?: string; errors?: { reason?: string; message?: string }[] } | string;
+        error_description?: string;
+      }
+    | string
+    | undefined;
+  let reason = "";
+  let message = typeof data === "string" ? data.slice(0, 300) : error.message;
+  if (data && typeof data === "object") {
+    if (typeof data.error === "object" && data.error) {
+      reason = data.error.errors?.[0]?.reason ?? "";
+      message = data.error.message ?? data.error.errors?.[0]?.message ?? message;
+    } else if (typeof data.error === "string") {
+      reason = data.error;
+      message = data.error_description ?? data.error;
+    }
+  }
+  const headers = response.headers as unknown as { get?: (name: string) => string | null } & Record<
+    string,
+    unknown
+  >;
+  const after = Number(
+    (typeof headers?.get === "function" ? headers.get("retry-after") : headers?.["retry-after"]) ?? "",
+  );
+  return new GoogleApiError(
+    response.status,
+    reason,
+    `${what}: HTTP ${response.status}${reason ? ` ${reason}` : ""}: ${message}`,
+    Number.isFinite(after) && after > 0 ? after : undefined,
+  );
+}
+
 function describeTokenError(error: unknown): unknown {
   if (!(error instanceof GoogleApiError)) return error;
-  if (error.reason === "invalid_grant") return new ReconnectRequiredError({ cause: error });
+  if (error.reason === "invalid_grant") return new ReconnectRequiredError("Google Drive", { cause: error });
   if (error.reason === "invalid_client" || error.reason === "unauthorized_client")
     return new PermanentJobError(
       "The server's Google OAuth client was rejected by Google; an administrator must fix its client id and secret.",

@@ -198,11 +198,16 @@ describe("GET /api/drive/callback", () => {
     const first = await connectDrive(cookie, userId);
     const old = await secretOf(first);
     await withDb((db) =>
-      db.update(storageProfiles).set({ status: "needs_reconnect" }).where(eq(storageProfiles.id, first.id)),
+      db
+        .update(storageProfiles)
+        .set({ status: "needs_reconnect", config: { ...first.config, rootFolderId: "chosen-folder" } })
+        .where(eq(storageProfiles.id, first.id)),
     );
     const again = await connectDrive(cookie, userId);
     expect(again.id).toBe(first.id);
     expect(again.status).toBe("active");
+    // The folder the user chose stays.
+    expect(again.config).toMatchObject({ rootFolderId: "chosen-folder" });
     expect((await secretOf(again)).refreshToken).not.toBe(old.refreshToken);
     expect(await profilesOf(userId)).toHaveLength(1);
   });
