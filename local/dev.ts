@@ -7,7 +7,15 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { prefixedLog, type Service, spawnService } from "./process.ts";
-import { defaultPorts, localSecrets, type Ports, portsFrom, type Stack, startStack } from "./stack.ts";
+import {
+  defaultPorts,
+  localS3ProfileName,
+  localSecrets,
+  type Ports,
+  portsFrom,
+  type Stack,
+  startStack,
+} from "./stack.ts";
 
 const root = resolve(import.meta.dirname, "..");
 const log = prefixedLog;
@@ -159,6 +167,8 @@ async function main(): Promise<void> {
   };
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const)
     process.on(signal, () => void shutdown(signal));
+  // Started by local/bootstrap.mjs (`npm run dev`): when it is gone, so are we.
+  process.on("disconnect", () => void shutdown("launcher gone"));
 
   try {
     stack = await startStack({ dataDir, ports, log, ephemeral: false });
@@ -176,7 +186,13 @@ async function main(): Promise<void> {
     "",
     ...stack.services.flatMap((s) => s.urls ?? []).map((u) => `  ${u}`),
     "",
-    `Demo torrent: ${stack.env.DEMO_TORRENT_PATH ?? "(seeder off)"}`,
+    "Local S3 (signing in adds it to a new account as the storage profile",
+    `"${localS3ProfileName}"; to add it yourself, use these):`,
+    `  endpoint           ${stack.env.S3_ENDPOINT}  (path-style)`,
+    `  bucket             ${localSecrets.s3Bucket}`,
+    `  access key id      ${localSecrets.s3AccessKeyId}`,
+    `  secret access key  ${localSecrets.s3SecretAccessKey}`,
+    "",
     "Press Ctrl-C to stop everything.",
     "",
   ];

@@ -63,6 +63,9 @@ export const localSecrets = {
   googleClientSecret: "torreclou-local-google-secret",
 };
 
+/** The storage profile the dev sign-in gives a new account, pointing at the local S3 server. */
+export const localS3ProfileName = "Local S3 (dev stack)";
+
 /**
  * The local key ring for storage secrets (CREDENTIALS_KEYS, see
  * contracts/src/credentials.ts): one random key, made the first time a data
