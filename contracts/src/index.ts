@@ -1,5 +1,6 @@
 export * from "./credentials.ts";
 export * from "./egress.ts";
+export * from "./eta.ts";
 export * from "./jobs.ts";
 export * from "./names.ts";
 export * from "./progress.ts";

@@ -661,7 +661,10 @@ export class JobRun {
           uploaded += bytes;
           this.#uploadedBytes.set(file.fileIndex, uploaded);
         },
-        onSent: (bytes) => this.#deps.metrics.bytesUploaded.inc(bytes),
+        onSent: (bytes) => {
+          this.#deps.metrics.bytesUploaded.inc(bytes);
+          this.#progress?.addSent(bytes);
+        },
       },
     );
     await download.waitRange(file.fileIndex, 0, file.size);
