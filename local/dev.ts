@@ -67,12 +67,23 @@ async function startEdge(stack: Stack, ports: Ports, dataDir: string): Promise<S
     GOOGLE_OAUTH_TOKEN_URL: stack.env.GOOGLE_OAUTH_TOKEN_URL,
     GOOGLE_OAUTH_REVOKE_URL: stack.env.GOOGLE_OAUTH_REVOKE_URL,
     DRIVE_API_BASE_URL: stack.env.DRIVE_API_BASE_URL,
+    // A new account gets the local S3 bucket as its storage, so the first job needs no setup.
+    DEV_S3_PROFILE: JSON.stringify({
+      name: localS3ProfileName,
+      endpoint: stack.env.S3_ENDPOINT,
+      region: "us-east-1",
+      bucket: localSecrets.s3Bucket,
+      forcePathStyle: true,
+      accessKeyId: localSecrets.s3AccessKeyId,
+      secretAccessKey: localSecrets.s3SecretAccessKey,
+    }),
   };
   const envFile = join(dataDir, "edge.env");
   writeFileSync(
     envFile,
     Object.entries(vars)
-      .map(([k, v]) => `${k}=${v ?? ""}\n`)
+      // Single quotes keep a JSON value as it is.
+      .map(([k, v]) => `${k}=${v?.startsWith("{") ? `'${v}'` : (v ?? "")}\n`)
       .join(""),
     { mode: 0o600 },
   );
