@@ -2,7 +2,6 @@
 import bencodeModule from "bencode";
 import { describe, expect, it } from "vitest";
 import {
-  defaultFolderName,
   destinationNameRules,
   exactNames,
   findNameClash,
@@ -198,32 +197,5 @@ describe("parseTorrentFile and destination names", () => {
       'The torrent\'s files "T/x.bin" and "T/x.bin " would both be stored as "T/x.bin" in a Windows-like drive.',
     );
     expect(error.details).toEqual({ paths: ["T/x.bin", "T/x.bin "], destination: "a Windows-like drive" });
-  });
-});
-
-describe("defaultFolderName", () => {
-  it("keeps a torrent's name as it is, spaces and punctuation included", () => {
-    expect(defaultFolderName("TorreClou Demo")).toBe("TorreClou Demo");
-    expect(defaultFolderName("Café? #1 + 50% (2024)")).toBe("Café? #1 + 50% (2024)");
-  });
-
-  it("turns what a folder name cannot hold into something it can", () => {
-    expect(defaultFolderName("AC/DC\\Live")).toBe("AC - DC - Live");
-    expect(defaultFolderName("  two\u0000\tlines\n ")).toBe("two lines");
-    const name = defaultFolderName("a\uD800b");
-    expect(name).toBe("a\uFFFDb");
-    expect(nameProblem(name!)).toBeUndefined();
-  });
-
-  it("has no folder for a name with nothing usable left", () => {
-    expect(defaultFolderName("")).toBeUndefined();
-    expect(defaultFolderName("..")).toBeUndefined();
-    expect(defaultFolderName(" / ")).toBe("-");
-  });
-
-  it("stays within 255 bytes without cutting a character in half", () => {
-    const name = defaultFolderName("é".repeat(200))!;
-    expect(new TextEncoder().encode(name).length).toBeLessThanOrEqual(255);
-    expect(name).toBe("é".repeat(127));
   });
 });

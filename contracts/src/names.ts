@@ -71,31 +71,6 @@ function printable(s: string): string {
   return clean.length > 80 ? `${clean.slice(0, 80)}…` : clean;
 }
 
-/**
- * The folder a job's files go under when the person gave none: the torrent's
- * name as one folder name, kept as it is except for what no folder name may
- * hold under the rules above (a "/" or backslash, a control character, a lone
- * surrogate) and what the job folder setting trims (spaces at either end), at
- * most 255 bytes of UTF-8. Undefined when nothing usable is left.
- */
-export function defaultFolderName(torrentName: string): string | undefined {
-  const cleaned = torrentName
-    .replace(new RegExp(CONTROL.source, "g"), " ")
-    .replace(new RegExp(LONE_SURROGATE.source, "g"), "\uFFFD")
-    .replace(/[/\\]+/g, " - ")
-    .replace(/\s+/g, " ")
-    .trim();
-  let folder = "";
-  const encoder = new TextEncoder();
-  for (const ch of cleaned) {
-    if (encoder.encode(folder + ch).length > 255) break;
-    folder += ch;
-  }
-  folder = folder.trim();
-  if (folder === "" || folder === "." || folder === "..") return undefined;
-  return nameProblem(folder) === undefined ? folder : undefined;
-}
-
 /** The job folder (`/`-separated, as the edge normalised it) as stored names. */
 export function storageFolder(folder: string, rules: NameRules = exactNames): string[] {
   return components(folder, "folder").map((c) => rules.name(c));

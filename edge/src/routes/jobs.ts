@@ -18,7 +18,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import {
   decryptS3Secret,
-  defaultFolderName,
   type JobMessage,
   JobState,
   jobStates,
@@ -90,8 +89,7 @@ const TargetFolder = z
   })
   .openapi({
     example: "Music/2024",
-    description:
-      'Folder (S3 key prefix or Drive folder) the files go under. Left out: a folder named after the torrent. "/" (or blank): no folder.',
+    description: "Folder (S3 key prefix or Drive folder) the files go under.",
   });
 
 const CreateJobBody = z
@@ -775,10 +773,7 @@ export const jobsApi = api
       userId,
       selected,
       storageProfileId,
-      // Without a folder, the files go under one named after the torrent (a
-      // magnet without a name: the worker's own default); "/" means the top.
-      targetFolder:
-        "targetFolder" in body ? body.targetFolder : job.name ? defaultFolderName(job.name) : undefined,
+      targetFolder: body.targetFolder,
     });
     await enqueueJob(db, c.var.redis, created.id, userId);
     return c.json({ job: await loadJob(db, userId, created.id, c.var.config.CREDENTIALS_KEYS) }, 201);
