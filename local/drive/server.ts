@@ -67,6 +67,8 @@ export interface DriveDoubleOptions {
   accessTokenTtlSeconds?: number;
   /** Lifetime of an upload session (Google: one week). */
   sessionTtlMs?: number;
+  /** The double's clock, ms since the epoch (default Date.now): tests move it instead of waiting. */
+  now?: () => number;
   /** When set, the consent screen and the token endpoint check client_id (and the secret). */
   clientId?: string;
   clientSecret?: string;
@@ -386,6 +388,7 @@ export async function startDriveDouble(opts: DriveDoubleOptions): Promise<DriveD
   const log = opts.log ?? prefixedLog;
   const accessTtl = opts.accessTokenTtlSeconds ?? 3599;
   const sessionTtl = opts.sessionTtlMs ?? 7 * 24 * 3600 * 1000;
+  const now = opts.now ?? Date.now;
   const store = new DriveStore(opts.dataDir);
   const faults = new Faults();
   const stats = new Stats();
@@ -416,7 +419,7 @@ export async function startDriveDouble(opts: DriveDoubleOptions): Promise<DriveD
     const match = /^Bearer\s+(.+)$/i.exec(header);
     const token: AccessToken | undefined = match ? store.accessTokens.get(match[1]!.trim()) : undefined;
     const account = token ? store.accounts.get(token.accountId) : undefined;
-    if (!token || !account || token.revoked || token.expiresAt <= Date.now()) {
+    if (!token || !account || token.revoked || token.expiresAt <= now()) {
       throw new HttpError(401, errors.unauthenticated());
     }
     return account;
@@ -426,7 +429,7 @@ export async function startDriveDouble(opts: DriveDoubleOptions): Promise<DriveD
     const id = ctx.url.searchParams.get("upload_id") ?? "";
     const session = store.sessions.get(id);
     if (!session) throw new HttpError(404, errors.sessionNotFound());
-    if (!session.expired && session.fileId === null && session.expiresAt <= Date.now()) {
+    if (!session.expired && session.fileId === null && session.expiresAt <= now()) {
       session.expired = true;
       store.save();
     }
@@ -570,7 +573,7 @@ export async function startDriveDouble(opts: DriveDoubleOptions): Promise<DriveD
       offline: p.get("access_type") === "offline",
       challenge:
         method && challengeValue ? { method: method as "S256" | "plain", value: challengeValue } : undefined,
-      expiresAt: Date.now() + 10 * 60_000,
+      expiresAt: now() + 10 * 60_000,
     });
     back(withState({ code, scope }));
   };
@@ -618,7 +621,7 @@ export async function startDriveDouble(opts: DriveDoubleOptions): Promise<DriveD
       const issued = codes.get(code);
       // Single use, even when the rest of the request is wrong.
       codes.delete(code);
-      if (!issued || issued.expiresAt <= Date.now() || (client.id && client.id !== issued.clientId))
+      if (!issued || issued.expiresAt <= now() || (client.id && client.id !== issued.clientId))
         return oauthError(400, "invalid_grant", "Malformed auth code.");
       if (form.get("redirect_uri") !== issued.redirectUri)
         return oauthError(400, "redirect_uri_mismatch", "Bad Request");
@@ -932,8 +935,8 @@ export async function startDriveDouble(opts: DriveDoubleOptions): Promise<DriveD
       declaredLength,
       total: null,
       committed: 0,
-      createdAt: Date.now(),
-      expiresAt: Date.now() + sessionTtl,
+      createdAt: now(),
+      expiresAt: now() + sessionTtl,
       expired: false,
       fileId: null,
     };
@@ -1093,7 +1096,7 @@ export async function startDriveDouble(opts: DriveDoubleOptions): Promise<DriveD
   };
 
   const expireAccessTokens = () => {
-    for (const t of store.accessTokens.values()) t.expiresAt = Math.min(t.expiresAt, Date.now() - 1);
+    for (const t of store.accessTokens.values()) t.expiresAt = Math.min(t.expiresAt, now() - 1);
     store.save();
   };
 
