@@ -155,6 +155,20 @@ describe("EtaEstimator", () => {
     assertClose(steady);
   });
 
+  it("does not take a tiny file stored first for a slow upload", () => {
+    // A 275-byte README is stored at once; the big files still download at 250 KiB/s.
+    const eta = new EtaEstimator();
+    let last: number | null = null;
+    for (let second = 0; second <= 10; second++) {
+      const downloaded = second * 250 * KiB;
+      const sent = second >= 1 ? 275 : 0;
+      last = eta.sample({ at: second * 1000, total: 5 * MiB, downloaded, uploaded: sent, sent }).etaSeconds;
+    }
+    // 2.56 MiB left at 250 KiB/s: about 10 s, not hours.
+    expect(last).toBeGreaterThanOrEqual(8);
+    expect(last).toBeLessThanOrEqual(15);
+  });
+
   it("does not read a stalled second as days left", () => {
     const eta = new EtaEstimator();
     let downloaded = 0;

@@ -11,9 +11,10 @@
 // - the download rate is an exponentially weighted average over time
 //   (time constant `timeConstantMs`, 15 s), so a second without a piece moves it a
 //   little, not to zero;
-// - the upload's rate is measured from one report of sent bytes to the next
-//   (a part is reported when it is through), so a part's bytes count over the
-//   time they took, not as a spike in the second they were confirmed;
+// - the upload's rate is measured over windows of at least a MiB sent (a
+//   part is reported when it is through), so a part's bytes count over the
+//   time they took, not as a spike in the second they were confirmed, and a
+//   tiny file stored first does not make the upload look slow;
 // - the job ends when its bottleneck is through: the time left is the larger
 //   of (bytes left to download ÷ download rate) and (bytes left to store ÷
 //   upload capacity). While nothing is known about a side it does not count;
@@ -47,6 +48,9 @@ export interface EtaOptions {
   timeConstantMs?: number;
 }
 
+/** The least an upload-rate sample is made of (a part is at least 5 MiB on S3). */
+const MIN_WINDOW_BYTES = 1024 * 1024;
+
 /** How far the shown time left may move from its countdown per second. */
 const MAX_CHANGE = 0.2;
 
@@ -54,7 +58,8 @@ export class EtaEstimator {
   readonly #tau: number;
   #last: EtaSample | undefined;
   #shown: { at: number; eta: number } | undefined;
-  #lastSentAt: number | undefined;
+  #windowStart: number | undefined;
+  #windowBytes = 0;
   readonly #down: Average;
   readonly #up: Average;
   readonly #capacity: Average;
@@ -77,12 +82,16 @@ export class EtaEstimator {
       const sent = sample.sent - last.sent;
       this.#down.add(perSecond(sample.downloaded - last.downloaded), dt);
       this.#up.add(perSecond(sent), dt);
-      if (sent > 0) {
-        // Senders report a part once it is through, so its bytes moved over the
-        // whole time since the previous report, not just this interval.
-        const since = this.#lastSentAt ?? last.at;
-        this.#capacity.add((sent * 1000) / (sample.at - since), sample.at - since);
-        this.#lastSentAt = sample.at;
+      // The upload's rate over windows of at least MIN_WINDOW_BYTES sent, from the
+      // moment data began to arrive: a part is reported once it is through, and
+      // a small file stored first says nothing about how fast parts go out.
+      if (this.#windowStart === undefined && sample.downloaded > 0) this.#windowStart = last.at;
+      this.#windowBytes += Math.max(0, sent);
+      if (this.#windowStart !== undefined && this.#windowBytes >= MIN_WINDOW_BYTES) {
+        const span = sample.at - this.#windowStart;
+        this.#capacity.add((this.#windowBytes * 1000) / span, span);
+        this.#windowStart = sample.at;
+        this.#windowBytes = 0;
       }
       this.#last = sample;
     }
