@@ -35,7 +35,7 @@ import { CreateS3Profile, createS3Profile } from "./storage.ts";
 async function giveDevStorage(
   c: Context<AppEnv>,
   userId: string,
-): Promise<{ id: string; name: string } | undefined> {
+): Promise<{ storageCreated: { id: string; name: string } } | { storageError: string } | undefined> {
   const spec = c.var.config.DEV_S3_PROFILE;
   if (!spec) return undefined;
   const [existing] = await c.var
@@ -48,13 +48,13 @@ async function giveDevStorage(
   const input = CreateS3Profile.parse({ kind: "s3", ...spec });
   try {
     const { profile } = await createS3Profile(c, input, userId);
-    return { id: profile.id, name: profile.name };
+    return { storageCreated: { id: profile.id, name: profile.name } };
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;
-    console.log(
+    console.warn(
       JSON.stringify({ level: "warn", msg: "dev storage profile not created", userId, code: error.code }),
     );
-    return undefined;
+    return { storageError: `${error.code}: ${error.message}` };
   }
 }
 
@@ -199,8 +199,8 @@ export const auth = router()
       .onConflictDoUpdate({ target: users.googleSub, set: { lastLoginAt: sql`now()` } })
       .returning({ id: users.id, email: users.email, name: users.name });
     await startSession(c, c.var.config, c.var.redis, user!.id);
-    const storageCreated = await giveDevStorage(c, user!.id);
-    return c.json({ user: user!, ...(storageCreated ? { storageCreated } : {}) });
+    const storage = await giveDevStorage(c, user!.id);
+    return c.json({ user: user!, ...storage });
   })
   .post("/logout", async (c) => {
     requireWebOrigin(c);
