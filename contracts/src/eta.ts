@@ -19,9 +19,10 @@
 //   of (bytes left to download ÷ download rate) and (bytes left to store ÷
 //   upload capacity). While nothing is known about a side it does not count;
 //   with no basis at all the estimate is null (shown as "—");
-// - what is shown counts down with the clock and moves away from that by at
-//   most a fifth per second, so a clump of pieces or a part confirmed late
-//   nudges it instead of making it jump.
+// - once data has flowed for a time constant, what is shown counts down with
+//   the clock and moves away from that by at most a fifth per second, so a
+//   clump of pieces or a part confirmed late nudges it instead of making it
+//   jump (before that the first estimates settle freely).
 
 export interface EtaSample {
   /** Milliseconds, any clock that only moves forward. */
@@ -60,6 +61,7 @@ export class EtaEstimator {
   #shown: { at: number; eta: number } | undefined;
   #windowStart: number | undefined;
   #windowBytes = 0;
+  #dataSince = 0;
   readonly #down: Average;
   readonly #up: Average;
   readonly #capacity: Average;
@@ -85,7 +87,10 @@ export class EtaEstimator {
       // The upload's rate over windows of at least MIN_WINDOW_BYTES sent, from the
       // moment data began to arrive: a part is reported once it is through, and
       // a small file stored first says nothing about how fast parts go out.
-      if (this.#windowStart === undefined && sample.downloaded > 0) this.#windowStart = last.at;
+      if (this.#windowStart === undefined && sample.downloaded > 0) {
+        this.#windowStart = last.at;
+        this.#dataSince = last.at;
+      }
       this.#windowBytes += Math.max(0, sent);
       if (this.#windowStart !== undefined && this.#windowBytes >= MIN_WINDOW_BYTES) {
         const span = sample.at - this.#windowStart;
@@ -96,7 +101,11 @@ export class EtaEstimator {
       this.#last = sample;
     }
     const estimate = this.estimate(sample);
-    estimate.etaSeconds = this.#steady(sample.at, estimate.etaSeconds);
+    // Until the rates have a time constant of history they are still settling: shown as they are.
+    const settled = this.#windowStart !== undefined && sample.at - this.#dataSince >= this.#tau;
+    estimate.etaSeconds = settled
+      ? this.#steady(sample.at, estimate.etaSeconds)
+      : this.#fresh(sample.at, estimate.etaSeconds);
     return estimate;
   }
 
@@ -105,12 +114,14 @@ export class EtaEstimator {
     return { down: this.#down.value ?? 0, up: this.#up.value ?? 0, etaSeconds: this.#eta(sample) };
   }
 
+  #fresh(at: number, eta: number | null): number | null {
+    this.#shown = eta === null ? undefined : { at, eta };
+    return eta === null ? null : Math.round(eta);
+  }
+
   #steady(at: number, eta: number | null): number | null {
     const shown = this.#shown;
-    if (eta === null || eta === 0 || !shown || at < shown.at) {
-      this.#shown = eta === null ? undefined : { at, eta };
-      return eta;
-    }
+    if (eta === null || eta === 0 || !shown || at < shown.at) return this.#fresh(at, eta);
     const seconds = (at - shown.at) / 1000;
     const expected = Math.max(0, shown.eta - seconds);
     const low = expected * (1 - MAX_CHANGE) ** seconds;
