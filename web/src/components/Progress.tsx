@@ -129,19 +129,21 @@ export function FileNumbers(props: ProgressNumbers & { stored: boolean }) {
   );
 }
 
-/** A path that wraps only after a "/" (and inside a name only if one name is wider than the line). */
+/**
+ * A path that wraps only between its names: each name with its "/" is one
+ * unit that moves to the next line whole, and breaks inside only when it is
+ * wider than the line by itself (so "episode-01.mkv" never becomes "episode-01.mk v").
+ */
 export function PathText(props: { path: string }) {
   const parts = () => props.path.split("/");
   return (
     <span class="path-text">
       <For each={parts()}>
         {(part, i) => (
-          <>
+          <span class="seg">
             {part}
-            <Show when={i() < parts().length - 1}>
-              /<wbr />
-            </Show>
-          </>
+            {i() < parts().length - 1 ? "/" : ""}
+          </span>
         )}
       </For>
     </span>
