@@ -2,6 +2,8 @@
 //
 //   --data-dir DIR    where local data lives (default .local/dev, git-ignored)
 //   --ports-from N    use N, N+1, ... instead of the fixed default ports
+//   --seed-rate R     the demo seeder uploads at most R (aria2c syntax, e.g. 300K),
+//                     to watch a job's progress at a human pace
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -157,7 +159,11 @@ async function startWeb(stack: Stack, ports: Ports): Promise<Service> {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { "data-dir": { type: "string" }, "ports-from": { type: "string" } },
+    options: {
+      "data-dir": { type: "string" },
+      "ports-from": { type: "string" },
+      "seed-rate": { type: "string" },
+    },
   });
   const dataDir = resolve(values["data-dir"] ?? join(root, ".local", "dev"));
   const ports = values["ports-from"] ? portsFrom(Number(values["ports-from"])) : defaultPorts;
@@ -182,7 +188,11 @@ async function main(): Promise<void> {
   process.on("disconnect", () => void shutdown("launcher gone"));
 
   try {
-    stack = await startStack({ dataDir, ports, log, ephemeral: false });
+    const seedRate = values["seed-rate"];
+    if (seedRate !== undefined && !/^\d+[KM]?$/.test(seedRate)) {
+      throw new Error(`--seed-rate must be bytes per second like 300K or 2M, not "${seedRate}"`);
+    }
+    stack = await startStack({ dataDir, ports, log, ephemeral: false, ...(seedRate ? { seedRate } : {}) });
     stack.add(await startEdge(stack, ports, dataDir));
     stack.add(await startWorker(stack, ports));
     stack.add(await startWeb(stack, ports));

@@ -91,6 +91,8 @@ export interface StackOptions {
   s3?: boolean;
   seeder?: boolean;
   drive?: boolean;
+  /** The demo seeder's upload limit (aria2c syntax, e.g. "300K"); unlimited by default. */
+  seedRate?: string;
 }
 
 export interface Stack {
@@ -161,6 +163,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
           trackerPort: ports.tracker,
           peerPort: ports.peer,
           log,
+          ...(options.seedRate ? { uploadLimit: options.seedRate } : {}),
         }),
       );
     }
