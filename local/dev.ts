@@ -89,8 +89,11 @@ async function startEdge(stack: Stack, ports: Ports, dataDir: string): Promise<S
       .join(""),
     { mode: 0o600 },
   );
-  // wrangler insists that the assets folder exists; Vite serves the app in dev.
-  mkdirSync(join(root, "web", "dist"), { recursive: true });
+  // Vite serves the app in dev, so the Worker's assets are an empty folder of
+  // this stack's own: a build of web/dist (npm run deploy) meanwhile does not
+  // make wrangler reload under a running stack.
+  const assets = join(dataDir, "assets");
+  mkdirSync(assets, { recursive: true });
   const url = `http://127.0.0.1:${ports.edge}`;
   const edge = await spawnService("edge", process.execPath, {
     args: [
@@ -108,6 +111,8 @@ async function startEdge(stack: Stack, ports: Ports, dataDir: string): Promise<S
       envFile,
       "--persist-to",
       join(dataDir, "wrangler"),
+      "--assets",
+      assets,
       "--show-interactive-dev-session=false",
       "--log-level",
       "warn",
