@@ -86,10 +86,13 @@ export class Worker {
     installEgressGuard({
       policy: new EgressPolicy(this.#deps.config.EGRESS_ALLOW),
       lookup: this.#deps.resolver,
-      onRefused: (error) => {
+      onRefused: (error, refusals) => {
         metrics.egressRefused.inc();
         // host:port and why only: a URL's path and query can carry a tracker passkey.
-        this.#log.debug({ host: error.host, port: error.port, reason: error.reason }, "egress refused");
+        this.#log.debug(
+          { ...refusals?.job, host: error.host, port: error.port, reason: error.reason },
+          "egress refused",
+        );
       },
     });
     await this.queue.init();

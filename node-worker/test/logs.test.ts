@@ -66,7 +66,13 @@ describe("worker logs", () => {
     ]);
     await seedFixtures(env, [made]);
     const profileId = await createProfile(env);
-    const job = await submitJob(env, { made, profileId });
+    // A magnet with a second tracker on a private address: the egress policy refuses it,
+    // and that line too belongs to the job.
+    const refused = "http://10.255.255.1:6969/announce";
+    const magnetUri = `magnet:?xt=urn:btih:${made.infoHash}&dn=logged-job&tr=${encodeURIComponent(
+      env.tracker.announceUrl,
+    )}&tr=${encodeURIComponent(refused)}`;
+    const job = await submitJob(env, { made, profileId, magnet: true, magnetUri });
     const done = await waitForState(env, job.id, ["completed", "failed"]);
     expect(done.state, done.failureReason ?? "").toBe("completed");
     await worker.shutdown(5000);
@@ -94,6 +100,11 @@ describe("worker logs", () => {
       expect(value.jobId, line).toBe(job.id);
       expect(value, line).toHaveProperty("attempt");
     }
+    const refusal = parsed.find(
+      ({ value }) => value.msg === "egress refused" && value.host === "10.255.255.1",
+    );
+    expect(refusal, "the refused tracker in the log").toBeDefined();
+    expect(refusal!.value).toMatchObject({ jobId: job.id, attempt: done.attempt });
     // Once claimed, the attempt is a number on every line of it.
     const claimed = aboutJob.findIndex((l) => l.value.msg === "job claimed");
     for (const { line, value } of aboutJob.slice(claimed)) expect(value.attempt, line).toBe(done.attempt);
