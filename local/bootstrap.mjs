@@ -104,6 +104,8 @@ const commands = {
   test: [node, [join(root, "local", "test.ts"), ...rest]],
   migrate: [node, [join(root, "drizzle", "migrate.ts"), ...rest]],
   pnpm: [node, [pnpmBin, ...rest]],
+  // wrangler is a dependency of edge/ only; this runs it from the root, where wrangler.toml is.
+  wrangler: [node, [join(root, "edge", "node_modules", "wrangler", "bin", "wrangler.js"), ...rest]],
   // Any tool from node_modules/.bin, run under the project's Node.
   exec: [node, [pnpmBin, "exec", ...rest]],
 };
@@ -112,13 +114,25 @@ if (!chosen) {
   log(`unknown command "${command}"; one of: ${Object.keys(commands).join(", ")}`);
   process.exit(2);
 }
-const child = spawn(chosen[0], chosen[1], { cwd: root, env: env(), stdio: "inherit" });
-// Ctrl-C reaches the child through the terminal's process group, so SIGINT is
-// only waited out here; SIGTERM and SIGHUP sent to this process are passed on.
-process.on("SIGINT", () => {});
-for (const signal of ["SIGTERM", "SIGHUP"]) {
+// `dev` runs in a process group of its own and hears every signal from this
+// process: Ctrl-C in a terminal, or SIGINT/SIGTERM from a process manager, an
+// IDE or `kill` sent to `npm run dev`, all stop it the same way (a second
+// one stops it at once). Its services never read the terminal, so it needs no
+// stdin; if this process dies without a word, the closed IPC channel tells it.
+// Other commands stay in the terminal's group (they may prompt): Ctrl-C
+// reaches them directly, so SIGINT is only waited out here.
+const own = command === "dev";
+const child = spawn(chosen[0], chosen[1], {
+  cwd: root,
+  env: env(),
+  stdio: own ? ["ignore", "inherit", "inherit", "ipc"] : "inherit",
+  detached: own,
+});
+const forwarded = own ? ["SIGINT", "SIGTERM", "SIGHUP"] : ["SIGTERM", "SIGHUP"];
+if (!own) process.on("SIGINT", () => {});
+for (const signal of forwarded) {
   process.on(signal, () => {
-    if (child.exitCode === null) child.kill(signal);
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
   });
 }
 child.on("exit", (code, signal) => {

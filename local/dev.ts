@@ -2,12 +2,22 @@
 //
 //   --data-dir DIR    where local data lives (default .local/dev, git-ignored)
 //   --ports-from N    use N, N+1, ... instead of the fixed default ports
+//   --seed-rate R     the demo seeder uploads at most R (aria2c syntax, e.g. 300K),
+//                     to watch a job's progress at a human pace
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { prefixedLog, type Service, spawnService } from "./process.ts";
-import { defaultPorts, localSecrets, type Ports, portsFrom, type Stack, startStack } from "./stack.ts";
+import {
+  defaultPorts,
+  localS3ProfileName,
+  localSecrets,
+  type Ports,
+  portsFrom,
+  type Stack,
+  startStack,
+} from "./stack.ts";
 
 const root = resolve(import.meta.dirname, "..");
 const log = prefixedLog;
@@ -70,17 +80,31 @@ async function startEdge(stack: Stack, ports: Ports, dataDir: string): Promise<S
     DROPBOX_OAUTH_AUTH_URL: stack.env.DROPBOX_OAUTH_AUTH_URL,
     DROPBOX_OAUTH_TOKEN_URL: stack.env.DROPBOX_OAUTH_TOKEN_URL,
     DROPBOX_API_BASE_URL: stack.env.DROPBOX_API_BASE_URL,
+    // A new account gets the local S3 bucket as its storage, so the first job needs no setup.
+    DEV_S3_PROFILE: JSON.stringify({
+      name: localS3ProfileName,
+      endpoint: stack.env.S3_ENDPOINT,
+      region: "us-east-1",
+      bucket: localSecrets.s3Bucket,
+      forcePathStyle: true,
+      accessKeyId: localSecrets.s3AccessKeyId,
+      secretAccessKey: localSecrets.s3SecretAccessKey,
+    }),
   };
   const envFile = join(dataDir, "edge.env");
   writeFileSync(
     envFile,
     Object.entries(vars)
-      .map(([k, v]) => `${k}=${v ?? ""}\n`)
+      // Single quotes keep a JSON value as it is.
+      .map(([k, v]) => `${k}=${v?.startsWith("{") ? `'${v}'` : (v ?? "")}\n`)
       .join(""),
     { mode: 0o600 },
   );
-  // wrangler insists that the assets folder exists; Vite serves the app in dev.
-  mkdirSync(join(root, "web", "dist"), { recursive: true });
+  // Vite serves the app in dev, so the Worker's assets are an empty folder of
+  // this stack's own: a build of web/dist (npm run deploy) meanwhile does not
+  // make wrangler reload under a running stack.
+  const assets = join(dataDir, "assets");
+  mkdirSync(assets, { recursive: true });
   const url = `http://127.0.0.1:${ports.edge}`;
   const edge = await spawnService("edge", process.execPath, {
     args: [
@@ -98,6 +122,8 @@ async function startEdge(stack: Stack, ports: Ports, dataDir: string): Promise<S
       envFile,
       "--persist-to",
       join(dataDir, "wrangler"),
+      "--assets",
+      assets,
       "--show-interactive-dev-session=false",
       "--log-level",
       "warn",
@@ -154,7 +180,11 @@ async function startWeb(stack: Stack, ports: Ports): Promise<Service> {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { "data-dir": { type: "string" }, "ports-from": { type: "string" } },
+    options: {
+      "data-dir": { type: "string" },
+      "ports-from": { type: "string" },
+      "seed-rate": { type: "string" },
+    },
   });
   const dataDir = resolve(values["data-dir"] ?? join(root, ".local", "dev"));
   const ports = values["ports-from"] ? portsFrom(Number(values["ports-from"])) : defaultPorts;
@@ -175,9 +205,15 @@ async function main(): Promise<void> {
   };
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const)
     process.on(signal, () => void shutdown(signal));
+  // Started by local/bootstrap.mjs (`npm run dev`): when it is gone, so are we.
+  process.on("disconnect", () => void shutdown("launcher gone"));
 
   try {
-    stack = await startStack({ dataDir, ports, log, ephemeral: false });
+    const seedRate = values["seed-rate"];
+    if (seedRate !== undefined && !/^\d+[KM]?$/.test(seedRate)) {
+      throw new Error(`--seed-rate must be bytes per second like 300K or 2M, not "${seedRate}"`);
+    }
+    stack = await startStack({ dataDir, ports, log, ephemeral: false, ...(seedRate ? { seedRate } : {}) });
     stack.add(await startEdge(stack, ports, dataDir));
     stack.add(await startWorker(stack, ports));
     stack.add(await startWeb(stack, ports));
@@ -192,7 +228,13 @@ async function main(): Promise<void> {
     "",
     ...stack.services.flatMap((s) => s.urls ?? []).map((u) => `  ${u}`),
     "",
-    `Demo torrent: ${stack.env.DEMO_TORRENT_PATH ?? "(seeder off)"}`,
+    "Local S3 (signing in adds it to a new account as the storage profile",
+    `"${localS3ProfileName}"; to add it yourself, use these):`,
+    `  endpoint           ${stack.env.S3_ENDPOINT}  (path-style)`,
+    `  bucket             ${localSecrets.s3Bucket}`,
+    `  access key id      ${localSecrets.s3AccessKeyId}`,
+    `  secret access key  ${localSecrets.s3SecretAccessKey}`,
+    "",
     "Press Ctrl-C to stop everything.",
     "",
   ];

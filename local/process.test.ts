@@ -43,7 +43,8 @@ describe("spawnService", () => {
     });
     const grandchild = Number(lines.find((l) => l.startsWith("child "))!.split(" ")[1]);
     await service.stop();
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    // SIGKILLed with its group: gone as soon as the kernel has delivered it (the test's timeout bounds the wait).
+    while (running(grandchild)) await new Promise((resolve) => setTimeout(resolve, 20));
     expect(running(grandchild)).toBe(false);
   });
 

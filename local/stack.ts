@@ -74,6 +74,9 @@ export const localSecrets = {
   dropboxAppSecret: "torreclou-local-dropbox-secret",
 };
 
+/** The storage profile the dev sign-in gives a new account, pointing at the local S3 server. */
+export const localS3ProfileName = "Local S3 (dev stack)";
+
 /**
  * The local key ring for storage secrets (CREDENTIALS_KEYS, see
  * contracts/src/credentials.ts): one random key, made the first time a data
@@ -101,6 +104,8 @@ export interface StackOptions {
   drive?: boolean;
   /** The OneDrive and Dropbox doubles. */
   clouds?: boolean;
+  /** The demo seeder's upload limit (aria2c syntax, e.g. "300K"); unlimited by default. */
+  seedRate?: string;
 }
 
 export interface Stack {
@@ -178,6 +183,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
           trackerPort: ports.tracker,
           peerPort: ports.peer,
           log,
+          ...(options.seedRate ? { uploadLimit: options.seedRate } : {}),
         }),
       );
     }

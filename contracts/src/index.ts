@@ -1,6 +1,7 @@
 export * from "./credentials.ts";
 export * from "./destinations.ts";
 export * from "./egress.ts";
+export * from "./eta.ts";
 export * from "./jobs.ts";
 export * from "./names.ts";
 export * from "./progress.ts";

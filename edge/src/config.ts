@@ -162,6 +162,26 @@ const Config = z.object({
     .regex(/^([a-z0-9-]+)?$/, "must be a header name, like cf-connecting-ip")
     .optional()
     .transform((v) => v || undefined),
+  /**
+   * Local only, with DEV_SIGN_IN: an S3 storage profile (the JSON body of
+   * POST /api/storage) that the dev sign-in gives an account with no storage,
+   * so a new user of the local stack can start a job at once.
+   */
+  DEV_S3_PROFILE: z
+    .string()
+    .optional()
+    .transform((spec, ctx) => {
+      if (spec === undefined || spec.trim() === "") return undefined;
+      try {
+        const parsed: unknown = JSON.parse(spec);
+        if (parsed && typeof parsed === "object" && !Array.isArray(parsed))
+          return parsed as Record<string, unknown>;
+      } catch {
+        // reported below
+      }
+      ctx.addIssue({ code: "custom", message: "must be a JSON object (the body of POST /api/storage)" });
+      return z.NEVER;
+    }),
   /** host:port of the local Neon proxy; unset in production. */
   NEON_LOCAL_PROXY: z
     .string()

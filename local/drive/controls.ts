@@ -5,7 +5,7 @@ import { type Ctx, drain, readBody, readJson, resource } from "./http.ts";
 import type { MintedGrant } from "./server.ts";
 
 export function controlHandlers(env: DriveEnv) {
-  const { store, faults, stats, send } = env;
+  const { store, faults, stats, send, now } = env;
   // -- test controls ----------------------------------------------------------
 
   const expireSession = (sessionOrUri: string) => {
@@ -17,7 +17,7 @@ export function controlHandlers(env: DriveEnv) {
   };
 
   const expireAccessTokens = () => {
-    for (const t of store.accessTokens.values()) t.expiresAt = Math.min(t.expiresAt, Date.now() - 1);
+    for (const t of store.accessTokens.values()) t.expiresAt = Math.min(t.expiresAt, now() - 1);
     store.save();
   };
 

@@ -13,6 +13,8 @@ export interface DriveEnv {
   log: LogSink;
   accessTtl: number;
   sessionTtl: number;
+  /** The double's clock, ms since the epoch: tests move it instead of waiting. */
+  now: () => number;
   /** The OAuth client and consent settings the double was started with. */
   opts: {
     clientId?: string | undefined;
@@ -25,7 +27,7 @@ export interface DriveEnv {
   authenticate(ctx: Ctx): Account;
 }
 
-export function answerer(store: DriveStore) {
+export function answerer(store: DriveStore, now: () => number = Date.now) {
   const send = (ctx: Ctx, status: number, body?: unknown, headers: Record<string, string> = {}) => {
     if (ctx.override) {
       const fault = errors.fault(ctx.override);
@@ -48,7 +50,7 @@ export function answerer(store: DriveStore) {
     const match = /^Bearer\s+(.+)$/i.exec(header);
     const token: AccessToken | undefined = match ? store.accessTokens.get(match[1]!.trim()) : undefined;
     const account = token ? store.accounts.get(token.accountId) : undefined;
-    if (!token || !account || token.revoked || token.expiresAt <= Date.now()) {
+    if (!token || !account || token.revoked || token.expiresAt <= now()) {
       throw new HttpError(401, errors.unauthenticated());
     }
     return account;

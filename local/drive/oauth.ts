@@ -6,7 +6,7 @@ import type { DriveEnv } from "./env.ts";
 import { type Ctx, drain, readForm } from "./http.ts";
 
 export function oauthHandlers(env: DriveEnv) {
-  const { store, accessTtl, send, opts } = env;
+  const { store, accessTtl, send, opts, now } = env;
   /** Authorization codes the consent screen handed out (single use, ten minutes). */
   const codes = new Map<
     string,
@@ -81,7 +81,7 @@ export function oauthHandlers(env: DriveEnv) {
       offline: p.get("access_type") === "offline",
       challenge:
         method && challengeValue ? { method: method as "S256" | "plain", value: challengeValue } : undefined,
-      expiresAt: Date.now() + 10 * 60_000,
+      expiresAt: now() + 10 * 60_000,
     });
     back(withState({ code, scope }));
   };
@@ -129,7 +129,7 @@ export function oauthHandlers(env: DriveEnv) {
       const issued = codes.get(code);
       // Single use, even when the rest of the request is wrong.
       codes.delete(code);
-      if (!issued || issued.expiresAt <= Date.now() || (client.id && client.id !== issued.clientId))
+      if (!issued || issued.expiresAt <= now() || (client.id && client.id !== issued.clientId))
         return oauthError(400, "invalid_grant", "Malformed auth code.");
       if (form.get("redirect_uri") !== issued.redirectUri)
         return oauthError(400, "redirect_uri_mismatch", "Bad Request");

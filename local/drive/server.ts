@@ -43,6 +43,8 @@ export interface DriveDoubleOptions {
   accessTokenTtlSeconds?: number;
   /** Lifetime of an upload session (Google: one week). */
   sessionTtlMs?: number;
+  /** The double's clock, ms since the epoch (default Date.now): tests move it instead of waiting. */
+  now?: () => number;
   /** When set, the consent screen and the token endpoint check client_id (and the secret). */
   clientId?: string;
   clientSecret?: string;
@@ -88,7 +90,9 @@ export async function startDriveDouble(opts: DriveDoubleOptions): Promise<DriveD
   const stats = new Stats();
   const base = `http://${host.includes(":") ? `[${host}]` : host}:${opts.port}`;
   const sockets = new Set<Socket>();
+  const now = opts.now ?? Date.now;
   const env: DriveEnv = {
+    now,
     store,
     faults,
     stats,
@@ -98,7 +102,7 @@ export async function startDriveDouble(opts: DriveDoubleOptions): Promise<DriveD
     sessionTtl: opts.sessionTtlMs ?? 7 * 24 * 3600 * 1000,
     opts,
     locks: new Map(),
-    ...answerer(store),
+    ...answerer(store, now),
   };
   const { send } = env;
   const { handleAuthorize, handleToken, handleRevoke } = oauthHandlers(env);

@@ -22,12 +22,12 @@ import { applyFields } from "./query.ts";
 import { FOLDER_MIME, newId, type SessionRecord } from "./store.ts";
 
 export function uploadHandlers(env: DriveEnv) {
-  const { store, stats, base, sessionTtl, locks, send, authenticate } = env;
+  const { store, stats, base, sessionTtl, locks, send, authenticate, now } = env;
   const sessionFor = (ctx: Ctx): SessionRecord => {
     const id = ctx.url.searchParams.get("upload_id") ?? "";
     const session = store.sessions.get(id);
     if (!session) throw new HttpError(404, errors.sessionNotFound());
-    if (!session.expired && session.fileId === null && session.expiresAt <= Date.now()) {
+    if (!session.expired && session.fileId === null && session.expiresAt <= now()) {
       session.expired = true;
       store.save();
     }
@@ -120,8 +120,8 @@ export function uploadHandlers(env: DriveEnv) {
       declaredLength,
       total: null,
       committed: 0,
-      createdAt: Date.now(),
-      expiresAt: Date.now() + sessionTtl,
+      createdAt: now(),
+      expiresAt: now() + sessionTtl,
       expired: false,
       fileId: null,
     };

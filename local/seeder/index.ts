@@ -47,6 +47,8 @@ export interface SeedAllOptions {
   /** Overrides the default readiness: every torrent counted as seeded by its tracker's scrape. */
   ready?: () => Promise<boolean>;
   readyTimeoutMs?: number;
+  /** aria2c's --max-overall-upload-limit (e.g. "300K"): a slow seeder, to watch progress at a human pace. */
+  uploadLimit?: string;
 }
 
 /**
@@ -131,6 +133,7 @@ export async function seedAll(opts: SeedAllOptions): Promise<Spawned> {
     "--allow-overwrite=false",
     `--stop-with-process=${process.pid}`,
     `--input-file=${inputFile}`,
+    ...(opts.uploadLimit ? [`--max-overall-upload-limit=${opts.uploadLimit}`] : []),
   ];
   const ready =
     opts.ready ??
@@ -189,6 +192,8 @@ export async function startSeeder(opts: {
   peerPort: number;
   log?: LogSink;
   torrents?: SeedItem[];
+  /** See SeedAllOptions.uploadLimit. */
+  uploadLimit?: string;
 }): Promise<Seeder> {
   const log = opts.log ?? prefixedLog;
   const tracker = await startTracker({ port: opts.trackerPort, log });
@@ -203,6 +208,7 @@ export async function startSeeder(opts: {
       torrents: items,
       peerPort: opts.peerPort,
       log,
+      ...(opts.uploadLimit ? { uploadLimit: opts.uploadLimit } : {}),
       // Our own tracker knows exactly which peer announced: wait for this aria2c, at the
       // address other peers will dial. Torrents announcing elsewhere are scraped.
       ready: async () => {

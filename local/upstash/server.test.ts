@@ -266,6 +266,29 @@ describe("streams", () => {
 });
 
 describe("blocking commands", () => {
+  /** How many of this server's blocking connections Redis reports as blocked right now. */
+  const blockedCount = async () => {
+    const clients = (await direct.call("CLIENT", "LIST")) as string;
+    return clients
+      .split("\n")
+      .filter(
+        (line) =>
+          / flags=\S*b/.test(line) && line.includes(`name=upstash-rest-${new URL(url).port}-blocking`),
+      ).length;
+  };
+  /** Resolves once `n` blocking calls are in Redis, blocked (waits for the event, not for a guess). */
+  const blockedAtLeast = async (n: number) => {
+    while ((await blockedCount()) < n) await new Promise((r) => setTimeout(r, 20));
+  };
+  /** A promise with a flag telling whether it has settled yet. */
+  const watched = <T>(promise: Promise<T>) => {
+    const state = { settled: false, promise };
+    void promise.finally(() => {
+      state.settled = true;
+    });
+    return state;
+  };
+
   it("a blocking XREADGROUP does not delay a concurrent GET", async () => {
     const redis = client();
     const stream = key("stream");
@@ -274,45 +297,52 @@ describe("blocking commands", () => {
     const k = key("k");
     await redis.set(k, "fast");
 
-    const blockedAt = Date.now();
-    const blocked = redis.xreadgroup(group, "c", stream, ">", { blockMS: 1_500 });
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    const started = Date.now();
+    // Blocks until data arrives, however long that takes: a GET queued behind it would never answer.
+    const before = await blockedCount();
+    const blocked = watched(redis.xreadgroup(group, "c", stream, ">", { blockMS: 0 }));
+    await blockedAtLeast(before + 1);
     expect(await redis.get(k)).toBe("fast");
-    expect(Date.now() - started).toBeLessThan(300);
+    expect(blocked.settled).toBe(false);
 
     // Data arriving wakes the blocked reader, through its own connection.
     const id = await redis.xadd(stream, "*", { hello: "world" });
-    expect(await blocked).toEqual([[stream, [[id, ["hello", "world"]]]]]);
-    expect(Date.now() - blockedAt).toBeLessThan(1_400);
+    expect(await blocked.promise).toEqual([[stream, [[id, ["hello", "world"]]]]]);
   });
 
-  it("several blocking calls wait side by side and time out with null", async () => {
+  it("several blocking calls wait side by side, and one with a timeout ends with null", async () => {
     const redis = client();
-    const started = Date.now();
-    const results = await Promise.all([
-      // The client has no blpop/brpop methods; exec sends any command.
-      redis.exec(["BLPOP", key("l1"), 0.5]),
-      redis.exec(["BLPOP", key("l2"), 0.5]),
-      redis.exec(["BRPOP", key("l3"), 0.5]),
-      redis.set(key("s"), "x"),
-    ]);
-    expect(results).toEqual([null, null, null, "OK"]);
-    expect(Date.now() - started).toBeLessThan(1_400);
+    const lists = [key("l1"), key("l2"), key("l3")];
+    const before = await blockedCount();
+    // The client has no blpop/brpop methods; exec sends any command.
+    const waiting = [
+      watched(redis.exec<[string, string]>(["BLPOP", lists[0]!, 0])),
+      watched(redis.exec<[string, string]>(["BLPOP", lists[1]!, 0])),
+      watched(redis.exec<[string, string]>(["BRPOP", lists[2]!, 0])),
+    ];
+    // All three are blocked at once (one after the other, only one would be), and the shared connection still works.
+    await blockedAtLeast(before + 3);
+    expect(await redis.set(key("s"), "x")).toBe("OK");
+    expect(waiting.map((w) => w.settled)).toEqual([false, false, false]);
+    for (const [i, list] of [...lists.entries()].reverse()) {
+      await redis.rpush(list, `item ${i}`);
+      expect(await waiting[i]!.promise).toEqual([list, `item ${i}`]);
+    }
+    expect(await redis.exec(["BLPOP", key("empty"), 0.1])).toBeNull();
   });
 
   it("runs a pipeline holding a blocking command off the shared connection", async () => {
     const redis = client();
     const list = key("list");
-    const pending = rest("/pipeline", [
-      ["BLPOP", list, 2],
-      ["GET", list],
-    ]);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    const started = Date.now();
+    const before = await blockedCount();
+    const pending = watched(
+      rest("/pipeline", [
+        ["BLPOP", list, 0],
+        ["GET", list],
+      ]),
+    );
+    await blockedAtLeast(before + 1);
     await redis.rpush(list, "item");
-    expect(Date.now() - started).toBeLessThan(300);
-    expect(await (await pending).json()).toEqual([{ result: [list, "item"] }, { result: null }]);
+    expect(await (await pending.promise).json()).toEqual([{ result: [list, "item"] }, { result: null }]);
   });
 
   it("closes the blocked connection when the client gives up", async () => {

@@ -2,14 +2,14 @@
 // metrics endpoints. SIGTERM hands running jobs back to the queue and exits
 // within WORKER_SHUTDOWN_MS.
 import { createServer } from "node:http";
-import { pino } from "pino";
 import { loadConfig } from "./config.ts";
 import { createPool } from "./db.ts";
+import { createLogger } from "./log.ts";
 import { createMetrics } from "./metrics.ts";
 import { Worker } from "./worker.ts";
 
 const config = loadConfig();
-const log = pino({ level: config.LOG_LEVEL, base: { service: "worker", worker: config.WORKER_ID } });
+const log = createLogger(config);
 const metrics = createMetrics();
 
 const { pool, db } = createPool({

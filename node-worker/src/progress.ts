@@ -3,6 +3,7 @@
 // key, at most `queue.progressPerSecond` times a second (Upstash bills per
 // command), plus one immediately on every phase change.
 import {
+  EtaEstimator,
   type FileProgress,
   isTerminal,
   type JobState,
@@ -16,8 +17,6 @@ import type { Logger } from "pino";
 
 /** How long a finished job's snapshot and stream stay readable. */
 const RETAIN_SECONDS = 7 * 24 * 3600;
-/** Smoothing of the byte rates (weight of the newest sample). */
-const ALPHA = 0.3;
 
 /**
  * Appends an event and sets the snapshot, unless the snapshot already comes
@@ -78,8 +77,10 @@ export class ProgressPublisher {
   #files = new Map<number, FileProgress>();
   #changed = new Set<number>();
   #dirty = true;
-  #rates = { down: 0, up: 0 };
-  #sample: { at: number; down: number; up: number } | undefined;
+  /** Bytes sent to the storage on the wire, for the upload's rate (stored bytes move a part at a time). */
+  #sent = 0;
+  readonly #eta = new EtaEstimator();
+  #estimate: { down: number; up: number; etaSeconds: number | null } = { down: 0, up: 0, etaSeconds: null };
   #timer: NodeJS.Timeout | undefined;
   #lastSent = 0;
   #sending: Promise<void> = Promise.resolve();
@@ -158,30 +159,19 @@ export class ProgressPublisher {
     await this.#publish(message);
   }
 
-  #updateRates(now: number): void {
-    const sample = { at: now, down: this.#downloaded, up: this.#uploaded };
-    const prev = this.#sample;
-    this.#sample = sample;
-    if (!prev || now <= prev.at) return;
-    const seconds = (now - prev.at) / 1000;
-    const down = Math.max(0, (sample.down - prev.down) / seconds);
-    const up = Math.max(0, (sample.up - prev.up) / seconds);
-    this.#rates = {
-      down: ALPHA * down + (1 - ALPHA) * this.#rates.down,
-      up: ALPHA * up + (1 - ALPHA) * this.#rates.up,
-    };
+  /** Counts bytes sent to the storage (including retries), for the upload's rate. */
+  addSent(bytes: number): void {
+    this.#sent += bytes;
   }
 
-  #eta(): number | null {
-    const leftDown = Math.max(0, this.#total - this.#downloaded);
-    const leftUp = Math.max(0, this.#total - this.#uploaded);
-    if (leftUp === 0) return 0;
-    const down =
-      leftDown === 0 ? 0 : this.#rates.down > 1 ? leftDown / this.#rates.down : Number.POSITIVE_INFINITY;
-    const up = this.#rates.up > 1 ? leftUp / this.#rates.up : Number.POSITIVE_INFINITY;
-    // Uploads trail downloads: the job ends with whichever finishes last.
-    const eta = Math.max(down, leftDown === 0 ? up : Math.min(up, Number.POSITIVE_INFINITY));
-    return Number.isFinite(eta) ? Math.round(eta) : null;
+  #updateRates(now: number): void {
+    this.#estimate = this.#eta.sample({
+      at: now,
+      total: this.#total,
+      downloaded: this.#downloaded,
+      uploaded: this.#uploaded,
+      sent: this.#sent,
+    });
   }
 
   #tick(): void {
@@ -198,8 +188,8 @@ export class ProgressPublisher {
       phase: this.#phase,
       at: Date.now(),
       bytes: { total: this.#total, downloaded: this.#downloaded, uploaded: this.#uploaded },
-      rates: { down: Math.round(this.#rates.down), up: Math.round(this.#rates.up) },
-      etaSeconds: this.#eta(),
+      rates: { down: Math.round(this.#estimate.down), up: Math.round(this.#estimate.up) },
+      etaSeconds: this.#uploaded >= this.#total && this.#total > 0 ? 0 : this.#estimate.etaSeconds,
       peers: this.#peers,
       files: [...this.#changed].sort((a, b) => a - b).flatMap((i) => this.#files.get(i) ?? []),
     };

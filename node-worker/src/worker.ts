@@ -95,10 +95,13 @@ export class Worker {
     installEgressGuard({
       policy: new EgressPolicy(this.#deps.config.EGRESS_ALLOW),
       lookup: this.#deps.resolver,
-      onRefused: (error) => {
+      onRefused: (error, refusals) => {
         metrics.egressRefused.inc();
         // host:port and why only: a URL's path and query can carry a tracker passkey.
-        this.#log.debug({ host: error.host, port: error.port, reason: error.reason }, "egress refused");
+        this.#log.debug(
+          { ...refusals?.job, host: error.host, port: error.port, reason: error.reason },
+          "egress refused",
+        );
       },
     });
     await this.queue.init();
@@ -118,10 +121,8 @@ export class Worker {
     this.#timers.push(setInterval(() => void this.#renew(), renewEvery));
     this.#timers.push(setInterval(() => void this.#pruneConsumers(), PRUNE_EVERY_MS));
     void this.#pruneConsumers();
-    this.#log.info(
-      { worker: this.#deps.config.WORKER_ID, concurrency: this.#deps.config.WORKER_CONCURRENCY },
-      "taking jobs",
-    );
+    // The worker's id is on every line already (the root logger's base).
+    this.#log.info({ concurrency: this.#deps.config.WORKER_CONCURRENCY }, "taking jobs");
   }
 
   /**
@@ -230,14 +231,16 @@ export class Worker {
     }
   }
 
-  async #start(entry: Entry, jobId: string, fresh: boolean, log: Logger): Promise<void> {
+  async #start(entry: Entry, jobId: string, fresh: boolean, entryLog: Logger): Promise<void> {
+    // Until the job is read its attempt is unknown, and said so.
+    let log = entryLog.child({ attempt: null });
     if (!(await this.queue.acquireLease(jobId))) {
       log.info({ fresh }, "another attempt holds the job's lease; keeping the entry until it is free");
       this.#deferred.set(jobId, entry);
       return;
     }
     if (entry.kind === "job" && entry.message.cleanup) {
-      await this.#cleanUp(entry, jobId, log);
+      await this.#cleanUp(entry, jobId, entryLog);
       return;
     }
     try {
@@ -264,7 +267,8 @@ export class Worker {
         await this.queue.releaseLease(jobId);
         return;
       }
-      log.info({ attempt: job.attempt, state: job.state }, "job claimed");
+      log = entryLog.child({ attempt: job.attempt });
+      log.info({ state: job.state }, "job claimed");
       const run = new JobRun(this.#runDeps(), jobId, job.attempt);
       const active: Active = { run, entryId: entry.id, done: Promise.resolve() };
       this.#active.set(jobId, active);
@@ -295,9 +299,11 @@ export class Worker {
    * lease held so no attempt starts meanwhile. A provider that does not
    * answer keeps the entry for the next look at the group.
    */
-  async #cleanUp(entry: Entry, jobId: string, log: Logger): Promise<void> {
+  async #cleanUp(entry: Entry, jobId: string, entryLog: Logger): Promise<void> {
+    let log = entryLog.child({ attempt: null });
     try {
       const job = await currentJob(this.#deps.db, jobId);
+      if (job) log = entryLog.child({ attempt: job.attempt });
       const clean =
         !job || !isTerminal(job.state) || (await new JobRun(this.#runDeps(), jobId, job.attempt).cleanUp());
       if (clean) {

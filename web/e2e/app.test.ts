@@ -2,15 +2,19 @@
 // with `local/dev.ts` (edge in wrangler dev, worker, Vite, Postgres, Redis, S3,
 // an aria2c seeder of the demo torrent), driven by a real Chromium.
 //
-// Flow: sign in (dev sign-in) → a storage profile with a wrong secret is
-// refused inline → a correct one is saved → Google Drive is connected (the
+// Flow: sign in (dev sign-in; the account gets the local bucket as its
+// storage) → a storage profile with a wrong secret is refused inline → a
+// correct one is saved → Google Drive is connected (the
 // local Drive double) and disconnected → an API token is made and revoked →
 // the demo torrent is read in the browser and submitted with two of its three
 // files → progress reaches 100% → exactly those two files are listed with links
 // and are in the S3 bucket, byte for byte the seeded sizes → a job that cannot
 // finish (a magnet nobody seeds) is cancelled while it runs → OneDrive and
 // Dropbox (their local doubles) are connected, the demo torrent is stored in
-// each, and they are disconnected.
+// each, and they are disconnected → jobs are found, filtered and acted on in
+// bulk → an unknown job says so → a second person's first job, as the README walks through it → a
+// person without storage adds a bucket on the new-job page without losing the
+// torrent they chose.
 //
 // Screenshots of every main screen, light and dark, desktop and phone width,
 // go to .local/screenshots/ (git-ignored).
@@ -77,7 +81,10 @@ describe("the web app, end to end", () => {
         await page.emulateMedia({ colorScheme: scheme, reducedMotion: "reduce" });
         // From the top, so the sticky header sits where a reader sees it.
         await page.evaluate(() => window.scrollTo(0, 0));
-        await page.waitForTimeout(150);
+        // Two frames: the new size and colour scheme are laid out and painted.
+        await page.evaluate(
+          () => new Promise<void>((done) => requestAnimationFrame(() => requestAnimationFrame(() => done()))),
+        );
         await page.screenshot({ path: join(shots, `${name}-${label}-${scheme}.png`), fullPage: true });
       }
     }
@@ -116,7 +123,7 @@ describe("the web app, end to end", () => {
         fail(new Error(`local stack exited early (${code}):\n${output}`));
       });
     });
-    const demo = /Demo torrent: (.+\.torrent)\s*$/m.exec(output)?.[1];
+    const demo = /demo torrent: (.+\.torrent)\s*$/im.exec(output)?.[1];
     if (!demo) throw new Error(`no demo torrent in the banner:\n${output}`);
     demoTorrent = demo.trim();
     web = `http://127.0.0.1:${ports.web}`;
@@ -161,14 +168,26 @@ describe("the web app, end to end", () => {
 
     await page.getByLabel("Email").fill("ada@example.com");
     await page.getByRole("button", { name: "Sign in with email" }).click();
-    // Back where the visitor was going.
+    // Back where the visitor was going, with the local bucket already there.
     await page.getByRole("heading", { name: "Storage", level: 1 }).waitFor();
     expect(new URL(page.url()).pathname).toBe("/storage");
+    const given = page.getByTestId("storage-profile");
+    await expect.poll(() => given.count()).toBe(1);
+    expect(await given.textContent()).toContain("Local S3 (dev stack)");
     await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Jobs" }).click();
     await page.getByRole("heading", { name: "Jobs", level: 1 }).waitFor();
     await page.getByText("No jobs yet").waitFor();
     await screenshots("jobs-empty", { phone: true });
   });
+
+  /** The status badge and the timeline's last line name the same state. */
+  async function badgeMatchesTimeline(): Promise<void> {
+    const badge = (await page.getByTestId("job-status").textContent())?.trim();
+    const last = (
+      await page.getByTestId("timeline").locator("li").last().locator("strong").textContent()
+    )?.trim();
+    expect(last).toBe(badge);
+  }
 
   async function fillS3(name: string, secretAccessKey: string): Promise<void> {
     const field = (label: string) => page.getByLabel(label, { exact: true });
@@ -185,7 +204,7 @@ describe("the web app, end to end", () => {
   it("shows the provider's refusal next to the form for a wrong secret", async () => {
     await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Storage" }).click();
     await page.getByRole("heading", { name: "Storage", level: 1 }).waitFor();
-    await page.getByText("No storage yet").waitFor();
+    await expect.poll(() => page.getByTestId("storage-profile").count()).toBe(1);
     await fillS3("Wrong key", "not-the-right-secret");
     await page.getByRole("button", { name: "Check and save" }).click();
     const error = page.getByTestId("storage-check-error");
@@ -193,16 +212,18 @@ describe("the web app, end to end", () => {
     expect(await error.textContent()).toMatch(/SignatureDoesNotMatch/);
     // The form keeps what was typed, and nothing was saved.
     expect(await page.getByLabel("Name", { exact: true }).inputValue()).toBe("Wrong key");
-    expect(await page.getByTestId("storage-profile").count()).toBe(0);
+    expect(await page.getByTestId("storage-profile").count()).toBe(1);
     await screenshots("storage-error", { phone: true });
   });
 
   it("saves a working S3 profile as the default", async () => {
     await fillS3("Local S3", "torreclou-local-secret");
+    await page.getByLabel("Make this the default destination").check();
     await page.getByRole("button", { name: "Check and save" }).click();
     await page.getByText("Saved “Local S3”").waitFor();
-    const profile = page.getByTestId("storage-profile");
-    await expect.poll(() => profile.count()).toBe(1);
+    // The one with the e2e folder (the dev stack's has none).
+    const profile = page.getByTestId("storage-profile").filter({ hasText: "torreclou/e2e" });
+    await expect.poll(() => page.getByTestId("storage-profile").count()).toBe(2);
     expect(await profile.textContent()).toContain("Default");
     expect(await page.getByTestId("storage-check-error").count()).toBe(0);
     await screenshots("storage", { phone: true });
@@ -217,13 +238,13 @@ describe("the web app, end to end", () => {
     const drive = page.getByTestId("storage-profile").filter({ hasText: "Google Drive ·" });
     await expect.poll(() => drive.count()).toBe(1);
     expect(await drive.textContent()).toContain("ada@example.com");
-    expect(await page.getByTestId("storage-profile").count()).toBe(2);
+    expect(await page.getByTestId("storage-profile").count()).toBe(3);
     await screenshots("storage-drive", { phone: true });
 
     await drive.getByRole("button", { name: /^Disconnect / }).click();
     await page.getByRole("button", { name: "Disconnect now" }).click();
     await expect.poll(() => drive.count()).toBe(0);
-    expect(await page.getByTestId("storage-profile").count()).toBe(1);
+    expect(await page.getByTestId("storage-profile").count()).toBe(2);
     expect(await page.getByRole("alert").count()).toBe(0);
 
     // A failed round trip comes back as a readable error, and the query is cleaned.
@@ -311,6 +332,11 @@ describe("the web app, end to end", () => {
       })
       .toBe("Completed");
     expect(await page.getByTestId("job-percent").textContent()).toBe("100%");
+    // Downloaded and stored, each labelled, each the whole selection.
+    const chosen = "5.01 MiB";
+    expect(await page.getByTestId("downloaded").textContent()).toBe(`${chosen} of ${chosen}`);
+    expect(await page.getByTestId("stored").textContent()).toBe(`${chosen} of ${chosen}`);
+    await badgeMatchesTimeline();
 
     // Exactly the two chosen files, each stored and linked.
     const rows = page.getByTestId("job-file");
@@ -319,6 +345,10 @@ describe("the web app, end to end", () => {
     expect(names).toContain("video/sample-a.bin");
     expect(names).toContain("audio/sample-b.bin");
     expect(names).not.toContain("README.txt");
+    // Each file with its percentage and bytes.
+    expect(await rows.getByTestId("file-numbers").allTextContents()).toEqual(
+      expect.arrayContaining(["100% · 3.01 MiB of 3.01 MiB", "100% · 2.00 MiB of 2.00 MiB"]),
+    );
     // Each link downloads the stored object (a presigned URL into the private bucket).
     expect(await page.getByTestId("file-link").count(), "links to the stored objects").toBe(2);
     for (const link of await page.getByTestId("file-link").all()) {
@@ -405,7 +435,78 @@ describe("the web app, end to end", () => {
       .toBe("Cancelled");
     await page.getByTestId("timeline").getByText("Cancelled", { exact: true }).waitFor();
     await page.getByRole("button", { name: "Retry" }).waitFor();
+    await badgeMatchesTimeline();
+    // Said once: "Cancelled by user", not "Cancelled by user: cancelled by the user".
+    const timeline = (await page.getByTestId("timeline").textContent()) ?? "";
+    expect(timeline).toContain("Cancelled by user");
+    expect(timeline).not.toMatch(/cancelled by the user/i);
     await screenshots("job-cancelled");
+  });
+
+  it("finds jobs by name and destination, with keys, and cancels, retries and deletes them in bulk", async () => {
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Jobs" }).click();
+    await page.getByRole("heading", { name: "Jobs", level: 1 }).waitFor();
+    const rows = page.getByTestId("job-row");
+    await expect.poll(() => rows.count()).toBe(2);
+    const nobody = rows.filter({ hasText: "Nobody seeds this" });
+    const demo = rows.filter({ hasText: "TorreClou Demo" });
+
+    // "/" goes to the search; it matches any part of the name, in any case.
+    await page.getByRole("heading", { name: "Jobs", level: 1 }).click();
+    await page.keyboard.press("/");
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe("job-search");
+    await page.keyboard.type("NOBODY");
+    await expect.poll(() => rows.count()).toBe(1);
+    expect(await nobody.count()).toBe(1);
+    expect(new URL(page.url()).searchParams.get("q")).toBe("NOBODY");
+    await page.getByLabel("Search jobs by name").fill("");
+    await expect.poll(() => rows.count()).toBe(2);
+
+    // By destination: both jobs went to "Local S3", none to the dev stack's bucket.
+    await page.getByLabel("Destination").selectOption({ label: "Local S3 (dev stack)" });
+    await page.getByText("No jobs going to this destination.").waitFor();
+    await page.getByLabel("Destination").selectOption({ label: "Local S3" });
+    await expect.poll(() => rows.count()).toBe(2);
+    await page.getByLabel("Destination").selectOption({ label: "All destinations" });
+    await expect.poll(() => rows.count()).toBe(2);
+
+    // j moves to the first job, x selects it, Esc clears.
+    await page.getByRole("heading", { name: "Jobs", level: 1 }).click();
+    await page.keyboard.press("j");
+    await page.keyboard.press("x");
+    await expect
+      .poll(async () => (await page.getByTestId("selected-count").textContent())?.trim())
+      .toBe("1 selected");
+    await page.keyboard.press("Escape");
+    await expect.poll(() => page.getByTestId("selected-count").count()).toBe(0);
+
+    // Select all: retry applies to the cancelled job only, and asks first.
+    await page.getByLabel("Select all").check();
+    await page.getByRole("button", { name: "Retry 1 selected job" }).click();
+    await page.getByRole("button", { name: "Retry 1 job" }).click();
+    await expect
+      .poll(async () => (await page.getByTestId("bulk-result").textContent())?.trim())
+      .toBe("1 job queued again.");
+    await expect
+      .poll(async () => (await nobody.getByTestId("job-status").textContent())?.trim())
+      .toMatch(/Queued|Finding metadata|Downloading/);
+    await screenshots("jobs-selected", { phone: true });
+
+    // Cancel applies to the running one.
+    await page.getByRole("button", { name: "Cancel 1 selected job" }).click();
+    await page.getByRole("button", { name: "Cancel 1 job" }).click();
+    await expect
+      .poll(async () => (await page.getByTestId("bulk-result").textContent())?.trim())
+      .toBe("1 job cancelled.");
+    await expect
+      .poll(async () => (await nobody.getByTestId("job-status").textContent())?.trim())
+      .toBe("Cancelled");
+    expect(await demo.getByTestId("job-status").textContent()).toBe("Completed");
+
+    // Delete both, after confirming.
+    await page.getByRole("button", { name: "Delete 2 selected jobs" }).click();
+    await page.getByRole("button", { name: "Delete 2 jobs" }).click();
+    await page.getByText("No jobs yet").waitFor();
   });
 
   it("connects OneDrive and Dropbox through their consent round trips and stores the demo torrent in each", async () => {
@@ -466,5 +567,97 @@ describe("the web app, end to end", () => {
     await expect.poll(() => new URL(page.url()).pathname).toBe("/signin");
     await page.goto(`${web}/jobs`);
     await expect.poll(() => new URL(page.url()).pathname).toBe("/signin");
+  });
+
+  it("takes a new person from sign-in to a stored file, as the README says", async () => {
+    // 1. Sign in.
+    await page.getByLabel("Email").fill("grace@example.com");
+    const signedIn = page.waitForResponse((r) => new URL(r.url()).pathname === "/api/auth/dev");
+    await page.getByRole("button", { name: "Sign in with email" }).click();
+    const answer = (await (await signedIn).json()) as {
+      storageCreated?: { name: string };
+      storageError?: string;
+    };
+    expect(answer.storageCreated?.name, answer.storageError).toBe("Local S3 (dev stack)");
+    await page.getByRole("heading", { name: "Jobs", level: 1 }).waitFor();
+    // 2. Pick the demo torrent.
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "New job" }).click();
+    await page.getByTestId("torrent-input").setInputFiles(demoTorrent);
+    await page.getByTestId("torrent-name").waitFor();
+    // The dev stack gave this account the local bucket: nothing to set up.
+    expect(await page.getByTestId("storage-setup").count()).toBe(0);
+    expect(await page.locator("#destination option:checked").textContent()).toContain("Local S3 (dev stack)");
+    // Asked to be told when jobs finish (and allowed it).
+    await context.grantPermissions(["notifications"], { origin: web });
+    await page.evaluate(() => {
+      const shown: string[] = [];
+      (window as unknown as { shownNotifications: string[] }).shownNotifications = shown;
+      const Real = window.Notification;
+      window.Notification = class extends Real {
+        constructor(title: string, options?: NotificationOptions) {
+          shown.push(title);
+          super(title, options);
+        }
+      } as typeof Notification;
+    });
+    // 3. Choose files (all of them), 4. start.
+    expect(await page.getByTestId("selected-total").textContent()).toMatch(/^3 of 3 files selected/);
+    await page.getByRole("button", { name: /^Start job/ }).click();
+    await expect.poll(() => new URL(page.url()).pathname).toMatch(/^\/jobs\/[0-9a-f-]{36}$/);
+    await expect
+      .poll(async () => (await page.getByTestId("job-status").textContent())?.trim(), {
+        timeout: 150_000,
+        interval: 1000,
+      })
+      .toBe("Completed");
+    await badgeMatchesTimeline();
+    // Told: the tab's title and a system notification.
+    expect(await page.title()).toBe("✓ Done: TorreClou Demo — TorreClou");
+    expect(
+      await page.evaluate(() => (window as unknown as { shownNotifications: string[] }).shownNotifications),
+    ).toEqual(["✓ Done: TorreClou Demo"]);
+    // 5. Open the stored file.
+    const readme = page.getByTestId("file-link").filter({ hasText: "README.txt" });
+    const href = (await readme.getAttribute("href")) ?? "";
+    expect(decodeURIComponent(href)).toContain("/TorreClou Demo/");
+    const stored = await fetch(href);
+    expect(stored.status).toBe(200);
+    expect(await stored.text()).toContain("TorreClou demo torrent");
+  });
+
+  it("says an unknown job is not found instead of loading forever", async () => {
+    for (const id of ["00000000-0000-4000-8000-000000000000", "not-a-job"]) {
+      await page.goto(`${web}/jobs/${id}`);
+      await page.getByTestId("job-not-found").waitFor();
+      expect(await page.getByTestId("job-not-found").textContent()).toMatch(/Job not found/);
+    }
+  });
+
+  it("lets a person without storage add a bucket on the new-job page, keeping the torrent", async () => {
+    // Without storage (as on a real deployment): remove the one the dev stack gave.
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Storage" }).click();
+    await page.getByRole("button", { name: "Delete storage Local S3 (dev stack)" }).click();
+    await page.getByRole("button", { name: "Delete now" }).click();
+    await page.getByText("No storage yet").waitFor();
+
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "New job" }).click();
+    await page.getByTestId("torrent-input").setInputFiles(demoTorrent);
+    await page.getByTestId("torrent-name").waitFor();
+    await page.getByRole("checkbox", { name: /^README\.txt,/ }).uncheck();
+    const setup = page.getByTestId("storage-setup");
+    await setup.waitFor();
+    // Drive is offered beside S3; the job cannot start yet.
+    await setup.getByRole("button", { name: "Connect Google Drive" }).waitFor();
+    expect(await page.getByRole("button", { name: /^Start job/ }).isDisabled()).toBe(true);
+    await screenshots("new-job-no-storage", { phone: true });
+
+    await fillS3("My bucket", "torreclou-local-secret");
+    await setup.getByRole("button", { name: "Check and save" }).click();
+    await expect.poll(() => setup.count()).toBe(0);
+    // The torrent and the choice of files are still there, and the new bucket is the destination.
+    expect(await page.getByTestId("torrent-name").textContent()).toBe("TorreClou Demo");
+    expect(await page.getByTestId("selected-total").textContent()).toMatch(/^2 of 3 files selected/);
+    expect(await page.locator("#destination option:checked").textContent()).toContain("My bucket");
+    expect(await page.getByRole("button", { name: /^Start job/ }).isDisabled()).toBe(false);
   });
 });

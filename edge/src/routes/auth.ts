@@ -6,7 +6,7 @@
 // wrong; any other client gets the JSON error (400 bad state or Google error,
 // 401 code or ID token rejected, 403 unverified email, 502 Google unreachable).
 import { createRoute, z } from "@hono/zod-openapi";
-import { users } from "@torreclou/db";
+import { storageProfiles, users } from "@torreclou/db";
 import { eq, sql } from "drizzle-orm";
 import type { Context } from "hono";
 import { requireWebOrigin } from "../auth/csrf.ts";
@@ -26,6 +26,38 @@ import { ApiError, notFound } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
 import { errorResponses } from "../security/openapi.ts";
 import { router } from "./openapi.ts";
+import { CreateS3Profile, createS3Profile } from "./storage.ts";
+
+/**
+ * The local stack's S3 profile (DEV_S3_PROFILE) for an account with no
+ * storage yet, saved through the same checks as one a person adds. A failing
+ * check leaves the account without it; sign-in goes on.
+ */
+async function giveDevStorage(
+  c: Context<AppEnv>,
+  userId: string,
+): Promise<{ storageCreated: { id: string; name: string } } | { storageError: string } | undefined> {
+  const spec = c.var.config.DEV_S3_PROFILE;
+  if (!spec) return undefined;
+  const [existing] = await c.var
+    .db()
+    .select({ id: storageProfiles.id })
+    .from(storageProfiles)
+    .where(eq(storageProfiles.userId, userId))
+    .limit(1);
+  if (existing) return undefined;
+  const input = CreateS3Profile.parse({ kind: "s3", ...spec });
+  try {
+    const { profile } = await createS3Profile(c, input, userId);
+    return { storageCreated: { id: profile.id, name: profile.name } };
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    console.warn(
+      JSON.stringify({ level: "warn", msg: "dev storage profile not created", userId, code: error.code }),
+    );
+    return { storageError: `${error.code}: ${error.message}` };
+  }
+}
 
 const DevSignIn = z.object({
   email: z.email("must be an email address"),
@@ -161,7 +193,8 @@ export const auth = router()
       .onConflictDoUpdate({ target: users.googleSub, set: { lastLoginAt: sql`now()` } })
       .returning({ id: users.id, email: users.email, name: users.name });
     await startSession(c, c.var.config, c.var.redis, user!.id);
-    return c.json({ user: user! });
+    const storage = await giveDevStorage(c, user!.id);
+    return c.json({ user: user!, ...storage });
   })
   .post("/logout", async (c) => {
     requireWebOrigin(c);

@@ -262,6 +262,33 @@ describe("GET /api/jobs", () => {
     expect(live.jobs).toHaveLength(4);
   });
 
+  it("finds jobs by a part of their name, in any case, and by destination", async () => {
+    const user = await userWithStorage();
+    const other = await addStorageProfile(user.userId, { isDefault: false });
+    const names = ["Debian 13 netinst", "debian-live", "Ubuntu 100%_done", "Arch"];
+    const ids: Record<string, string> = {};
+    for (const [i, name] of names.entries()) {
+      const response = await send(user.cookie, "POST", "/api/jobs", {
+        magnet: randomMagnet(name).uri,
+        ...(i === 3 ? { storageProfileId: other.id } : {}),
+      });
+      ids[name] = (await jobOf(response)).id;
+    }
+    const list = async (query: string) =>
+      ((await (await send(user.cookie, "GET", `/api/jobs?${query}`)).json()) as { jobs: JobView[] }).jobs
+        .map((j) => j.name)
+        .sort();
+    expect(await list("q=DEBIAN")).toEqual(["Debian 13 netinst", "debian-live"]);
+    // % and _ are text here, not wildcards.
+    expect(await list(`q=${encodeURIComponent("0%_")}`)).toEqual(["Ubuntu 100%_done"]);
+    expect(await list("q=_")).toEqual(["Ubuntu 100%_done"]);
+    expect(await list(`storage=${other.id}`)).toEqual(["Arch"]);
+    expect(await list(`storage=${user.profileId}&q=live`)).toEqual(["debian-live"]);
+    const bad = await send(user.cookie, "GET", "/api/jobs?storage=nope");
+    expect(bad.status).toBe(400);
+    expect((await errorOf(bad)).message).toMatch(/storage/);
+  });
+
   it("shows a user only their own jobs", async () => {
     const owner = await userWithStorage();
     await submitJob(owner);

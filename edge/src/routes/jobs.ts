@@ -35,7 +35,7 @@ import {
 } from "@torreclou/contracts";
 import { jobFiles, jobs, jobTransitions, storageProfiles, torrents } from "@torreclou/db";
 import { type Db, insertJob, retryTransition, transitionJob } from "@torreclou/db/jobs";
-import { and, asc, desc, eq, inArray, sql } from "drizzle-orm";
+import { and, asc, desc, eq, ilike, inArray, sql } from "drizzle-orm";
 import { requireUser } from "../auth/index.ts";
 import type { Config } from "../config.ts";
 import { downloadLinks } from "../destinations/index.ts";
@@ -212,7 +212,23 @@ const ListQuery = z.object({
       description: "Only jobs in these states, comma-separated.",
       example: "downloading,uploading",
     }),
+  q: z
+    .string()
+    .trim()
+    .max(200, "must be at most 200 characters")
+    .optional()
+    .transform((v) => v || undefined)
+    .openapi({ description: "Only jobs whose name contains this text (any case).", example: "debian" }),
+  storage: z
+    .uuid("must be a storage profile id")
+    .optional()
+    .openapi({ description: "Only jobs going to this storage profile." }),
 });
+
+/** `text` as a LIKE pattern matching itself anywhere (\\ escapes %, _ and \\). */
+function containsPattern(text: string): string {
+  return `%${text.replace(/[\\%_]/g, (ch) => `\\${ch}`)}%`;
+}
 
 const STREAM_ID = /^(\d{1,20})-(\d{1,20})$/;
 /** Both halves of a Redis stream id are unsigned 64-bit integers. */
@@ -658,7 +674,7 @@ const listJobs = createRoute({
         },
       },
     },
-    ...errorResponses({ 400: "Bad limit, cursor or status.", 401: "Not signed in." }),
+    ...errorResponses({ 400: "Bad limit, cursor, status, q or storage.", 401: "Not signed in." }),
   },
 });
 
@@ -784,7 +800,7 @@ export const jobsApi = api
     return c.json({ job: await loadJob(db, userId, created.id, c.var.config) }, 201);
   })
   .openapi(listJobs, async (c) => {
-    const { limit, cursor, status } = c.req.valid("query");
+    const { limit, cursor, status, q, storage } = c.req.valid("query");
     const after = cursor === undefined ? undefined : decodeCursor(cursor);
     const rows = await c.var
       .db()
@@ -798,6 +814,8 @@ export const jobsApi = api
         and(
           eq(jobs.userId, c.var.user.id),
           status ? inArray(jobs.state, status) : undefined,
+          q ? ilike(jobs.name, containsPattern(q)) : undefined,
+          storage ? eq(jobs.storageProfileId, storage) : undefined,
           after
             ? sql`(${jobs.createdAt}, ${jobs.id}) < (${after.ts}::timestamptz, ${after.id}::uuid)`
             : undefined,

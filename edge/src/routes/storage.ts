@@ -74,7 +74,7 @@ const StorageProfileSchema = z
 
 const noControl = (value: string) => !/\p{Cc}/u.test(value);
 
-const CreateS3Profile = z
+export const CreateS3Profile = z
   .object({
     kind: z.literal("s3", {
       error:
@@ -307,9 +307,12 @@ const duplicateName = (name: string) =>
 
 const log = (fields: Record<string, unknown>) => console.log(JSON.stringify({ level: "info", ...fields }));
 
-async function createS3Profile(c: Context<AppEnv>, input: CreateS3ProfileInput) {
+export async function createS3Profile(
+  c: Context<AppEnv>,
+  input: CreateS3ProfileInput,
+  userId: string = c.var.user.id,
+) {
   const { config } = c.var;
-  const userId = c.var.user.id;
 
   let endpoint: string | undefined;
   if (input.endpoint !== undefined) {

@@ -27,9 +27,15 @@ import { type EgressPolicy, EgressRefusedError } from "@torreclou/contracts";
 
 /** What one job had refused, for its log and its failure message. */
 export class Refusals {
+  /** The job and attempt the refusals belong to, for the log line of each. */
+  readonly job: { jobId: string; attempt: number } | undefined;
   count = 0;
   /** Distinct destinations (host:port and why), at most a few, for messages. */
   readonly examples = new Map<string, string>();
+
+  constructor(job?: { jobId: string; attempt: number }) {
+    this.job = job;
+  }
 
   add(error: EgressRefusedError): void {
     this.count++;

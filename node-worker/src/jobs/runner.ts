@@ -134,7 +134,7 @@ export class JobRun {
   /** The job's storage outage, shared by every request its sink makes. */
   readonly #outage: Outage;
   /** Connections the egress policy refused during this attempt. */
-  readonly #refusals = new Refusals();
+  readonly #refusals: Refusals;
   /** The job's magnet and tracker URLs, masked in every log line once the source is decrypted. */
   readonly #secrets: string[] = [];
 
@@ -143,6 +143,7 @@ export class JobRun {
     this.jobId = jobId;
     this.attempt = attempt;
     this.#log = redactingLogger(deps.log, { jobId, attempt }, this.#secrets);
+    this.#refusals = new Refusals({ jobId, attempt });
     this.#fenced = { db: deps.db, jobId, attempt };
     this.#outage = new Outage(deps.config.WORKER_STORAGE_OUTAGE_MS, (state) => {
       if (state) this.#log.warn({ reason: state.reason }, "waiting for storage");
@@ -718,7 +719,10 @@ export class JobRun {
           uploaded += bytes;
           this.#uploadedBytes.set(file.fileIndex, uploaded);
         },
-        onSent: (bytes) => this.#deps.metrics.bytesUploaded.inc(bytes),
+        onSent: (bytes) => {
+          this.#deps.metrics.bytesUploaded.inc(bytes);
+          this.#progress?.addSent(bytes);
+        },
       },
     );
     this.#fileDownloaded(index);

@@ -2,7 +2,7 @@
 // state, bytes and a link to the stored object; the transitions timeline;
 // cancel and retry. Progress comes from the job's progress stream with a
 // cursor, polled only while the job runs.
-import { A, useNavigate, useParams } from "@solidjs/router";
+import { A, useLocation, useNavigate, useParams } from "@solidjs/router";
 import {
   createEffect,
   createMemo,
@@ -17,11 +17,19 @@ import {
 import { createStore, reconcile } from "solid-js/store";
 import { ApiError, api, call, describeError } from "../api/client.ts";
 import { ConfirmButton } from "../components/Confirm.tsx";
-import { Legend, ProgressBar, StatsRow } from "../components/Progress.tsx";
+import {
+  FileNumbers,
+  Legend,
+  PathText,
+  ProgressBar,
+  phaseProgress,
+  StatsRow,
+} from "../components/Progress.tsx";
 import { ErrorState, Loading } from "../components/States.tsx";
-import { formatBytes, formatDate, formatPercent, formatRelative } from "../format.ts";
+import { formatBytes, formatDate, formatRelative } from "../format.ts";
+import { announceJobEnd } from "../notify.ts";
 import { createPoll } from "../poll.ts";
-import { fileLabel, isActive, jobStateLabel } from "../status.ts";
+import { fileLabel, isActive, jobStateLabel, laterState, timelineReason } from "../status.ts";
 
 function fetchJob(id: string) {
   return call(api.api.jobs[":id"].$get({ param: { id } }));
@@ -39,6 +47,7 @@ function fetchProgress(id: string, after: string | undefined) {
 export function JobDetail() {
   const params = useParams();
   const navigate = useNavigate();
+  const location = useLocation<{ started?: boolean }>();
   const [data, { refetch }] = createResource(() => params.id ?? "", fetchJob);
   const [profiles] = createResource(() => call(api.api.storage.$get()));
   const [latest, setLatest] = createSignal<Event | null>(null);
@@ -51,7 +60,8 @@ export function JobDetail() {
   let lastReload = Date.now();
   let seenPhase: string | undefined;
 
-  const job = () => data.latest?.job;
+  // An errored resource throws when read: ask for the error first.
+  const job = () => (data.error ? undefined : data.latest?.job);
   /** The job row says it is still going: keep polling until the row itself ends. */
   const rowActive = () => {
     const s = job()?.state;
@@ -63,7 +73,46 @@ export function JobDetail() {
     return phase !== undefined && !isActive(phase);
   };
   const running = () => rowActive() && !streamEnded();
-  const state = () => (rowActive() ? (latest()?.phase ?? job()?.state) : job()?.state);
+  /**
+   * What the badge says and the timeline ends with: the job row, or the
+   * worker's stream where it has already moved further in the same attempt.
+   */
+  const state = () => {
+    const row = job();
+    if (!row) return undefined;
+    const live = latest();
+    if (!rowActive() || !live || live.attempt < row.attempt) return row.state;
+    return laterState(row.state, live.phase);
+  };
+  const timeline = () => {
+    const row = job();
+    if (!row) return [];
+    const shown = state();
+    const last = row.transitions[row.transitions.length - 1];
+    if (!shown || last?.to === shown) return row.transitions;
+    // The worker reported a phase the row has not recorded yet: show it, so badge and timeline agree.
+    const at = new Date(latest()?.at ?? Date.now()).toISOString();
+    return [...row.transitions, { to: shown, cause: "worker", reason: null, at }];
+  };
+
+  // Seen running, now ended: tell the person (tab title, notification).
+  createEffect(
+    on(
+      () => {
+        const row = job();
+        return row ? { id: row.id, state: row.state } : undefined;
+      },
+      (now, before) => {
+        const row = job();
+        if (!row || !now || isActive(now.state)) return;
+        // Running when last seen, or just started from this tab (it may finish before the first look).
+        const wasRunning = before
+          ? before.id === now.id && isActive(before.state)
+          : location.state?.started === true;
+        if (wasRunning) announceJobEnd(row, now.state);
+      },
+    ),
+  );
 
   // A new job id (navigation between jobs): start the stream over.
   createEffect(
@@ -117,6 +166,9 @@ export function JobDetail() {
   const total = () => bytes()?.total ?? 0;
   const downloaded = () => bytes()?.downloaded ?? 0;
   const uploaded = () => bytes()?.uploaded ?? 0;
+  /** The headline: how far the phase the job is in has come, and of what. */
+  const headline = () =>
+    phaseProgress(state() ?? "queued", { total: total(), downloaded: downloaded(), uploaded: uploaded() });
   const destination = () => {
     const id = job()?.storageProfileId;
     if (!id) return "—";
@@ -159,11 +211,14 @@ export function JobDetail() {
         </p>
         <h1>Job</h1>
         <Show
-          when={data.error instanceof ApiError && data.error.status === 404}
+          when={data.error instanceof ApiError && (data.error.status === 404 || data.error.status === 400)}
           fallback={<ErrorState error={data.error} what="this job" retry={refetch} />}
         >
-          <div class="alert error" role="alert">
-            <p>There is no such job, or it was deleted.</p>
+          <div class="alert error" role="alert" data-testid="job-not-found">
+            <p>Job not found: there is no such job in your account, or it was deleted.</p>
+            <p>
+              <A href="/jobs">See your jobs</A> or <A href="/jobs/new">start a new one</A>.
+            </p>
           </div>
         </Show>
       </Match>
@@ -225,8 +280,13 @@ export function JobDetail() {
                     Progress
                   </h2>
                   <div class="row" style={{ "justify-content": "space-between" }}>
-                    <span class="big-pct" data-testid="job-percent">
-                      {formatPercent(uploaded(), total())}
+                    <span class="headline">
+                      <span class="big-pct" data-testid="job-percent">
+                        {headline().percent}
+                      </span>{" "}
+                      <span class="muted" data-testid="job-percent-of">
+                        {headline().of}
+                      </span>
                     </span>
                     <span
                       class={`badge s-${state()}`}
@@ -244,6 +304,7 @@ export function JobDetail() {
                     uploaded={uploaded()}
                   />
                   <StatsRow
+                    phase={state() ?? "queued"}
                     total={total()}
                     downloaded={downloaded()}
                     uploaded={uploaded()}
@@ -316,7 +377,7 @@ export function JobDetail() {
                               return (
                                 <tr data-testid="job-file">
                                   <td class="path">
-                                    <Show when={file.cloudUrl} fallback={<span>{file.path}</span>}>
+                                    <Show when={file.cloudUrl} fallback={<PathText path={file.path} />}>
                                       {(url) => (
                                         <a
                                           href={url()}
@@ -324,7 +385,7 @@ export function JobDetail() {
                                           rel="noopener noreferrer"
                                           data-testid="file-link"
                                         >
-                                          {file.path}
+                                          <PathText path={file.path} />
                                         </a>
                                       )}
                                     </Show>
@@ -339,6 +400,12 @@ export function JobDetail() {
                                       total={file.size}
                                       downloaded={fileDownloaded()}
                                       uploaded={fileUploaded()}
+                                    />
+                                    <FileNumbers
+                                      total={file.size}
+                                      downloaded={fileDownloaded()}
+                                      uploaded={fileUploaded()}
+                                      stored={fileState() === "uploaded"}
                                     />
                                   </td>
                                 </tr>
@@ -390,14 +457,14 @@ export function JobDetail() {
                 <section class="card" aria-labelledby="timeline-heading">
                   <h2 id="timeline-heading">Timeline</h2>
                   <ol class="timeline" data-testid="timeline">
-                    <For each={j().transitions}>
+                    <For each={timeline()}>
                       {(t) => (
                         <li>
                           <strong>{jobStateLabel[t.to]}</strong>
                           <span class="muted small">
                             {" "}
                             by {t.cause}
-                            {t.reason ? `: ${t.reason}` : ""}
+                            {timelineReason(t) ? `: ${timelineReason(t)}` : ""}
                           </span>
                           <time class="when" datetime={t.at} title={formatDate(t.at)}>
                             {formatRelative(t.at)}

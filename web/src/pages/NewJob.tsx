@@ -1,7 +1,7 @@
 // New job: a .torrent (dropped or chosen) or a magnet link, read and checked
 // here in the browser with the same parser and limits as the server, then
 // the files to fetch, the destination, and off it goes.
-import { A, useNavigate } from "@solidjs/router";
+import { useNavigate } from "@solidjs/router";
 import {
   MAX_TORRENT_BYTES,
   type MagnetInfo,
@@ -10,9 +10,10 @@ import {
   TorrentError,
   type TorrentInfo,
 } from "@torreclou/contracts";
-import { createMemo, createResource, createSignal, For, Match, Show, Switch } from "solid-js";
+import { createMemo, createResource, createSignal, For, Match, onCleanup, Show, Switch } from "solid-js";
 import { ApiError, api, call, describeError } from "../api/client.ts";
 import { FileTree } from "../components/FileTree.tsx";
+import { S3ProfileForm } from "../components/S3ProfileForm.tsx";
 import { formatBytes, plural } from "../format.ts";
 import { buildTree, selectAll, selectedIndices, selectedSize } from "../tree.ts";
 
@@ -48,7 +49,19 @@ export function NewJob() {
   const [targetFolder, setTargetFolder] = createSignal("");
   const [submitting, setSubmitting] = createSignal(false);
   const [submitError, setSubmitError] = createSignal<string>();
-  const [profiles] = createResource(() => call(api.api.storage.$get()));
+  const [profiles, { refetch: refetchProfiles }] = createResource(() => call(api.api.storage.$get()));
+  const noStorage = () => profiles.latest?.profiles.length === 0;
+  // Google Drive is connected in another tab (its consent screen is a full
+  // page): when this one is looked at again, its storage list is read again.
+  const onReturn = () => {
+    if (document.visibilityState === "visible" && noStorage()) void refetchProfiles();
+  };
+  document.addEventListener("visibilitychange", onReturn);
+  window.addEventListener("focus", onReturn);
+  onCleanup(() => {
+    document.removeEventListener("visibilitychange", onReturn);
+    window.removeEventListener("focus", onReturn);
+  });
   let fileInput: HTMLInputElement | undefined;
   let summaryRef: HTMLHeadingElement | undefined;
   let errorRef: HTMLDivElement | undefined;
@@ -160,7 +173,7 @@ export function NewJob() {
               : { magnet: s.uri, ...common },
         }),
       );
-      navigate(`/jobs/${created.job.id}`);
+      navigate(`/jobs/${created.job.id}`, { state: { started: true } });
     } catch (err) {
       setSubmitError(err instanceof ApiError ? err.message : describeError(err));
       setSubmitting(false);
@@ -244,6 +257,38 @@ export function NewJob() {
           </div>
         </Show>
       </section>
+
+      <Show when={noStorage()}>
+        <section
+          class="card stack"
+          aria-labelledby="setup-heading"
+          style={{ "margin-top": "1.25rem" }}
+          data-testid="storage-setup"
+        >
+          <h2 id="setup-heading">Where should the files go?</h2>
+          <p class="muted">
+            You have no storage yet. Add one here;{" "}
+            {source() ? "the torrent you chose stays" : "nothing is lost"} while you do.
+          </p>
+          <div class="row">
+            <button
+              type="button"
+              class="button"
+              onClick={() => window.open("/api/drive/connect", "_blank", "noopener")}
+            >
+              Connect Google Drive
+            </button>
+            <span class="muted small">opens Google in a new tab; come back here when it is done</span>
+          </div>
+          <S3ProfileForm
+            heading="Or an S3-compatible bucket"
+            onSaved={(profile) => {
+              setProfileId(profile.id);
+              void refetchProfiles();
+            }}
+          />
+        </section>
+      </Show>
 
       <Show when={source()}>
         {(s) => (
@@ -333,9 +378,9 @@ export function NewJob() {
                       <option>Loading…</option>
                     </select>
                   </Match>
-                  <Match when={profiles.latest?.profiles.length === 0}>
+                  <Match when={noStorage()}>
                     <p class="hint" id="destination">
-                      You have no storage yet. <A href="/storage">Add a bucket</A> first.
+                      No storage yet: add Google Drive or a bucket above.
                     </p>
                   </Match>
                   <Match when={profiles.latest}>
