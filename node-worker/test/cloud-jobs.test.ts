@@ -53,7 +53,7 @@ function cloudEnv(): Record<string, string> {
 }
 
 beforeAll(async () => {
-  env = await setupEnv(15);
+  env = await setupEnv(4);
   onedrive = await startOneDriveDouble({
     port: await freePort(),
     dataDir: join(env.dataDir, "onedrive"),

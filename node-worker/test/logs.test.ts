@@ -23,7 +23,7 @@ let env: Env;
 let worker: Worker | undefined;
 
 beforeAll(async () => {
-  env = await setupEnv(15);
+  env = await setupEnv(5);
 });
 
 afterAll(async () => {
