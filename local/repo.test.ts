@@ -1,7 +1,9 @@
 // The whole repository type-checks (TypeScript strict, every package) and
-// passes the one formatter/linter, so `npm test` fails on either.
+// passes the one formatter/linter, so `npm test` fails on either; and no two
+// worker test files share a Redis database (they run at once and flush it).
 import { execFile } from "node:child_process";
-import { join, resolve } from "node:path";
+import { readdir, readFile } from "node:fs/promises";
+import { join, relative, resolve } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 
@@ -31,4 +33,23 @@ describe("the repository", () => {
   it("is formatted and lint-clean (biome)", async () => {
     expect(await check(bin("biome"), ["check", "--error-on-warnings", "."], root)).toBe("");
   }, 120_000);
+
+  it("gives every worker test file a Redis database of its own", async () => {
+    const users = new Map<number, string[]>();
+    const files = (await readdir(join(root, "node-worker"), { recursive: true }))
+      .filter((f) => f.endsWith(".test.ts") && !f.includes("node_modules"))
+      .map((f) => join(root, "node-worker", f));
+    for (const file of files) {
+      const text = await readFile(file, "utf8");
+      // setupEnv(N) on the suite's Redis (not with a server of the test's own), or a URL path "/N".
+      const found = [
+        ...[...text.matchAll(/setupEnv\((\d+)\)/g)].map((m) => Number(m[1])),
+        ...[...text.matchAll(/pathname = "\/(\d+)"/g)].map((m) => Number(m[1])),
+      ];
+      for (const db of found) users.set(db, [...(users.get(db) ?? []), relative(root, file)]);
+    }
+    const shared = [...users].filter(([, names]) => names.length > 1);
+    expect(shared).toEqual([]);
+    expect(users.size).toBeGreaterThan(5);
+  });
 });
