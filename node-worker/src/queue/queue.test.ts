@@ -1,5 +1,4 @@
 import { randomUUID } from "node:crypto";
-import { setTimeout as sleep } from "node:timers/promises";
 import { keys, queue } from "@torreclou/contracts";
 import { Redis } from "ioredis";
 import { pino } from "pino";
@@ -61,7 +60,13 @@ describe("JobQueue consumer group", () => {
     await redis.xgroup("CREATECONSUMER", queue.stream, queue.group, "worker-gone");
     await redis.xgroup("CREATECONSUMER", queue.stream, queue.group, "worker-c");
     const c = await join("worker-c");
-    await sleep(100);
+    // Until Redis reports the gone worker idle past the threshold used below (its clock, not a guess).
+    const idleOf = async (name: string) => {
+      const rows = (await redis.xinfo("CONSUMERS", queue.stream, queue.group)) as unknown[][];
+      const row = rows.find((fields) => String(fields[fields.indexOf("name") + 1]) === name);
+      return Number(row?.[row.indexOf("idle") + 1] ?? 0);
+    };
+    while ((await idleOf("worker-gone")) <= 20) await new Promise((resolve) => setImmediate(resolve));
     expect(await c.pruneConsumers(60_000)).toEqual([]);
     expect(await consumers()).toEqual(["worker-a", "worker-c", "worker-gone"]);
     expect(await c.pruneConsumers(20)).toEqual(["worker-gone"]);
