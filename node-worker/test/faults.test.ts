@@ -119,7 +119,7 @@ describe("faults", () => {
     expect((await terminal(jobId)).map((t) => t.toState)).toEqual(["completed"]);
     expectProgressNeverBackwards(await progressEvents(env, jobId));
     await running.shutdown(5000);
-  });
+  }, 240_000);
 
   it("an outage past the operator's limit fails the job saying so; its upload is aborted once storage is back", async () => {
     const { worker: running } = await startWorker(env, { WORKER_STORAGE_OUTAGE_MS: "1000" });
@@ -142,7 +142,7 @@ describe("faults", () => {
     await waitFor("its session to be forgotten", async () => !(await filesOf(env, jobId))[0]?.uploadSession);
     expect((await terminal(jobId)).map((t) => t.toState)).toEqual(["failed"]);
     await running.shutdown(5000);
-  });
+  }, 240_000);
 
   it("cancel, then retry at once: the retry runs to completion, nothing stored twice", async () => {
     const running = await worker();
