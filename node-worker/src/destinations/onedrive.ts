@@ -24,6 +24,7 @@ import {
   type UploadResult,
 } from "../sinks/index.ts";
 import type { Outage } from "../sinks/outage.ts";
+import { storedInOrder } from "../sinks/stored.ts";
 import { openGrant } from "./grant.ts";
 import { FileHash, hashFile, QuickXorHash } from "./hashes.ts";
 import { defaultRetry, isTransient, ProviderError, pause, type RetryPolicy, withRetry } from "./http.ts";
@@ -344,29 +345,7 @@ export class OneDriveSink implements Sink {
   ): Promise<DriveItem> {
     const { signal } = hooks;
     let state: SessionState = fresh ? { kind: "partial", next: 0 } : await this.#query(session, signal);
-    // Local bytes both held by the session and hashed are no longer needed here
-    // (the job's disk window frees them); hashing goes a chunk at a time so a
-    // resumed file larger than the disk budget can be checked too.
-    let freedTo = 0;
-    const free = async (held: number) => {
-      const upTo = Math.min(held, hash.at);
-      if (upTo <= freedTo || !hooks.onStored) return;
-      const from = freedTo;
-      freedTo = upTo;
-      await hooks
-        .onStored(from, upTo)
-        .catch((error: unknown) =>
-          this.#opts.log.warn({ err: error, path: file.path }, "could not free stored bytes locally"),
-        );
-    };
-    const hashUpTo = async (end: number, held: number) => {
-      while (hash.at < end) {
-        const next = Math.min(end, hash.at + this.#chunk);
-        await hooks.ready(hash.at, next);
-        await hash.catchUp(next);
-        await free(held);
-      }
-    };
+    const { free, hashUpTo } = storedInOrder(hooks, hash, this.#chunk, this.#opts.log, file.path);
     let confirmed = 0;
     let failures = 0;
     const confirm = (held: number) => {

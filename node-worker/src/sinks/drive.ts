@@ -37,6 +37,7 @@ import {
   type UploadResult,
 } from "./index.ts";
 import type { Outage } from "./outage.ts";
+import { storedInOrder } from "./stored.ts";
 
 export { GoogleApiError } from "./drive/http.ts";
 export {
@@ -546,34 +547,12 @@ export class DriveSink implements Sink {
         progress.reported = committed;
       }
     };
-    // Local bytes both held by the session and hashed are no longer needed here.
-    let freedTo = 0;
-    const free = async () => {
-      const upTo = Math.min(confirmed, hasher.at);
-      if (upTo <= freedTo || !hooks.onStored) return;
-      const from = freedTo;
-      freedTo = upTo;
-      await hooks
-        .onStored(from, upTo)
-        .catch((error: unknown) =>
-          this.#opts.log.warn({ err: error, path: file.path }, "could not free stored bytes locally"),
-        );
-    };
-    // Hashes up to `end` a chunk at a time, freeing as it goes, so a resumed
-    // file larger than the local disk budget can be checked too.
-    const hashUpTo = async (end: number) => {
-      while (hasher.at < end) {
-        const next = Math.min(end, hasher.at + this.#chunk);
-        await hooks.ready(hasher.at, next);
-        await hasher.catchUp(next);
-        await free();
-      }
-    };
+    const { free, hashUpTo } = storedInOrder(hooks, hasher, this.#chunk, this.#opts.log, file.path);
     let failures = 0;
     for (;;) {
       if (state.kind === "done") {
         confirm(file.size);
-        await hashUpTo(file.size);
+        await hashUpTo(file.size, file.size);
         return state.file;
       }
       if (state.kind === "gone") throw new SessionGoneError();
@@ -585,8 +564,8 @@ export class DriveSink implements Sink {
       // Resuming: hash what the session already holds first. (Drive checks a
       // file by the md5 of all of it, so a resumed file's stored bytes are
       // fetched again to be hashed: the one case where stored bytes are.)
-      await hashUpTo(offset);
-      await free();
+      await hashUpTo(offset, offset);
+      await free(offset);
       await hooks.ready(offset, end);
       try {
         state = await this.#put(session, file, offset, end, hasher, hooks);
