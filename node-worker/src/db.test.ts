@@ -92,6 +92,29 @@ describe("worker Postgres pool", () => {
     await pool.end();
   });
 
+  it("reads a session that could not be had (server down) as an interruption, in a transaction too", async () => {
+    const { pool, db } = createPool({
+      connectionString: "postgres://postgres@127.0.0.1:9/none",
+      max: 1,
+      log,
+    });
+    const outside = await db.execute(sql`SELECT 1`).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    const inside = await db
+      .transaction(async (tx) => {
+        await tx.execute(sql`SELECT 1`);
+      })
+      .then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+    expect(isDatabaseInterruption(outside)).toBe(true);
+    expect(isDatabaseInterruption(inside)).toBe(true);
+    await pool.end();
+  });
+
   it("gives up waiting for a row lock instead of queueing behind it", async () => {
     const { pool } = createPool({ connectionString: url, max: 2, log, lockTimeoutMs: 200 });
     await admin.query("BEGIN");

@@ -42,6 +42,28 @@ export function createPool(opts: PoolOptions): { pool: pg.Pool; db: Db } {
     lock_timeout: opts.lockTimeoutMs ?? 5000,
     idle_in_transaction_session_timeout: opts.idleInTransactionMs ?? 15_000,
   });
+  // A session that could not be had (server down, restarting, full) is marked as such:
+  // drizzle opens a transaction's session itself, outside the statement errors it wraps.
+  const connect = pool.connect.bind(pool) as (
+    callback: (
+      err: Error | undefined,
+      client: pg.PoolClient | undefined,
+      done: (release?: unknown) => void,
+    ) => void,
+  ) => void;
+  pool.connect = ((
+    callback?: (err: Error | undefined, client?: pg.PoolClient, done?: () => void) => void,
+  ) => {
+    const promise = new Promise<pg.PoolClient>((resolve, reject) =>
+      connect((err, client, done) => {
+        const failure = err ? new DatabaseUnavailableError(err) : undefined;
+        if (callback) callback(failure, client, done);
+        else if (failure || !client) reject(failure);
+        else resolve(client);
+      }),
+    );
+    return callback ? undefined : promise;
+  }) as typeof pool.connect;
   pool.on("error", (error) => opts.log.warn({ err: error }, "postgres connection lost (idle)"));
   pool.on("connect", (client) => {
     client.on("error", (error) => opts.log.warn({ err: error }, "postgres connection lost"));
@@ -56,9 +78,18 @@ export function createPool(opts: PoolOptions): { pool: pg.Pool; db: Db } {
 const INTERRUPTED = new Set(["57P01", "57P02", "57P03", "25P03", "55P03", "40001", "40P01"]);
 const LOST_SOCKET = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH"]);
 
-/** The error under a failed drizzle statement (its SQL and parameters left out), if `error` is one. */
+/** No database session could be had for a statement: the server is down, restarting or full. */
+export class DatabaseUnavailableError extends Error {
+  constructor(cause: Error) {
+    super(cause.message, { cause });
+    this.name = "DatabaseUnavailableError";
+  }
+}
+
+/** The error under a failed drizzle statement or session (its SQL and parameters left out), if `error` is one. */
 function statementCause(error: unknown): unknown {
   for (let e = error, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (e instanceof DatabaseUnavailableError) return e;
     if (e instanceof DrizzleQueryError) return e.cause ?? e;
   }
   return undefined;
@@ -73,6 +104,7 @@ function statementCause(error: unknown): unknown {
 export function isDatabaseInterruption(error: unknown): boolean {
   const cause = statementCause(error);
   if (cause === undefined) return false;
+  if (cause instanceof DatabaseUnavailableError) return true;
   const { code, message } = (cause ?? {}) as { code?: unknown; message?: unknown };
   if (typeof code === "string" && (code.startsWith("08") || INTERRUPTED.has(code) || LOST_SOCKET.has(code)))
     return true;

@@ -148,8 +148,10 @@ describe("the fleet's own services under a running job", () => {
     // Fast shutdown: every session is ended, transactions rolled back.
     await postgres.stop();
     postgres = await startOwnPostgres();
+    // A statement that met the restart hands the job back and it is taken again at once
+    // (at most one more attempt), resuming the same upload.
     const done = await expectCompletedOnce(jobId, made);
-    expect(done.attempt).toBe(1);
+    expect(done.attempt).toBeLessThanOrEqual(2);
     expect(proxy.count("create", key)).toBe(1);
     expect(proxy.count("complete", key)).toBe(1);
   });
@@ -177,7 +179,8 @@ describe("the fleet's own services under a running job", () => {
             if (row.xact) inTransaction++;
           }
           const s = await snapshot(jobId);
-          if (s?.phase === "completed") throw new Error("the job ended before a transaction was caught");
+          if (s?.phase === "completed" || s?.phase === "failed")
+            throw new Error(`the job ended (${s.phase}: ${s.message ?? ""}) before a transaction was caught`);
           return inTransaction >= 2;
         },
         60_000,
