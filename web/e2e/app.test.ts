@@ -612,10 +612,14 @@ describe("the web app, end to end", () => {
       .toBe("Completed");
     await badgeMatchesTimeline();
     // Told: the tab's title and a system notification.
-    expect(await page.title()).toBe("✓ Done: TorreClou Demo — TorreClou");
-    expect(
-      await page.evaluate(() => (window as unknown as { shownNotifications: string[] }).shownNotifications),
-    ).toEqual(["✓ Done: TorreClou Demo"]);
+    // The page says so once it has seen the ending (its next look at the job, not the badge's).
+    await expect.poll(() => page.title(), { timeout: 30_000 }).toBe("✓ Done: TorreClou Demo — TorreClou");
+    await expect
+      .poll(
+        () => page.evaluate(() => (window as unknown as { shownNotifications: string[] }).shownNotifications),
+        { timeout: 30_000 },
+      )
+      .toEqual(["✓ Done: TorreClou Demo"]);
     // 5. Open the stored file.
     const readme = page.getByTestId("file-link").filter({ hasText: "README.txt" });
     const href = (await readme.getAttribute("href")) ?? "";
