@@ -1,10 +1,16 @@
-// HTTP for the OneDrive and Dropbox sinks: the provider's error answers, what
-// is worth trying again (network trouble, 5xx, 429, Retry-After honoured) and
-// the retry loop, which waits out a storage outage within the job's limit.
-import { setTimeout as sleep } from "node:timers/promises";
+// HTTP for the OneDrive and Dropbox sinks: the provider's error answers and
+// what is worth trying again (network trouble, 5xx, 429, Retry-After
+// honoured); the retry loop is the sinks' shared one (sinks/retry.ts).
 import { egressRefusalIn } from "../egress/index.ts";
 import { PermanentJobError } from "../sinks/index.ts";
-import type { Outage } from "../sinks/outage.ts";
+import {
+  type ProviderFaults,
+  pause as pauseOn,
+  type RetryOptions,
+  withRetry as retry,
+} from "../sinks/retry.ts";
+
+export { defaultRetry, type RetryLog, type RetryPolicy } from "../sinks/retry.ts";
 
 /** An error answer of a provider's API. `code` is its machine-readable reason (e.g. `quotaLimitReached`, `path/insufficient_space`). */
 export class ProviderError extends Error {
@@ -78,65 +84,23 @@ export function isTransient(error: unknown): boolean {
   );
 }
 
-export interface RetryPolicy {
-  /** Tries per operation without an outage clock, the first included. */
-  attempts: number;
-  /** First pause; doubles each time. */
-  baseDelayMs: number;
-  /** Longest pause of our own backoff; a longer Retry-After is still honoured. */
-  maxDelayMs: number;
-}
+const faults: ProviderFaults = {
+  where: "the storage provider",
+  isTransient,
+  retryAfter: (error) => (error instanceof ProviderError ? error.retryAfter : undefined),
+};
 
-export const defaultRetry: RetryPolicy = { attempts: 8, baseDelayMs: 500, maxDelayMs: 32_000 };
-
-/** Exponential backoff with jitter, never shorter than the provider's Retry-After. */
-export function backoffDelay(policy: RetryPolicy, failures: number, error?: unknown): number {
-  const exp = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** Math.min(Math.max(0, failures - 1), 16));
-  const jittered = exp / 2 + Math.random() * (exp / 2);
-  const retryAfter = error instanceof ProviderError && error.retryAfter ? error.retryAfter * 1000 : 0;
-  return Math.max(jittered, retryAfter);
-}
-
-export interface RetryLog {
-  warn(obj: object, msg: string): void;
-}
-
-export interface RetryOptions {
-  policy: RetryPolicy;
-  signal: AbortSignal;
-  /** The operation, for logs. */
-  what: string;
-  /** The provider, for the outage message (e.g. "OneDrive"). */
+export interface ProviderRetryOptions extends RetryOptions {
+  /** The provider, for logs and the outage message (e.g. "OneDrive"). */
   where: string;
-  log?: RetryLog | undefined;
-  /** With an outage, transient failures are retried within its limit, not a number of tries. */
-  outage?: Outage | undefined;
 }
 
 /** Counts a transient failure (against the outage or the tries) and waits before the next try. */
-export async function pause(error: unknown, failures: number, opts: RetryOptions): Promise<void> {
-  if (opts.outage) opts.outage.failed(error, opts.where);
-  else if (failures >= opts.policy.attempts) throw error;
-  const delay = backoffDelay(opts.policy, failures, error);
-  opts.log?.warn(
-    { err: error, attempt: failures, delayMs: Math.round(delay), what: opts.what },
-    `${opts.where}: transient error, retrying`,
-  );
-  await sleep(delay, undefined, { signal: opts.signal });
+export function pause(error: unknown, failures: number, opts: ProviderRetryOptions): Promise<void> {
+  return pauseOn({ ...faults, where: opts.where }, error, failures, opts);
 }
 
-/** Runs `fn`, retrying transient failures with backoff. */
-export async function withRetry<T>(fn: () => Promise<T>, opts: RetryOptions): Promise<T> {
-  for (let failures = 1; ; failures++) {
-    opts.signal.throwIfAborted();
-    try {
-      const result = await fn();
-      opts.outage?.ok();
-      return result;
-    } catch (error) {
-      if (opts.signal.aborted) throw opts.signal.reason ?? error;
-      if (!isTransient(error)) throw error;
-      await pause(error, failures, opts);
-    }
-  }
+/** Runs `fn`, retrying transient failures with backoff (sinks/retry.ts). */
+export function withRetry<T>(fn: () => Promise<T>, opts: ProviderRetryOptions): Promise<T> {
+  return retry({ ...faults, where: opts.where }, fn, opts);
 }

@@ -16,11 +16,17 @@
 import { createHash, type Hash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { Readable, Transform, type TransformCallback } from "node:stream";
-import { setTimeout as sleep } from "node:timers/promises";
 import { drive, type drive_v3, type MethodOptions } from "@googleapis/drive";
 import { destinationNameRules } from "@torreclou/contracts";
 import type { Logger } from "pino";
-import { defaultRetry, GoogleApiError, isTransient, type RetryPolicy, withRetry } from "./drive/http.ts";
+import {
+  defaultRetry,
+  GoogleApiError,
+  isTransient,
+  pause,
+  type RetryPolicy,
+  withRetry,
+} from "./drive/http.ts";
 import {
   type GoogleOAuthOptions,
   GoogleTokenSource,
@@ -579,20 +585,13 @@ export class DriveSink implements Sink {
         if (!gap && !isTransient(error)) throw error;
         if (!gap) {
           failures++;
-          const outage = this.#opts.outage;
-          if (outage) outage.failed(error, "Google Drive");
-          else if (failures >= this.#retry.attempts) throw error;
-        }
-        if (!gap) {
-          const delay = Math.min(
-            this.#retry.maxDelayMs,
-            this.#retry.baseDelayMs * 2 ** Math.min(failures - 1, 16),
-          );
-          this.#opts.log.warn(
-            { err: error, path: file.path, offset, attempt: failures },
-            "Drive chunk failed; asking the session where it stands",
-          );
-          await sleep(delay / 2 + (Math.random() * delay) / 2, undefined, { signal });
+          await pause(error, failures, {
+            policy: this.#retry,
+            signal,
+            what: `upload chunk at ${offset} of ${file.path}`,
+            log: this.#opts.log,
+            outage: this.#opts.outage,
+          });
         }
         // The session may hold some, all or none of what was sent: ask it.
         state = await this.#query(session, file.size, signal);

@@ -1,9 +1,10 @@
-// Google API errors and the retry policy of the Drive sink: what is worth
-// trying again (network trouble, 5xx, 429, 403 rate limits) and how long to wait.
-import { setTimeout as sleep } from "node:timers/promises";
+// Google API errors: what is worth trying again (network trouble, 5xx, 429,
+// 403 rate limits); the retry loop is the sinks' shared one (sinks/retry.ts).
 import { egressRefusalIn } from "../../egress/index.ts";
 import { PermanentJobError } from "../index.ts";
-import type { Outage } from "../outage.ts";
+import { type ProviderFaults, pause as pauseOn, type RetryOptions, withRetry as retry } from "../retry.ts";
+
+export { defaultRetry, type RetryLog, type RetryPolicy } from "../retry.ts";
 
 /** An error answer of a Google API, with the first `errors[].reason` of its JSON. */
 export class GoogleApiError extends Error {
@@ -76,58 +77,18 @@ function isNodeNetworkError(error: unknown): boolean {
   );
 }
 
-export interface RetryPolicy {
-  /** Tries per operation, the first included (default 8). */
-  attempts: number;
-  /** First pause; doubles each time (default 500 ms). */
-  baseDelayMs: number;
-  /** Longest pause (default 32 s, as Google's exponential backoff guidance). */
-  maxDelayMs: number;
+const faults: ProviderFaults = {
+  where: "Google Drive",
+  isTransient,
+  retryAfter: (error) => (error instanceof GoogleApiError ? error.retryAfter : undefined),
+};
+
+/** Runs `fn`, retrying transient failures with backoff (sinks/retry.ts). */
+export function withRetry<T>(fn: () => Promise<T>, opts: RetryOptions): Promise<T> {
+  return retry(faults, fn, opts);
 }
 
-export const defaultRetry: RetryPolicy = { attempts: 8, baseDelayMs: 500, maxDelayMs: 32_000 };
-
-/** Exponential backoff with jitter; a Retry-After is honoured up to the maximum. */
-export function backoffDelay(policy: RetryPolicy, failures: number, error?: unknown): number {
-  const exp = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** Math.max(0, failures - 1));
-  const jittered = exp / 2 + Math.random() * (exp / 2);
-  const retryAfter = error instanceof GoogleApiError && error.retryAfter ? error.retryAfter * 1000 : 0;
-  return Math.min(policy.maxDelayMs, Math.max(jittered, retryAfter));
-}
-
-export interface RetryLog {
-  warn(obj: object, msg: string): void;
-}
-
-/** Runs `fn`, retrying transient failures with backoff. */
-export async function withRetry<T>(
-  fn: () => Promise<T>,
-  opts: {
-    policy: RetryPolicy;
-    signal: AbortSignal;
-    what: string;
-    log?: RetryLog | undefined;
-    /** With an outage, transient failures are retried within its limit, not a number of tries. */
-    outage?: Outage | undefined;
-  },
-): Promise<T> {
-  for (let failures = 1; ; failures++) {
-    opts.signal.throwIfAborted();
-    try {
-      const result = await fn();
-      opts.outage?.ok();
-      return result;
-    } catch (error) {
-      if (opts.signal.aborted) throw opts.signal.reason ?? error;
-      if (!isTransient(error)) throw error;
-      if (opts.outage) opts.outage.failed(error, "Google Drive");
-      else if (failures >= opts.policy.attempts) throw error;
-      const delay = backoffDelay(opts.policy, failures, error);
-      opts.log?.warn(
-        { err: error, attempt: failures, delayMs: Math.round(delay), what: opts.what },
-        "Google Drive: transient error, retrying",
-      );
-      await sleep(delay, undefined, { signal: opts.signal });
-    }
-  }
+/** Counts a transient failure (against the outage or the tries) and waits before the next try. */
+export function pause(error: unknown, failures: number, opts: RetryOptions): Promise<void> {
+  return pauseOn(faults, error, failures, opts);
 }
