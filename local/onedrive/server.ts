@@ -4,6 +4,7 @@
 // offline, with fault injection. Tests start it in process; `npm run dev`
 // runs one so "Connect OneDrive" works locally. See README.md.
 
+import { type ControlledDouble, controlRoutes } from "../cloud/controls.ts";
 import { OAuthError, OAuthServer, type OAuthSnapshot } from "../cloud/oauth.ts";
 import { StateFile } from "../cloud/persist.ts";
 import {
@@ -535,53 +536,7 @@ export async function startOneDriveDouble(opts: OneDriveDoubleOptions): Promise<
     },
   };
 
-  const controls: Route[] = [
-    {
-      name: "control",
-      method: "POST",
-      path: /^\/__accounts$/,
-      async handle(ctx) {
-        const { email } = await ctx.json<{ email: string }>();
-        ctx.send(200, double.mintRefreshToken!(email));
-      },
-    },
-    {
-      name: "control",
-      method: "POST",
-      path: /^\/__tokens\/expire$/,
-      handle(ctx) {
-        oauth.expireAccessTokens();
-        ctx.send(204);
-      },
-    },
-    {
-      name: "control",
-      method: "POST",
-      path: /^\/__revoke$/,
-      async handle(ctx) {
-        const { email } = await ctx.json<{ email: string }>();
-        ctx.send(200, { revoked: oauth.revokeAccount(email) });
-      },
-    },
-    {
-      name: "control",
-      method: "POST",
-      path: /^\/__quota$/,
-      async handle(ctx) {
-        const { email, bytes } = await ctx.json<{ email: string; bytes: number }>();
-        double.setQuota!(email, bytes);
-        ctx.send(204);
-      },
-    },
-    {
-      name: "control",
-      method: "GET",
-      path: /^\/__files$/,
-      handle(ctx) {
-        ctx.send(200, { files: double.filesOf!(ctx.url.searchParams.get("email") ?? "") });
-      },
-    },
-  ];
+  const controls = controlRoutes(double as ControlledDouble, oauth);
 
   const server = await startCloudServer({
     name: "onedrive",
