@@ -2,6 +2,7 @@
 import bencodeModule from "bencode";
 import { describe, expect, it } from "vitest";
 import {
+  defaultFolder,
   destinationNameRules,
   exactNames,
   findNameClash,
@@ -127,6 +128,24 @@ describe("storage names", () => {
     expect(() => storageKey("job", "T/a\u0000b")).toThrow(/"T\/a\?b" has a name that contains a control/);
     expect(nameProblem(" .. ")).toBeUndefined();
     expect(nameProblem("😀")).toBeUndefined();
+  });
+});
+
+describe("defaultFolder", () => {
+  it("names the folder after the torrent: a one-file torrent's stem, a multi-file torrent its own top folder", () => {
+    expect(defaultFolder([{ path: "ubuntu-24.04.iso" }])).toBe("ubuntu-24.04");
+    expect(defaultFolder([{ path: "Movie (2020) . .mkv" }])).toBe("Movie (2020)");
+    expect(defaultFolder([{ path: "README" }])).toBe("README");
+    expect(defaultFolder([{ path: ".iso" }])).toBe(".iso");
+    expect(defaultFolder([{ path: "Show/ep1.mkv" }])).toBe("");
+    expect(defaultFolder([{ path: "Show/ep1.mkv" }, { path: "Show/ep2.mkv" }])).toBe("");
+    expect(defaultFolder([])).toBeUndefined();
+  });
+
+  it('stores a one-file torrent under its stem and a multi-file torrent at the destination\'s folder ("")', () => {
+    expect(storageKey(defaultFolder([{ path: "a.iso" }]) ?? "", "a.iso")).toBe("a/a.iso");
+    expect(storageKey("", "Show/ep1.mkv")).toBe("Show/ep1.mkv");
+    expect(storagePath("", "Show/ep1.mkv", destinationNameRules.onedrive)).toEqual(["Show", "ep1.mkv"]);
   });
 });
 

@@ -136,9 +136,25 @@ function printable(s: string): string {
   return clean.length > 80 ? `${clean.slice(0, 80)}…` : clean;
 }
 
-/** The job folder (`/`-separated, as the edge normalised it) as stored names. */
+/** The job folder (`/`-separated, as the edge normalised it) as stored names; "" is the destination's own folder. */
 export function storageFolder(folder: string, rules: NameRules = exactNames): string[] {
+  if (folder === "") return [];
   return components(folder, "folder").map((c) => rules.name(c));
+}
+
+/**
+ * The folder a job's files go under when the person names none: one named
+ * after the torrent. A multi-file torrent's paths already begin with its name,
+ * so it needs no folder of its own (""); a one-file torrent gets its file's
+ * name without the extension ("ubuntu.iso" goes to "ubuntu/ubuntu.iso").
+ * Undefined while the files are unknown (a magnet before its metadata).
+ */
+export function defaultFolder(files: readonly { path: string }[]): string | undefined {
+  const [only, ...rest] = files;
+  if (only === undefined) return undefined;
+  if (rest.length > 0 || only.path.includes("/")) return "";
+  const stem = only.path.replace(/\.[^.]*$/, "").replace(/[. ]+$/, "");
+  return stem === "" || nameProblem(stem) !== undefined ? only.path : stem;
 }
 
 /**

@@ -442,8 +442,10 @@ export async function expectStoredExactly(
 ): Promise<string[]> {
   const summary = readTorrent(await readFile(made.torrentPath));
   const chosen = summary.files.filter((_, i) => !indexes || indexes.includes(i));
-  const expected = chosen.map((f) => `${folder}/${f.path}`).sort();
-  const actual = await listKeys(env.s3, env.bucket, `${folder}/`);
+  // "" is the bucket's top: a multi-file torrent's own top folder is then the place to look.
+  const under = folder === "" ? "" : `${folder}/`;
+  const expected = chosen.map((f) => `${under}${f.path}`).sort();
+  const actual = await listKeys(env.s3, env.bucket, folder === "" ? `${summary.name}/` : under);
   if (JSON.stringify(actual) !== JSON.stringify(expected)) {
     throw new Error(
       `bucket holds ${JSON.stringify(actual.slice(0, 10))}…, expected ${JSON.stringify(expected.slice(0, 10))}…`,
@@ -452,7 +454,7 @@ export async function expectStoredExactly(
   const seedRoot = join(env.dataDir, "seed");
   for (const file of chosen) {
     const local = await sha256File(join(seedRoot, ...file.path.split("/")));
-    const remote = await sha256Object(env.s3, env.bucket, `${folder}/${file.path}`);
+    const remote = await sha256Object(env.s3, env.bucket, `${under}${file.path}`);
     if (local !== remote) throw new Error(`${file.path}: stored bytes differ from the torrent's`);
   }
   return actual;

@@ -137,17 +137,27 @@ describe("worker pipeline", () => {
     expect(files.map((f) => f.state)).toEqual(["skipped", "uploaded", "skipped", "uploaded"]);
   });
 
-  it("resolves a magnet, records its files, and stores them", async () => {
+  it("resolves a magnet, records its files, and stores them in a folder named after the torrent", async () => {
     const made = await makeFixture(env, "magnet-job", [
       { path: "one.bin", size: 700_000 },
       { path: "two/three.bin", size: 1_234_567 },
     ]);
-    await seedFixtures(env, [made]);
+    const single = await makeFixture(env, "magnet-single.iso", [
+      { path: "magnet-single.iso", size: 300_000 },
+    ]);
+    await seedFixtures(env, [made, single]);
     const job = await submitJob(env, { made, profileId, magnet: true });
+    const one = await submitJob(env, { made: single, profileId, magnet: true });
     expect(await filesOf(env, job.id)).toHaveLength(0);
     const done = await waitForState(env, job.id, ["completed", "failed"]);
     expect(done.failureReason).toBeNull();
-    await expectStoredExactly(env, made, job.id);
+    // No folder asked for: a multi-file torrent lands in its own top folder, a one-file torrent in one named after it.
+    expect(done.targetFolder).toBe("");
+    await expectStoredExactly(env, made, "");
+    const oneDone = await waitForState(env, one.id, ["completed", "failed"]);
+    expect(oneDone.failureReason).toBeNull();
+    expect(oneDone.targetFolder).toBe("magnet-single");
+    await expectStoredExactly(env, single, "magnet-single");
     const files = await filesOf(env, job.id);
     expect(files.map((f) => [f.path, f.size])).toEqual([
       ["magnet-job/one.bin", 700_000],
@@ -251,17 +261,19 @@ describe("job sources", () => {
       profileId,
       magnet: true,
       magnetUri: magnetOf(made.infoHash, "my own name", env.tracker.announceUrl),
+      targetFolder: "shared-hash-named",
     });
     const bare = await submitJob(env, {
       made,
       profileId,
       magnet: true,
       magnetUri: magnetOf(made.infoHash, undefined, env.tracker.announceUrl),
+      targetFolder: "shared-hash-bare",
     });
     for (const job of [named, bare]) {
       const done = await waitForState(env, job.id, ["completed", "failed"]);
       expect(done.failureReason).toBeNull();
-      await expectStoredExactly(env, made, job.id);
+      await expectStoredExactly(env, made, job.targetFolder ?? job.id);
       // Its own resolution, not the other job's files.
       const states = (await transitionsOf(env, job.id)).map((t) => t.toState);
       expect(states).toEqual(["queued", "resolving", "downloading", "uploading", "completed"]);

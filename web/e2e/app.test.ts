@@ -584,9 +584,11 @@ describe("the web app, end to end", () => {
     await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "New job" }).click();
     await page.getByTestId("torrent-input").setInputFiles(demoTorrent);
     await page.getByTestId("torrent-name").waitFor();
-    // The dev stack gave this account the local bucket: nothing to set up.
+    // The dev stack gave this account the local bucket: nothing to set up (once the destinations have loaded).
+    await page
+      .locator("#destination option:checked", { hasText: "Local S3 (dev stack)" })
+      .waitFor({ state: "attached" });
     expect(await page.getByTestId("storage-setup").count()).toBe(0);
-    expect(await page.locator("#destination option:checked").textContent()).toContain("Local S3 (dev stack)");
     // Asked to be told when jobs finish (and allowed it).
     await context.grantPermissions(["notifications"], { origin: web });
     await page.evaluate(() => {
@@ -673,7 +675,7 @@ describe("the web app, end to end", () => {
     // The torrent and the choice of files are still there, and the new bucket is the destination.
     expect(await page.getByTestId("torrent-name").textContent()).toBe("TorreClou Demo");
     expect(await page.getByTestId("selected-total").textContent()).toMatch(/^2 of 3 files selected/);
-    expect(await page.locator("#destination option:checked").textContent()).toContain("My bucket");
-    expect(await page.getByRole("button", { name: /^Start job/ }).isDisabled()).toBe(false);
+    await expect.poll(() => page.locator("#destination option:checked").textContent()).toContain("My bucket");
+    await expect.poll(() => page.getByRole("button", { name: /^Start job/ }).isDisabled()).toBe(false);
   });
 });

@@ -28,7 +28,8 @@ describe("POST /api/jobs", () => {
       infoHash: torrent.infoHash,
       source: "torrent",
       storageProfileId: user.profileId,
-      targetFolder: null,
+      // No folder given: the torrent's own top folder, "Album/", at the destination's top.
+      targetFolder: "",
       bytes: { total: 68_000, downloaded: 0, uploaded: 0 },
       fileCount: 3,
     });
@@ -62,6 +63,8 @@ describe("POST /api/jobs", () => {
       name: "Show S01",
       infoHash: magnet.infoHash,
       fileCount: null,
+      // Named after its files by the worker once they are known.
+      targetFolder: null,
     });
     expect(job.files).toEqual([]);
 
@@ -128,7 +131,20 @@ describe("POST /api/jobs", () => {
     expect(job.storageProfileId).toBe(other.id);
     expect(job.targetFolder).toBe("Music/2024/live");
     const blank = await submitJob(user, { targetFolder: " / " });
-    expect(blank.targetFolder).toBeNull();
+    expect(blank.targetFolder).toBe("");
+  });
+
+  it("names the folder of a one-file torrent after it when none is given", async () => {
+    const user = await userWithStorage();
+    const torrent = await makeTorrent({
+      name: "ubuntu-24.04.iso",
+      files: [{ path: "ubuntu-24.04.iso", size: 20_000 }],
+    });
+    const response = await send(user.cookie, "POST", "/api/jobs", { torrent: toBase64(torrent.bytes) });
+    expect(response.status).toBe(201);
+    const job = await jobOf(response);
+    expect(job.targetFolder).toBe("ubuntu-24.04");
+    expect(job.files.map((f) => f.path)).toEqual(["ubuntu-24.04.iso"]);
   });
 
   it("refuses a target folder that climbs out or hides control characters", async () => {

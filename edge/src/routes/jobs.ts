@@ -19,6 +19,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import {
   type Destination,
   type DestinationKind,
+  defaultFolder,
   describeNameClash,
   destinationNameRules,
   destinationOf,
@@ -85,7 +86,8 @@ const TargetFolder = z
   })
   .openapi({
     example: "Music/2024",
-    description: "Folder (S3 key prefix or Drive folder) the files go under.",
+    description:
+      'Folder (S3 key prefix or cloud folder) the files go under. Left out: one named after the torrent — a multi-file torrent lands in its own top folder, a one-file torrent "name.ext" in "name/".',
   });
 
 const CreateJobBody = z
@@ -127,7 +129,10 @@ const JobSummarySchema = z
       description: "What you submitted. The link or file itself is stored encrypted and never sent back.",
     }),
     storageProfileId: z.uuid().nullable(),
-    targetFolder: z.string().nullable(),
+    targetFolder: z.string().nullable().openapi({
+      description:
+        "The folder the files go under; \"\" is the destination's own folder (a multi-file torrent brings its own). Null: a magnet's, not settled until its files are known.",
+    }),
     failureReason: z.string().nullable(),
     bytes: z.object({ total: z.number(), downloaded: z.number(), uploaded: z.number() }),
     fileCount: z
@@ -794,7 +799,9 @@ export const jobsApi = api
       userId,
       selected,
       storageProfileId,
-      targetFolder: body.targetFolder,
+      // No folder given: one named after the torrent (a magnet's is settled by the worker once its files are known).
+      targetFolder:
+        body.targetFolder ?? (source.kind === "torrent" ? defaultFolder(source.info.files) : undefined),
     });
     await enqueueJob(db, c.var.redis, created.id, userId);
     return c.json({ job: await loadJob(db, userId, created.id, c.var.config) }, 201);

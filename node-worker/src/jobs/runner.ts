@@ -4,6 +4,7 @@
 // a StaleAttemptError stops the attempt without touching anything else.
 import {
   CredentialsError,
+  defaultFolder,
   type FileProgress,
   isTerminal,
   type JobState,
@@ -316,7 +317,7 @@ export class JobRun {
       this.#files = ctx.files;
       if (ctx.profile) {
         try {
-          this.#sink = await this.#sinkFor(ctx.profile, ctx.job.targetFolder || ctx.job.id);
+          this.#sink = await this.#sinkFor(ctx.profile, ctx.job.targetFolder ?? ctx.job.id);
         } catch (error) {
           // Credentials gone or unreadable: nothing can be aborted with them, ever.
           this.#log.warn({ err: error }, "cannot open the job's storage to clean up");
@@ -385,7 +386,11 @@ export class JobRun {
         "The storage profile for this job was deleted. Choose another destination and retry.",
       );
     }
-    const sink = await this.#sinkFor(profile, ctx.job.targetFolder || ctx.job.id);
+    // A magnet's folder is named after its files, so it is settled once they are
+    // known; until then the sink is opened on the destination's own folder.
+    // (Jobs from before folders had defaults have none: they use their id.)
+    const unsettled = ctx.job.targetFolder === null && ctx.files.length === 0;
+    let sink = await this.#sinkFor(profile, ctx.job.targetFolder ?? (unsettled ? "" : ctx.job.id));
     this.#sink = sink;
     await sink.preflight(signal);
 
@@ -418,6 +423,13 @@ export class JobRun {
       });
       this.#files = files;
       this.#log.info({ files: files.length, bytes: meta.totalSize }, "metadata resolved");
+      const folder = unsettled ? defaultFolder(files) : undefined;
+      // "" (a multi-file torrent's own top folder) is where the sink already is.
+      if (folder !== undefined && folder !== "") {
+        sink.close();
+        sink = await this.#sinkFor(profile, folder);
+        this.#sink = sink;
+      }
     }
 
     // Two files the destination would store under one name (a magnet's files are known only now).

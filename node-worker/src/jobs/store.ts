@@ -9,6 +9,7 @@ import {
   columnsOf,
   decryptJobSource,
   decryptOAuthSecret,
+  defaultFolder,
   encryptSecret,
   isOAuthKind,
   type Keyring,
@@ -167,9 +168,9 @@ export interface ResolvedTorrent {
 /**
  * A magnet's metadata arrived from this job's own peers: fills in what the
  * shared torrent row did not know yet (info-dictionary facts only) and, if the
- * job has no file list yet, writes one with every file selected and names the
- * job after the info dictionary unless its magnet had a dn. Returns the job's
- * files.
+ * job has no file list yet, writes one with every file selected, names the
+ * job after the info dictionary unless its magnet had a dn, and gives it the
+ * folder named after its files unless it names one. Returns the job's files.
  */
 export async function saveResolvedMetadata(
   f: Fenced,
@@ -211,6 +212,7 @@ export async function saveResolvedMetadata(
       .set({
         bytesTotal: meta.files.reduce((sum, file) => sum + file.size, 0),
         name: sql`coalesce(${jobs.name}, ${meta.name})`,
+        targetFolder: sql`coalesce(${jobs.targetFolder}, ${defaultFolder(meta.files) ?? null})`,
       })
       .where(eq(jobs.id, f.jobId));
     return inserted.sort((a, b) => a.fileIndex - b.fileIndex);

@@ -3,6 +3,7 @@
 // the files to fetch, the destination, and off it goes.
 import { useNavigate } from "@solidjs/router";
 import {
+  defaultFolder,
   MAX_TORRENT_BYTES,
   type MagnetInfo,
   parseMagnet,
@@ -75,6 +76,13 @@ export function NewJob() {
     return t ? relativeFiles(t.info) : [];
   });
   const tree = createMemo(() => buildTree(files()));
+  /** Where the files land with no folder given: a folder named after the torrent. */
+  const landing = () => {
+    const t = torrent();
+    if (!t) return undefined;
+    const folder = defaultFolder(t.info.files);
+    return folder ? folder : t.info.name;
+  };
   const chosenSize = () => selectedSize(files(), selected());
   const defaultProfile = () =>
     profiles.latest?.profiles.find((p) => p.isDefault) ?? profiles.latest?.profiles[0];
@@ -416,6 +424,14 @@ export function NewJob() {
                 />
                 <p id="target-folder-hint" class="hint">
                   Files keep their paths from the torrent under this folder.
+                  <Show when={landing()} fallback=" Left empty, they go in a folder named after the torrent.">
+                    {(name) => (
+                      <>
+                        {" "}
+                        Left empty, they go in <span class="mono">{name()}/</span>.
+                      </>
+                    )}
+                  </Show>
                 </p>
               </div>
             </div>
