@@ -54,6 +54,13 @@ const startOwnRedis = () => startRedis({ port: redisPort, dataDir: dir, log: qui
 const startOwnPostgres = () =>
   startPostgres({ port: postgresPort, dataDir: dir, database: "postgres", log: quietLog, ephemeral: true });
 
+/**
+ * Each trial waits (for events, never a guessed time) through an upload, a
+ * fault and a resume: on a loaded machine that adds up past the suite's
+ * default per-test bound, so the bound here is the sum of its waits.
+ */
+const TRIAL_MS = 240_000;
+
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "torreclou-services-"));
   [redisPort, postgresPort] = [await freePort(), await freePort()];
@@ -130,71 +137,85 @@ async function expectCompletedOnce(jobId: string, made: Awaited<ReturnType<typeo
 }
 
 describe("the fleet's own services under a running job", () => {
-  it("Redis restarted mid-upload: the worker reconnects and the job completes, nothing sent twice", async () => {
-    await startWorker();
-    const { jobId, made, key } = await uploading("redis-restart");
-    await redis.stop();
-    redis = await startOwnRedis();
-    const done = await expectCompletedOnce(jobId, made);
-    // The same attempt finished it: a restart that keeps the data is not a crash.
-    expect(done.attempt).toBe(1);
-    expect(proxy.count("create", key)).toBe(1);
-    expect(proxy.count("complete", key)).toBe(1);
-  });
+  it(
+    "Redis restarted mid-upload: the worker reconnects and the job completes, nothing sent twice",
+    async () => {
+      await startWorker();
+      const { jobId, made, key } = await uploading("redis-restart");
+      await redis.stop();
+      redis = await startOwnRedis();
+      const done = await expectCompletedOnce(jobId, made);
+      // The same attempt finished it: a restart that keeps the data is not a crash.
+      expect(done.attempt).toBe(1);
+      expect(proxy.count("create", key)).toBe(1);
+      expect(proxy.count("complete", key)).toBe(1);
+    },
+    TRIAL_MS,
+  );
 
-  it("Postgres restarted mid-upload: the worker rides it out and the job completes, nothing sent twice", async () => {
-    await startWorker();
-    const { jobId, made, key } = await uploading("postgres-restart");
-    // Fast shutdown: every session is ended, transactions rolled back.
-    await postgres.stop();
-    postgres = await startOwnPostgres();
-    // A statement that met the restart hands the job back and it is taken again at once
-    // (at most one more attempt), resuming the same upload.
-    const done = await expectCompletedOnce(jobId, made);
-    expect(done.attempt).toBeLessThanOrEqual(2);
-    expect(proxy.count("create", key)).toBe(1);
-    expect(proxy.count("complete", key)).toBe(1);
-  });
+  it(
+    "Postgres restarted mid-upload: the worker rides it out and the job completes, nothing sent twice",
+    async () => {
+      await startWorker();
+      const { jobId, made, key } = await uploading("postgres-restart");
+      // Fast shutdown: every session is ended, transactions rolled back.
+      await postgres.stop();
+      postgres = await startOwnPostgres();
+      // A statement that met the restart hands the job back and it is taken again at once
+      // (at most one more attempt), resuming the same upload.
+      const done = await expectCompletedOnce(jobId, made);
+      expect(done.attempt).toBeLessThanOrEqual(2);
+      expect(proxy.count("create", key)).toBe(1);
+      expect(proxy.count("complete", key)).toBe(1);
+    },
+    TRIAL_MS,
+  );
 
-  it("the worker's sessions terminated inside their transactions: the job completes", async () => {
-    await startWorker();
-    const { jobId, made, key } = await uploading("terminated");
-    const admin = new pg.Client({ connectionString: env.databaseUrl });
-    await admin.connect();
-    let inTransaction = 0;
-    let terminated = 0;
-    try {
-      // Until a few of the worker's sessions were ended in the middle of a transaction.
-      await waitFor(
-        "worker sessions to be caught inside a transaction",
-        async () => {
-          const { rows } = await admin.query<{ pid: number; xact: boolean }>(
-            `select pid, xact_start is not null as xact from pg_stat_activity
+  it(
+    "the worker's sessions terminated inside their transactions: the job completes",
+    async () => {
+      await startWorker();
+      const { jobId, made, key } = await uploading("terminated");
+      const admin = new pg.Client({ connectionString: env.databaseUrl });
+      await admin.connect();
+      let inTransaction = 0;
+      let terminated = 0;
+      try {
+        // Until a few of the worker's sessions were ended in the middle of a transaction.
+        await waitFor(
+          "worker sessions to be caught inside a transaction",
+          async () => {
+            const { rows } = await admin.query<{ pid: number; xact: boolean }>(
+              `select pid, xact_start is not null as xact from pg_stat_activity
               where application_name = $1 and datname = current_database()`,
-            [WORKER_APP],
-          );
-          for (const row of rows) {
-            await admin.query("select pg_terminate_backend($1)", [row.pid]);
-            terminated++;
-            if (row.xact) inTransaction++;
-          }
-          const s = await snapshot(jobId);
-          if (s?.phase === "completed" || s?.phase === "failed")
-            throw new Error(`the job ended (${s.phase}: ${s.message ?? ""}) before a transaction was caught`);
-          return inTransaction >= 2;
-        },
-        60_000,
-        20,
-      );
-    } finally {
-      await admin.end();
-    }
-    expect(terminated).toBeGreaterThanOrEqual(inTransaction);
-    // A statement cut off mid-transaction may end the attempt; the job is then
-    // queued again at once, and the next attempt resumes the same upload.
-    await expectCompletedOnce(jobId, made);
-    expect(proxy.count("create", key)).toBe(1);
-    expect(proxy.count("complete", key)).toBe(1);
-    expect((await filesOf(env, jobId)).every((f) => f.state === "uploaded")).toBe(true);
-  });
+              [WORKER_APP],
+            );
+            for (const row of rows) {
+              await admin.query("select pg_terminate_backend($1)", [row.pid]);
+              terminated++;
+              if (row.xact) inTransaction++;
+            }
+            const s = await snapshot(jobId);
+            if (s?.phase === "completed" || s?.phase === "failed")
+              throw new Error(
+                `the job ended (${s.phase}: ${s.message ?? ""}) before a transaction was caught`,
+              );
+            return inTransaction >= 2;
+          },
+          60_000,
+          20,
+        );
+      } finally {
+        await admin.end();
+      }
+      expect(terminated).toBeGreaterThanOrEqual(inTransaction);
+      // A statement cut off mid-transaction may end the attempt; the job is then
+      // queued again at once, and the next attempt resumes the same upload.
+      await expectCompletedOnce(jobId, made);
+      expect(proxy.count("create", key)).toBe(1);
+      expect(proxy.count("complete", key)).toBe(1);
+      expect((await filesOf(env, jobId)).every((f) => f.state === "uploaded")).toBe(true);
+    },
+    TRIAL_MS,
+  );
 });
