@@ -12,10 +12,21 @@ import {
   sourceColumnsOf,
   type TransitionCause,
   terminalStates,
+  type WebhookPayload,
+  webhookEventOf,
 } from "@torreclou/contracts";
 import { and, eq, inArray, sql } from "drizzle-orm";
 import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
-import { type Job, type JobFile, jobFiles, jobs, jobTransitions, torrents } from "./schema.ts";
+import {
+  type Job,
+  type JobFile,
+  jobFiles,
+  jobs,
+  jobTransitions,
+  torrents,
+  webhookDeliveries,
+  webhookEndpoints,
+} from "./schema.ts";
 
 /** Any drizzle Postgres database: node-postgres in workers, Neon in the edge. */
 export type Db = PgDatabase<PgQueryResultHKT, Record<string, unknown>>;
@@ -189,7 +200,10 @@ export function storableText(text: string): string {
  * job is missing, not in an allowed state, or (with `attempt`) owned by a
  * newer attempt. Atomic: the check and the write are one UPDATE.
  */
-export async function transitionJob(db: Db, input: TransitionInput): Promise<Job | undefined> {
+/** A job as a move left it, with the number of webhook deliveries the move queued (to wake a sender for). */
+export type TransitionedJob = Job & { webhookDeliveries: number };
+
+export async function transitionJob(db: Db, input: TransitionInput): Promise<TransitionedJob | undefined> {
   const allowedFrom = (input.from ?? jobStates).filter((state) => {
     try {
       assertTransition(state, input.to);
@@ -241,8 +255,43 @@ export async function transitionJob(db: Db, input: TransitionInput): Promise<Job
       attempt: job.attempt,
       reason,
     });
-    return job;
+    return { ...job, webhookDeliveries: await recordWebhooks(tx, job, now) };
   });
+}
+
+/**
+ * The deliveries a move announces, one per endpoint of the job's owner that
+ * asked for the event, in the move's own transaction. Returns how many.
+ */
+async function recordWebhooks(tx: Db, job: Job, at: Date): Promise<number> {
+  const event = webhookEventOf(job.state);
+  if (!event) return 0;
+  const endpoints = await tx
+    .select({ id: webhookEndpoints.id })
+    .from(webhookEndpoints)
+    .where(and(eq(webhookEndpoints.userId, job.userId), sql`${event} = ANY(${webhookEndpoints.events})`));
+  if (endpoints.length === 0) return 0;
+  const [torrent] = await tx
+    .select({ infoHash: torrents.infoHash })
+    .from(torrents)
+    .where(eq(torrents.id, job.torrentId));
+  const payload: WebhookPayload = {
+    type: event,
+    timestamp: at.toISOString(),
+    data: {
+      jobId: job.id,
+      name: job.name,
+      state: job.state,
+      infoHash: torrent?.infoHash ?? "",
+      failureReason: job.failureReason,
+      bytes: { total: job.bytesTotal, downloaded: job.bytesDownloaded, uploaded: job.bytesUploaded },
+      attempt: job.attempt,
+    },
+  };
+  await tx
+    .insert(webhookDeliveries)
+    .values(endpoints.map((endpoint) => ({ endpointId: endpoint.id, jobId: job.id, event, payload })));
+  return endpoints.length;
 }
 
 /**

@@ -102,6 +102,8 @@ describe("migrate", () => {
       "torrents",
       "upload_parts",
       "users",
+      "webhook_deliveries",
+      "webhook_endpoints",
     ]);
   });
 });

@@ -11,6 +11,9 @@ import {
   jobStates,
   type S3Config,
   transitionCauses,
+  type WebhookEvent,
+  type WebhookPayload,
+  webhookDeliveryStates,
 } from "@torreclou/contracts";
 import { sql } from "drizzle-orm";
 import {
@@ -345,6 +348,63 @@ export const uploadParts = pgTable(
   ],
 );
 
+export const webhookDeliveryStateEnum = pgEnum("webhook_delivery_state", webhookDeliveryStates);
+
+/**
+ * A user's webhook endpoint. The signing secret is stored as AES-GCM
+ * ciphertext like storage credentials; the user sees it once, at creation.
+ */
+export const webhookEndpoints = pgTable(
+  "webhook_endpoints",
+  {
+    id: uuid("id").primaryKey().defaultRandom(),
+    userId: uuid("user_id")
+      .notNull()
+      .references(() => users.id, { onDelete: "cascade" }),
+    url: text("url").notNull(),
+    /** The events it is sent (contracts/src/webhooks.ts). */
+    events: text("events").array().$type<WebhookEvent[]>().notNull(),
+    secretCiphertext: text("secret_ciphertext").notNull(),
+    secretIv: text("secret_iv").notNull(),
+    secretKeyId: text("secret_key_id").notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [index("webhook_endpoints_user_id_idx").on(t.userId)],
+);
+
+/**
+ * One event for one endpoint: written in the transaction that moved the job
+ * (an outbox, so no event is lost to a crash), sent and retried by workers.
+ */
+export const webhookDeliveries = pgTable(
+  "webhook_deliveries",
+  {
+    id: uuid("id").primaryKey().defaultRandom(),
+    endpointId: uuid("endpoint_id")
+      .notNull()
+      .references(() => webhookEndpoints.id, { onDelete: "cascade" }),
+    /** The job it is about; kept (as null) when the job is deleted. */
+    jobId: uuid("job_id").references(() => jobs.id, { onDelete: "set null" }),
+    event: text("event").$type<WebhookEvent>().notNull(),
+    payload: jsonb("payload").$type<WebhookPayload>().notNull(),
+    state: webhookDeliveryStateEnum("state").notNull().default("pending"),
+    /** Tries so far. */
+    attempts: integer("attempts").notNull().default(0),
+    nextAttemptAt: timestamp("next_attempt_at", { withTimezone: true }).notNull().defaultNow(),
+    /** The endpoint's last answer: its status and the start of its body; or why there was none. */
+    lastStatus: integer("last_status"),
+    lastResponse: text("last_response"),
+    lastError: text("last_error"),
+    lastAttemptAt: timestamp("last_attempt_at", { withTimezone: true }),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    index("webhook_deliveries_endpoint_created_idx").on(t.endpointId, t.createdAt),
+    // What workers look for: pending deliveries by when they are due.
+    index("webhook_deliveries_due_idx").on(t.nextAttemptAt).where(sql`state = 'pending'`),
+  ],
+);
+
 export type User = typeof users.$inferSelect;
 export type NewUser = typeof users.$inferInsert;
 export type ApiToken = typeof apiTokens.$inferSelect;
@@ -361,3 +421,5 @@ export type JobTransition = typeof jobTransitions.$inferSelect;
 export type NewJobTransition = typeof jobTransitions.$inferInsert;
 export type UploadPart = typeof uploadParts.$inferSelect;
 export type NewUploadPart = typeof uploadParts.$inferInsert;
+export type WebhookEndpoint = typeof webhookEndpoints.$inferSelect;
+export type WebhookDelivery = typeof webhookDeliveries.$inferSelect;

@@ -49,6 +49,9 @@ export async function startRedis(options: RedisOptions): Promise<Service> {
       dir,
       "--loglevel",
       "warning",
+      // One database per test file that runs in parallel (node-worker/test), with room to spare.
+      "--databases",
+      "32",
       ...persistence,
     ],
     cwd: dir,

@@ -7,3 +7,4 @@ export * from "./names.ts";
 export * from "./progress.ts";
 export * from "./queue.ts";
 export * from "./torrent.ts";
+export * from "./webhooks.ts";

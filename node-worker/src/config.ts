@@ -3,7 +3,13 @@
 import { createHash } from "node:crypto";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
-import { type AllowedTarget, normalHost, parseAllowList, queue } from "@torreclou/contracts";
+import {
+  type AllowedTarget,
+  defaultWebhookRetryDelaysMs,
+  normalHost,
+  parseAllowList,
+  queue,
+} from "@torreclou/contracts";
 import { z } from "zod";
 
 const flag = z
@@ -47,6 +53,25 @@ const Config = z.object({
     .int()
     .min(1000)
     .default(5 * 60_000),
+  /**
+   * Delays (ms, comma-separated) before each retry of a webhook delivery that
+   * got no 2xx; after the last it is given up. Default: the Standard Webhooks
+   * schedule, about 28 hours.
+   */
+  WEBHOOK_RETRY_DELAYS_MS: z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined || value.trim() === "") return [...defaultWebhookRetryDelaysMs];
+      const delays = value.split(",").map((part) => Number(part.trim()));
+      if (delays.some((d) => !Number.isInteger(d) || d < 0)) {
+        ctx.addIssue({ code: "custom", message: "must be whole milliseconds, comma-separated" });
+        return z.NEVER;
+      }
+      return delays;
+    }),
+  /** How long a webhook endpoint has to answer a delivery. */
+  WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).default(15_000),
   /** A job with no connected peer for this long fails. */
   WORKER_NO_PEERS_TIMEOUT_MS: z.coerce
     .number()

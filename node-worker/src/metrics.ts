@@ -18,6 +18,7 @@ export interface Metrics {
   queueOldestAgeSeconds: Gauge;
   scratchReservedBytes: Gauge;
   egressRefused: Counter;
+  webhookDeliveries: Counter<"outcome">;
   /** Where the queue gauges read from at scrape time. */
   setQueueSource(source: QueueLagSource): void;
 }
@@ -85,6 +86,12 @@ export function createMetrics(): Metrics {
     egressRefused: new Counter({
       name: "torreclou_worker_egress_refused_total",
       help: "Connections and datagrams of jobs refused by the egress policy",
+      registers: [registry],
+    }),
+    webhookDeliveries: new Counter({
+      name: "torreclou_worker_webhook_tries_total",
+      help: "Webhook delivery tries by outcome (delivered, retry, failed: given up)",
+      labelNames: ["outcome"],
       registers: [registry],
     }),
   };

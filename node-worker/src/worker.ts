@@ -4,7 +4,7 @@
 import { randomUUID } from "node:crypto";
 import { mkdir } from "node:fs/promises";
 import { EgressPolicy, isTerminal, type Keyring, parseKeyring } from "@torreclou/contracts";
-import { claimJob, type Db, transitionJob } from "@torreclou/db/jobs";
+import { claimJob, type Db, type TransitionedJob, transitionJob } from "@torreclou/db/jobs";
 import type { Logger } from "pino";
 import type { Config } from "./config.ts";
 import { installEgressGuard, type LookupFn } from "./egress/index.ts";
@@ -14,6 +14,7 @@ import type { Metrics } from "./metrics.ts";
 import { type Entry, JobQueue } from "./queue/queue.ts";
 import { ownScratchJobs, removeDir, ScratchBudget, scratchDirFor } from "./scratch.ts";
 import { HolePuncher } from "./torrent/holes.ts";
+import { WebhookSender } from "./webhooks/index.ts";
 
 /** A job attempted this many times without finishing is failed instead of retried forever. */
 const MAX_ATTEMPTS = 10;
@@ -40,6 +41,7 @@ export interface WorkerDeps {
 
 export class Worker {
   readonly queue: JobQueue;
+  readonly webhooks: WebhookSender;
   readonly budget: ScratchBudget;
   readonly #deps: WorkerDeps;
   readonly #log: Logger;
@@ -84,6 +86,24 @@ export class Worker {
       deps.log,
     );
     deps.metrics.setQueueSource(() => this.queue.lag());
+    this.webhooks = new WebhookSender({
+      db: deps.db,
+      redisUrl: deps.config.REDIS_URL,
+      keyRing: this.#keyRing,
+      log: deps.log.child({ part: "webhooks" }),
+      retryDelaysMs: deps.config.WEBHOOK_RETRY_DELAYS_MS,
+      timeoutMs: deps.config.WEBHOOK_TIMEOUT_MS,
+      onSent: (outcome) => deps.metrics.webhookDeliveries.inc({ outcome }),
+    });
+  }
+
+  /** A move that queued webhook deliveries: every sender hears of it (this one's included). */
+  #announced(job: TransitionedJob | undefined): void {
+    if (!job || job.webhookDeliveries === 0) return;
+    this.webhooks.wake().catch((error: unknown) => {
+      // The deliveries are in Postgres: the next pass of any sender sends them.
+      this.#log.warn({ reason: String(error) }, "could not wake the webhook senders");
+    });
   }
 
   get activeJobs(): string[] {
@@ -105,6 +125,7 @@ export class Worker {
       },
     });
     await this.queue.init();
+    await this.webhooks.start();
     await this.#clearLeftovers();
     await mkdir(this.#deps.config.WORKER_SCRATCH_DIR, { recursive: true });
     const holes = new HolePuncher();
@@ -256,13 +277,15 @@ export class Worker {
         job.attempt > MAX_ATTEMPTS &&
         (await attemptsSinceUser(this.#deps.db, jobId, job.attempt)) > MAX_ATTEMPTS
       ) {
-        await transitionJob(this.#deps.db, {
-          jobId,
-          to: "failed",
-          cause: "system",
-          attempt: job.attempt,
-          reason: `The job was started ${MAX_ATTEMPTS} times without finishing; it is stopped to avoid retrying forever.`,
-        });
+        this.#announced(
+          await transitionJob(this.#deps.db, {
+            jobId,
+            to: "failed",
+            cause: "system",
+            attempt: job.attempt,
+            reason: `The job was started ${MAX_ATTEMPTS} times without finishing; it is stopped to avoid retrying forever.`,
+          }),
+        );
         await this.queue.ack(entry.id);
         await this.queue.releaseLease(jobId);
         return;
@@ -332,6 +355,7 @@ export class Worker {
       running: () => this.#active.size,
       metrics: this.#deps.metrics,
       keyRing: this.#keyRing,
+      announced: (job: TransitionedJob | undefined) => this.#announced(job),
     };
   }
 
@@ -445,6 +469,7 @@ export class Worker {
       this.#log.warn({ err: error }, "could not leave the consumer group");
     });
     await this.queue.close();
+    await this.webhooks.stop();
     await this.budget.close();
     this.#holes?.close();
   }

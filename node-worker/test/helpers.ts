@@ -26,6 +26,7 @@ import {
   parseTorrentFile,
   progressField,
   queue,
+  webhookWakeKey,
 } from "@torreclou/contracts";
 import {
   type Job,
@@ -336,11 +337,12 @@ export async function cancelJob(env: Env, jobId: string): Promise<void> {
     reason: "cancelled by the user",
   });
   if (!job) throw new Error(`job ${jobId} could not be cancelled`);
-  await env.redis
+  const tx = env.redis
     .multi()
     .set(keys.cancel(jobId), String(job.attempt))
-    .xadd(queue.stream, "*", "job", JSON.stringify({ jobId, cleanup: true }))
-    .exec();
+    .xadd(queue.stream, "*", "job", JSON.stringify({ jobId, cleanup: true }));
+  if (job.webhookDeliveries > 0) tx.lpush(webhookWakeKey, "1");
+  await tx.exec();
 }
 
 /** What the edge does when the user retries: queued again as a new attempt, and a queue message. */

@@ -397,6 +397,24 @@ describe("the web app, end to end", () => {
     await row.waitFor();
   });
 
+  it("adds a webhook endpoint, refusing a private address, and shows its secret once", async () => {
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Webhooks" }).click();
+    await page.getByRole("heading", { name: "Webhooks", level: 1 }).waitFor();
+    await page.getByLabel("URL").fill("https://10.0.0.7/hook");
+    await page.getByRole("button", { name: "Add endpoint" }).click();
+    await page.getByRole("alert").filter({ hasText: "must be a public address: 10.0.0.7 is" }).waitFor();
+    await page.getByLabel("URL").fill("https://hooks.example.com/torreclou");
+    await page.getByRole("checkbox", { name: "Completed" }).uncheck();
+    await page.getByRole("button", { name: "Add endpoint" }).click();
+    expect((await page.getByTestId("webhook-secret").textContent())?.trim()).toMatch(/^whsec_\S{32}$/);
+    const item = page.getByRole("listitem").filter({ hasText: "https://hooks.example.com/torreclou" });
+    await item.waitFor();
+    expect(await item.textContent()).toContain("Failed, Cancelled, Waiting for a file choice");
+    await screenshots("webhooks", { phone: true });
+    await page.getByRole("button", { name: "I have stored it; hide it" }).click();
+    expect(await page.getByTestId("webhook-secret").count()).toBe(0);
+  });
+
   it("cancels a running job", async () => {
     // A magnet link nobody seeds: the job stays running (looking for metadata) until cancelled.
     const hash = "0123456789abcdef0123456789abcdef01234567";
@@ -441,6 +459,15 @@ describe("the web app, end to end", () => {
     expect(timeline).toContain("Cancelled by user");
     expect(timeline).not.toMatch(/cancelled by the user/i);
     await screenshots("job-cancelled");
+  });
+
+  it("lists the cancelled job's webhook delivery, to be sent again", async () => {
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Webhooks" }).click();
+    const item = page.getByRole("listitem").filter({ hasText: "https://hooks.example.com/torreclou" });
+    await item.getByRole("button", { name: "Deliveries" }).click();
+    const deliveries = item.getByTestId("webhook-deliveries");
+    await deliveries.getByRole("cell", { name: /^Cancelled/ }).waitFor();
+    expect(await deliveries.getByRole("button", { name: "Send again" }).count()).toBe(1);
   });
 
   it("finds jobs by name and destination, with keys, and cancels, retries and deletes them in bulk", async () => {

@@ -11,6 +11,7 @@ const navItems = [
   { href: "/jobs/new", label: "New job", end: true },
   { href: "/storage", label: "Storage", end: false },
   { href: "/tokens", label: "API tokens", end: false },
+  { href: "/webhooks", label: "Webhooks", end: false },
 ] as const;
 
 /** The sign-in screen, remembering where the visitor was going (and any sign-in error to show). */

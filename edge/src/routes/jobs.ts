@@ -33,6 +33,7 @@ import {
   progressField,
   queue,
   terminalStates,
+  webhookWakeKey,
 } from "@torreclou/contracts";
 import { jobFiles, jobs, jobTransitions, storageProfiles, torrents } from "@torreclou/db";
 import { type Db, insertJob, retryTransition, transitionJob } from "@torreclou/db/jobs";
@@ -863,11 +864,13 @@ export const jobsApi = api
       // The clean-up entry has a worker abort whatever uploads the job left, also when no
       // attempt is running to see the flag.
       const cleanup: JobMessage = { jobId: id, cleanup: true };
-      await c.var.redis
+      const tx = c.var.redis
         .multi()
         .set(keys.cancel(id), String(job!.attempt), { ex: CANCEL_FLAG_SECONDS })
-        .xadd(queue.stream, "*", { job: JSON.stringify(cleanup) })
-        .exec();
+        .xadd(queue.stream, "*", { job: JSON.stringify(cleanup) });
+      // The user's webhooks hear of it at once (an idle worker is blocked on this list).
+      if (job!.webhookDeliveries > 0) tx.lpush(webhookWakeKey, "1");
+      await tx.exec();
     } catch (err) {
       // The row says cancelled: the worker's next fenced write is refused and it stops then.
       console.warn(

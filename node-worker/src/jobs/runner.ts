@@ -13,7 +13,7 @@ import {
   type TransitionCause,
 } from "@torreclou/contracts";
 import type { JobFile, StorageProfile } from "@torreclou/db";
-import { type Db, StaleAttemptError, transitionJob } from "@torreclou/db/jobs";
+import { type Db, StaleAttemptError, type TransitionedJob, transitionJob } from "@torreclou/db/jobs";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
@@ -61,6 +61,8 @@ export interface RunnerDeps {
   running(): number;
   metrics: Metrics;
   keyRing: Keyring;
+  /** Told of every move this attempt makes (the worker wakes webhook senders for those that queued deliveries). */
+  announced(job: TransitionedJob | undefined): void;
 }
 
 class Stopped extends Error {
@@ -349,6 +351,7 @@ export class JobRun {
         ? { bytesDownloaded: this.#progress.bytes.downloaded, bytesUploaded: this.#progress.bytes.uploaded }
         : undefined,
     });
+    this.#deps.announced(job);
     if (job) {
       this.#phase = to;
       return true;

@@ -5,11 +5,11 @@
 // consent screen; the edge sends the browser back here with
 // `?<key>=connected` or `?<key>_error=<code>` (key: drive, onedrive, dropbox).
 import { useSearchParams } from "@solidjs/router";
-import { createResource, createSignal, For, Match, Show, Switch } from "solid-js";
+import { createResource, createSignal, For, Show } from "solid-js";
 import { api, call, describeError } from "../api/client.ts";
 import { ConfirmButton } from "../components/Confirm.tsx";
 import { S3ProfileForm } from "../components/S3ProfileForm.tsx";
-import { Empty, ErrorState, Loading } from "../components/States.tsx";
+import { Listing } from "../components/States.tsx";
 
 type OAuthKind = "gdrive" | "onedrive" | "dropbox";
 
@@ -181,136 +181,130 @@ export function Storage() {
             {listError()}
           </p>
         </Show>
-        <Switch>
-          <Match when={list.error}>
-            <ErrorState error={list.error} what="your storage profiles" retry={refetch} />
-          </Match>
-          <Match when={list.loading && !list.latest}>
-            <Loading label="Loading storage profiles" rows={2} />
-          </Match>
-          <Match when={list.latest?.profiles.length === 0}>
-            <Empty>
-              <p>
-                No storage yet. Connect Google Drive, OneDrive or Dropbox, or add an S3-compatible bucket
-                below to start a job.
-              </p>
-            </Empty>
-          </Match>
-          <Match when={list.latest}>
-            {(data) => (
-              <ul class="item-list" aria-label="Storage profiles">
-                <For each={data().profiles}>
-                  {(profile) => (
-                    <li data-testid="storage-profile">
-                      <div class="item-main">
-                        <div class="item-title">
-                          {profile.name}
-                          <Show when={profile.isDefault}>
-                            <span class="tag">Default</span>
-                          </Show>
-                          <Show when={profile.status === "needs_reconnect"}>
-                            <span class="tag off">
-                              {providerOf(profile.kind) ? "Needs reconnect" : "Needs new credentials"}
-                            </span>
-                          </Show>
-                        </div>
-                        <div class="item-sub">
-                          <Show
-                            when={profile.s3}
-                            fallback={
-                              providerOf(profile.kind) ? (
-                                <>
-                                  {providerOf(profile.kind)!.label}
-                                  <Show
-                                    when={
-                                      (profile.gdrive ?? profile.onedrive ?? profile.dropbox)?.accountEmail
-                                    }
-                                  >
-                                    {(email) => (
-                                      <>
-                                        {" "}
-                                        · <span class="mono">{email()}</span>
-                                      </>
-                                    )}
-                                  </Show>
-                                </>
-                              ) : (
-                                profile.kind
-                              )
-                            }
-                          >
-                            {(s3) => (
-                              <>
-                                S3 · <span class="mono">{s3().bucket}</span>
-                                {s3().prefix ? <span class="mono">/{s3().prefix}</span> : null} on{" "}
-                                {s3().endpoint ?? `AWS (${s3().region})`}
-                                {s3().accessKeyId ? (
-                                  <>
-                                    {" "}
-                                    · key <span class="mono">{s3().accessKeyId}</span>
-                                  </>
-                                ) : null}
-                              </>
-                            )}
-                          </Show>
-                        </div>
-                      </div>
-                      <div class="row">
-                        <Show when={!profile.isDefault}>
-                          <button
-                            type="button"
-                            class="button small"
-                            onClick={() => makeDefault(profile.id)}
-                            aria-label={`Make ${profile.name} the default`}
-                          >
-                            Make default
-                          </button>
+        <Listing
+          items={list.latest?.profiles}
+          error={list.error}
+          loading={list.loading}
+          what="your storage profiles"
+          retry={refetch}
+          empty={
+            <p>
+              No storage yet. Connect Google Drive, OneDrive or Dropbox, or add an S3-compatible bucket below
+              to start a job.
+            </p>
+          }
+        >
+          {(profiles) => (
+            <ul class="item-list" aria-label="Storage profiles">
+              <For each={profiles()}>
+                {(profile) => (
+                  <li data-testid="storage-profile">
+                    <div class="item-main">
+                      <div class="item-title">
+                        {profile.name}
+                        <Show when={profile.isDefault}>
+                          <span class="tag">Default</span>
                         </Show>
+                        <Show when={profile.status === "needs_reconnect"}>
+                          <span class="tag off">
+                            {providerOf(profile.kind) ? "Needs reconnect" : "Needs new credentials"}
+                          </span>
+                        </Show>
+                      </div>
+                      <div class="item-sub">
                         <Show
-                          when={providerOf(profile.kind)}
+                          when={profile.s3}
                           fallback={
-                            <ConfirmButton
-                              label="Delete"
-                              confirmLabel="Delete now"
-                              subject={`storage ${profile.name}`}
-                              onConfirm={() => remove(profile.id)}
-                            />
+                            providerOf(profile.kind) ? (
+                              <>
+                                {providerOf(profile.kind)!.label}
+                                <Show
+                                  when={(profile.gdrive ?? profile.onedrive ?? profile.dropbox)?.accountEmail}
+                                >
+                                  {(email) => (
+                                    <>
+                                      {" "}
+                                      · <span class="mono">{email()}</span>
+                                    </>
+                                  )}
+                                </Show>
+                              </>
+                            ) : (
+                              profile.kind
+                            )
                           }
                         >
-                          {(provider) => (
+                          {(s3) => (
                             <>
-                              <Show when={profile.status === "needs_reconnect"}>
-                                <button
-                                  type="button"
-                                  class="button small primary"
-                                  onClick={() => connect(provider())}
-                                  aria-label={`Reconnect ${profile.name}`}
-                                >
-                                  Reconnect
-                                </button>
-                              </Show>
-                              <ConfirmButton
-                                label="Disconnect"
-                                confirmLabel="Disconnect now"
-                                subject={profile.name}
-                                onConfirm={() => disconnect(profile.id, provider().kind)}
-                              />
+                              S3 · <span class="mono">{s3().bucket}</span>
+                              {s3().prefix ? <span class="mono">/{s3().prefix}</span> : null} on{" "}
+                              {s3().endpoint ?? `AWS (${s3().region})`}
+                              {s3().accessKeyId ? (
+                                <>
+                                  {" "}
+                                  · key <span class="mono">{s3().accessKeyId}</span>
+                                </>
+                              ) : null}
                             </>
                           )}
                         </Show>
                       </div>
-                      <Show when={rowErrors()[profile.id]}>
-                        <p class="field-error item-error" role="alert">
-                          {rowErrors()[profile.id]}
-                        </p>
+                    </div>
+                    <div class="row">
+                      <Show when={!profile.isDefault}>
+                        <button
+                          type="button"
+                          class="button small"
+                          onClick={() => makeDefault(profile.id)}
+                          aria-label={`Make ${profile.name} the default`}
+                        >
+                          Make default
+                        </button>
                       </Show>
-                    </li>
-                  )}
-                </For>
-              </ul>
-            )}
-          </Match>
-        </Switch>
+                      <Show
+                        when={providerOf(profile.kind)}
+                        fallback={
+                          <ConfirmButton
+                            label="Delete"
+                            confirmLabel="Delete now"
+                            subject={`storage ${profile.name}`}
+                            onConfirm={() => remove(profile.id)}
+                          />
+                        }
+                      >
+                        {(provider) => (
+                          <>
+                            <Show when={profile.status === "needs_reconnect"}>
+                              <button
+                                type="button"
+                                class="button small primary"
+                                onClick={() => connect(provider())}
+                                aria-label={`Reconnect ${profile.name}`}
+                              >
+                                Reconnect
+                              </button>
+                            </Show>
+                            <ConfirmButton
+                              label="Disconnect"
+                              confirmLabel="Disconnect now"
+                              subject={profile.name}
+                              onConfirm={() => disconnect(profile.id, provider().kind)}
+                            />
+                          </>
+                        )}
+                      </Show>
+                    </div>
+                    <Show when={rowErrors()[profile.id]}>
+                      <p class="field-error item-error" role="alert">
+                        {rowErrors()[profile.id]}
+                      </p>
+                    </Show>
+                  </li>
+                )}
+              </For>
+            </ul>
+          )}
+        </Listing>
       </section>
 
       <For each={oauthProviders}>

@@ -1,9 +1,9 @@
 // Personal API tokens: create one (its secret is shown once, with a copy
 // button), list them, revoke them.
-import { createResource, createSignal, For, Match, Show, Switch } from "solid-js";
+import { createResource, createSignal, For, Show } from "solid-js";
 import { ApiError, api, call, describeError } from "../api/client.ts";
 import { ConfirmButton } from "../components/Confirm.tsx";
-import { Empty, ErrorState, Loading } from "../components/States.tsx";
+import { Listing } from "../components/States.tsx";
 import { formatDate, formatRelative } from "../format.ts";
 
 type Created = Awaited<ReturnType<typeof createToken>>;
@@ -136,57 +136,51 @@ export function Tokens() {
             {listError()}
           </p>
         </Show>
-        <Switch>
-          <Match when={list.error}>
-            <ErrorState error={list.error} what="your tokens" retry={refetch} />
-          </Match>
-          <Match when={list.loading && !list.latest}>
-            <Loading label="Loading tokens" rows={2} />
-          </Match>
-          <Match when={list.latest?.tokens.length === 0}>
-            <Empty>
-              <p>No API tokens yet.</p>
-            </Empty>
-          </Match>
-          <Match when={list.latest}>
-            {(data) => (
-              <ul class="item-list">
-                <For each={data().tokens}>
-                  {(token) => (
-                    <li>
-                      <div class="item-main">
-                        <div class="item-title">{token.name}</div>
-                        <div class="item-sub">
-                          <code>{token.prefix}…</code> · created{" "}
-                          <time datetime={token.createdAt} title={formatDate(token.createdAt)}>
-                            {formatRelative(token.createdAt)}
-                          </time>{" "}
-                          ·{" "}
-                          {token.lastUsedAt ? (
-                            <>
-                              last used{" "}
-                              <time datetime={token.lastUsedAt} title={formatDate(token.lastUsedAt)}>
-                                {formatRelative(token.lastUsedAt)}
-                              </time>
-                            </>
-                          ) : (
-                            "never used"
-                          )}
-                        </div>
+        <Listing
+          items={list.latest?.tokens}
+          error={list.error}
+          loading={list.loading}
+          what="your tokens"
+          retry={refetch}
+          empty={<p>No API tokens yet.</p>}
+        >
+          {(tokens) => (
+            <ul class="item-list">
+              <For each={tokens()}>
+                {(token) => (
+                  <li>
+                    <div class="item-main">
+                      <div class="item-title">{token.name}</div>
+                      <div class="item-sub">
+                        <code>{token.prefix}…</code> · created{" "}
+                        <time datetime={token.createdAt} title={formatDate(token.createdAt)}>
+                          {formatRelative(token.createdAt)}
+                        </time>{" "}
+                        ·{" "}
+                        {token.lastUsedAt ? (
+                          <>
+                            last used{" "}
+                            <time datetime={token.lastUsedAt} title={formatDate(token.lastUsedAt)}>
+                              {formatRelative(token.lastUsedAt)}
+                            </time>
+                          </>
+                        ) : (
+                          "never used"
+                        )}
                       </div>
-                      <ConfirmButton
-                        label="Revoke"
-                        confirmLabel="Revoke now"
-                        subject={`token ${token.name}`}
-                        onConfirm={() => revoke(token.id)}
-                      />
-                    </li>
-                  )}
-                </For>
-              </ul>
-            )}
-          </Match>
-        </Switch>
+                    </div>
+                    <ConfirmButton
+                      label="Revoke"
+                      confirmLabel="Revoke now"
+                      subject={`token ${token.name}`}
+                      onConfirm={() => revoke(token.id)}
+                    />
+                  </li>
+                )}
+              </For>
+            </ul>
+          )}
+        </Listing>
       </section>
     </>
   );
