@@ -2,6 +2,7 @@ export * from "./credentials.ts";
 export * from "./destinations.ts";
 export * from "./egress.ts";
 export * from "./eta.ts";
+export * from "./health.ts";
 export * from "./jobs.ts";
 export * from "./names.ts";
 export * from "./progress.ts";

@@ -70,6 +70,8 @@ const Config = z.object({
       }
       return delays;
     }),
+  /** How long a tracker has to answer a swarm-health scrape. */
+  WORKER_SCRAPE_TIMEOUT_MS: z.coerce.number().int().min(100).default(10_000),
   /** How long a webhook endpoint has to answer a delivery. */
   WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).default(15_000),
   /** A job with no connected peer for this long fails. */

@@ -8,6 +8,8 @@ import { claimJob, type Db, type TransitionedJob, transitionJob } from "@torrecl
 import type { Logger } from "pino";
 import type { Config } from "./config.ts";
 import { installEgressGuard, type LookupFn } from "./egress/index.ts";
+import { Errands } from "./errands.ts";
+import { HealthScraper } from "./health/index.ts";
 import { JobRun, type Outcome } from "./jobs/runner.ts";
 import { attemptsSinceUser, currentJob } from "./jobs/store.ts";
 import type { Metrics } from "./metrics.ts";
@@ -42,6 +44,7 @@ export interface WorkerDeps {
 export class Worker {
   readonly queue: JobQueue;
   readonly webhooks: WebhookSender;
+  readonly #errands: Errands;
   readonly budget: ScratchBudget;
   readonly #deps: WorkerDeps;
   readonly #log: Logger;
@@ -88,12 +91,22 @@ export class Worker {
     deps.metrics.setQueueSource(() => this.queue.lag());
     this.webhooks = new WebhookSender({
       db: deps.db,
-      redisUrl: deps.config.REDIS_URL,
+      redis: this.queue.commands,
       keyRing: this.#keyRing,
       log: deps.log.child({ part: "webhooks" }),
       retryDelaysMs: deps.config.WEBHOOK_RETRY_DELAYS_MS,
       timeoutMs: deps.config.WEBHOOK_TIMEOUT_MS,
       onSent: (outcome) => deps.metrics.webhookDeliveries.inc({ outcome }),
+    });
+    this.#errands = new Errands({
+      redisUrl: deps.config.REDIS_URL,
+      webhooks: this.webhooks,
+      health: new HealthScraper({
+        redis: this.queue.commands,
+        log: deps.log.child({ part: "health" }),
+        timeoutMs: deps.config.WORKER_SCRAPE_TIMEOUT_MS,
+      }),
+      log: deps.log,
     });
   }
 
@@ -125,7 +138,7 @@ export class Worker {
       },
     });
     await this.queue.init();
-    await this.webhooks.start();
+    await this.#errands.start();
     await this.#clearLeftovers();
     await mkdir(this.#deps.config.WORKER_SCRATCH_DIR, { recursive: true });
     const holes = new HolePuncher();
@@ -468,8 +481,8 @@ export class Worker {
     await this.queue.retire().catch((error: unknown) => {
       this.#log.warn({ err: error }, "could not leave the consumer group");
     });
+    await this.#errands.stop();
     await this.queue.close();
-    await this.webhooks.stop();
     await this.budget.close();
     this.#holes?.close();
   }

@@ -611,6 +611,11 @@ describe("the web app, end to end", () => {
     await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "New job" }).click();
     await page.getByTestId("torrent-input").setInputFiles(demoTorrent);
     await page.getByTestId("torrent-name").waitFor();
+    // The fleet asked the demo torrent's tracker: its seeder is there.
+    await page
+      .getByTestId("swarm-health")
+      .getByText(/^1 seeder and \d+ leechers? reported\.$/)
+      .waitFor();
     // The dev stack gave this account the local bucket: nothing to set up (once the destinations have loaded).
     await page
       .locator("#destination option:checked", { hasText: "Local S3 (dev stack)" })

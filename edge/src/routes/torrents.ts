@@ -13,7 +13,17 @@
 // The body helpers (torrents/input.ts) are shared with POST /api/jobs, which
 // takes the same torrent or magnet.
 import { createRoute, z } from "@hono/zod-openapi";
-import { MAX_TORRENT_BYTES } from "@torreclou/contracts";
+import {
+  HEALTH_CACHE_SECONDS,
+  HEALTH_PENDING_SECONDS,
+  HealthRequest,
+  healthKeys,
+  healthRequest,
+  MAX_HEALTH_TRACKERS,
+  MAX_TORRENT_BYTES,
+  type SwarmHealth,
+  TrackerUrl,
+} from "@torreclou/contracts";
 import { requireUser } from "../auth/index.ts";
 import { ApiError } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
@@ -197,10 +207,88 @@ const analyze = createRoute({
   },
 });
 
+const HealthBody = z
+  .object({
+    infoHash: z
+      .string()
+      .regex(/^[0-9a-fA-F]{40}$/, "must be a v1 info hash (40 hex characters)")
+      .openapi({ example: "c12fe1c06bba254a9dc9f519b335aa7c1367a88a" }),
+    trackers: z
+      .array(TrackerUrl)
+      .min(1, "give at least one tracker (the torrent's announce URLs)")
+      .max(MAX_HEALTH_TRACKERS, `at most ${MAX_HEALTH_TRACKERS} trackers`),
+  })
+  .openapi("SwarmHealthRequest");
+
+const TrackerHealthSchema = z.object({
+  tracker: z
+    .string()
+    .openapi({ description: "The tracker's scheme, host and port (its path may hold a passkey)." }),
+  seeders: z.number().int().optional(),
+  leechers: z.number().int().optional(),
+  completed: z.number().int().optional(),
+  error: z.string().optional(),
+});
+
+const HealthAnswer = z
+  .object({
+    state: z.enum(["pending", "done"]),
+    health: z
+      .object({
+        checkedAt: z.iso.datetime(),
+        trackers: z.array(TrackerHealthSchema),
+        seeders: z.number().int().optional(),
+        verdict: z
+          .string()
+          .openapi({ example: "No seeders reported by any tracker: the download may never finish." }),
+      })
+      .optional(),
+  })
+  .openapi("SwarmHealth");
+
+const health = createRoute({
+  method: "post",
+  path: "/health",
+  tags: ["Torrents"],
+  summary: "Seeders and leechers the trackers report",
+  description: `Asks the worker fleet to scrape the trackers (HTTP and UDP, BEP 48 / BEP 15) for the info hash, under the same egress policy as downloads. Answers 202 \`pending\` until a worker has an answer; ask again with the same body (every 2 s or so). Answers are kept ${HEALTH_CACHE_SECONDS} s for the same hash and trackers.`,
+  security: signedIn,
+  middleware: [requireUser, rateLimit("torrents-health", 120, "1 m")] as const,
+  request: { body: { required: true, content: { "application/json": { schema: HealthBody } } } },
+  responses: {
+    200: { description: "The trackers' counts.", content: { "application/json": { schema: HealthAnswer } } },
+    202: {
+      description: "Asked; not answered yet.",
+      content: { "application/json": { schema: HealthAnswer } },
+    },
+    ...errorResponses({
+      400: "The body is not valid (info hash, tracker URLs).",
+      401: "Not signed in.",
+      403: csrfRefused,
+      429: "Too many requests.",
+    }),
+  },
+});
+
 const api = router();
 registerAuthSchemes(api);
 
-export const torrents = api.openapi(analyze, async (c) => {
-  const source = await readAnalyzeBody(c.req.raw);
-  return c.json(present(source), 200);
-});
+export const torrents = api
+  .openapi(analyze, async (c) => {
+    const source = await readAnalyzeBody(c.req.raw);
+    return c.json(present(source), 200);
+  })
+  .openapi(health, async (c) => {
+    const body = c.req.valid("json");
+    const request = HealthRequest.parse(await healthRequest(body.infoHash, body.trackers));
+    const redis = c.var.redis;
+    const cached = await redis.get<SwarmHealth>(healthKeys.result(request.id));
+    if (cached) return c.json({ state: "done" as const, health: cached }, 200);
+    // Queued once while pending; a worker blocked on the list takes it at once.
+    const fresh = await redis.set(healthKeys.pending(request.id), "1", {
+      nx: true,
+      ex: HEALTH_PENDING_SECONDS,
+    });
+    if (fresh) await redis.lpush(healthKeys.requests, JSON.stringify(request));
+    return c.json({ state: "pending" as const }, 202);
+  });

@@ -6,10 +6,10 @@
 // a private address is refused on the address actually connected to, like a
 // tracker or a web seed. A slow endpoint holds only this loop, never a job.
 //
-// Cost: nothing here touches Postgres while nothing is pending. An idle sender
-// blocks on one Redis list (five minutes at a time) that producers push to
-// when they write deliveries; the earliest retry time any sender scheduled is
-// kept in one Redis key, so a retry survives the sender that planned it.
+// Cost: nothing here touches Postgres while nothing is pending. The worker's
+// errand loop (errands.ts) blocks on a Redis list that producers push to when
+// they write deliveries; the earliest retry time any sender scheduled is kept
+// in one Redis key, so a retry survives the sender that planned it.
 import {
   CredentialsError,
   decryptBytes,
@@ -21,15 +21,13 @@ import {
 import { webhookDeliveries, webhookEndpoints } from "@torreclou/db";
 import type { Db } from "@torreclou/db/jobs";
 import { and, eq, inArray, lte, min, sql } from "drizzle-orm";
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { Webhook } from "standardwebhooks";
 import { asJob, egressRefusalIn, Refusals } from "../egress/index.ts";
 
 /** The earliest time (ms since the epoch) a pending delivery is due, for every sender. */
 export const webhookDueKey = "torreclou:webhooks:due";
-/** How long an idle sender blocks on the wake list at a time. */
-const IDLE_BLOCK_MS = 5 * 60_000;
 /** A claimed delivery is someone else's to try again after this, should its sender die mid-request. */
 const CLAIM_MS = 60_000;
 /** Deliveries claimed at a time. */
@@ -39,7 +37,8 @@ const RESPONSE_CHARS = 1024;
 
 export interface WebhookSenderOptions {
   db: Db;
-  redisUrl: string;
+  /** The worker's command connection (not a blocking one). */
+  redis: Redis;
   keyRing: Keyring;
   log: Logger;
   /** Delay before each retry; after the last, a delivery is given up. */
@@ -58,35 +57,18 @@ type Claimed = typeof webhookDeliveries.$inferSelect & {
 
 export class WebhookSender {
   readonly #opts: WebhookSenderOptions;
-  readonly #blocking: Redis;
   readonly #commands: Redis;
-  #stopping = false;
-  #loop: Promise<void> | undefined;
   /** Ends requests in flight when the worker stops (their claims lapse and another sender tries again). */
   readonly #abort = new AbortController();
 
   constructor(opts: WebhookSenderOptions) {
     this.#opts = opts;
-    this.#blocking = new Redis(opts.redisUrl, { lazyConnect: true, maxRetriesPerRequest: null });
-    this.#commands = new Redis(opts.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 3 });
-    for (const conn of [this.#blocking, this.#commands]) {
-      conn.on("error", (error: Error) => {
-        if (!this.#stopping) opts.log.debug({ reason: error.message }, "webhook sender's Redis connection");
-      });
-    }
+    this.#commands = opts.redis;
   }
 
-  async start(): Promise<void> {
-    await Promise.all([this.#blocking.connect(), this.#commands.connect()]);
-    this.#loop = this.#run();
-  }
-
-  async stop(): Promise<void> {
-    this.#stopping = true;
+  /** Ends requests in flight; they are not counted as tries. */
+  stop(): void {
     this.#abort.abort();
-    this.#blocking.disconnect();
-    await this.#loop?.catch(() => undefined);
-    this.#commands.disconnect();
   }
 
   /** Tells every sender (this one too) that deliveries were written. */
@@ -94,43 +76,19 @@ export class WebhookSender {
     await this.#commands.lpush(webhookWakeKey, "1");
   }
 
-  async #run(): Promise<void> {
-    // Deliveries left by a sender that stopped (or whose wake was lost) go out now.
-    let due: number | undefined = await this.#pass().catch((error: unknown) => this.#failedPass(error));
-    while (!this.#stopping) {
-      try {
-        const wait = due === undefined ? IDLE_BLOCK_MS : Math.max(0, due - Date.now());
-        // BLPOP's timeout is in seconds (fractions allowed); 0 would block forever.
-        const woken =
-          wait > 0 ? await this.#blocking.blpop(webhookWakeKey, Math.max(0.01, wait / 1000)) : null;
-        if (this.#stopping) break;
-        if (woken) {
-          // Any number of wakes since: one pass sends everything due.
-          await this.#commands.del(webhookWakeKey);
-        } else if (due === undefined || Date.now() < due) {
-          // Idle wait over: another sender may have scheduled a retry.
-          const shared = await this.#commands.get(webhookDueKey);
-          due = shared === null ? undefined : Number(shared);
-          if (due === undefined || Date.now() < due) continue;
-        }
-        due = await this.#pass();
-      } catch (error) {
-        if (this.#stopping) break;
-        due = this.#failedPass(error);
-      }
-    }
+  /** Clears the wakes that piled up: one pass sends everything due. */
+  async woken(): Promise<void> {
+    await this.#commands.del(webhookWakeKey);
   }
 
-  #failedPass(error: unknown): number {
-    this.#opts.log.warn(
-      { reason: error instanceof Error ? error.message : String(error) },
-      "webhook deliveries not sent; trying again",
-    );
-    return Date.now() + 5_000;
+  /** When the earliest pending delivery is due, as any sender last saw it (undefined: none). */
+  async sharedDue(): Promise<number | undefined> {
+    const shared = await this.#commands.get(webhookDueKey);
+    return shared === null ? undefined : Number(shared);
   }
 
   /** Sends every delivery due now; returns when the next pending one is due (undefined: none). */
-  async #pass(): Promise<number | undefined> {
+  async pass(): Promise<number | undefined> {
     for (;;) {
       const batch = await this.#claim();
       if (batch.length === 0) break;

@@ -15,6 +15,7 @@ import { createMemo, createResource, createSignal, For, Match, onCleanup, Show, 
 import { ApiError, api, call, describeError } from "../api/client.ts";
 import { FileTree } from "../components/FileTree.tsx";
 import { S3ProfileForm } from "../components/S3ProfileForm.tsx";
+import { SwarmHealth } from "../components/SwarmHealth.tsx";
 import { formatBytes, plural } from "../format.ts";
 import { buildTree, selectAll, selectedIndices, selectedSize } from "../tree.ts";
 
@@ -334,6 +335,9 @@ export function NewJob() {
                 info hash <code>{s().info.infoHash}</code>
               </span>
             </div>
+            <Show when={s().info.infoHash} keyed>
+              {(infoHash) => <SwarmHealth infoHash={infoHash} trackers={s().info.trackers} />}
+            </Show>
 
             <Show
               when={torrent()}
