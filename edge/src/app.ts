@@ -15,6 +15,7 @@ import { progress } from "./routes/progress.ts";
 import { storage } from "./routes/storage.ts";
 import { tokens } from "./routes/tokens.ts";
 import { torrents } from "./routes/torrents.ts";
+import { usage } from "./routes/usage.ts";
 import { corsForWebApp, securityHeaders } from "./security/index.ts";
 
 export type { AppEnv } from "./env.ts";
@@ -77,7 +78,8 @@ const routes = app
   .route("/api/dropbox", connectRoutes(oauthOf(destinations.dropbox)))
   .route("/api/torrents", torrents)
   .route("/api/jobs", jobsApi)
-  .route("/api/progress", progress);
+  .route("/api/progress", progress)
+  .route("/api/usage", usage);
 
 app.doc31("/api/openapi.json", {
   openapi: "3.1.0",
