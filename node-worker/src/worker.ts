@@ -396,6 +396,8 @@ export class Worker {
               cause: "worker",
               reason: "worker shutting down",
               attempt: active.run.attempt,
+              // Only a running job goes back: one the user cancelled meanwhile stays cancelled.
+              from: ["resolving", "downloading", "uploading"],
             });
           }
           // Lease first: a worker reading the new entry must be able to take it.
