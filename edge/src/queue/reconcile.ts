@@ -12,11 +12,18 @@
 //   write Redis did not keep across a restart) is enqueued again.
 // - An entry still pending for a job that ended or is gone (its worker died
 //   between the two) is acknowledged, so it is not taken over for nothing.
-import { isTerminal, type JobMessage, type JobState, keys, queue } from "@torreclou/contracts";
-import { jobs } from "@torreclou/db";
+import {
+  isTerminal,
+  type JobMessage,
+  type JobState,
+  keys,
+  queue,
+  terminalStates,
+} from "@torreclou/contracts";
+import { jobs, users } from "@torreclou/db";
 import type { Db } from "@torreclou/db/jobs";
 import type { Redis } from "@upstash/redis/cloudflare";
-import { and, asc, eq, inArray, isNotNull, isNull, lt } from "drizzle-orm";
+import { and, asc, eq, inArray, isNotNull, isNull, lt, sql } from "drizzle-orm";
 import { admitAndEnqueue, enqueueJob, writeQueueMessage } from "./enqueue.ts";
 
 const LIVE_STATES: JobState[] = ["queued", "resolving", "downloading", "uploading"];
@@ -81,12 +88,30 @@ export async function reconcile(
   return result;
 }
 
-/** Users with jobs waiting their turn since before the cutoff: the next of each is let in if it is their turn. */
+/**
+ * Users whose turn stalled: jobs waiting their turn since before the cutoff,
+ * none in the queue unclaimed, and fewer live jobs let in than their running
+ * limit. Only those are looked at, so users who are simply waiting behind
+ * their own running jobs cost nothing here.
+ */
 async function admitStalled(db: Db, redis: Redis, cutoff: Date, limit: number, result: ReconcileResult) {
+  const terminal = sql.join(
+    terminalStates.map((state) => sql`${state}`),
+    sql`, `,
+  );
   const held = await db
     .selectDistinct({ userId: jobs.userId })
     .from(jobs)
-    .where(and(isNull(jobs.admittedAt), eq(jobs.state, "queued"), lt(jobs.updatedAt, cutoff)))
+    .innerJoin(users, eq(users.id, jobs.userId))
+    .where(
+      and(
+        isNull(jobs.admittedAt),
+        eq(jobs.state, "queued"),
+        lt(jobs.updatedAt, cutoff),
+        sql`not exists (select 1 from ${jobs} as w where w.user_id = ${jobs.userId} and w.admitted_at is not null and w.claimed_at is null and w.state not in (${terminal}))`,
+        sql`(${users.runningLimit} is null or (select count(*) from ${jobs} as l where l.user_id = ${jobs.userId} and l.admitted_at is not null and l.state not in (${terminal})) < ${users.runningLimit})`,
+      ),
+    )
     .orderBy(jobs.userId)
     .limit(limit);
   for (const { userId } of held) {
