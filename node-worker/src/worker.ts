@@ -278,8 +278,9 @@ export class Worker {
       if (await this.queue.cancelRequested(jobId, job.attempt)) run.stop("cancel");
       // Someone idle should watch for this worker's crash.
       await this.queue.announce().catch((error: unknown) => log.debug({ err: error }, "no watch notice"));
-      // It left the queue: the owner's next job may go in (fair turns).
-      await this.#admitNext(job.userId, log);
+      // It left the queue: the owner's next job may go in (fair turns). Not awaited: the
+      // job starts meanwhile, and a turn this misses is taken later (see #admitNext).
+      void this.#admitNext(job.userId, log);
       active.done = run.run().then(
         (outcome) => this.#finish(jobId, outcome),
         async (error: unknown) => {
