@@ -3,7 +3,7 @@
 import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { keys, queue } from "@torreclou/contracts";
-import { jobs, torrents } from "@torreclou/db";
+import { jobs, torrents, users } from "@torreclou/db";
 import { claimJob, transitionJob } from "@torreclou/db/jobs";
 import { eq, inArray } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
@@ -269,5 +269,19 @@ describe("fair turns the reconciler restores", () => {
     expect(result.admitted).not.toContain(second.id);
     expect(await messagesFor(second.id)).toEqual([]);
     expect(await messagesFor(first.id)).toHaveLength(1);
+  });
+
+  it("lets nothing in while the user's running limit is reached", async () => {
+    const user = await userWithStorage();
+    const first = await submitJob(user);
+    const second = await submitJob(user);
+    await withDb(async (db) => {
+      await db.update(users).set({ runningLimit: 1 }).where(eq(users.id, user.userId));
+      const job = await claimJob(db, first.id);
+      await transitionJob(db, { jobId: first.id, to: "downloading", cause: "worker", attempt: job!.attempt });
+    });
+    const result = await reconcileNow(first.id, second.id);
+    expect(result.admitted).not.toContain(second.id);
+    expect(await messagesFor(second.id)).toEqual([]);
   });
 });
