@@ -216,8 +216,14 @@ export async function admitNext(
       .orderBy(asc(jobs.createdAt), asc(jobs.id))
       .limit(1);
     if (!next) return undefined;
-    await tx.update(jobs).set({ admittedAt: new Date(), enqueuedAt: null }).where(eq(jobs.id, next.id));
-    return next;
+    // Still waiting (a cancel may have ended it since the select): else nobody goes in now,
+    // and the cancel's own call lets the next one in.
+    const [admitted] = await tx
+      .update(jobs)
+      .set({ admittedAt: new Date(), enqueuedAt: null })
+      .where(and(eq(jobs.id, next.id), isNull(jobs.admittedAt), eq(jobs.state, "queued")))
+      .returning({ id: jobs.id });
+    return admitted;
   });
 }
 
