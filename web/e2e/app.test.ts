@@ -586,7 +586,10 @@ describe("the web app, end to end", () => {
     await page.getByTestId("torrent-name").waitFor();
     // The dev stack gave this account the local bucket: nothing to set up.
     expect(await page.getByTestId("storage-setup").count()).toBe(0);
-    expect(await page.locator("#destination option:checked").textContent()).toContain("Local S3 (dev stack)");
+    // The list of destinations may still be loading.
+    await expect
+      .poll(() => page.locator("#destination option:checked").textContent())
+      .toContain("Local S3 (dev stack)");
     // Asked to be told when jobs finish (and allowed it).
     await context.grantPermissions(["notifications"], { origin: web });
     await page.evaluate(() => {
