@@ -19,7 +19,7 @@ export function UsageLine(props: { version?: unknown }) {
   return (
     <Show when={usage.latest}>
       {(view) => (
-        <p class="usage-line small muted">
+        <p class="usage-line small muted" data-testid="usage">
           <span class="visually-hidden">Your usage: </span>
           <For each={usageParts(view())}>
             {(text, i) => (
