@@ -7,7 +7,15 @@ import { asc, eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/node-postgres";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { claimJob, insertJob, markEnqueued, storableText, transitionJob } from "./jobs.ts";
+import {
+  admitNext,
+  claimJob,
+  insertJob,
+  markEnqueued,
+  retryTransition,
+  storableText,
+  transitionJob,
+} from "./jobs.ts";
 import { migrate } from "./migrate.ts";
 import { jobFiles, jobs, jobTransitions, storageProfiles, torrents, users } from "./schema.ts";
 import { dropDatabases, freshDatabase } from "./testing.ts";
@@ -300,5 +308,63 @@ describe("transitionJob", () => {
     expect(await claimJob(db, job.id)).toBeUndefined();
     const [file] = await db.select().from(jobFiles).where(eq(jobFiles.jobId, job.id)).limit(1);
     expect(file?.state).toBe("pending");
+  });
+});
+
+describe("admitNext (fair turns)", () => {
+  /** `count` more jobs of the same user, oldest first. */
+  async function moreJobs(userId: string, profileId: string, count: number) {
+    const made = [];
+    for (let i = 0; i < count; i++) {
+      const { job } = await insertJob(db, keyring, {
+        userId,
+        storageProfileId: profileId,
+        name: `job ${i}`,
+        source: { kind: "torrent", torrent: torrentBytes },
+        torrent: { infoHash: randomBytes(20).toString("hex"), files: null },
+      });
+      made.push(job);
+    }
+    return made;
+  }
+
+  it("lets one job in at a time, oldest first, even when many ask at once", async () => {
+    const { userId, profileId } = await userWithProfile();
+    const held = await moreJobs(userId, profileId, 5);
+    // Ten callers at once (workers ending jobs, requests): one job goes in.
+    const answers = await Promise.all(Array.from({ length: 10 }, () => admitNext(db, userId)));
+    expect(answers.filter(Boolean).map((a) => a!.id)).toEqual([held[0]!.id]);
+    // Its turn taken until a worker claims it; then the next.
+    expect(await admitNext(db, userId)).toBeUndefined();
+    await claimJob(db, held[0]!.id);
+    expect((await admitNext(db, userId))?.id).toBe(held[1]!.id);
+  });
+
+  it("keeps to the running limit: no more live jobs let in than it allows", async () => {
+    const { userId, profileId } = await userWithProfile();
+    const held = await moreJobs(userId, profileId, 3);
+    expect((await admitNext(db, userId, { runningLimit: 2 }))?.id).toBe(held[0]!.id);
+    await claimJob(db, held[0]!.id);
+    expect((await admitNext(db, userId))?.id).toBe(held[1]!.id);
+    await claimJob(db, held[1]!.id);
+    // Two live: the third waits, until one ends.
+    expect(await admitNext(db, userId)).toBeUndefined();
+    await transitionJob(db, { jobId: held[0]!.id, to: "cancelled", cause: "user" });
+    expect((await admitNext(db, userId))?.id).toBe(held[2]!.id);
+    const [row] = await db.select().from(users).where(eq(users.id, userId));
+    expect(row?.runningLimit).toBe(2);
+  });
+
+  it("puts a retried job back in line like a new one", async () => {
+    const { userId, profileId } = await userWithProfile();
+    const [job] = await moreJobs(userId, profileId, 1);
+    await admitNext(db, userId);
+    await markEnqueued(db, job!.id);
+    await claimJob(db, job!.id);
+    await transitionJob(db, { jobId: job!.id, to: "failed", cause: "system" });
+    await retryTransition(db, job!.id);
+    const [row] = await db.select().from(jobs).where(eq(jobs.id, job!.id));
+    expect(row).toMatchObject({ state: "queued", admittedAt: null, claimedAt: null, enqueuedAt: null });
+    expect((await admitNext(db, userId))?.id).toBe(job!.id);
   });
 });

@@ -15,7 +15,7 @@ import {
   type WebhookPayload,
   webhookEventOf,
 } from "@torreclou/contracts";
-import { and, eq, inArray, sql } from "drizzle-orm";
+import { and, asc, eq, inArray, isNotNull, isNull, sql } from "drizzle-orm";
 import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
 import {
   type Job,
@@ -24,6 +24,7 @@ import {
   jobs,
   jobTransitions,
   torrents,
+  users,
   webhookDeliveries,
   webhookEndpoints,
 } from "./schema.ts";
@@ -63,6 +64,12 @@ export interface NewJobInput {
   selected?: number[] | undefined;
   storageProfileId: string;
   targetFolder?: string | undefined;
+  /**
+   * Runs first in the job's transaction, with the user's row locked, so
+   * checks of the user's other jobs (quotas) cannot race another request of
+   * the same user; whatever it throws rolls everything back.
+   */
+  guard?: ((tx: Db) => Promise<void>) | undefined;
 }
 
 /**
@@ -85,6 +92,10 @@ export async function insertJob(
   const jobId = crypto.randomUUID();
   const sealed = await encryptJobSource(keyring, input.source, jobId);
   return db.transaction(async (tx) => {
+    if (input.guard) {
+      await tx.select({ id: users.id }).from(users).where(eq(users.id, input.userId)).for("update");
+      await input.guard(tx);
+    }
     const [torrent] = await tx
       .insert(torrents)
       .values({
@@ -147,9 +158,85 @@ export async function insertJob(
   });
 }
 
-/** Records that the queue message for this job is written. */
+/** Records that the queue message for this job is written (a job on the queue has had its turn). */
 export async function markEnqueued(db: Db, jobId: string): Promise<void> {
-  await db.update(jobs).set({ enqueuedAt: new Date() }).where(eq(jobs.id, jobId));
+  await db
+    .update(jobs)
+    .set({ enqueuedAt: new Date(), admittedAt: sql`coalesce(${jobs.admittedAt}, now())` })
+    .where(eq(jobs.id, jobId));
+}
+
+/** Not terminal: the job may still run (queued, or held by a worker). */
+const liveJob = sql`${jobs.state} NOT IN (${sql.join(
+  terminalStates.map((state) => sql`${state}`),
+  sql`, `,
+)})`;
+
+export interface AdmitOptions {
+  /**
+   * The user's running limit (null: none), recorded on the user's row so
+   * workers admitting later apply it too. Undefined: the recorded one.
+   */
+  runningLimit?: number | null | undefined;
+}
+
+/**
+ * Fair turns. A user's jobs enter the shared queue one at a time: the next
+ * one (oldest first) is let in only while none of the user's jobs waits in
+ * the queue unclaimed, and fewer than the running limit are live there. So
+ * the stream never holds more than one unclaimed job per user, and a user
+ * with 500 queued jobs is at most one entry ahead of anyone else's first.
+ * Called whenever that may have changed: a job created, claimed by a worker,
+ * ended, cancelled or retried (and by the reconciler, after a crash between
+ * such a change and this call). The user's row is locked, so two callers can
+ * never both let a job in. Returns the admitted job (at most one), whose
+ * queue message the caller then writes; a message never written is the
+ * reconciler's (`enqueued_at` null on an admitted job).
+ */
+export async function admitNext(
+  db: Db,
+  userId: string,
+  options: AdmitOptions = {},
+): Promise<{ id: string } | undefined> {
+  return db.transaction(async (tx) => {
+    const [user] =
+      options.runningLimit === undefined
+        ? await tx
+            .select({ runningLimit: users.runningLimit })
+            .from(users)
+            .where(eq(users.id, userId))
+            .for("update")
+        : await tx
+            .update(users)
+            .set({ runningLimit: options.runningLimit })
+            .where(eq(users.id, userId))
+            .returning({ runningLimit: users.runningLimit });
+    if (!user) return undefined;
+    const [counts] = await tx
+      .select({
+        live: sql<number>`count(*)::int`,
+        waiting: sql<number>`(count(*) filter (where ${jobs.claimedAt} is null))::int`,
+      })
+      .from(jobs)
+      .where(and(eq(jobs.userId, userId), isNotNull(jobs.admittedAt), liveJob));
+    if ((counts?.waiting ?? 0) > 0) return undefined;
+    if (user.runningLimit !== null && (counts?.live ?? 0) >= user.runningLimit) return undefined;
+    const [next] = await tx
+      .select({ id: jobs.id })
+      .from(jobs)
+      .where(and(eq(jobs.userId, userId), isNull(jobs.admittedAt), eq(jobs.state, "queued")))
+      .orderBy(asc(jobs.createdAt), asc(jobs.id))
+      .limit(1);
+    if (!next) return undefined;
+    // Still waiting (a cancel may have ended it since the select): else nobody goes in now,
+    // and the cancel's own call lets the next one in.
+    const [admitted] = await tx
+      .update(jobs)
+      .set({ admittedAt: new Date(), enqueuedAt: null })
+      .where(and(eq(jobs.id, next.id), isNull(jobs.admittedAt), eq(jobs.state, "queued")))
+      .returning({ id: jobs.id });
+    return admitted;
+  });
 }
 
 export class StaleAttemptError extends Error {
@@ -169,7 +256,14 @@ export interface TransitionInput {
   /** Only from these states (default: every state the table allows to reach `to`). */
   from?: readonly JobState[] | undefined;
   /** Extra columns to set in the same statement, e.g. byte counters. */
-  set?: Partial<Pick<Job, "bytesTotal" | "bytesDownloaded" | "bytesUploaded">> | undefined;
+  set?:
+    | Partial<
+        Pick<
+          Job,
+          "bytesTotal" | "bytesDownloaded" | "bytesUploaded" | "admittedAt" | "claimedAt" | "enqueuedAt"
+        >
+      >
+    | undefined;
   /** Scope to an owner (edge requests act only on the caller's jobs). */
   userId?: string | undefined;
   /**
@@ -317,14 +411,20 @@ export async function retryTransition(
     reason: "retried by the user",
     userId,
     newAttempt: true,
-    set: { bytesDownloaded: 0, bytesUploaded: 0 },
+    // It waits for its turn again (admitNext), like a new job.
+    set: { bytesDownloaded: 0, bytesUploaded: 0, admittedAt: null, claimedAt: null, enqueuedAt: null },
   });
 }
 
 export async function claimJob(db: Db, jobId: string): Promise<Job | undefined> {
   const [job] = await db
     .update(jobs)
-    .set({ attempt: sql`${jobs.attempt} + 1` })
+    .set({
+      attempt: sql`${jobs.attempt} + 1`,
+      // No longer waiting in the queue: the user's next job may be let in (admitNext).
+      claimedAt: sql`coalesce(${jobs.claimedAt}, now())`,
+      admittedAt: sql`coalesce(${jobs.admittedAt}, now())`,
+    })
     .where(and(eq(jobs.id, jobId), inArray(jobs.state, ["queued", "resolving", "downloading", "uploading"])))
     .returning();
   return job;

@@ -88,6 +88,13 @@ export const users = pgTable("users", {
   pictureUrl: text("picture_url"),
   createdAt: createdAt(),
   lastLoginAt: timestamp("last_login_at", { withTimezone: true }),
+  /**
+   * How many of this user's jobs may be let into the shared queue at once
+   * (null: no limit): the edge's QUOTA_RUNNING_JOBS, written by the edge each
+   * time it admits the user's jobs, so a worker admitting the next one when a
+   * job ends applies the same limit without a setting of its own.
+   */
+  runningLimit: integer("running_limit"),
 });
 
 /** Personal API tokens (for workers and scripts). Only a hash is stored. */
@@ -239,6 +246,14 @@ export const jobs = pgTable(
      * queue are two systems; a reconciler re-enqueues jobs still null here.
      */
     enqueuedAt: timestamp("enqueued_at", { withTimezone: true }),
+    /**
+     * Set when the job is let into the shared queue (its turn came: see
+     * `admitNext` in jobs.ts). A queued job with this null waits its turn in
+     * Postgres and has no stream entry. Cleared by a retry.
+     */
+    admittedAt: timestamp("admitted_at", { withTimezone: true }),
+    /** Set by the first worker that claims the attempt; cleared by a retry. */
+    claimedAt: timestamp("claimed_at", { withTimezone: true }),
     createdAt: createdAt(),
     updatedAt: updatedAt(),
     startedAt: timestamp("started_at", { withTimezone: true }),
@@ -257,6 +272,10 @@ export const jobs = pgTable(
     index("jobs_torrent_id_idx").on(t.torrentId),
     // The reconciler's scan stays small: only jobs whose queue write is unconfirmed.
     index("jobs_unenqueued_idx").on(t.createdAt).where(sql`enqueued_at IS NULL`),
+    // A user's jobs waiting for their turn, oldest first (admitNext).
+    index("jobs_user_held_idx")
+      .on(t.userId, t.createdAt, t.id)
+      .where(sql`admitted_at IS NULL AND state = 'queued'`),
     check("jobs_attempt_nonnegative", sql`${t.attempt} >= 0`),
     check(
       "jobs_source_sealed_whole",

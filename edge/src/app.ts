@@ -15,6 +15,7 @@ import { progress } from "./routes/progress.ts";
 import { storage } from "./routes/storage.ts";
 import { tokens } from "./routes/tokens.ts";
 import { torrents } from "./routes/torrents.ts";
+import { usage } from "./routes/usage.ts";
 import { webhooks } from "./routes/webhooks.ts";
 import { corsForWebApp, securityHeaders } from "./security/index.ts";
 
@@ -79,7 +80,8 @@ const routes = app
   .route("/api/torrents", torrents)
   .route("/api/jobs", jobsApi)
   .route("/api/progress", progress)
-  .route("/api/webhooks", webhooks);
+  .route("/api/webhooks", webhooks)
+  .route("/api/usage", usage);
 
 app.doc31("/api/openapi.json", {
   openapi: "3.1.0",

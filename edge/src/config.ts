@@ -19,6 +19,22 @@ const urlOr = (fallback: string) =>
     .transform((v) => v || fallback)
     .pipe(z.url());
 
+/** A per-user quota: a whole number from `min`, or unset / empty for no limit (null). */
+const quota = (min: number) =>
+  z
+    .string()
+    .trim()
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined || v === "") return null;
+      const n = Number(v);
+      if (!Number.isSafeInteger(n) || n < min) {
+        ctx.addIssue({ code: "custom", message: `must be a whole number ≥ ${min}, or empty for no limit` });
+        return z.NEVER;
+      }
+      return n;
+    });
+
 const Config = z.object({
   DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// connection string"),
   UPSTASH_REDIS_REST_URL: z.url(),
@@ -182,6 +198,16 @@ const Config = z.object({
       ctx.addIssue({ code: "custom", message: "must be a JSON object (the body of POST /api/storage)" });
       return z.NEVER;
     }),
+  /**
+   * Per-user quotas (null: no limit, the default). Running: a user's jobs
+   * that may run at once; the rest wait their turn, queued (never refused).
+   * Queued: jobs waiting to start; a new one beyond it is refused (429).
+   * Monthly bytes: the selected bytes of the jobs a user creates in a
+   * calendar month (UTC); a job that would go beyond it is refused (403).
+   */
+  QUOTA_RUNNING_JOBS: quota(1),
+  QUOTA_QUEUED_JOBS: quota(1),
+  QUOTA_MONTHLY_BYTES: quota(0),
   /** host:port of the local Neon proxy; unset in production. */
   NEON_LOCAL_PROXY: z
     .string()

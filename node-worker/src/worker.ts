@@ -4,7 +4,14 @@
 import { randomUUID } from "node:crypto";
 import { mkdir } from "node:fs/promises";
 import { EgressPolicy, isTerminal, type Keyring, parseKeyring } from "@torreclou/contracts";
-import { claimJob, type Db, type TransitionedJob, transitionJob } from "@torreclou/db/jobs";
+import {
+  admitNext,
+  claimJob,
+  type Db,
+  markEnqueued,
+  type TransitionedJob,
+  transitionJob,
+} from "@torreclou/db/jobs";
 import type { Logger } from "pino";
 import type { Config } from "./config.ts";
 import { installEgressGuard, type LookupFn } from "./egress/index.ts";
@@ -28,6 +35,8 @@ const PRUNE_EVERY_MS = 10 * 60_000;
 
 interface Active {
   run: JobRun;
+  /** The job's owner: when the attempt ends, their next job may be let in. */
+  userId: string;
   entryId: string;
   done: Promise<void>;
 }
@@ -301,16 +310,20 @@ export class Worker {
         );
         await this.queue.ack(entry.id);
         await this.queue.releaseLease(jobId);
+        await this.#admitNext(job.userId, log);
         return;
       }
       log = entryLog.child({ attempt: job.attempt });
       log.info({ state: job.state }, "job claimed");
       const run = new JobRun(this.#runDeps(), jobId, job.attempt);
-      const active: Active = { run, entryId: entry.id, done: Promise.resolve() };
+      const active: Active = { run, userId: job.userId, entryId: entry.id, done: Promise.resolve() };
       this.#active.set(jobId, active);
       if (await this.queue.cancelRequested(jobId, job.attempt)) run.stop("cancel");
       // Someone idle should watch for this worker's crash.
       await this.queue.announce().catch((error: unknown) => log.debug({ err: error }, "no watch notice"));
+      // It left the queue: the owner's next job may go in (fair turns). Not awaited: the
+      // job starts meanwhile, and a turn this misses is taken later (see #admitNext).
+      void this.#admitNext(job.userId, log);
       active.done = run.run().then(
         (outcome) => this.#finish(jobId, outcome),
         async (error: unknown) => {
@@ -319,6 +332,7 @@ export class Worker {
           // The entry stays pending; freeing the lease lets a worker reclaim it.
           await this.queue.releaseLease(jobId).catch(() => {});
           this.#wake();
+          await this.#admitNext(job.userId, log);
         },
       );
     } catch (error) {
@@ -354,6 +368,24 @@ export class Worker {
       this.#deferred.set(jobId, entry);
     } finally {
       await this.queue.releaseLease(jobId).catch(() => {});
+    }
+  }
+
+  /**
+   * Fair turns: lets the user's next job into the queue if it is their turn
+   * now (drizzle/jobs.ts `admitNext`) and writes its message. Never throws:
+   * a turn this misses is taken by the user's next job change, or by the
+   * edge's reconciler.
+   */
+  async #admitNext(userId: string, log: Logger): Promise<void> {
+    try {
+      const next = await admitNext(this.#deps.db, userId);
+      if (!next) return;
+      await this.queue.enqueue(next.id, userId);
+      await markEnqueued(this.#deps.db, next.id);
+      log.info({ next: next.id }, "let the user's next job into the queue");
+    } catch (error) {
+      log.warn({ err: error }, "could not let the user's next job in; the reconciler will");
     }
   }
 
@@ -409,6 +441,8 @@ export class Worker {
               cause: "worker",
               reason: "worker shutting down",
               attempt: active.run.attempt,
+              // Only a running job goes back: one the user cancelled meanwhile stays cancelled.
+              from: ["resolving", "downloading", "uploading"],
             });
           }
           // Lease first: a worker reading the new entry must be able to take it.
@@ -440,6 +474,8 @@ export class Worker {
       log.error({ err: error, outcome }, "could not settle the attempt");
     } finally {
       this.#active.delete(jobId);
+      // The attempt ended: the owner's next job may go in (a job ended, or came back to the queue).
+      await this.#admitNext(active.userId, log);
       this.#wake();
       // An entry kept while this attempt ran (a retry, a clean-up) is taken at once.
       const kept = this.#deferred.get(jobId);

@@ -88,7 +88,9 @@ describe("swarm health", () => {
     const [udp, refused, quiet] = health.trackers;
     expect(udp).toEqual({ tracker: `udp://127.0.0.1:${udpPort}`, seeders: 0, leechers: 0, completed: 0 });
     expect(refused!.tracker).toBe(`http://127.0.0.1:${refusedPort}`);
-    expect(refused!.error).toBe(`refused by the egress policy: 127.0.0.1:${refusedPort} is a loopback address`);
+    expect(refused!.error).toBe(
+      `refused by the egress policy: 127.0.0.1:${refusedPort} is a loopback address`,
+    );
     expect(quiet).toEqual({ tracker: `udp://127.0.0.1:${silentPort}`, error: "no answer within 2 s" });
     expect(JSON.stringify(health)).not.toContain("secret");
   });

@@ -390,6 +390,10 @@ describe("the web app, end to end", () => {
     await row.waitFor();
     expect(await row.getByTestId("job-status").textContent()).toBe("Completed");
     expect(await row.getByTestId("percent").textContent()).toBe("100%");
+    // The person's usage under the heading: nothing running or waiting, this month's bytes (no limits set).
+    await expect
+      .poll(() => page.getByTestId("usage").textContent())
+      .toBe("Your usage: 0 running · 0 queued · 5.01 MiB this month");
     await screenshots("jobs", { phone: true });
     await page.getByRole("button", { name: "Failed" }).click();
     await page.getByText("No failed jobs").waitFor();

@@ -5,7 +5,7 @@
 // enqueues again; a message written twice is harmless because a worker takes a
 // lease and bumps the job's attempt before running it.
 import { type JobMessage, keys, queue } from "@torreclou/contracts";
-import { type Db, markEnqueued } from "@torreclou/db/jobs";
+import { admitNext, type Db, markEnqueued } from "@torreclou/db/jobs";
 import type { Redis } from "@upstash/redis/cloudflare";
 
 /**
@@ -52,6 +52,36 @@ export async function enqueueJob(
     return failed("marking the job enqueued failed", jobId, err);
   }
   return { enqueued: true };
+}
+
+/**
+ * Fair turns: lets the user's next job into the queue if it is their turn
+ * (admitNext) and writes its message. `runningLimit` is the operator's
+ * current one (recorded for the workers); undefined keeps the recorded one.
+ * Never throws: a job left waiting its turn is let in by the next job change
+ * of the user, or by the reconciler.
+ */
+export async function admitAndEnqueue(
+  db: Db,
+  redis: Redis,
+  userId: string,
+  runningLimit?: number | null,
+): Promise<string | undefined> {
+  let next: { id: string } | undefined;
+  try {
+    next = await admitNext(db, userId, { runningLimit });
+  } catch (err) {
+    console.warn(
+      JSON.stringify({
+        level: "warn",
+        msg: "letting the user's next job in failed; the reconciler will",
+        error: err instanceof Error ? err.message : String(err),
+      }),
+    );
+    return undefined;
+  }
+  if (next) await enqueueJob(db, redis, next.id, userId);
+  return next?.id;
 }
 
 function failed(what: string, jobId: string, err: unknown): EnqueueResult {

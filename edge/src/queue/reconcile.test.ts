@@ -3,7 +3,8 @@
 import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { keys, queue } from "@torreclou/contracts";
-import { jobs, torrents } from "@torreclou/db";
+import { jobs, torrents, users } from "@torreclou/db";
+import { claimJob, transitionJob } from "@torreclou/db/jobs";
 import { eq, inArray } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
 import { redis, withDb } from "../../test/fixtures/db.ts";
@@ -237,5 +238,50 @@ describe("closing the gaps between rows and stream", () => {
     const pending = (await redis().xpending(queue.stream, queue.group, entry!, entry!, 1)) as unknown[];
     expect(pending).toEqual([]);
     expect(await messagesFor(job.id)).toEqual([]);
+  });
+});
+
+describe("fair turns the reconciler restores", () => {
+  it("lets in a user's next job when whoever should have (a worker that died after its job ended) did not", async () => {
+    const user = await userWithStorage();
+    const first = await submitJob(user);
+    const second = await submitJob(user);
+    expect(await messagesFor(second.id)).toEqual([]);
+    // A worker took the first job and finished it, then died before letting the next one in.
+    await withDb(async (db) => {
+      const job = await claimJob(db, first.id);
+      await transitionJob(db, { jobId: first.id, to: "downloading", cause: "worker", attempt: job!.attempt });
+      await transitionJob(db, { jobId: first.id, to: "uploading", cause: "worker", attempt: job!.attempt });
+      await transitionJob(db, { jobId: first.id, to: "completed", cause: "worker", attempt: job!.attempt });
+    });
+    const result = await reconcileNow(first.id, second.id);
+    expect(result.admitted).toContain(second.id);
+    expect(await messagesFor(second.id)).toHaveLength(1);
+    expect((await jobRow(second.id))?.enqueuedAt).not.toBeNull();
+  });
+
+  it("lets nothing in while the user's turn is still taken", async () => {
+    const user = await userWithStorage();
+    const first = await submitJob(user);
+    const second = await submitJob(user);
+    // The first waits in the queue, unclaimed: the second's turn has not come.
+    const result = await reconcileNow(first.id, second.id);
+    expect(result.admitted).not.toContain(second.id);
+    expect(await messagesFor(second.id)).toEqual([]);
+    expect(await messagesFor(first.id)).toHaveLength(1);
+  });
+
+  it("lets nothing in while the user's running limit is reached", async () => {
+    const user = await userWithStorage();
+    const first = await submitJob(user);
+    const second = await submitJob(user);
+    await withDb(async (db) => {
+      await db.update(users).set({ runningLimit: 1 }).where(eq(users.id, user.userId));
+      const job = await claimJob(db, first.id);
+      await transitionJob(db, { jobId: first.id, to: "downloading", cause: "worker", attempt: job!.attempt });
+    });
+    const result = await reconcileNow(first.id, second.id);
+    expect(result.admitted).not.toContain(second.id);
+    expect(await messagesFor(second.id)).toEqual([]);
   });
 });

@@ -3,18 +3,28 @@
 // once it has sat unchanged for `olderThanMs`, so a request still between its
 // writes is left alone (and a duplicate message would be harmless).
 //
-// - A queued job whose queue write was never confirmed (`enqueued_at` null,
+// - A user whose jobs wait their turn while none of theirs is in the queue
+//   (a worker or request died between a job's change and letting the next
+//   one in) gets the next one let in (admitNext).
+// - An admitted queued job whose queue write was never confirmed (`enqueued_at` null,
 //   e.g. Redis was unreachable when it was created or retried) is enqueued.
 // - A live job the queue has lost (no entry in the stream and no lease: a
 //   write Redis did not keep across a restart) is enqueued again.
 // - An entry still pending for a job that ended or is gone (its worker died
 //   between the two) is acknowledged, so it is not taken over for nothing.
-import { isTerminal, type JobMessage, type JobState, keys, queue } from "@torreclou/contracts";
-import { jobs } from "@torreclou/db";
+import {
+  isTerminal,
+  type JobMessage,
+  type JobState,
+  keys,
+  queue,
+  terminalStates,
+} from "@torreclou/contracts";
+import { jobs, users } from "@torreclou/db";
 import type { Db } from "@torreclou/db/jobs";
 import type { Redis } from "@upstash/redis/cloudflare";
-import { and, asc, eq, inArray, isNotNull, isNull, lt } from "drizzle-orm";
-import { enqueueJob, writeQueueMessage } from "./enqueue.ts";
+import { and, asc, eq, inArray, isNotNull, isNull, lt, sql } from "drizzle-orm";
+import { admitAndEnqueue, enqueueJob, writeQueueMessage } from "./enqueue.ts";
 
 const LIVE_STATES: JobState[] = ["queued", "resolving", "downloading", "uploading"];
 
@@ -29,6 +39,8 @@ export interface ReconcileOptions {
 export interface ReconcileResult {
   enqueued: string[];
   failed: string[];
+  /** Jobs let in for users whose turn had stalled. */
+  admitted: string[];
   /** Live jobs the queue had lost, enqueued again. */
   requeued: string[];
   /** Jobs that ended whose pending entries were acknowledged. */
@@ -41,14 +53,22 @@ export async function reconcile(
   options: ReconcileOptions = {},
 ): Promise<ReconcileResult> {
   const cutoff = new Date((options.now ?? new Date()).getTime() - (options.olderThanMs ?? 60_000));
+  const result: ReconcileResult = { enqueued: [], failed: [], admitted: [], requeued: [], acknowledged: [] };
+  await admitStalled(db, redis, cutoff, options.limit ?? 200, result);
   // jobs_unenqueued_idx (partial, enqueued_at IS NULL) keeps this scan small.
   const pending = await db
     .select({ id: jobs.id, userId: jobs.userId })
     .from(jobs)
-    .where(and(isNull(jobs.enqueuedAt), eq(jobs.state, "queued"), lt(jobs.updatedAt, cutoff)))
+    .where(
+      and(
+        isNull(jobs.enqueuedAt),
+        isNotNull(jobs.admittedAt),
+        eq(jobs.state, "queued"),
+        lt(jobs.updatedAt, cutoff),
+      ),
+    )
     .orderBy(asc(jobs.createdAt))
     .limit(options.limit ?? 200);
-  const result: ReconcileResult = { enqueued: [], failed: [], requeued: [], acknowledged: [] };
   for (const job of pending) {
     const { enqueued } = await enqueueJob(db, redis, job.id, job.userId);
     (enqueued ? result.enqueued : result.failed).push(job.id);
@@ -66,6 +86,38 @@ export async function reconcile(
     );
   }
   return result;
+}
+
+/**
+ * Users whose turn stalled: jobs waiting their turn since before the cutoff,
+ * none in the queue unclaimed, and fewer live jobs let in than their running
+ * limit. Only those are looked at, so users who are simply waiting behind
+ * their own running jobs cost nothing here.
+ */
+async function admitStalled(db: Db, redis: Redis, cutoff: Date, limit: number, result: ReconcileResult) {
+  const terminal = sql.join(
+    terminalStates.map((state) => sql`${state}`),
+    sql`, `,
+  );
+  const held = await db
+    .selectDistinct({ userId: jobs.userId })
+    .from(jobs)
+    .innerJoin(users, eq(users.id, jobs.userId))
+    .where(
+      and(
+        isNull(jobs.admittedAt),
+        eq(jobs.state, "queued"),
+        lt(jobs.updatedAt, cutoff),
+        sql`not exists (select 1 from ${jobs} as w where w.user_id = ${jobs.userId} and w.admitted_at is not null and w.claimed_at is null and w.state not in (${terminal}))`,
+        sql`(${users.runningLimit} is null or (select count(*) from ${jobs} as l where l.user_id = ${jobs.userId} and l.admitted_at is not null and l.state not in (${terminal})) < ${users.runningLimit})`,
+      ),
+    )
+    .orderBy(jobs.userId)
+    .limit(limit);
+  for (const { userId } of held) {
+    const id = await admitAndEnqueue(db, redis, userId);
+    if (id) result.admitted.push(id);
+  }
 }
 
 function jobOf(fields: Record<string, unknown> | undefined): JobMessage | undefined {

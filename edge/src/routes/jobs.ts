@@ -43,8 +43,9 @@ import type { Config } from "../config.ts";
 import { downloadLinks } from "../destinations/index.ts";
 import { ApiError } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
+import { checkNewJob, checkRetry } from "../limits/quotas.ts";
 import { ownsJobs, readEvent } from "../progress/read.ts";
-import { enqueueJob } from "../queue/enqueue.ts";
+import { admitAndEnqueue } from "../queue/enqueue.ts";
 import { csrfRefused, errorResponses, registerAuthSchemes, signedIn } from "../security/openapi.ts";
 import {
   acceptContentTypes,
@@ -560,6 +561,13 @@ function magnetJob(source: Extract<TorrentSource, { kind: "magnet" }>) {
   };
 }
 
+/** Bytes the job will fetch: its selected files' (a magnet's are unknown until resolved: 0). */
+function selectedBytes(source: TorrentSource, selected: number[] | undefined): number {
+  if (source.kind === "magnet") return 0;
+  const chosen = selected ? new Set(selected) : undefined;
+  return source.info.files.filter((f) => !chosen || chosen.has(f.index)).reduce((sum, f) => sum + f.size, 0);
+}
+
 function checkSelection(source: TorrentSource, files: number[] | undefined): number[] | undefined {
   if (files === undefined) return undefined;
   if (source.kind === "magnet") {
@@ -651,13 +659,13 @@ const createJob = createRoute({
     ...errorResponses({
       400: "The body is not valid (e.g. both or neither of torrent and magnet, bad targetFolder).",
       401: "Not signed in.",
-      403: csrfRefused,
+      403: `${csrfRefused} Or this job would go beyond your monthly transfer quota (\`quota_monthly_bytes\`, with Retry-After until it renews).`,
       404: "The storage profile does not exist or is not yours.",
       409: "You have no storage profile yet, or it needs reconnecting.",
       413: "The body or the .torrent is too large.",
       415: "The body is not JSON.",
       422: "The torrent or magnet is invalid, or the file selection does not fit it.",
-      429: "Too many jobs submitted; wait a minute.",
+      429: "Too many jobs submitted; wait a minute (`rate_limited`), or as many jobs are waiting to start as your quota allows (`quota_queued_jobs`).",
     }),
   },
 });
@@ -736,7 +744,7 @@ const retryJob = createRoute({
       403: csrfRefused,
       404: "No such job of yours.",
       409: "Only failed or cancelled jobs can be retried.",
-      429: "Too many jobs submitted; wait a minute.",
+      429: "Too many jobs submitted; wait a minute (`rate_limited`), or as many jobs are waiting to start as your quota allows (`quota_queued_jobs`).",
     }),
   },
 });
@@ -795,7 +803,9 @@ export const jobsApi = api
     const { id: storageProfileId, kind } = await pickProfile(db, userId, body.storageProfileId);
     checkDestinationNames(source, kind);
     const job = source.kind === "torrent" ? torrentJob(source) : magnetJob(source);
-    const { job: created } = await insertJob(db, c.var.config.CREDENTIALS_KEYS, {
+    const config = c.var.config;
+    const bytes = selectedBytes(source, selected);
+    const { job: created } = await insertJob(db, config.CREDENTIALS_KEYS, {
       ...job,
       userId,
       selected,
@@ -803,9 +813,13 @@ export const jobsApi = api
       // No folder given: one named after the torrent (a magnet's is settled by the worker once its files are known).
       targetFolder:
         body.targetFolder ?? (source.kind === "torrent" ? defaultFolder(source.info.files) : undefined),
+      // Over a quota nothing is written: the check runs in the insert's transaction.
+      guard: (tx) =>
+        checkNewJob(tx, config, userId, bytes, new Date(), (name, value) => c.header(name, value)),
     });
-    await enqueueJob(db, c.var.redis, created.id, userId);
-    return c.json({ job: await loadJob(db, userId, created.id, c.var.config) }, 201);
+    // Its turn may come at once, or after the user's jobs ahead of it (fair turns).
+    await admitAndEnqueue(db, c.var.redis, userId, config.QUOTA_RUNNING_JOBS);
+    return c.json({ job: await loadJob(db, userId, created.id, config) }, 201);
   })
   .openapi(listJobs, async (c) => {
     const { limit, cursor, status, q, storage } = c.req.valid("query");
@@ -877,12 +891,15 @@ export const jobsApi = api
         JSON.stringify({ level: "warn", msg: "cancel flag not written", jobId: id, error: String(err) }),
       );
     }
+    // A running job ended, or a waiting one left the line: the user's next may go in.
+    await admitAndEnqueue(db, c.var.redis, userId, c.var.config.QUOTA_RUNNING_JOBS);
     return c.json({ job: await loadJob(db, userId, id, c.var.config) }, 200);
   })
   .openapi(retryJob, async (c) => {
     const { id } = c.req.valid("param");
     const userId = c.var.user.id;
     const db = c.var.db();
+    await checkRetry(db, c.var.config, userId, new Date());
     // Unconfirmed first, so the reconciler covers a queue write that fails below.
     await db
       .update(jobs)
@@ -890,7 +907,8 @@ export const jobsApi = api
       .where(and(eq(jobs.id, id), eq(jobs.userId, userId), inArray(jobs.state, ["failed", "cancelled"])));
     const job = await retryTransition(db, id, userId);
     if (!job) await refuse(db, userId, id, "retried");
-    await enqueueJob(db, c.var.redis, id, userId);
+    // Back in line like a new job: in the queue when it is the user's turn.
+    await admitAndEnqueue(db, c.var.redis, userId, c.var.config.QUOTA_RUNNING_JOBS);
     return c.json({ job: await loadJob(db, userId, id, c.var.config) }, 200);
   })
   .openapi(deleteJob, async (c) => {

@@ -290,6 +290,18 @@ export class JobQueue {
     return (await this.commands.eval(SETTLE, 1, queue.stream, queue.group, this.consumer, entryId)) === 1;
   }
 
+  /**
+   * Writes the queue message of a job just let in (admitNext), as the edge
+   * does: the owner key, then the entry, in one MULTI.
+   */
+  async enqueue(jobId: string, userId: string): Promise<void> {
+    await this.commands
+      .multi()
+      .set(keys.owner(jobId), userId)
+      .xadd(queue.stream, "*", "job", JSON.stringify({ jobId } satisfies JobMessage))
+      .exec();
+  }
+
   /** Tells the fleet a job is running here, so an idle worker starts watching for crashes. */
   async announce(): Promise<void> {
     await this.commands.xadd(queue.stream, "*", "watch", this.consumer);

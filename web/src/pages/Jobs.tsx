@@ -21,6 +21,7 @@ import { api, call, describeError } from "../api/client.ts";
 import { ConfirmButton } from "../components/Confirm.tsx";
 import { Legend, ProgressBar, StatsRow } from "../components/Progress.tsx";
 import { Empty, ErrorState, Loading } from "../components/States.tsx";
+import { UsageLine } from "../components/Usage.tsx";
 import { formatDate, formatRelative, plural } from "../format.ts";
 import { announceJobEnd, askForNotifications, notificationPermission } from "../notify.ts";
 import { createPoll } from "../poll.ts";
@@ -266,6 +267,7 @@ export function Jobs() {
         <div>
           <h1>Jobs</h1>
           <p class="muted">Everything you sent to TorreClou, newest first.</p>
+          <UsageLine version={page.latest} />
         </div>
         <div class="row">
           <Show when={notificationPermission() === "default"}>
