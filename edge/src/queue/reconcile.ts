@@ -9,14 +9,34 @@
 //   write Redis did not keep across a restart) is enqueued again.
 // - An entry still pending for a job that ended or is gone (its worker died
 //   between the two) is acknowledged, so it is not taken over for nothing.
-import { isTerminal, type JobMessage, type JobState, keys, queue } from "@torreclou/contracts";
+// - A job that has waited for its submitter's choice of files longer than the
+//   selection timeout is cancelled. Redis says first whether any wait can have
+//   run out (the oldest score of the awaiting set); only then is Postgres
+//   asked, in one statement on its partial index.
+import { isTerminal, type JobMessage, keys, queue, workerStates } from "@torreclou/contracts";
 import { jobs } from "@torreclou/db";
-import type { Db } from "@torreclou/db/jobs";
+import { cancelUnchosen, type Db } from "@torreclou/db/jobs";
 import type { Redis } from "@upstash/redis/cloudflare";
 import { and, asc, eq, inArray, isNotNull, isNull, lt } from "drizzle-orm";
 import { enqueueJob, writeQueueMessage } from "./enqueue.ts";
 
-const LIVE_STATES: JobState[] = ["queued", "resolving", "downloading", "uploading"];
+const LIVE_STATES = [...workerStates];
+
+/** The default wait for a choice of files (SELECTION_TIMEOUT_SECONDS). */
+export const DEFAULT_SELECTION_TIMEOUT_MS = 86_400_000;
+
+/** "24 h", "90 min", "45 s": how long a person was given. */
+export function formatWait(ms: number): string {
+  const s = Math.round(ms / 1000);
+  if (s % 3600 === 0) return `${s / 3600} h`;
+  if (s % 60 === 0) return `${s / 60} min`;
+  return `${s} s`;
+}
+
+/** The reason a job whose files were never chosen is cancelled with. */
+export function unchosenReason(timeoutMs: number): string {
+  return `No files were chosen within ${formatWait(timeoutMs)}; the job was cancelled.`;
+}
 
 export interface ReconcileOptions {
   /** Only jobs unconfirmed for at least this long (default 60 s). */
@@ -24,6 +44,8 @@ export interface ReconcileOptions {
   /** Most jobs handled per run (default 200). */
   limit?: number;
   now?: Date;
+  /** How long a job may wait for its submitter's choice of files (default 24 h). */
+  selectionTimeoutMs?: number;
 }
 
 export interface ReconcileResult {
@@ -33,6 +55,8 @@ export interface ReconcileResult {
   requeued: string[];
   /** Jobs that ended whose pending entries were acknowledged. */
   acknowledged: string[];
+  /** Jobs cancelled because no files were chosen in time. */
+  unchosen: string[];
 }
 
 export async function reconcile(
@@ -48,7 +72,14 @@ export async function reconcile(
     .where(and(isNull(jobs.enqueuedAt), eq(jobs.state, "queued"), lt(jobs.updatedAt, cutoff)))
     .orderBy(asc(jobs.createdAt))
     .limit(options.limit ?? 200);
-  const result: ReconcileResult = { enqueued: [], failed: [], requeued: [], acknowledged: [] };
+  const result: ReconcileResult = { enqueued: [], failed: [], requeued: [], acknowledged: [], unchosen: [] };
+  await cancelUnchosenJobs(
+    db,
+    redis,
+    options.now ?? new Date(),
+    options.selectionTimeoutMs ?? DEFAULT_SELECTION_TIMEOUT_MS,
+    result,
+  );
   for (const job of pending) {
     const { enqueued } = await enqueueJob(db, redis, job.id, job.userId);
     (enqueued ? result.enqueued : result.failed).push(job.id);
@@ -160,4 +191,36 @@ async function settleEnded(db: Db, redis: Redis, cutoff: Date, result: Reconcile
     await redis.multi().xack(queue.stream, queue.group, entryIds).xdel(queue.stream, entryIds).exec();
     result.acknowledged.push(jobId);
   }
+}
+
+/**
+ * Cancels jobs that waited for a choice of files longer than `timeoutMs`.
+ * One Redis read when none can be due; Postgres only when one may be.
+ */
+async function cancelUnchosenJobs(
+  db: Db,
+  redis: Redis,
+  now: Date,
+  timeoutMs: number,
+  result: ReconcileResult,
+): Promise<void> {
+  const cutoff = now.getTime() - timeoutMs;
+  const due = await redis.zrange<string[]>(keys.awaitingSelection, "-inf", cutoff, {
+    byScore: true,
+    offset: 0,
+    count: 1,
+  });
+  if (due.length === 0) return;
+  const cancelled = await cancelUnchosen(db, new Date(cutoff), unchosenReason(timeoutMs));
+  result.unchosen.push(...cancelled.map((job) => job.id));
+  // Entries up to the cutoff are settled: cancelled now, or chosen (or cancelled) before.
+  if (cancelled.length < 200) await redis.zremrangebyscore(keys.awaitingSelection, "-inf", cutoff);
+  if (cancelled.length > 0)
+    console.log(
+      JSON.stringify({
+        level: "info",
+        msg: "cancelled jobs whose files were not chosen",
+        jobs: cancelled.length,
+      }),
+    );
 }
