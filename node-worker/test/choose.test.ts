@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { keys, queue } from "@torreclou/contracts";
-import { applySelection } from "@torreclou/db/jobs";
+import { applySelection, cancelUnchosen } from "@torreclou/db/jobs";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../src/config.ts";
@@ -25,6 +25,7 @@ import {
   listKeys,
   makeFixture,
   progressEvents,
+  retryJob,
   seedFixtures,
   setupEnv,
   submitJob,
@@ -154,6 +155,33 @@ describe("choosing files from a magnet", () => {
       "The magnet link selects files 4, 5 (so=), but the torrent has no such file: it has 2 files, indexes 0 to 1.",
     );
     expect(await listKeys(env.s3, env.bucket, "too-few/")).toEqual([]);
+  });
+
+  it("asks again, without fetching the metadata again, when a wait that ran out is retried", async () => {
+    const made = await makeFixture(env, "ask-again", [
+      { path: "one.bin", size: 70_000 },
+      { path: "two.bin", size: 80_000 },
+    ]);
+    await seedFixtures(env, [made]);
+    const job = await submitJob(env, { made, profileId, magnet: true, chooseFiles: true });
+    await waitForState(env, job.id, ["awaiting_selection", "failed"]);
+    const fetches = await counter(metrics.metadataFetches);
+    // The wait runs out (as the edge's reconcile cancels it), then the user retries.
+    await cancelUnchosen(
+      env.db,
+      new Date(Date.now() + 60_000),
+      "No files were chosen within 1 min; the job was cancelled.",
+    );
+    expect((await jobRow(env, job.id)).state).toBe("cancelled");
+    await retryJob(env, job.id);
+    const again = await waitForState(env, job.id, ["awaiting_selection", "failed", "completed"]);
+    expect(again.state).toBe("awaiting_selection");
+    expect(await counter(metrics.metadataFetches)).toBe(fetches);
+    expect((await transitionsOf(env, job.id)).at(-2)).toMatchObject({
+      toState: "resolving",
+      reason: "the metadata is known already",
+    });
+    expect(await listKeys(env.s3, env.bucket, `${job.id}/`)).toEqual([]);
   });
 
   it("says while resolving which trackers it asks and since when", async () => {

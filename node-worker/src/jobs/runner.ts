@@ -40,6 +40,7 @@ import {
   clearUploadSession,
   currentJob,
   type Fenced,
+  filesChosen,
   type JobContext,
   journalOf,
   loadJobContext,
@@ -444,6 +445,12 @@ export class JobRun {
     let files = ctx.files;
     let from: string | Uint8Array = source;
     if (magnet && ctx.job.infoDictionary) {
+      // Resolved before, but the choice was never made (an attempt that stopped
+      // before it let go, or a retry of a wait that ran out): wait for it again.
+      if (ctx.job.chooseFiles && !(await filesChosen(this.#deps.db, this.jobId))) {
+        await this.#advance("resolving", "the metadata is known already");
+        return this.#awaitSelection(dir);
+      }
       from = torrentFromInfo(ctx.job.infoDictionary, { trackers: magnet.trackers });
     } else if (files.length === 0) {
       // The phase's first event already says since when and which trackers it asks.

@@ -268,6 +268,22 @@ export async function attemptsSinceUser(db: Db, jobId: string, attempt: number):
   return attempt - (row?.attempt ?? 0);
 }
 
+/** Whether the job's user has chosen its files (it left awaiting_selection for the queue). */
+export async function filesChosen(db: Db, jobId: string): Promise<boolean> {
+  const [row] = await db
+    .select({ id: jobTransitions.id })
+    .from(jobTransitions)
+    .where(
+      and(
+        eq(jobTransitions.jobId, jobId),
+        eq(jobTransitions.fromState, "awaiting_selection"),
+        eq(jobTransitions.toState, "queued"),
+      ),
+    )
+    .limit(1);
+  return row !== undefined;
+}
+
 export async function currentJob(db: Db, jobId: string): Promise<Pick<Job, "state" | "attempt"> | undefined> {
   const [row] = await db
     .select({ state: jobs.state, attempt: jobs.attempt })
