@@ -417,6 +417,21 @@ describe("the web app, end to end", () => {
     await expect
       .poll(async () => (await status.textContent())?.trim())
       .toMatch(/Queued|Finding metadata|Downloading/);
+    // While it looks for the metadata the page says so, with the time it has spent (not "Peers 0 · ETA 0 s").
+    await expect
+      .poll(
+        async () =>
+          (
+            await page
+              .getByTestId("job-resolving")
+              .textContent()
+              .catch(() => "")
+          )?.trim(),
+        {
+          timeout: 30_000,
+        },
+      )
+      .toMatch(/^Finding metadata — no peers found yet, \d+ s$/);
 
     // In the list it is running, with live numbers; the finished job is below it.
     await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Jobs" }).click();

@@ -318,12 +318,14 @@ export function JobDetail() {
                   </h2>
                   <div class="row" style={{ "justify-content": "space-between" }}>
                     <span class="headline">
-                      <span class="big-pct" data-testid="job-percent">
-                        {headline().percent}
-                      </span>{" "}
-                      <span class="muted" data-testid="job-percent-of">
-                        {headline().of}
-                      </span>
+                      <Show when={!choosing()} fallback={<span class="muted">Waiting for your choice</span>}>
+                        <span class="big-pct" data-testid="job-percent">
+                          {headline().percent}
+                        </span>{" "}
+                        <span class="muted" data-testid="job-percent-of">
+                          {headline().of}
+                        </span>
+                      </Show>
                     </span>
                     <span
                       class={`badge s-${state()}`}
@@ -334,12 +336,6 @@ export function JobDetail() {
                       {jobStateLabel[state() ?? "queued"]}
                     </span>
                   </div>
-                  <ProgressBar
-                    label="Job progress"
-                    total={total()}
-                    downloaded={downloaded()}
-                    uploaded={uploaded()}
-                  />
                   <Show when={running() && state() === "resolving"}>
                     <p class="muted" role="status" data-testid="job-resolving">
                       {resolvingText(
@@ -354,21 +350,29 @@ export function JobDetail() {
                       The file list is known: choose the files to download below.
                     </p>
                   </Show>
-                  <StatsRow
-                    phase={state() ?? "queued"}
-                    total={total()}
-                    downloaded={downloaded()}
-                    uploaded={uploaded()}
-                    down={latest()?.rates.down ?? 0}
-                    up={latest()?.rates.up ?? 0}
-                    etaSeconds={latest()?.etaSeconds ?? null}
-                    peers={latest()?.peers ?? 0}
-                    live={running() && state() !== "resolving"}
-                    showPercent={false}
-                  />
-                  <div style={{ "margin-top": "0.5rem" }}>
-                    <Legend />
-                  </div>
+                  <Show when={!choosing()}>
+                    <ProgressBar
+                      label="Job progress"
+                      total={total()}
+                      downloaded={downloaded()}
+                      uploaded={uploaded()}
+                    />
+                    <StatsRow
+                      phase={state() ?? "queued"}
+                      total={total()}
+                      downloaded={downloaded()}
+                      uploaded={uploaded()}
+                      down={latest()?.rates.down ?? 0}
+                      up={latest()?.rates.up ?? 0}
+                      etaSeconds={latest()?.etaSeconds ?? null}
+                      peers={latest()?.peers ?? 0}
+                      live={running() && state() !== "resolving"}
+                      showPercent={false}
+                    />
+                    <div style={{ "margin-top": "0.5rem" }}>
+                      <Legend />
+                    </div>
+                  </Show>
                   <Show when={running() && latest()?.waiting}>
                     {(waiting) => (
                       <div
