@@ -181,7 +181,7 @@ describe("choosing files from a magnet", () => {
       toState: "resolving",
       reason: "the metadata is known already",
     });
-    expect(await listKeys(env.s3, env.bucket, `${job.id}/`)).toEqual([]);
+    expect(await listKeys(env.s3, env.bucket, "ask-again/")).toEqual([]);
   });
 
   it("says while resolving which trackers it asks and since when", async () => {
