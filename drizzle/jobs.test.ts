@@ -9,6 +9,8 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   admitNext,
+  applySelection,
+  cancelUnchosen,
   claimJob,
   insertJob,
   markEnqueued,
@@ -366,5 +368,82 @@ describe("admitNext (fair turns)", () => {
     const [row] = await db.select().from(jobs).where(eq(jobs.id, job!.id));
     expect(row).toMatchObject({ state: "queued", admittedAt: null, claimedAt: null, enqueuedAt: null });
     expect((await admitNext(db, userId))?.id).toBe(job!.id);
+  });
+});
+
+describe("choosing files after resolving", () => {
+  /** A job moved as a worker moves a magnet job that asked to choose: queued → resolving → awaiting_selection. */
+  async function awaiting() {
+    const made = await newJob();
+    const claimed = await claimJob(db, made.job.id);
+    for (const to of ["resolving", "awaiting_selection"] as const)
+      await transitionJob(db, { jobId: made.job.id, to, cause: "worker", attempt: claimed!.attempt });
+    return made;
+  }
+
+  it("waits held by no worker, then queues the chosen files and skips the rest", async () => {
+    const { job, userId } = await awaiting();
+    const [row] = await db.select().from(jobs).where(eq(jobs.id, job.id));
+    expect(row?.state).toBe("awaiting_selection");
+    expect(row?.selectionSince).not.toBeNull();
+    // No worker claims a job that waits for its user.
+    expect(await claimJob(db, job.id)).toBeUndefined();
+    // Another user's choice changes nothing.
+    const other = await userWithProfile();
+    expect(await applySelection(db, { jobId: job.id, userId: other.userId, selected: [0] })).toBeUndefined();
+
+    const moved = await applySelection(db, {
+      jobId: job.id,
+      userId,
+      selected: [0, 2],
+      targetFolder: "Picked",
+    });
+    expect(moved?.state).toBe("queued");
+    expect(moved?.selectionSince).toBeNull();
+    expect(moved?.bytesTotal).toBe(400);
+    expect(moved?.targetFolder).toBe("Picked");
+    expect(moved?.enqueuedAt).toBeNull();
+    const files = await db
+      .select()
+      .from(jobFiles)
+      .where(eq(jobFiles.jobId, job.id))
+      .orderBy(asc(jobFiles.fileIndex));
+    expect(files.map((f) => [f.selected, f.state])).toEqual([
+      [true, "pending"],
+      [false, "skipped"],
+      [true, "pending"],
+    ]);
+    expect((await history(job.id)).at(-1)).toMatchObject({
+      fromState: "awaiting_selection",
+      toState: "queued",
+      cause: "user",
+      reason: "2 files chosen by the user",
+    });
+    // Only once: the job no longer waits.
+    expect(await applySelection(db, { jobId: job.id, userId, selected: [1] })).toBeUndefined();
+  });
+
+  it("cancels only the waits older than the cutoff, recording why", async () => {
+    const old = await awaiting();
+    const young = await awaiting();
+    await db
+      .update(jobs)
+      .set({ selectionSince: new Date(Date.now() - 2 * 86_400_000) })
+      .where(eq(jobs.id, old.job.id));
+    const cancelled = await cancelUnchosen(db, new Date(Date.now() - 86_400_000), "No files were chosen.");
+    expect(cancelled.map((c) => c.id)).toContain(old.job.id);
+    expect(cancelled.map((c) => c.id)).not.toContain(young.job.id);
+    const [row] = await db.select().from(jobs).where(eq(jobs.id, old.job.id));
+    expect(row).toMatchObject({ state: "cancelled", selectionSince: null });
+    expect(row?.finishedAt).not.toBeNull();
+    expect((await history(old.job.id)).at(-1)).toMatchObject({
+      fromState: "awaiting_selection",
+      toState: "cancelled",
+      cause: "system",
+      reason: "No files were chosen.",
+    });
+    expect(await cancelUnchosen(db, new Date(Date.now() - 86_400_000), "again")).not.toContainEqual(
+      expect.objectContaining({ id: old.job.id }),
+    );
   });
 });

@@ -14,6 +14,7 @@ import {
   terminalStates,
   type WebhookPayload,
   webhookEventOf,
+  workerStates,
 } from "@torreclou/contracts";
 import { and, asc, eq, inArray, isNotNull, isNull, sql } from "drizzle-orm";
 import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
@@ -70,6 +71,8 @@ export interface NewJobInput {
    * the same user; whatever it throws rolls everything back.
    */
   guard?: ((tx: Db) => Promise<void>) | undefined;
+  /** A magnet job that waits for its submitter to pick files once the metadata is known. */
+  chooseFiles?: boolean | undefined;
 }
 
 /**
@@ -130,6 +133,7 @@ export async function insertJob(
         torrentId: torrent!.id,
         storageProfileId: input.storageProfileId,
         targetFolder: input.targetFolder,
+        chooseFiles: input.chooseFiles ?? false,
         name: input.name,
         ...sourceColumnsOf(sealed),
         bytesTotal: chosen.reduce((sum, f) => sum + f.size, 0),
@@ -167,8 +171,9 @@ export async function markEnqueued(db: Db, jobId: string): Promise<void> {
 }
 
 /** Not terminal: the job may still run (queued, or held by a worker). */
+// A job waiting for its submitter's choice of files holds no worker: not live here.
 const liveJob = sql`${jobs.state} NOT IN (${sql.join(
-  terminalStates.map((state) => sql`${state}`),
+  [...terminalStates, "awaiting_selection"].map((state) => sql`${state}`),
   sql`, `,
 )})`;
 
@@ -330,6 +335,8 @@ export async function transitionJob(db: Db, input: TransitionInput): Promise<Tra
             ? sql`coalesce(${jobs.startedAt}, now())`
             : undefined,
         finishedAt: terminal ? now : input.to === "queued" ? null : undefined,
+        // Set only while the job waits for its submitter's choice (the timeout's index reads it).
+        selectionSince: input.to === "awaiting_selection" ? now : null,
       })
       .where(
         and(
@@ -416,6 +423,96 @@ export async function retryTransition(
   });
 }
 
+export interface SelectionInput {
+  jobId: string;
+  userId: string;
+  /** Indexes of the files to fetch: checked by the caller against the job's files. */
+  selected: readonly number[];
+  /** Replaces the job's folder when given ("" or undefined keeps it). */
+  targetFolder?: string | undefined;
+}
+
+/**
+ * The submitter's choice of files for a job waiting in `awaiting_selection`:
+ * marks the chosen files pending and the others skipped, sets the bytes to
+ * fetch, and queues the job again (unconfirmed until the caller writes the
+ * queue message, so the reconciler covers a lost write). One transaction;
+ * undefined (and nothing written) unless the job is the user's and still
+ * waits for a choice.
+ */
+export async function applySelection(db: Db, input: SelectionInput): Promise<Job | undefined> {
+  return db.transaction(async (tx) => {
+    const [row] = await tx
+      .select({ id: jobs.id })
+      .from(jobs)
+      .where(
+        and(eq(jobs.id, input.jobId), eq(jobs.userId, input.userId), eq(jobs.state, "awaiting_selection")),
+      )
+      .for("update");
+    if (!row) return undefined;
+    const chosen = [...input.selected];
+    await tx
+      .update(jobFiles)
+      .set({
+        selected: sql`${inArray(jobFiles.fileIndex, chosen)}`,
+        state: sql`(case when ${inArray(jobFiles.fileIndex, chosen)} then 'pending' else 'skipped' end)::file_state`,
+      })
+      .where(eq(jobFiles.jobId, input.jobId));
+    const [total] = await tx
+      .select({ bytes: sql<string>`coalesce(sum(${jobFiles.size}), 0)` })
+      .from(jobFiles)
+      .where(and(eq(jobFiles.jobId, input.jobId), eq(jobFiles.selected, true)));
+    await tx
+      .update(jobs)
+      .set({
+        bytesTotal: Number(total?.bytes ?? 0),
+        enqueuedAt: null,
+        ...(input.targetFolder ? { targetFolder: input.targetFolder } : {}),
+      })
+      .where(eq(jobs.id, input.jobId));
+    return transitionJob(tx, {
+      jobId: input.jobId,
+      to: "queued",
+      from: ["awaiting_selection"],
+      cause: "user",
+      reason: `${chosen.length} file${chosen.length === 1 ? "" : "s"} chosen by the user`,
+      userId: input.userId,
+    });
+  });
+}
+
+/**
+ * Cancels every job that has waited for its submitter's choice of files since
+ * before `cutoff`, recording why. One statement on jobs_selection_since_idx;
+ * returns the jobs cancelled.
+ */
+export async function cancelUnchosen(
+  db: Db,
+  cutoff: Date,
+  reason: string,
+  limit = 200,
+): Promise<{ id: string; attempt: number }[]> {
+  const text = storableText(reason);
+  const result = await db.execute<{ id: string; attempt: number }>(sql`
+    with due as (
+      select ${jobs.id} as id from ${jobs}
+      where ${jobs.selectionSince} is not null and ${jobs.selectionSince} < ${cutoff.toISOString()}::timestamptz
+        and ${jobs.state} = 'awaiting_selection'
+      order by ${jobs.selectionSince} limit ${limit}
+      for update skip locked
+    ), moved as (
+      update ${jobs} set state = 'cancelled', selection_since = null, finished_at = now(), updated_at = now()
+      from due where ${jobs.id} = due.id
+      returning ${jobs.id} as id, ${jobs.attempt} as attempt
+    ), recorded as (
+      insert into ${jobTransitions} (job_id, from_state, to_state, cause, attempt, reason)
+      select id, 'awaiting_selection', 'cancelled', 'system', attempt, ${text} from moved
+    )
+    select id, attempt from moved`);
+  const rows = (result as unknown as { rows?: { id: string; attempt: number }[] }).rows ?? result;
+  return (rows as { id: string; attempt: number }[]).map((r) => ({ id: r.id, attempt: Number(r.attempt) }));
+}
+
 export async function claimJob(db: Db, jobId: string): Promise<Job | undefined> {
   const [job] = await db
     .update(jobs)
@@ -425,7 +522,7 @@ export async function claimJob(db: Db, jobId: string): Promise<Job | undefined> 
       claimedAt: sql`coalesce(${jobs.claimedAt}, now())`,
       admittedAt: sql`coalesce(${jobs.admittedAt}, now())`,
     })
-    .where(and(eq(jobs.id, jobId), inArray(jobs.state, ["queued", "resolving", "downloading", "uploading"])))
+    .where(and(eq(jobs.id, jobId), inArray(jobs.state, [...workerStates])))
     .returning();
   return job;
 }

@@ -236,6 +236,24 @@ export const jobs = pgTable(
     sourceMagnet: text("source_magnet"),
     /** Folder (S3 key prefix or Drive folder) the files go under. */
     targetFolder: text("target_folder"),
+    /**
+     * A magnet job whose submitter picks its files once the metadata is known:
+     * after resolving, it waits in `awaiting_selection` instead of downloading.
+     */
+    chooseFiles: boolean("choose_files").notNull().default(false),
+    /**
+     * The info dictionary this job's worker resolved from peers, byte for byte
+     * (its SHA-1 is the info hash; it passed the same parser as an uploaded
+     * .torrent). Any worker continues from it without fetching it again. It
+     * holds no tracker or passkey: those stay in the sealed source.
+     */
+    infoDictionary: bytea("info_dictionary"),
+    /**
+     * When the job began to wait for its submitter's choice of files; null in
+     * every other state. An unanswered wait is cancelled after the edge's
+     * SELECTION_TIMEOUT_SECONDS.
+     */
+    selectionSince: timestamp("selection_since", { withTimezone: true }),
     /** A reason a person can read, set when the job fails. */
     failureReason: text("failure_reason"),
     bytesTotal: bytes("bytes_total"),
@@ -276,6 +294,8 @@ export const jobs = pgTable(
     index("jobs_user_held_idx")
       .on(t.userId, t.createdAt, t.id)
       .where(sql`admitted_at IS NULL AND state = 'queued'`),
+    // The selection timeout's scan: only jobs waiting for their submitter.
+    index("jobs_selection_since_idx").on(t.selectionSince).where(sql`selection_since IS NOT NULL`),
     check("jobs_attempt_nonnegative", sql`${t.attempt} >= 0`),
     check(
       "jobs_source_sealed_whole",

@@ -6,12 +6,24 @@ import {
   isTerminal,
   jobStates,
   transitions,
+  workerStates,
 } from "./jobs.ts";
 
 describe("job transitions", () => {
   it("follows the happy path", () => {
     const path = ["queued", "resolving", "downloading", "uploading", "completed"] as const;
     for (let i = 1; i < path.length; i++) expect(canTransition(path[i - 1]!, path[i]!)).toBe(true);
+  });
+
+  it("lets a magnet job wait for the user's choice of files, held by no worker", () => {
+    const path = ["queued", "resolving", "awaiting_selection", "queued", "downloading"] as const;
+    for (let i = 1; i < path.length; i++) expect(canTransition(path[i - 1]!, path[i]!)).toBe(true);
+    expect(transitions.awaiting_selection).toEqual(["queued", "failed", "cancelled"]);
+    // Only resolving leads there, and the wait ends only through the queue (or cancel).
+    for (const state of jobStates)
+      expect(canTransition(state, "awaiting_selection")).toBe(state === "resolving");
+    expect(canTransition("awaiting_selection", "downloading")).toBe(false);
+    expect(workerStates).not.toContain("awaiting_selection");
   });
 
   it("lets no terminal state move except by retry", () => {

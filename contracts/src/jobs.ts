@@ -6,6 +6,7 @@ import { z } from "zod";
 export const jobStates = [
   "queued",
   "resolving",
+  "awaiting_selection",
   "downloading",
   "uploading",
   "completed",
@@ -22,10 +23,16 @@ export const terminalStates: readonly JobState[] = ["completed", "failed", "canc
  * metadata) and `downloading` can go straight to `completed` only through
  * `uploading`. `failed` and `cancelled` jobs may be retried (back to `queued`);
  * a crashed attempt is re-queued by the worker that reclaims it.
+ *
+ * A magnet job that asked to choose its files stops after `resolving` in
+ * `awaiting_selection`, held by no worker: the user's selection queues it
+ * again (the metadata is kept, so no worker fetches it twice), and a
+ * selection not made in time cancels it.
  */
 export const transitions: Readonly<Record<JobState, readonly JobState[]>> = {
   queued: ["resolving", "downloading", "failed", "cancelled"],
-  resolving: ["downloading", "queued", "failed", "cancelled"],
+  resolving: ["awaiting_selection", "downloading", "queued", "failed", "cancelled"],
+  awaiting_selection: ["queued", "failed", "cancelled"],
   downloading: ["uploading", "queued", "failed", "cancelled"],
   uploading: ["completed", "queued", "failed", "cancelled"],
   completed: [],
@@ -36,6 +43,9 @@ export const transitions: Readonly<Record<JobState, readonly JobState[]>> = {
 export function canTransition(from: JobState, to: JobState): boolean {
   return transitions[from].includes(to);
 }
+
+/** States a worker may hold a job in (claim, run, reclaim): not waiting for the user, not ended. */
+export const workerStates: readonly JobState[] = ["queued", "resolving", "downloading", "uploading"];
 
 export function isTerminal(state: JobState): boolean {
   return terminalStates.includes(state);

@@ -40,6 +40,12 @@ export const ProgressEvent = z.object({
   waiting: z
     .object({ for: z.enum(["storage", "disk"]), reason: z.string(), since: z.number().int() })
     .optional(),
+  /**
+   * While a magnet's metadata is sought (`resolving`): since when (ms since
+   * the epoch, worker clock) and the trackers asked, by host name only (a
+   * tracker's path may carry a passkey).
+   */
+  resolving: z.object({ since: z.number().int(), trackers: z.array(z.string()).max(20) }).optional(),
 });
 export type ProgressEvent = z.infer<typeof ProgressEvent>;
 

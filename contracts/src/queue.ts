@@ -34,6 +34,12 @@ export const keys = {
   progress: (jobId: string) => `torreclou:job:${jobId}:progress`,
   /** The latest progress event as JSON, for list views that want one snapshot per job. */
   snapshot: (jobId: string) => `torreclou:job:${jobId}:snapshot`,
+  /**
+   * Jobs waiting for their submitter's choice of files (a sorted set, scored
+   * by when each began to wait, ms): the edge's reconcile reads its oldest
+   * score first and asks Postgres only when a wait may have run out.
+   */
+  awaitingSelection: "torreclou:jobs:awaiting-selection",
   /** Owner's user id, so progress reads are scoped without a database query per poll. */
   owner: (jobId: string) => `torreclou:job:${jobId}:owner`,
 } as const;

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import bencodeModule from "bencode";
 import { describe, expect, it } from "vitest";
 import {
+  infoDictionaryOf,
   MAX_BENCODE_DEPTH,
   MAX_PATH_COMPONENT_BYTES,
   MAX_PATH_DEPTH,
@@ -13,9 +14,11 @@ import {
   MAX_TORRENT_FILES,
   MAX_TRACKERS,
   parseMagnet,
+  parseSelectOnly,
   parseTorrentFile,
   TorrentError,
   type TorrentErrorCode,
+  torrentFromInfo,
 } from "./torrent.ts";
 
 // The webtorrent project's encoder, independent of the decoder under test.
@@ -421,17 +424,61 @@ describe("parseMagnet", () => {
     expect(parseMagnet(`magnet:?xt=urn:btih:${base32.toLowerCase()}`).infoHash).toBe(hash);
   });
 
-  it("reads v2 and hybrid magnets", () => {
+  it("reads a hybrid magnet by its v1 hash and refuses a v2-only one clearly", () => {
     const v2 = "a".repeat(64);
-    expect(parseMagnet(`magnet:?xt=urn:btmh:1220${v2}`)).toEqual({
-      infoHash: v2.slice(0, 40),
-      infoHashV2: v2,
-      trackers: [],
-    });
     expect(parseMagnet(`magnet:?xt=urn:btih:${hash}&xt=urn:btmh:1220${v2}`)).toMatchObject({
       infoHash: hash,
       infoHashV2: v2,
     });
+    // Either order of the two xt parameters.
+    expect(parseMagnet(`magnet:?xt=urn:btmh:1220${v2}&xt=urn:btih:${hash}`).infoHash).toBe(hash);
+    try {
+      parseMagnet(`magnet:?xt=urn:btmh:1220${v2}&dn=x`);
+      expect.unreachable();
+    } catch (err) {
+      expect((err as TorrentError).code).toBe("v2_only");
+      expect((err as TorrentError).message).toMatch(/only a BitTorrent v2 hash.*hybrid magnet link/);
+    }
+  });
+
+  it("reads a BEP 53 selection (so=) into sorted indexes", () => {
+    expect(parseMagnet(`magnet:?xt=urn:btih:${hash}&so=0,2,4-6`).selectOnly).toEqual([0, 2, 4, 5, 6]);
+    expect(parseMagnet(`magnet:?xt=urn:btih:${hash}&so=3%2C1,1-2`).selectOnly).toEqual([1, 2, 3]);
+    expect(parseMagnet(`magnet:?so=7&xt=urn:btih:${hash}`).selectOnly).toEqual([7]);
+    expect(parseMagnet(`magnet:?xt=urn:btih:${hash}`).selectOnly).toBeUndefined();
+    expect(parseSelectOnly("5-5")).toEqual([5]);
+    expect(parseSelectOnly(`0-${MAX_TORRENT_FILES - 1}`)).toHaveLength(MAX_TORRENT_FILES);
+  });
+
+  const badSelections: [string, RegExp][] = [
+    ["", /empty/],
+    ["1,,2", /empty item/],
+    ["1,", /empty item/],
+    ["-1", /not an index/],
+    ["01", /not an index/],
+    ["+1", /not an index/],
+    ["a", /not an index/],
+    ["1 ,2", /not an index/],
+    ["1-2-3", /not an index/],
+    ["1.5", /not an index/],
+    ["6-4", /runs backwards/],
+    [`0-${MAX_TORRENT_FILES}`, /past the most files/],
+    ["9999999", /not an index/],
+  ];
+  for (const [value, message] of badSelections) {
+    it(`refuses the selection so=${value}`, () => {
+      expect(() => parseSelectOnly(value)).toThrow(message);
+      try {
+        parseMagnet(`magnet:?xt=urn:btih:${hash}&so=${encodeURIComponent(value)}`);
+        expect.unreachable();
+      } catch (err) {
+        expect((err as TorrentError).code).toBe("invalid_magnet");
+      }
+    });
+  }
+
+  it("refuses two so= selections", () => {
+    expect(() => parseMagnet(`magnet:?xt=urn:btih:${hash}&so=1&so=2`)).toThrow(/more than one so=/);
   });
 
   it("strips control characters from the display name", () => {
@@ -460,4 +507,29 @@ describe("parseMagnet", () => {
       }
     });
   }
+});
+
+describe("resolved metadata", () => {
+  it("keeps the info dictionary byte for byte and wraps it into a .torrent the parser reads alike", async () => {
+    const info = multiInfo([
+      { path: ["a.txt"], length: 20_000 },
+      { path: [".pad", "1"], length: 12_768, attr: "p" },
+      { path: ["b.txt"], length: 5 },
+    ]);
+    const original = torrent(info);
+    const dict = infoDictionaryOf(original);
+    expect(sha1(dict)).toBe(sha1(bencode.encode(info)));
+    const rebuilt = torrentFromInfo(dict, {
+      trackers: ["http://t1.example/announce", "udp://t2.example:80"],
+      webSeeds: ["https://seed.example/"],
+    });
+    const [a, b] = [await parseTorrentFile(original), await parseTorrentFile(rebuilt)];
+    expect(b.infoHash).toBe(a.infoHash);
+    expect(b.files).toEqual(a.files);
+    expect(b.trackers).toEqual(["http://t1.example/announce", "udp://t2.example:80"]);
+    // bencode's own decoder reads it (keys sorted, lists well formed).
+    expect(bencode.decode(rebuilt)["url-list"]).toBeDefined();
+    // The bare dictionary, without any source, parses too.
+    expect((await parseTorrentFile(torrentFromInfo(dict))).infoHash).toBe(a.infoHash);
+  });
 });

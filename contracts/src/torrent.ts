@@ -86,11 +86,16 @@ export interface TorrentInfo {
 }
 
 export interface MagnetInfo {
-  /** Lowercase hex v1 info hash; for a v2-only magnet, the truncated v2 hash peers use on the wire. */
+  /** Lowercase hex v1 info hash (a hybrid magnet's btih; a v2-only magnet is refused). */
   infoHash: string;
   infoHashV2?: string;
   name?: string;
   trackers: string[];
+  /**
+   * BEP 53 `so=` (select only): the file indexes the link pre-selects, sorted,
+   * each once. Checked against the file count once the metadata is known.
+   */
+  selectOnly?: number[];
 }
 
 // ---------------------------------------------------------------------------
@@ -561,6 +566,53 @@ export async function parseTorrentFile(bytes: Uint8Array, options: ParseOptions 
 // ---------------------------------------------------------------------------
 // Magnet links
 
+/**
+ * Reads a BEP 53 `so=` value strictly: comma-separated file indexes and
+ * inclusive ranges (`0,2,4-6`), decimal without leading zeros or signs, no
+ * empty items, each range ascending, every index below MAX_TORRENT_FILES.
+ * Returns the indexes sorted, each once. Throws TorrentError (invalid_magnet)
+ * naming what is wrong.
+ */
+export function parseSelectOnly(value: string): number[] {
+  const bad = (why: string): never => {
+    throw new TorrentError(
+      "invalid_magnet",
+      `The magnet link's file selection (so=${printable(value.slice(0, 80))}) is not valid: ${why}. It lists file indexes and ranges, like so=0,2,4-6.`,
+    );
+  };
+  if (value === "") bad("it is empty");
+  const chosen = new Set<number>();
+  for (const item of value.split(",")) {
+    const match = /^(0|[1-9]\d{0,5})(?:-(0|[1-9]\d{0,5}))?$/.exec(item);
+    if (!match)
+      bad(
+        item === "" ? "it has an empty item" : `"${printable(item.slice(0, 20))}" is not an index or a range`,
+      );
+    const first = Number(match![1]);
+    const last = match![2] === undefined ? first : Number(match![2]);
+    if (last < first) bad(`the range ${item} runs backwards`);
+    if (last >= MAX_TORRENT_FILES)
+      bad(`index ${last} is past the most files a torrent may have (${MAX_TORRENT_FILES})`);
+    for (let i = first; i <= last; i++) chosen.add(i);
+  }
+  return [...chosen].sort((a, b) => a - b);
+}
+
+/** The raw values of one magnet parameter, %-decoded (undefined: malformed escapes). */
+function magnetParams(link: string, name: string): string[] | undefined {
+  const values: string[] = [];
+  for (const param of link.slice(8).split("&")) {
+    const eq = param.indexOf("=");
+    if (eq < 0 || param.slice(0, eq) !== name) continue;
+    try {
+      values.push(decodeURIComponent(param.slice(eq + 1)));
+    } catch {
+      return undefined;
+    }
+  }
+  return values;
+}
+
 interface MagnetUriResult {
   xt?: string | string[];
   dn?: string | string[];
@@ -598,9 +650,15 @@ export function parseMagnet(uri: string): MagnetInfo {
   if (!link.toLowerCase().startsWith("magnet:?")) {
     throw new TorrentError("invalid_magnet", 'A magnet link starts with "magnet:?".');
   }
+  const so = magnetParams(link, "so");
+  if (so === undefined) throw new TorrentError("invalid_magnet", "The magnet link has malformed %-escapes.");
+  if (so.length > 1)
+    throw new TorrentError("invalid_magnet", "The magnet link has more than one so= selection.");
+  // Checked here first: the link library expands so= ranges without bounds.
+  const selectOnly = so[0] === undefined ? undefined : parseSelectOnly(so[0]);
   let parsed: MagnetUriResult;
   try {
-    parsed = decodeMagnet(`magnet:?${link.slice(8)}`);
+    parsed = decodeMagnet(`magnet:?${link.slice(8).replace(/(^|&)so=[^&]*/g, "$1")}`);
   } catch {
     throw new TorrentError("invalid_magnet", "The magnet link has malformed %-escapes.");
   }
@@ -620,8 +678,17 @@ export function parseMagnet(uri: string): MagnetInfo {
       "The magnet link has no BitTorrent info hash (xt=urn:btih: followed by 40 hex or 32 base32 characters).",
     );
   }
-  const result: MagnetInfo = { infoHash: v1 ?? v2!.slice(0, 40), trackers: [] };
+  if (v1 === undefined) {
+    // webtorrent, which the fleet downloads with, speaks BitTorrent v1 only.
+    throw new TorrentError(
+      "v2_only",
+      "This magnet link has only a BitTorrent v2 hash (xt=urn:btmh:); TorreClou downloads from swarms that offer v1 metadata. Use a hybrid magnet link, which carries a v1 hash (xt=urn:btih:) as well, or its .torrent file.",
+      { infoHashV2: v2 },
+    );
+  }
+  const result: MagnetInfo = { infoHash: v1, trackers: [] };
   if (v2 !== undefined) result.infoHashV2 = v2;
+  if (selectOnly !== undefined) result.selectOnly = selectOnly;
   const dn = many(parsed.dn)[0];
   if (dn !== undefined) {
     const name = replaceControl(dn, "").trim().slice(0, MAX_PATH_COMPONENT_BYTES);
@@ -630,4 +697,64 @@ export function parseMagnet(uri: string): MagnetInfo {
   const seen = new Set<string>();
   for (const tr of many(parsed.tr)) addTracker(result.trackers, seen, tr);
   return result;
+}
+
+// ---------------------------------------------------------------------------
+// Metadata a worker resolved
+
+/**
+ * The info dictionary of a .torrent, byte for byte as it appears in the file
+ * (what the v1 info hash is the SHA-1 of). Throws TorrentError when there is none.
+ */
+export function infoDictionaryOf(torrent: Uint8Array): Uint8Array {
+  const root = decodeBencode(torrent);
+  const info = isDict(root) ? root.entries.get("info") : undefined;
+  if (!isDict(info))
+    throw new TorrentError("not_a_torrent", 'This is not a .torrent file: it has no "info" dictionary.');
+  return torrent.slice(info.start, info.end);
+}
+
+function bencodeString(text: string | Uint8Array): Uint8Array {
+  const bytes = typeof text === "string" ? encoder.encode(text) : text;
+  return concatBytes([encoder.encode(`${bytes.length}:`), bytes]);
+}
+
+function concatBytes(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((sum, c) => sum + c.length, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+/**
+ * A .torrent around an info dictionary: the raw dictionary unchanged (so its
+ * SHA-1 is still the info hash), with the trackers and web seeds given (a
+ * magnet's own, kept out of anything stored). Keys in bencode's sorted order.
+ */
+export function torrentFromInfo(
+  info: Uint8Array,
+  sources: { trackers?: readonly string[]; webSeeds?: readonly string[] } = {},
+): Uint8Array {
+  const l = encoder.encode("l");
+  const e = encoder.encode("e");
+  const chunks: Uint8Array[] = [encoder.encode("d")];
+  const trackers = sources.trackers ?? [];
+  if (trackers.length > 0) {
+    chunks.push(bencodeString("announce"), bencodeString(trackers[0]!));
+    chunks.push(bencodeString("announce-list"), l);
+    for (const tracker of trackers) chunks.push(l, bencodeString(tracker), e);
+    chunks.push(e);
+  }
+  chunks.push(bencodeString("info"), info);
+  const webSeeds = sources.webSeeds ?? [];
+  if (webSeeds.length > 0) {
+    chunks.push(bencodeString("url-list"), l);
+    for (const seed of webSeeds) chunks.push(bencodeString(seed));
+    chunks.push(e);
+  }
+  chunks.push(e);
+  return concatBytes(chunks);
 }

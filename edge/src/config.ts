@@ -48,6 +48,16 @@ const Config = z.object({
     .min(60)
     .max(30 * 86_400)
     .default(86_400),
+  /**
+   * How long a magnet job that asked to choose its files waits for the
+   * choice once its metadata is known; the reconcile cron cancels it after.
+   */
+  SELECTION_TIMEOUT_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(365 * 86_400)
+    .default(86_400),
   /** "true" turns on POST /api/auth/dev (local use only); anything else leaves it a 404. */
   DEV_SIGN_IN: z
     .enum(["true", "false", ""])

@@ -19,6 +19,8 @@ export interface Metrics {
   scratchReservedBytes: Gauge;
   egressRefused: Counter;
   webhookDeliveries: Counter<"outcome">;
+  /** Magnet metadata fetched from peers (once per job: it is kept after). */
+  metadataFetches: Counter;
   /** Where the queue gauges read from at scrape time. */
   setQueueSource(source: QueueLagSource): void;
 }
@@ -56,7 +58,7 @@ export function createMetrics(): Metrics {
     }),
     jobOutcomes: new Counter({
       name: "torreclou_worker_job_outcomes_total",
-      help: "Attempts that ended, by outcome (completed, failed, cancelled, handed_back, stale)",
+      help: "Attempts that ended, by outcome (completed, awaiting_selection, failed, cancelled, handed_back, stale)",
       labelNames: ["outcome"],
       registers: [registry],
     }),
@@ -81,6 +83,11 @@ export function createMetrics(): Metrics {
     scratchReservedBytes: new Gauge({
       name: "torreclou_worker_scratch_reserved_bytes",
       help: "Scratch disk reserved by running jobs",
+      registers: [registry],
+    }),
+    metadataFetches: new Counter({
+      name: "torreclou_worker_metadata_fetches_total",
+      help: "Magnet metadata (info dictionaries) fetched from peers",
       registers: [registry],
     }),
     egressRefused: new Counter({

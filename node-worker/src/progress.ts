@@ -74,6 +74,7 @@ export class ProgressPublisher {
   #uploaded = 0;
   #peers = 0;
   #waiting: ProgressEvent["waiting"];
+  #resolving: ProgressEvent["resolving"];
   #files = new Map<number, FileProgress>();
   #changed = new Set<number>();
   #dirty = true;
@@ -141,6 +142,13 @@ export class ProgressPublisher {
     void this.#publish();
   }
 
+  /** What the search for a magnet's metadata has tried (undefined once it ends). */
+  setResolving(resolving: ProgressEvent["resolving"]): void {
+    if (JSON.stringify(resolving) === JSON.stringify(this.#resolving)) return;
+    this.#resolving = resolving;
+    this.#dirty = true;
+  }
+
   setPeers(peers: number): void {
     if (peers !== this.#peers) {
       this.#peers = peers;
@@ -195,6 +203,7 @@ export class ProgressPublisher {
     };
     if (message !== undefined) event.message = message;
     if (this.#waiting) event.waiting = this.#waiting;
+    if (this.#resolving && this.#phase === "resolving") event.resolving = this.#resolving;
     return event;
   }
 

@@ -273,6 +273,8 @@ export interface SubmitOptions {
   targetFolder?: string;
   /** Leave the job out of the queue (default: enqueue it, as the edge does). */
   enqueue?: boolean;
+  /** A magnet job that waits for its submitter to choose files once resolved. */
+  chooseFiles?: boolean;
 }
 
 /** Creates a job as the edge does: parse, insert (source encrypted), then `enqueue` it. */
@@ -284,6 +286,7 @@ export async function submitJob(env: Env, opts: SubmitOptions): Promise<Job> {
     storageProfileId: opts.profileId,
     selected: opts.selected,
     targetFolder: opts.targetFolder,
+    chooseFiles: opts.chooseFiles,
   };
   let created: Awaited<ReturnType<typeof insertJob>>;
   if (opts.magnet) {

@@ -121,7 +121,7 @@ describe("names end to end", () => {
     made.root = fixture.root;
     await seedFixtures(env, [made]);
 
-    const job = await submitJob(env, { made, profileId, magnet: true });
+    const job = await submitJob(env, { made, profileId, magnet: true, targetFolder: "padded-job" });
     const done = await waitForState(env, job.id, ["completed", "failed"]);
     expect(done.failureReason).toBeNull();
     const files = await filesOf(env, job.id);
@@ -131,11 +131,11 @@ describe("names end to end", () => {
       [4, "Padded/c.txt", 18],
     ]);
     expect(done.bytesTotal).toBe(50_018);
-    const keys = await listKeys(env.s3, env.bucket, `${job.id}/`);
-    expect(keys).toEqual(files.map((f) => `${job.id}/${f.path}`));
+    const keys = await listKeys(env.s3, env.bucket, "padded-job/");
+    expect(keys).toEqual(files.map((f) => `padded-job/${f.path}`));
     for (const f of files) {
       const local = await sha256File(join(env.dataDir, "seed", ...f.path.split("/")));
-      expect(await sha256Object(env.s3, env.bucket, `${job.id}/${f.path}`), f.path).toBe(local);
+      expect(await sha256Object(env.s3, env.bucket, `padded-job/${f.path}`), f.path).toBe(local);
     }
   });
 

@@ -68,6 +68,7 @@ describe("the web app, end to end", () => {
   let page: Page;
   let web: string;
   let demoTorrent: string;
+  let demoMagnet: string;
   let completedJobUrl = "";
 
   /** Saves the current page, light and dark, at desktop width (and phone width when asked). */
@@ -126,6 +127,9 @@ describe("the web app, end to end", () => {
     const demo = /demo torrent: (.+\.torrent)\s*$/im.exec(output)?.[1];
     if (!demo) throw new Error(`no demo torrent in the banner:\n${output}`);
     demoTorrent = demo.trim();
+    const magnet = /demo magnet: (magnet:\S+)/i.exec(output)?.[1];
+    if (!magnet) throw new Error(`no demo magnet in the banner:\n${output}`);
+    demoMagnet = magnet;
     web = `http://127.0.0.1:${ports.web}`;
 
     context = await chromium.launchPersistentContext(profileDir, {
@@ -435,6 +439,21 @@ describe("the web app, end to end", () => {
     await expect
       .poll(async () => (await status.textContent())?.trim())
       .toMatch(/Queued|Finding metadata|Downloading/);
+    // While it looks for the metadata the page says so, with the time it has spent (not "Peers 0 · ETA 0 s").
+    await expect
+      .poll(
+        async () =>
+          (
+            await page
+              .getByTestId("job-resolving")
+              .textContent()
+              .catch(() => "")
+          )?.trim(),
+        {
+          timeout: 30_000,
+        },
+      )
+      .toMatch(/^Finding metadata — no peers found yet, \d+ s$/);
 
     // In the list it is running, with live numbers; the finished job is below it.
     await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Jobs" }).click();
@@ -677,6 +696,51 @@ describe("the web app, end to end", () => {
     const stored = await fetch(href);
     expect(stored.status).toBe(200);
     expect(await stored.text()).toContain("TorreClou demo torrent");
+  });
+
+  it("runs the demo magnet with a choice of its files, made once the worker has the file list", async () => {
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "New job" }).click();
+    await page.getByLabel("Or a magnet link").fill(demoMagnet);
+    await page.getByRole("button", { name: "Read link" }).click();
+    await page.getByTestId("torrent-name").waitFor();
+    await page.getByTestId("choose-files").check();
+    expect(await page.getByTestId("magnet-note").textContent()).toMatch(/waits on its page for you to pick/);
+    await page.getByRole("button", { name: /^Start job/ }).click();
+    await expect.poll(() => new URL(page.url()).pathname).toMatch(/^\/jobs\/[0-9a-f-]{36}$/);
+
+    // The worker fetches the file list and lets go; the page shows the same tree as for a .torrent.
+    const chooser = page.getByTestId("choose-files-form");
+    await chooser.waitFor({ timeout: 90_000 });
+    expect((await page.getByTestId("job-status").textContent())?.trim()).toBe("Choose files");
+    const total = chooser.getByTestId("selected-total");
+    expect(await total.textContent()).toMatch(/^3 of 3 files selected/);
+    await screenshots("job-choose-files", { phone: true });
+    await chooser.getByRole("checkbox", { name: /^README\.txt,/ }).uncheck();
+    expect(await total.textContent()).toMatch(/^2 of 3 files selected/);
+    await chooser.getByLabel("Folder in the destination").fill("magnet-choice");
+    await chooser.getByTestId("start-selection").click();
+
+    await expect
+      .poll(async () => (await page.getByTestId("job-status").textContent())?.trim(), {
+        timeout: 150_000,
+        interval: 1000,
+      })
+      .toBe("Completed");
+    await badgeMatchesTimeline();
+    const rows = page.getByTestId("job-file");
+    expect(await rows.count()).toBe(2);
+    const names = (await rows.allTextContents()).join("\n");
+    expect(names).toContain("video/sample-a.bin");
+    expect(names).toContain("audio/sample-b.bin");
+    expect(names).not.toContain("README.txt");
+    const timeline = (await page.getByTestId("timeline").textContent()) ?? "";
+    expect(timeline).toContain("Choose files");
+    expect(timeline).toContain("2 files chosen by the user");
+    for (const link of await page.getByTestId("file-link").all()) {
+      const href = (await link.getAttribute("href")) ?? "";
+      expect(decodeURIComponent(href)).toContain("/magnet-choice/");
+      expect((await fetch(href)).status).toBe(200);
+    }
   });
 
   it("says an unknown job is not found instead of loading forever", async () => {

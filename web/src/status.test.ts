@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { laterState, timelineReason } from "./status.ts";
+import { laterState, resolvingText, timelineReason } from "./status.ts";
 
 describe("laterState", () => {
   it("takes whichever report is further along", () => {
@@ -7,6 +7,8 @@ describe("laterState", () => {
     expect(laterState("uploading", "downloading")).toBe("uploading");
     expect(laterState("downloading", "cancelled")).toBe("cancelled");
     expect(laterState("completed", "uploading")).toBe("completed");
+    expect(laterState("resolving", "awaiting_selection")).toBe("awaiting_selection");
+    expect(laterState("awaiting_selection", "cancelled")).toBe("cancelled");
   });
 });
 
@@ -25,6 +27,18 @@ describe("timelineReason", () => {
     );
     expect(timelineReason({ to: "queued", cause: "system", reason: "worker lease lapsed" })).toBe(
       "worker lease lapsed",
+    );
+  });
+});
+
+describe("resolvingText", () => {
+  it("says what the search for metadata has found, for how long, and where it asks", () => {
+    expect(resolvingText(0, 40)).toBe("Finding metadata — no peers found yet, 40 s");
+    expect(resolvingText(2, 75, ["tracker.example"])).toBe(
+      "Finding metadata — 2 peers found, waiting for the metadata, 1 min 15 s · asking tracker tracker.example",
+    );
+    expect(resolvingText(1, 5, ["a", "b", "c", "d", "e"])).toBe(
+      "Finding metadata — 1 peer found, waiting for the metadata, 5 s · asking trackers a, b, c and 2 more",
     );
   });
 });

@@ -1,9 +1,11 @@
 // Words for job and file states, and which states still move.
 import type { FileState, JobState } from "@torreclou/contracts";
+import { formatDuration } from "./format.ts";
 
 export const jobStateLabel: Record<JobState, string> = {
   queued: "Queued",
   resolving: "Finding metadata",
+  awaiting_selection: "Choose files",
   downloading: "Downloading",
   uploading: "Uploading",
   completed: "Completed",
@@ -21,7 +23,14 @@ export const fileStateLabel: Record<FileState, string> = {
   failed: "Failed",
 };
 
-export const activeStates: readonly JobState[] = ["queued", "resolving", "downloading", "uploading"];
+/** Not ended: running, or waiting for its user's choice of files. */
+export const activeStates: readonly JobState[] = [
+  "queued",
+  "resolving",
+  "awaiting_selection",
+  "downloading",
+  "uploading",
+];
 
 export function isActive(state: JobState): boolean {
   return activeStates.includes(state);
@@ -35,11 +44,12 @@ export function fileLabel(state: string): string {
 const stateRank: Record<JobState, number> = {
   queued: 0,
   resolving: 1,
-  downloading: 2,
-  uploading: 3,
-  completed: 4,
-  failed: 4,
-  cancelled: 4,
+  awaiting_selection: 2,
+  downloading: 3,
+  uploading: 4,
+  completed: 5,
+  failed: 5,
+  cancelled: 5,
 };
 
 /** Of two reports of one attempt, the one further along (the first on a tie). */
@@ -65,4 +75,20 @@ export function timelineReason(t: {
     .filter((w) => w && !["by", "the", "a", "an", "was", "job"].includes(w));
   const said = new Set([...jobStateLabel[t.to].toLowerCase().split(/\s+/), t.to, t.cause.toLowerCase()]);
   return words.every((w) => said.has(w)) ? undefined : reason;
+}
+
+/**
+ * What a job that is looking for a magnet's metadata says: "Finding metadata
+ * — no peers found yet, 40 s", naming the trackers asked (by host) when known.
+ */
+export function resolvingText(peers: number, seconds: number, trackers: readonly string[] = []): string {
+  const found =
+    peers === 0
+      ? "no peers found yet"
+      : `${peers} peer${peers === 1 ? "" : "s"} found, waiting for the metadata`;
+  const asked =
+    trackers.length === 0
+      ? ""
+      : ` · asking ${trackers.length === 1 ? "tracker" : "trackers"} ${trackers.slice(0, 3).join(", ")}${trackers.length > 3 ? ` and ${trackers.length - 3} more` : ""}`;
+  return `Finding metadata — ${found}, ${formatDuration(Math.max(0, seconds))}${asked}`;
 }

@@ -62,7 +62,8 @@ export async function usageOf(db: Db, userId: string, now: Date): Promise<Usage>
   const { start } = monthOf(now);
   const [row] = await db
     .select({
-      runningJobs: sql<number>`(count(*) filter (where ${jobs.state} <> 'queued' and ${jobs.state} not in (${terminal})))::int`,
+      // A job waiting for its files to be chosen runs nowhere.
+      runningJobs: sql<number>`(count(*) filter (where ${jobs.state} not in ('queued', 'awaiting_selection') and ${jobs.state} not in (${terminal})))::int`,
       queuedJobs: sql<number>`(count(*) filter (where ${jobs.state} = 'queued'))::int`,
       monthlyBytes: sql<number>`coalesce(sum(${jobs.bytesTotal}) filter (where ${jobs.createdAt} >= ${start.toISOString()}::timestamptz), 0)::float8`,
     })

@@ -12,21 +12,41 @@
 //   write Redis did not keep across a restart) is enqueued again.
 // - An entry still pending for a job that ended or is gone (its worker died
 //   between the two) is acknowledged, so it is not taken over for nothing.
+// - A job that has waited for its submitter's choice of files longer than the
+//   selection timeout is cancelled. Redis says first whether any wait can have
+//   run out (the oldest score of the awaiting set); only then is Postgres
+//   asked, in one statement on its partial index.
 import {
   isTerminal,
   type JobMessage,
-  type JobState,
   keys,
   queue,
   terminalStates,
+  workerStates,
 } from "@torreclou/contracts";
 import { jobs, users } from "@torreclou/db";
-import type { Db } from "@torreclou/db/jobs";
+import { cancelUnchosen, type Db } from "@torreclou/db/jobs";
 import type { Redis } from "@upstash/redis/cloudflare";
 import { and, asc, eq, inArray, isNotNull, isNull, lt, sql } from "drizzle-orm";
 import { admitAndEnqueue, enqueueJob, writeQueueMessage } from "./enqueue.ts";
 
-const LIVE_STATES: JobState[] = ["queued", "resolving", "downloading", "uploading"];
+const LIVE_STATES = [...workerStates];
+
+/** The default wait for a choice of files (SELECTION_TIMEOUT_SECONDS). */
+export const DEFAULT_SELECTION_TIMEOUT_MS = 86_400_000;
+
+/** "24 h", "90 min", "45 s": how long a person was given. */
+export function formatWait(ms: number): string {
+  const s = Math.round(ms / 1000);
+  if (s % 3600 === 0) return `${s / 3600} h`;
+  if (s % 60 === 0) return `${s / 60} min`;
+  return `${s} s`;
+}
+
+/** The reason a job whose files were never chosen is cancelled with. */
+export function unchosenReason(timeoutMs: number): string {
+  return `No files were chosen within ${formatWait(timeoutMs)}; the job was cancelled.`;
+}
 
 export interface ReconcileOptions {
   /** Only jobs unconfirmed for at least this long (default 60 s). */
@@ -34,6 +54,8 @@ export interface ReconcileOptions {
   /** Most jobs handled per run (default 200). */
   limit?: number;
   now?: Date;
+  /** How long a job may wait for its submitter's choice of files (default 24 h). */
+  selectionTimeoutMs?: number;
 }
 
 export interface ReconcileResult {
@@ -45,6 +67,8 @@ export interface ReconcileResult {
   requeued: string[];
   /** Jobs that ended whose pending entries were acknowledged. */
   acknowledged: string[];
+  /** Jobs cancelled because no files were chosen in time. */
+  unchosen: string[];
 }
 
 export async function reconcile(
@@ -53,7 +77,22 @@ export async function reconcile(
   options: ReconcileOptions = {},
 ): Promise<ReconcileResult> {
   const cutoff = new Date((options.now ?? new Date()).getTime() - (options.olderThanMs ?? 60_000));
-  const result: ReconcileResult = { enqueued: [], failed: [], admitted: [], requeued: [], acknowledged: [] };
+  const result: ReconcileResult = {
+    enqueued: [],
+    failed: [],
+    admitted: [],
+    requeued: [],
+    acknowledged: [],
+    unchosen: [],
+  };
+  // First: a wait that ran out ends, and may free its user's turn.
+  await cancelUnchosenJobs(
+    db,
+    redis,
+    options.now ?? new Date(),
+    options.selectionTimeoutMs ?? DEFAULT_SELECTION_TIMEOUT_MS,
+    result,
+  );
   await admitStalled(db, redis, cutoff, options.limit ?? 200, result);
   // jobs_unenqueued_idx (partial, enqueued_at IS NULL) keeps this scan small.
   const pending = await db
@@ -212,4 +251,36 @@ async function settleEnded(db: Db, redis: Redis, cutoff: Date, result: Reconcile
     await redis.multi().xack(queue.stream, queue.group, entryIds).xdel(queue.stream, entryIds).exec();
     result.acknowledged.push(jobId);
   }
+}
+
+/**
+ * Cancels jobs that waited for a choice of files longer than `timeoutMs`.
+ * One Redis read when none can be due; Postgres only when one may be.
+ */
+async function cancelUnchosenJobs(
+  db: Db,
+  redis: Redis,
+  now: Date,
+  timeoutMs: number,
+  result: ReconcileResult,
+): Promise<void> {
+  const cutoff = now.getTime() - timeoutMs;
+  const due = await redis.zrange<string[]>(keys.awaitingSelection, "-inf", cutoff, {
+    byScore: true,
+    offset: 0,
+    count: 1,
+  });
+  if (due.length === 0) return;
+  const cancelled = await cancelUnchosen(db, new Date(cutoff), unchosenReason(timeoutMs));
+  result.unchosen.push(...cancelled.map((job) => job.id));
+  // Entries up to the cutoff are settled: cancelled now, or chosen (or cancelled) before.
+  if (cancelled.length < 200) await redis.zremrangebyscore(keys.awaitingSelection, "-inf", cutoff);
+  if (cancelled.length > 0)
+    console.log(
+      JSON.stringify({
+        level: "info",
+        msg: "cancelled jobs whose files were not chosen",
+        jobs: cancelled.length,
+      }),
+    );
 }

@@ -13,7 +13,9 @@ export async function scheduled(
   const config = parseConfig(env);
   const handle = createDb(config);
   try {
-    await reconcile(handle.db, createRedis(config));
+    await reconcile(handle.db, createRedis(config), {
+      selectionTimeoutMs: config.SELECTION_TIMEOUT_SECONDS * 1000,
+    });
   } finally {
     ctx.waitUntil(handle.close().catch(() => {}));
   }

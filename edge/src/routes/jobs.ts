@@ -36,7 +36,7 @@ import {
   webhookWakeKey,
 } from "@torreclou/contracts";
 import { jobFiles, jobs, jobTransitions, storageProfiles, torrents } from "@torreclou/db";
-import { type Db, insertJob, retryTransition, transitionJob } from "@torreclou/db/jobs";
+import { applySelection, type Db, insertJob, retryTransition, transitionJob } from "@torreclou/db/jobs";
 import { and, asc, desc, eq, ilike, inArray, sql } from "drizzle-orm";
 import { requireUser } from "../auth/index.ts";
 import type { Config } from "../config.ts";
@@ -45,7 +45,7 @@ import { ApiError } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
 import { checkNewJob, checkRetry } from "../limits/quotas.ts";
 import { ownsJobs, readEvent } from "../progress/read.ts";
-import { admitAndEnqueue } from "../queue/enqueue.ts";
+import { admitAndEnqueue, enqueueJob } from "../queue/enqueue.ts";
 import { csrfRefused, errorResponses, registerAuthSchemes, signedIn } from "../security/openapi.ts";
 import {
   acceptContentTypes,
@@ -112,8 +112,22 @@ const CreateJobBody = z
       .optional()
       .openapi({ description: "Destination (default: your default profile)." }),
     targetFolder: TargetFolder.optional(),
+    chooseFiles: z.boolean().optional().openapi({
+      description:
+        "Only with `magnet`: once a worker has the metadata, the job waits in `awaiting_selection` for you to pick its files (POST /api/jobs/{id}/selection) instead of downloading everything (the default). A magnet's `so=` pre-selects files: without `chooseFiles` they are what is fetched, with it they are the default choice.",
+    }),
   })
   .openapi("CreateJob");
+
+const SelectionBody = z
+  .object({
+    files: z
+      .array(z.number().int().min(0))
+      .max(MAX_TORRENT_FILES)
+      .openapi({ description: "Indexes of the files to fetch, from the job's `files`; at least one." }),
+    targetFolder: TargetFolder.optional(),
+  })
+  .openapi("JobSelection");
 
 const iso = z.iso.datetime();
 
@@ -142,6 +156,10 @@ const JobSummarySchema = z
       .int()
       .nullable()
       .openapi({ description: "Null for a magnet until its metadata is known." }),
+    selectionDeadline: iso.nullable().openapi({
+      description:
+        "While the job is `awaiting_selection`: when it is cancelled unless its files are chosen (POST /api/jobs/{id}/selection).",
+    }),
     enqueuedAt: iso.nullable(),
     createdAt: iso,
     updatedAt: iso,
@@ -295,6 +313,7 @@ const summaryColumns = {
     number | null
   >`(select nullif(count(*), 0)::int from ${jobFiles} where ${jobFiles.jobId} = ${jobs.id})`,
   enqueuedAt: jobs.enqueuedAt,
+  selectionSince: jobs.selectionSince,
   createdAt: jobs.createdAt,
   updatedAt: jobs.updatedAt,
   startedAt: jobs.startedAt,
@@ -316,6 +335,7 @@ interface SummaryRow {
   bytesUploaded: number;
   fileCount: number | null;
   enqueuedAt: Date | null;
+  selectionSince: Date | null;
   createdAt: Date;
   updatedAt: Date;
   startedAt: Date | null;
@@ -324,7 +344,7 @@ interface SummaryRow {
 
 const isoOrNull = (d: Date | null) => d?.toISOString() ?? null;
 
-function presentSummary(row: SummaryRow): z.infer<typeof JobSummarySchema> {
+function presentSummary(row: SummaryRow, selectionTimeoutSeconds: number): z.infer<typeof JobSummarySchema> {
   return {
     id: row.id,
     state: row.state,
@@ -337,6 +357,10 @@ function presentSummary(row: SummaryRow): z.infer<typeof JobSummarySchema> {
     failureReason: row.failureReason,
     bytes: { total: row.bytesTotal, downloaded: row.bytesDownloaded, uploaded: row.bytesUploaded },
     fileCount: row.fileCount,
+    selectionDeadline:
+      row.state === "awaiting_selection" && row.selectionSince
+        ? new Date(row.selectionSince.getTime() + selectionTimeoutSeconds * 1000).toISOString()
+        : null,
     enqueuedAt: isoOrNull(row.enqueuedAt),
     createdAt: row.createdAt.toISOString(),
     updatedAt: row.updatedAt.toISOString(),
@@ -423,7 +447,7 @@ async function loadJob(
   const destination = await destinationFor(db, userId, row.storageProfileId);
   const links = await fileLinks(destination, config, files);
   return {
-    ...presentSummary(row),
+    ...presentSummary(row, config.SELECTION_TIMEOUT_SECONDS),
     files: files.map((f) => ({
       index: f.fileIndex,
       path: f.path,
@@ -445,6 +469,45 @@ async function loadJob(
       at: t.at.toISOString(),
     })),
   };
+}
+
+/** 409 for a selection the job does not wait for, saying why in its words. */
+function notAwaiting(state: JobState): ApiError {
+  const why =
+    state === "queued" || state === "resolving"
+      ? "its metadata is not known yet (or its files were already chosen)"
+      : state === "downloading" || state === "uploading" || state === "completed"
+        ? "its files were already chosen"
+        : `it is ${state}`;
+  return new ApiError(
+    409,
+    "not_awaiting_selection",
+    `This job is not waiting for a choice of files: ${why}.`,
+    { state },
+  );
+}
+
+/** Why applySelection changed nothing: the job is gone (404) or moved on meanwhile (409). */
+async function refuseSelection(db: Db, userId: string, jobId: string): Promise<never> {
+  const [row] = await db
+    .select({ state: jobs.state })
+    .from(jobs)
+    .where(and(eq(jobs.id, jobId), eq(jobs.userId, userId)));
+  if (!row) throw jobNotFound();
+  throw notAwaiting(row.state);
+}
+
+/** Refuses (422 invalid_torrent) paths two of which the destination would store under one name. */
+function checkNames(paths: string[], kind: DestinationKind): void {
+  const rules = destinationNameRules[kind];
+  const clash = findNameClash(paths, rules);
+  if (clash) {
+    throw new ApiError(422, "invalid_torrent", describeNameClash(clash, rules), {
+      problem: "name_clash",
+      paths: clash.paths,
+      destination: rules.label,
+    });
+  }
 }
 
 function jobNotFound(): ApiError {
@@ -517,18 +580,10 @@ async function pickProfile(
  */
 function checkDestinationNames(source: TorrentSource, kind: DestinationKind): void {
   if (source.kind !== "torrent") return;
-  const rules = destinationNameRules[kind];
-  const clash = findNameClash(
+  checkNames(
     source.info.files.map((f) => f.path),
-    rules,
+    kind,
   );
-  if (clash) {
-    throw new ApiError(422, "invalid_torrent", describeNameClash(clash, rules), {
-      problem: "name_clash",
-      paths: clash.paths,
-      destination: rules.label,
-    });
-  }
 }
 
 /** A .torrent job: its name and facts from the info dictionary, its files at once. */
@@ -568,13 +623,24 @@ function selectedBytes(source: TorrentSource, selected: number[] | undefined): n
   return source.info.files.filter((f) => !chosen || chosen.has(f.index)).reduce((sum, f) => sum + f.size, 0);
 }
 
-function checkSelection(source: TorrentSource, files: number[] | undefined): number[] | undefined {
+function checkSelection(
+  source: TorrentSource,
+  files: number[] | undefined,
+  chooseFiles: boolean | undefined,
+): number[] | undefined {
+  if (chooseFiles && source.kind !== "magnet") {
+    throw new ApiError(
+      422,
+      "choose_needs_magnet",
+      "`chooseFiles` is for magnet links, whose file list is known only later; with a .torrent file, pick the files with `files`.",
+    );
+  }
   if (files === undefined) return undefined;
   if (source.kind === "magnet") {
     throw new ApiError(
       422,
       "selection_needs_metadata",
-      "Files can only be picked from a .torrent file; a magnet link's file list is unknown until a worker fetches it. Leave out `files` to fetch everything.",
+      "Files can only be picked from a .torrent file at once; a magnet link's file list is unknown until a worker fetches it. Send `chooseFiles: true` to pick them then, or leave out `files` to fetch everything.",
     );
   }
   const selected = [...new Set(files)];
@@ -770,6 +836,33 @@ const deleteJob = createRoute({
   },
 });
 
+const chooseFiles = createRoute({
+  method: "post",
+  path: "/{id}/selection",
+  tags,
+  summary: "Choose the files of a magnet job",
+  description:
+    "For a job in `awaiting_selection` (a magnet submitted with `chooseFiles`, whose metadata a worker has fetched): fetches the given files (the others are skipped), optionally under another folder, and queues the job again. No worker fetches the metadata again: it was kept. A job left waiting longer than the operator's SELECTION_TIMEOUT_SECONDS (default 24 h) is cancelled.",
+  security: signedIn,
+  middleware: [requireUser, acceptContentTypes("application/json"), parseJsonBody] as const,
+  request: {
+    params: JobParams,
+    body: { required: true, content: { "application/json": { schema: SelectionBody } } },
+  },
+  responses: {
+    200: { description: "The job, queued again.", content: { "application/json": { schema: JobResponse } } },
+    ...errorResponses({
+      400: "The id is not a UUID, the selection is empty or names a file the job does not have, or the folder is bad.",
+      401: "Not signed in.",
+      403: csrfRefused,
+      404: "No such job of yours.",
+      409: "The job is not waiting for a choice of files (not asked for, already chosen, cancelled, or still resolving).",
+      415: "The body is not JSON.",
+      422: "Two of the chosen files would be stored under one name at the job's destination.",
+    }),
+  },
+});
+
 const jobProgress = createRoute({
   method: "get",
   path: "/{id}/progress",
@@ -798,7 +891,7 @@ export const jobsApi = api
     const body = c.req.valid("json");
     const userId = c.var.user.id;
     const source = await readSource({ torrent: body.torrent, magnet: body.magnet });
-    const selected = checkSelection(source, body.files);
+    const selected = checkSelection(source, body.files, body.chooseFiles);
     const db = c.var.db();
     const { id: storageProfileId, kind } = await pickProfile(db, userId, body.storageProfileId);
     checkDestinationNames(source, kind);
@@ -816,6 +909,7 @@ export const jobsApi = api
       // Over a quota nothing is written: the check runs in the insert's transaction.
       guard: (tx) =>
         checkNewJob(tx, config, userId, bytes, new Date(), (name, value) => c.header(name, value)),
+      chooseFiles: source.kind === "magnet" && body.chooseFiles === true,
     });
     // Its turn may come at once, or after the user's jobs ahead of it (fair turns).
     await admitAndEnqueue(db, c.var.redis, userId, config.QUOTA_RUNNING_JOBS);
@@ -850,7 +944,7 @@ export const jobsApi = api
     const last = page.at(-1);
     return c.json(
       {
-        jobs: page.map(presentSummary),
+        jobs: page.map((row) => presentSummary(row, c.var.config.SELECTION_TIMEOUT_SECONDS)),
         nextCursor: rows.length > limit && last ? encodeCursor({ ts: last.cursorTs, id: last.id }) : null,
       },
       200,
@@ -881,7 +975,8 @@ export const jobsApi = api
       const tx = c.var.redis
         .multi()
         .set(keys.cancel(id), String(job!.attempt), { ex: CANCEL_FLAG_SECONDS })
-        .xadd(queue.stream, "*", { job: JSON.stringify(cleanup) });
+        .xadd(queue.stream, "*", { job: JSON.stringify(cleanup) })
+        .zrem(keys.awaitingSelection, id);
       // The user's webhooks hear of it at once (an idle worker is blocked on this list).
       if (job!.webhookDeliveries > 0) tx.lpush(webhookWakeKey, "1");
       await tx.exec();
@@ -935,6 +1030,50 @@ export const jobsApi = api
       );
     }
     return c.body(null, 204);
+  })
+  .openapi(chooseFiles, async (c) => {
+    const { id } = c.req.valid("param");
+    const body = c.req.valid("json");
+    const userId = c.var.user.id;
+    const db = c.var.db();
+    const [job] = await db
+      .select({ state: jobs.state, storageProfileId: jobs.storageProfileId })
+      .from(jobs)
+      .where(and(eq(jobs.id, id), eq(jobs.userId, userId)));
+    if (!job) throw jobNotFound();
+    if (job.state !== "awaiting_selection") throw notAwaiting(job.state);
+    const files = await db
+      .select({ index: jobFiles.fileIndex, path: jobFiles.path })
+      .from(jobFiles)
+      .where(eq(jobFiles.jobId, id))
+      .orderBy(asc(jobFiles.fileIndex));
+    const selected = [...new Set(body.files)].sort((a, b) => a - b);
+    if (selected.length === 0) throw new ApiError(400, "no_files_selected", "Pick at least one file.");
+    const known = new Set(files.map((f) => f.index));
+    const unknown = selected.filter((i) => !known.has(i));
+    if (unknown.length > 0) {
+      throw new ApiError(
+        400,
+        "unknown_files",
+        `The job has no file with index ${unknown.slice(0, 10).join(", ")}${unknown.length > 10 ? ", …" : ""}; it has ${files.length} file${files.length === 1 ? "" : "s"}.`,
+        { unknown: unknown.slice(0, 100) },
+      );
+    }
+    // The destination's name rules, as at creation for a .torrent: two chosen files never meet under one name.
+    const destination = await destinationFor(db, userId, job.storageProfileId);
+    if (destination) {
+      const chosen = new Set(selected);
+      checkNames(
+        files.filter((f) => chosen.has(f.index)).map((f) => f.path),
+        destination.kind,
+      );
+    }
+    const moved = await applySelection(db, { jobId: id, userId, selected, targetFolder: body.targetFolder });
+    if (!moved) await refuseSelection(db, userId, id);
+    await enqueueJob(db, c.var.redis, id, userId);
+    // The wait is over: the reconcile has nothing to look for (best effort; a stale entry costs one query).
+    await c.var.redis.zrem(keys.awaitingSelection, id).catch(() => undefined);
+    return c.json({ job: await loadJob(db, userId, id, c.var.config) }, 200);
   })
   .openapi(jobProgress, async (c) => {
     const { id } = c.req.valid("param");

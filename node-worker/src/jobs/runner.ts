@@ -6,11 +6,16 @@ import {
   CredentialsError,
   defaultFolder,
   type FileProgress,
+  infoDictionaryOf,
   isTerminal,
   type JobState,
   type Keyring,
+  keys,
+  parseMagnet,
   TorrentError,
+  type TorrentFileEntry,
   type TransitionCause,
+  torrentFromInfo,
 } from "@torreclou/contracts";
 import type { JobFile, StorageProfile } from "@torreclou/db";
 import { type Db, StaleAttemptError, type TransitionedJob, transitionJob } from "@torreclou/db/jobs";
@@ -27,7 +32,7 @@ import { prepareScratchDir, removeDir, type ScratchBudget, scratchDirFor } from 
 import { PermanentJobError, ReconnectRequiredError, type Sink } from "../sinks/index.ts";
 import { Outage } from "../sinks/outage.ts";
 import { partSizeFor, resumedPartSize } from "../sinks/s3.ts";
-import { Download } from "../torrent/download.ts";
+import { Download, trackerHosts } from "../torrent/download.ts";
 import type { HolePuncher } from "../torrent/holes.ts";
 import { RangeGoneError, Window } from "../torrent/window.ts";
 import { maskSecrets, redactingLogger, secretsOfSource } from "./redact.ts";
@@ -35,6 +40,7 @@ import {
   clearUploadSession,
   currentJob,
   type Fenced,
+  filesChosen,
   type JobContext,
   journalOf,
   loadJobContext,
@@ -46,7 +52,16 @@ import {
 } from "./store.ts";
 
 /** `interrupted`: the attempt lost its database session; the job goes back to the queue at once. */
-export type Outcome = "completed" | "failed" | "cancelled" | "handed_back" | "interrupted" | "stale" | "gone";
+/** `awaiting_selection`: the metadata is saved and the job waits, held by no worker, for its user's choice. */
+export type Outcome =
+  | "completed"
+  | "awaiting_selection"
+  | "failed"
+  | "cancelled"
+  | "handed_back"
+  | "interrupted"
+  | "stale"
+  | "gone";
 export type StopReason = "cancel" | "shutdown" | "stale";
 
 export interface RunnerDeps {
@@ -95,6 +110,23 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
 /** "90 s", "5 min". */
 function formatDuration(ms: number): string {
   return ms < 120_000 ? `${Math.round(ms / 1000)} s` : `${Math.round(ms / 60_000)} min`;
+}
+
+/**
+ * The files a magnet's so= picks, checked against the torrent now that its
+ * file list is known (padding files are not files); undefined: all of them.
+ */
+function checkSelectOnly(selectOnly: number[] | undefined, files: TorrentFileEntry[]): number[] | undefined {
+  if (!selectOnly) return undefined;
+  const known = new Set(files.map((f) => f.index));
+  const unknown = selectOnly.filter((i) => !known.has(i));
+  if (unknown.length > 0) {
+    const shown = unknown.slice(0, 10).join(", ") + (unknown.length > 10 ? ", …" : "");
+    throw new PermanentJobError(
+      `The magnet link selects file${unknown.length === 1 ? "" : "s"} ${shown} (so=), but the torrent has no such file: it has ${files.length} file${files.length === 1 ? "" : "s"}, indexes ${files[0]?.index ?? 0} to ${files.at(-1)?.index ?? 0}.`,
+    );
+  }
+  return selectOnly;
 }
 
 /** The torrent parser refused the metadata: no retry can change that, and its message says why. */
@@ -210,8 +242,7 @@ export class JobRun {
     };
     this.#progress.setBytes({ total: ctx.job.bytesTotal, ...this.#floor });
     try {
-      await this.#work(ctx);
-      return "completed";
+      return await this.#work(ctx);
     } catch (error) {
       return this.#settle(error);
     }
@@ -371,7 +402,7 @@ export class JobRun {
     throw new Error(`the job could not move from "${now.state}" to "${to}"`);
   }
 
-  async #work(ctx: JobContext): Promise<void> {
+  async #work(ctx: JobContext): Promise<"completed" | "awaiting_selection"> {
     const { config } = this.#deps;
     const progress = this.#progress!;
     const signal = this.#signal;
@@ -410,22 +441,50 @@ export class JobRun {
 
     // A magnet: fetch the metadata from peers first. The parser that checks
     // uploaded .torrent files checks it too: its file list (padding left out)
-    // becomes the job's, and a torrent it refuses fails the job for good.
+    // becomes the job's, and a torrent it refuses fails the job for good. The
+    // info dictionary is kept, so no attempt (here or on any worker) fetches
+    // it again: the job continues from it with the magnet's own trackers.
+    const magnet = typeof source === "string" ? parseMagnet(source) : undefined;
     let files = ctx.files;
-    if (files.length === 0) {
+    let from: string | Uint8Array = source;
+    if (magnet && ctx.job.infoDictionary) {
+      // Resolved before, but the choice was never made (an attempt that stopped
+      // before it let go, or a retry of a wait that ran out): wait for it again.
+      if (ctx.job.chooseFiles && !(await filesChosen(this.#deps.db, this.jobId))) {
+        await this.#advance("resolving", "the metadata is known already");
+        return this.#awaitSelection(dir);
+      }
+      from = torrentFromInfo(ctx.job.infoDictionary, { trackers: magnet.trackers });
+    } else if (files.length === 0) {
+      // The phase's first event already says since when and which trackers it asks.
+      const startedResolving = Date.now();
+      progress.setResolving({ since: startedResolving, trackers: trackerHosts(magnet?.trackers ?? []) });
       await this.#advance("resolving");
       await prepareScratchDir(dir, config.STACK_ID);
       const download = this.#startDownload(source, dir);
-      const meta = await this.#withPeerWatch(download.metadata(signal).catch(refusedTorrent), "metadata");
+      const resolving = setInterval(() => {
+        progress.setPeers(download.peers);
+        progress.setResolving({ since: startedResolving, trackers: download.trackerHosts() });
+      }, 1000);
+      const meta = await this.#withPeerWatch(
+        download.metadata(signal).catch(refusedTorrent),
+        "metadata",
+      ).finally(() => clearInterval(resolving));
+      progress.setResolving(undefined);
+      this.#deps.metrics.metadataFetches.inc();
+      const selected = checkSelectOnly(magnet?.selectOnly, meta.files);
       files = await saveResolvedMetadata(this.#fenced, ctx.torrent.id, {
         name: meta.name,
         totalSize: meta.totalSize,
         pieceLength: meta.pieceLength,
         pieceCount: meta.pieceCount,
         files: meta.files,
+        selected,
+        infoDictionary: infoDictionaryOf(meta.torrentFile),
       });
       this.#files = files;
       this.#log.info({ files: files.length, bytes: meta.totalSize }, "metadata resolved");
+      if (ctx.job.chooseFiles && ctx.files.length === 0) return this.#awaitSelection(dir);
       const folder = unsettled ? defaultFolder(files) : undefined;
       // "" (a multi-file torrent's own top folder) is where the sink already is.
       if (folder !== undefined && folder !== "") {
@@ -458,12 +517,20 @@ export class JobRun {
 
     await this.#advance("downloading");
     await prepareScratchDir(dir, config.STACK_ID);
-    const download = this.#download ?? this.#startDownload(source, dir);
-    // A .torrent's metadata is parsed locally (asynchronously); files exist only after it.
-    // A magnet whose metadata another job already resolved still fetches it from peers.
+    const download = this.#download ?? this.#startDownload(from, dir);
+    // A .torrent's metadata (or a magnet's kept info dictionary) is parsed
+    // locally (asynchronously); files exist only after it. A magnet job from
+    // before info dictionaries were kept fetches it from peers.
     const metadata = download.metadata(signal).catch(refusedTorrent);
-    if (typeof source === "string") await this.#withPeerWatch(metadata, "metadata");
-    else await abortable(metadata, signal);
+    const meta =
+      typeof from === "string"
+        ? await this.#withPeerWatch(metadata, "metadata")
+        : await abortable(metadata, signal);
+    if (meta.infoHash !== ctx.torrent.infoHash) {
+      throw new PermanentJobError(
+        `The job's saved metadata hashes to ${meta.infoHash}, not to its info hash ${ctx.torrent.infoHash}.`,
+      );
+    }
     // Disk for the pieces fetched next (everything, when it fits), before any byte is.
     const window = new Window({
       files: await Promise.all(
@@ -508,6 +575,24 @@ export class JobRun {
     this.#log.info({ files: chosen.length, bytes: total, received: download.received }, "job completed");
     await download.destroy();
     await removeDir(dir);
+    return "completed";
+  }
+
+  /**
+   * The metadata is saved: the job waits for its user's choice of files,
+   * held by no worker and with no scratch data (the attempt ends here; the
+   * user's choice queues it for any worker).
+   */
+  async #awaitSelection(dir: string): Promise<"awaiting_selection"> {
+    await this.#download?.destroy();
+    await removeDir(dir);
+    await this.#advance("awaiting_selection");
+    // The edge's reconcile finds long waits through this set without asking Postgres.
+    await this.#deps.redis
+      .zadd(keys.awaitingSelection, Date.now(), this.jobId)
+      .catch((error: unknown) => this.#log.warn({ err: error }, "could not note the wait for a choice"));
+    this.#log.info("waiting for the user to choose files");
+    return "awaiting_selection";
   }
 
   /** The sink for the job's destination, from its module (destinations/). */

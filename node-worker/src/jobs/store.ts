@@ -30,7 +30,7 @@ import {
   uploadParts,
 } from "@torreclou/db";
 import { type Db, StaleAttemptError, storableText } from "@torreclou/db/jobs";
-import { and, asc, desc, eq, sql } from "drizzle-orm";
+import { and, asc, desc, eq, isNull, sql } from "drizzle-orm";
 
 export interface JobContext {
   job: Job;
@@ -163,14 +163,20 @@ export interface ResolvedTorrent {
   pieceLength: number;
   pieceCount: number;
   files: { index: number; path: string; size: number }[];
+  /** The files to fetch (a magnet's so=); undefined: all of them. */
+  selected?: readonly number[] | undefined;
+  /** The info dictionary as peers sent it (its SHA-1 is the info hash), kept for later attempts. */
+  infoDictionary?: Uint8Array | undefined;
 }
 
 /**
  * A magnet's metadata arrived from this job's own peers: fills in what the
  * shared torrent row did not know yet (info-dictionary facts only) and, if the
- * job has no file list yet, writes one with every file selected, names the
- * job after the info dictionary unless its magnet had a dn, and gives it the
- * folder named after its files unless it names one. Returns the job's files.
+ * job has no file list yet, writes one with the chosen files selected (every
+ * file unless the magnet's so= picked some), names the job after the info
+ * dictionary unless its magnet had a dn, and gives it the folder named after
+ * its files unless it names one. Keeps the info dictionary on the job, so any
+ * later attempt continues without fetching it again. Returns the job's files.
  */
 export async function saveResolvedMetadata(
   f: Fenced,
@@ -195,7 +201,15 @@ export async function saveResolvedMetadata(
       .from(jobFiles)
       .where(eq(jobFiles.jobId, f.jobId))
       .orderBy(asc(jobFiles.fileIndex));
+    if (meta.infoDictionary) {
+      await tx
+        .update(jobs)
+        .set({ infoDictionary: Buffer.from(meta.infoDictionary) })
+        .where(and(eq(jobs.id, f.jobId), isNull(jobs.infoDictionary)));
+    }
     if (existing.length > 0) return existing;
+    const chosen = meta.selected ? new Set(meta.selected) : undefined;
+    const picked = (index: number) => !chosen || chosen.has(index);
     const inserted = await tx
       .insert(jobFiles)
       .values(
@@ -204,13 +218,15 @@ export async function saveResolvedMetadata(
           fileIndex: file.index,
           path: file.path,
           size: file.size,
+          selected: picked(file.index),
+          state: picked(file.index) ? ("pending" as const) : ("skipped" as const),
         })),
       )
       .returning();
     await tx
       .update(jobs)
       .set({
-        bytesTotal: meta.files.reduce((sum, file) => sum + file.size, 0),
+        bytesTotal: meta.files.reduce((sum, file) => sum + (picked(file.index) ? file.size : 0), 0),
         name: sql`coalesce(${jobs.name}, ${meta.name})`,
         targetFolder: sql`coalesce(${jobs.targetFolder}, ${defaultFolder(meta.files) ?? null})`,
       })
@@ -250,6 +266,22 @@ export async function attemptsSinceUser(db: Db, jobId: string, attempt: number):
     .orderBy(desc(jobTransitions.at), desc(jobTransitions.id))
     .limit(1);
   return attempt - (row?.attempt ?? 0);
+}
+
+/** Whether the job's user has chosen its files (it left awaiting_selection for the queue). */
+export async function filesChosen(db: Db, jobId: string): Promise<boolean> {
+  const [row] = await db
+    .select({ id: jobTransitions.id })
+    .from(jobTransitions)
+    .where(
+      and(
+        eq(jobTransitions.jobId, jobId),
+        eq(jobTransitions.fromState, "awaiting_selection"),
+        eq(jobTransitions.toState, "queued"),
+      ),
+    )
+    .limit(1);
+  return row !== undefined;
 }
 
 export async function currentJob(db: Db, jobId: string): Promise<Pick<Job, "state" | "attempt"> | undefined> {

@@ -12,6 +12,19 @@ import type { Logger } from "pino";
 import WebTorrent, { type Torrent } from "webtorrent";
 import { IndexedChunkStore, scratchFile } from "./store.ts";
 
+/** Host names of tracker URLs (never their paths: a passkey may be there), at most 20. */
+export function trackerHosts(urls: readonly string[]): string[] {
+  const hosts = new Set<string>();
+  for (const url of urls) {
+    try {
+      hosts.add(new URL(url).hostname);
+    } catch {
+      // not a URL: nothing to name
+    }
+  }
+  return [...hosts].slice(0, 20);
+}
+
 export interface DiscoveryOptions {
   dht: boolean;
   lsd: boolean;
@@ -177,6 +190,11 @@ export class Download extends EventEmitter {
   }
 
   /** What was tried to find data, for a message when none comes: trackers and web seeds by count. */
+  /** Host names of the trackers the torrent announces to (never their paths: a passkey may be there). */
+  trackerHosts(): string[] {
+    return trackerHosts(this.#torrent.announce ?? []);
+  }
+
   sources(): { trackers: number; webSeeds: number } {
     const t = this.#torrent;
     return { trackers: t.announce?.length ?? 0, webSeeds: t.urlList?.length ?? 0 };

@@ -11,11 +11,13 @@ import {
   For,
   Match,
   on,
+  onCleanup,
   Show,
   Switch,
 } from "solid-js";
 import { createStore, reconcile } from "solid-js/store";
 import { ApiError, api, call, describeError } from "../api/client.ts";
+import { ChooseFiles } from "../components/ChooseFiles.tsx";
 import { ConfirmButton } from "../components/Confirm.tsx";
 import {
   FileNumbers,
@@ -29,7 +31,7 @@ import { ErrorState, Loading } from "../components/States.tsx";
 import { formatBytes, formatDate, formatRelative } from "../format.ts";
 import { announceJobEnd } from "../notify.ts";
 import { createPoll } from "../poll.ts";
-import { fileLabel, isActive, jobStateLabel, laterState, timelineReason } from "../status.ts";
+import { fileLabel, isActive, jobStateLabel, laterState, resolvingText, timelineReason } from "../status.ts";
 
 function fetchJob(id: string) {
   return call(api.api.jobs[":id"].$get({ param: { id } }));
@@ -73,6 +75,19 @@ export function JobDetail() {
     return phase !== undefined && !isActive(phase);
   };
   const running = () => rowActive() && !streamEnded();
+  /** Waiting for this person to pick files: nothing moves until they do. */
+  const choosing = () => job()?.state === "awaiting_selection";
+  /** A clock for the time shown while metadata is sought. */
+  const [now, setNow] = createSignal(Date.now());
+  const clock = setInterval(() => setNow(Date.now()), 1000);
+  onCleanup(() => clearInterval(clock));
+  /** Since when the job seeks metadata: the worker's note, else the row's move to resolving. */
+  const resolvingSince = () => {
+    const live = latest()?.resolving?.since;
+    if (live !== undefined) return live;
+    const moved = job()?.transitions.findLast((t) => t.to === "resolving");
+    return moved ? Date.parse(moved.at) : Date.now();
+  };
   /**
    * What the badge says and the timeline ends with: the job row, or the
    * worker's stream where it has already moved further in the same attempt.
@@ -156,7 +171,7 @@ export function JobDetail() {
         await refetch();
       }
     },
-    { interval: 1000, hiddenInterval: 10_000, enabled: rowActive },
+    { interval: 1000, hiddenInterval: 10_000, enabled: () => rowActive() && !choosing() },
   );
 
   const files = createMemo(() => job()?.files ?? []);
@@ -173,6 +188,28 @@ export function JobDetail() {
     const id = job()?.storageProfileId;
     if (!id) return "—";
     return profiles.latest?.profiles.find((p) => p.id === id)?.name ?? "—";
+  };
+
+  const [choosingBusy, setChoosingBusy] = createSignal(false);
+  const [chooseError, setChooseError] = createSignal<string>();
+  const startSelection = async (chosen: number[], folder: string | undefined) => {
+    const id = params.id ?? "";
+    setChooseError(undefined);
+    setChoosingBusy(true);
+    try {
+      await call(
+        api.api.jobs[":id"].selection.$post({
+          param: { id },
+          json: { files: chosen, ...(folder ? { targetFolder: folder } : {}) },
+        }),
+      );
+      await refetch();
+    } catch (err) {
+      setChooseError(describeError(err));
+      if (err instanceof ApiError && err.status === 409) await refetch();
+    } finally {
+      setChoosingBusy(false);
+    }
   };
 
   const act = async (what: "cancel" | "retry" | "delete") => {
@@ -242,7 +279,7 @@ export function JobDetail() {
                 </h1>
               </div>
               <div class="row">
-                <Show when={running()}>
+                <Show when={running() || choosing()}>
                   <ConfirmButton
                     label="Cancel"
                     confirmLabel="Cancel job"
@@ -281,12 +318,14 @@ export function JobDetail() {
                   </h2>
                   <div class="row" style={{ "justify-content": "space-between" }}>
                     <span class="headline">
-                      <span class="big-pct" data-testid="job-percent">
-                        {headline().percent}
-                      </span>{" "}
-                      <span class="muted" data-testid="job-percent-of">
-                        {headline().of}
-                      </span>
+                      <Show when={!choosing()} fallback={<span class="muted">Waiting for your choice</span>}>
+                        <span class="big-pct" data-testid="job-percent">
+                          {headline().percent}
+                        </span>{" "}
+                        <span class="muted" data-testid="job-percent-of">
+                          {headline().of}
+                        </span>
+                      </Show>
                     </span>
                     <span
                       class={`badge s-${state()}`}
@@ -297,27 +336,43 @@ export function JobDetail() {
                       {jobStateLabel[state() ?? "queued"]}
                     </span>
                   </div>
-                  <ProgressBar
-                    label="Job progress"
-                    total={total()}
-                    downloaded={downloaded()}
-                    uploaded={uploaded()}
-                  />
-                  <StatsRow
-                    phase={state() ?? "queued"}
-                    total={total()}
-                    downloaded={downloaded()}
-                    uploaded={uploaded()}
-                    down={latest()?.rates.down ?? 0}
-                    up={latest()?.rates.up ?? 0}
-                    etaSeconds={latest()?.etaSeconds ?? null}
-                    peers={latest()?.peers ?? 0}
-                    live={running()}
-                    showPercent={false}
-                  />
-                  <div style={{ "margin-top": "0.5rem" }}>
-                    <Legend />
-                  </div>
+                  <Show when={running() && state() === "resolving"}>
+                    <p class="muted" role="status" data-testid="job-resolving">
+                      {resolvingText(
+                        latest()?.peers ?? 0,
+                        (now() - resolvingSince()) / 1000,
+                        latest()?.resolving?.trackers,
+                      )}
+                    </p>
+                  </Show>
+                  <Show when={choosing()}>
+                    <p class="muted" role="status" data-testid="job-choosing">
+                      The file list is known: choose the files to download below.
+                    </p>
+                  </Show>
+                  <Show when={!choosing()}>
+                    <ProgressBar
+                      label="Job progress"
+                      total={total()}
+                      downloaded={downloaded()}
+                      uploaded={uploaded()}
+                    />
+                    <StatsRow
+                      phase={state() ?? "queued"}
+                      total={total()}
+                      downloaded={downloaded()}
+                      uploaded={uploaded()}
+                      down={latest()?.rates.down ?? 0}
+                      up={latest()?.rates.up ?? 0}
+                      etaSeconds={latest()?.etaSeconds ?? null}
+                      peers={latest()?.peers ?? 0}
+                      live={running() && state() !== "resolving"}
+                      showPercent={false}
+                    />
+                    <div style={{ "margin-top": "0.5rem" }}>
+                      <Legend />
+                    </div>
+                  </Show>
                   <Show when={running() && latest()?.waiting}>
                     {(waiting) => (
                       <div
@@ -347,81 +402,93 @@ export function JobDetail() {
                   </Show>
                 </section>
 
-                <section class="card" aria-labelledby="files-heading">
-                  <h2 id="files-heading">Files</h2>
-                  <Show
-                    when={selectedFiles().length > 0}
-                    fallback={
-                      <p class="muted">The file list appears once the torrent's metadata is known.</p>
-                    }
-                  >
-                    <div class="table-wrap">
-                      <table class="files">
-                        <thead>
-                          <tr>
-                            <th scope="col">File</th>
-                            <th scope="col">State</th>
-                            <th scope="col" class="size">
-                              Size
-                            </th>
-                            <th scope="col">Progress</th>
-                          </tr>
-                        </thead>
-                        <tbody>
-                          <For each={selectedFiles()}>
-                            {(file) => {
-                              const live = () => (rowActive() ? fileLive[file.index] : undefined);
-                              const fileState = () => live()?.state ?? file.state;
-                              const fileUploaded = () => live()?.uploaded ?? file.bytesUploaded ?? 0;
-                              const fileDownloaded = () => live()?.downloaded ?? file.bytesDownloaded ?? 0;
-                              return (
-                                <tr data-testid="job-file">
-                                  <td class="path">
-                                    <Show when={file.cloudUrl} fallback={<PathText path={file.path} />}>
-                                      {(url) => (
-                                        <a
-                                          href={url()}
-                                          target="_blank"
-                                          rel="noopener noreferrer"
-                                          data-testid="file-link"
-                                        >
-                                          <PathText path={file.path} />
-                                        </a>
-                                      )}
-                                    </Show>
-                                  </td>
-                                  <td>
-                                    <span class={`badge f-${fileState()}`}>{fileLabel(fileState())}</span>
-                                  </td>
-                                  <td class="size num">{formatBytes(file.size)}</td>
-                                  <td class="progress-cell">
-                                    <ProgressBar
-                                      label={`Progress of ${file.path}`}
-                                      total={file.size}
-                                      downloaded={fileDownloaded()}
-                                      uploaded={fileUploaded()}
-                                    />
-                                    <FileNumbers
-                                      total={file.size}
-                                      downloaded={fileDownloaded()}
-                                      uploaded={fileUploaded()}
-                                      stored={fileState() === "uploaded"}
-                                    />
-                                  </td>
-                                </tr>
-                              );
-                            }}
-                          </For>
-                        </tbody>
-                      </table>
-                    </div>
-                  </Show>
-                  <Show when={files().length > selectedFiles().length}>
-                    <p class="muted small" style={{ "margin-top": "0.75rem" }}>
-                      {files().length - selectedFiles().length} more in the torrent, not selected.
-                    </p>
-                  </Show>
-                </section>
+                <Show when={choosing()}>
+                  <ChooseFiles
+                    files={j().files}
+                    targetFolder={j().targetFolder}
+                    deadline={j().selectionDeadline}
+                    busy={choosingBusy()}
+                    error={chooseError()}
+                    onStart={(chosen, folder) => void startSelection(chosen, folder)}
+                  />
+                </Show>
+                <Show when={!choosing()}>
+                  <section class="card" aria-labelledby="files-heading">
+                    <h2 id="files-heading">Files</h2>
+                    <Show
+                      when={selectedFiles().length > 0}
+                      fallback={
+                        <p class="muted">The file list appears once the torrent's metadata is known.</p>
+                      }
+                    >
+                      <div class="table-wrap">
+                        <table class="files">
+                          <thead>
+                            <tr>
+                              <th scope="col">File</th>
+                              <th scope="col">State</th>
+                              <th scope="col" class="size">
+                                Size
+                              </th>
+                              <th scope="col">Progress</th>
+                            </tr>
+                          </thead>
+                          <tbody>
+                            <For each={selectedFiles()}>
+                              {(file) => {
+                                const live = () => (rowActive() ? fileLive[file.index] : undefined);
+                                const fileState = () => live()?.state ?? file.state;
+                                const fileUploaded = () => live()?.uploaded ?? file.bytesUploaded ?? 0;
+                                const fileDownloaded = () => live()?.downloaded ?? file.bytesDownloaded ?? 0;
+                                return (
+                                  <tr data-testid="job-file">
+                                    <td class="path">
+                                      <Show when={file.cloudUrl} fallback={<PathText path={file.path} />}>
+                                        {(url) => (
+                                          <a
+                                            href={url()}
+                                            target="_blank"
+                                            rel="noopener noreferrer"
+                                            data-testid="file-link"
+                                          >
+                                            <PathText path={file.path} />
+                                          </a>
+                                        )}
+                                      </Show>
+                                    </td>
+                                    <td>
+                                      <span class={`badge f-${fileState()}`}>{fileLabel(fileState())}</span>
+                                    </td>
+                                    <td class="size num">{formatBytes(file.size)}</td>
+                                    <td class="progress-cell">
+                                      <ProgressBar
+                                        label={`Progress of ${file.path}`}
+                                        total={file.size}
+                                        downloaded={fileDownloaded()}
+                                        uploaded={fileUploaded()}
+                                      />
+                                      <FileNumbers
+                                        total={file.size}
+                                        downloaded={fileDownloaded()}
+                                        uploaded={fileUploaded()}
+                                        stored={fileState() === "uploaded"}
+                                      />
+                                    </td>
+                                  </tr>
+                                );
+                              }}
+                            </For>
+                          </tbody>
+                        </table>
+                      </div>
+                    </Show>
+                    <Show when={files().length > selectedFiles().length}>
+                      <p class="muted small" style={{ "margin-top": "0.75rem" }}>
+                        {files().length - selectedFiles().length} more in the torrent, not selected.
+                      </p>
+                    </Show>
+                  </section>
+                </Show>
               </div>
 
               <div>

@@ -35,6 +35,7 @@ type Snapshot = NonNullable<Snapshots[string]>;
 const filters: { value: string; label: string }[] = [
   { value: "", label: "All" },
   { value: "active", label: "Running" },
+  { value: "awaiting_selection", label: "Choose files" },
   { value: "completed", label: "Completed" },
   { value: "failed", label: "Failed" },
   { value: "cancelled", label: "Cancelled" },

@@ -49,6 +49,8 @@ export function NewJob() {
   const [selected, setSelected] = createSignal<Set<number>>(new Set());
   const [profileId, setProfileId] = createSignal<string>();
   const [targetFolder, setTargetFolder] = createSignal("");
+  /** A magnet: pick its files once a worker has its metadata, instead of fetching everything. */
+  const [chooseLater, setChooseLater] = createSignal(false);
   const [submitting, setSubmitting] = createSignal(false);
   const [submitError, setSubmitError] = createSignal<string>();
   const [profiles, { refetch: refetchProfiles }] = createResource(() => call(api.api.storage.$get()));
@@ -71,6 +73,11 @@ export function NewJob() {
   const torrent = () => {
     const s = source();
     return s?.kind === "torrent" ? s : undefined;
+  };
+  /** The files a magnet's so= selects, if it says. */
+  const selectOnly = () => {
+    const s = source();
+    return s?.kind === "magnet" ? s.info.selectOnly : undefined;
   };
   const files = createMemo(() => {
     const t = torrent();
@@ -179,7 +186,7 @@ export function NewJob() {
                   ...(everything ? {} : { files: selectedIndices(selected()) }),
                   ...common,
                 }
-              : { magnet: s.uri, ...common },
+              : { magnet: s.uri, ...(chooseLater() ? { chooseFiles: true } : {}), ...common },
         }),
       );
       navigate(`/jobs/${created.job.id}`, { state: { started: true } });
@@ -192,6 +199,7 @@ export function NewJob() {
   const reset = () => {
     setSource(undefined);
     setMagnet("");
+    setChooseLater(false);
     setReadError(undefined);
     setSubmitError(undefined);
   };
@@ -342,10 +350,29 @@ export function NewJob() {
             <Show
               when={torrent()}
               fallback={
-                <p class="alert info">
-                  A magnet link carries no file list: the worker fetches it from peers, then downloads every
-                  file. To pick files, use the .torrent file instead.
-                </p>
+                <div class="stack">
+                  <label class="check">
+                    <input
+                      type="checkbox"
+                      checked={chooseLater()}
+                      onChange={(e) => setChooseLater(e.currentTarget.checked)}
+                      data-testid="choose-files"
+                    />{" "}
+                    Choose files once the file list is known
+                  </label>
+                  <p class="alert info" data-testid="magnet-note">
+                    A magnet link carries no file list: a worker fetches it from peers first.{" "}
+                    {chooseLater()
+                      ? "The job then waits on its page for you to pick the files (for up to a day)."
+                      : selectOnly()
+                        ? `Then it downloads the ${plural(selectOnly()?.length ?? 0, "file")} the link selects (so=).`
+                        : "Then it downloads every file."}
+                    <Show when={chooseLater() && selectOnly()}>
+                      {" "}
+                      The files the link selects (so=) are checked to begin with.
+                    </Show>
+                  </p>
+                </div>
               }
             >
               <div>
