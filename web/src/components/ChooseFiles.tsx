@@ -3,9 +3,9 @@
 // the job has selected (all, or those the magnet's so= picked), an optional
 // folder, and the button that starts the download.
 import { createMemo, createSignal, Show } from "solid-js";
-import { formatBytes, formatDate, plural } from "../format.ts";
-import { buildTree, selectAll, selectedIndices, selectedSize } from "../tree.ts";
-import { FileTree } from "./FileTree.tsx";
+import { formatBytes, formatDate } from "../format.ts";
+import { selectedIndices, selectedSize } from "../tree.ts";
+import { FilePicker } from "./FilePicker.tsx";
 
 interface ChoosableFile {
   index: number;
@@ -40,7 +40,6 @@ function relative(files: readonly ChoosableFile[]) {
 
 export function ChooseFiles(props: Props) {
   const shown = createMemo(() => relative(props.files));
-  const tree = createMemo(() => buildTree(shown().files));
   const [selected, setSelected] = createSignal<Set<number>>(
     new Set(props.files.filter((f) => f.selected).map((f) => f.index)),
   );
@@ -70,28 +69,7 @@ export function ChooseFiles(props: Props) {
           )}
         </Show>
       </p>
-      <div>
-        <div class="tree-tools">
-          <span class="label">Files to download</span>
-          <span class="row">
-            <button type="button" class="button small" onClick={() => setSelected(selectAll(shown().files))}>
-              Select all
-            </button>
-            <button type="button" class="button small" onClick={() => setSelected(new Set<number>())}>
-              Select none
-            </button>
-          </span>
-        </div>
-        <FileTree
-          root={tree()}
-          selected={selected}
-          onChange={setSelected}
-          collapsed={shown().files.length > 200}
-        />
-        <p class="muted small num" role="status" aria-live="polite" data-testid="selected-total">
-          {selected().size} of {plural(shown().files.length, "file")} selected · {formatBytes(size())}
-        </p>
-      </div>
+      <FilePicker files={shown().files} selected={selected} onChange={setSelected} />
       <div class="field">
         <label for="choose-folder">Folder in the destination</label>
         <input

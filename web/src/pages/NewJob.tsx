@@ -13,11 +13,11 @@ import {
 } from "@torreclou/contracts";
 import { createMemo, createResource, createSignal, For, Match, onCleanup, Show, Switch } from "solid-js";
 import { ApiError, api, call, describeError } from "../api/client.ts";
-import { FileTree } from "../components/FileTree.tsx";
+import { FilePicker } from "../components/FilePicker.tsx";
 import { S3ProfileForm } from "../components/S3ProfileForm.tsx";
 import { SwarmHealth } from "../components/SwarmHealth.tsx";
 import { formatBytes, plural } from "../format.ts";
-import { buildTree, selectAll, selectedIndices, selectedSize } from "../tree.ts";
+import { selectAll, selectedIndices, selectedSize } from "../tree.ts";
 
 type Source =
   | { kind: "torrent"; fileName: string; bytes: Uint8Array; info: TorrentInfo }
@@ -83,7 +83,6 @@ export function NewJob() {
     const t = torrent();
     return t ? relativeFiles(t.info) : [];
   });
-  const tree = createMemo(() => buildTree(files()));
   /** Where the files land with no folder given: a folder named after the torrent. */
   const landing = () => {
     const t = torrent();
@@ -375,34 +374,12 @@ export function NewJob() {
                 </div>
               }
             >
-              <div>
-                <div class="tree-tools">
-                  <span class="label" id="files-heading">
-                    Files to download
-                  </span>
-                  <span class="row">
-                    <button
-                      type="button"
-                      class="button small"
-                      onClick={() => setSelected(selectAll(files()))}
-                    >
-                      Select all
-                    </button>
-                    <button type="button" class="button small" onClick={() => setSelected(new Set<number>())}>
-                      Select none
-                    </button>
-                  </span>
-                </div>
-                <FileTree
-                  root={tree()}
-                  selected={selected}
-                  onChange={setSelected}
-                  collapsed={files().length > 200}
-                />
-                <p class="muted small num" role="status" aria-live="polite" data-testid="selected-total">
-                  {selected().size} of {plural(files().length, "file")} selected · {formatBytes(chosenSize())}
-                </p>
-              </div>
+              <FilePicker
+                files={files()}
+                selected={selected}
+                onChange={setSelected}
+                labelId="files-heading"
+              />
             </Show>
 
             <div class="grid-2">
