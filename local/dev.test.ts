@@ -114,7 +114,8 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
     });
 
     it("prints the web app URL, the local S3 endpoint and its keys", () => {
-      expect(output).toContain(`http://127.0.0.1:${ports.web}`);
+      // First thing in the banner, on the line that says to open it.
+      expect(output).toContain(`TorreClou is running. Open the web app: http://127.0.0.1:${ports.web}\n`);
       expect(output).toContain("Press Ctrl-C");
       const banner = output.slice(output.indexOf("TorreClou is running"));
       expect(banner).toContain(`endpoint           http://127.0.0.1:${ports.s3}`);

@@ -224,8 +224,9 @@ async function main(): Promise<void> {
 
   const lines = [
     "",
-    "TorreClou is running. Open the web app:",
+    `TorreClou is running. Open the web app: ${stack.env.WEB_URL}`,
     "",
+    "Services:",
     ...stack.services.flatMap((s) => s.urls ?? []).map((u) => `  ${u}`),
     "",
     "Local S3 (signing in adds it to a new account as the storage profile",
