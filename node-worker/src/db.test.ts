@@ -75,6 +75,27 @@ describe("worker Postgres pool", () => {
     await pool.end();
   });
 
+  it("reads a statement sent after its session ended (the client saw it first) as an interruption", async () => {
+    const { pool, db } = createPool({ connectionString: url, max: 1, log });
+    lines.length = 0;
+    const failed = db
+      .transaction(async (tx) => {
+        const result = (await tx.execute(sql`SELECT pg_backend_pid() AS pid`)) as { rows: { pid: number }[] };
+        await admin.query("SELECT pg_terminate_backend($1)", [result.rows[0]!.pid]);
+        // The client has noticed the end of its session before the next statement goes out.
+        await lostConnection();
+        await tx.execute(sql`UPDATE t SET v = v + 1 WHERE id = 1`);
+      })
+      .then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+    const error = await failed;
+    expect(String((error as Error).cause ?? error)).toMatch(/not queryable|Connection terminated/);
+    expect(isDatabaseInterruption(error)).toBe(true);
+    await pool.end();
+  });
+
   it("does not read a statement's own error, or a non-database one, as an interruption", async () => {
     const { pool, db } = createPool({ connectionString: url, max: 1, log });
     const wrong = await db.execute(sql`SELECT * FROM no_such_table`).then(

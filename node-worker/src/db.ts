@@ -108,8 +108,12 @@ export function isDatabaseInterruption(error: unknown): boolean {
   const { code, message } = (cause ?? {}) as { code?: unknown; message?: unknown };
   if (typeof code === "string" && (code.startsWith("08") || INTERRUPTED.has(code) || LOST_SOCKET.has(code)))
     return true;
-  // pg's own words when the socket closes under a query.
-  return typeof message === "string" && /^Connection terminated|connection is closed/i.test(message);
+  // pg's own words when the socket closes under a query, or had closed before
+  // the query was sent (the client saw the session end first).
+  return (
+    typeof message === "string" &&
+    /^Connection terminated|connection is closed|connection error and is not queryable/i.test(message)
+  );
 }
 
 /** A failed statement in words a person can read: Postgres's message, never the SQL or its parameters. */
