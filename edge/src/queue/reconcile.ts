@@ -16,14 +16,7 @@
 //   selection timeout is cancelled. Redis says first whether any wait can have
 //   run out (the oldest score of the awaiting set); only then is Postgres
 //   asked, in one statement on its partial index.
-import {
-  isTerminal,
-  type JobMessage,
-  keys,
-  queue,
-  terminalStates,
-  workerStates,
-} from "@torreclou/contracts";
+import { isTerminal, type JobMessage, keys, queue, terminalStates, workerStates } from "@torreclou/contracts";
 import { jobs, users } from "@torreclou/db";
 import { cancelUnchosen, type Db } from "@torreclou/db/jobs";
 import type { Redis } from "@upstash/redis/cloudflare";
