@@ -412,6 +412,7 @@ export class Worker {
       for (const result of await this.queue.renew(held)) {
         const run = this.#active.get(result.jobId)?.run;
         if (!run) continue;
+        run.setWatched(result.watched);
         if (!result.owned) run.stop("stale");
         else if (result.cancelled) run.stop("cancel");
       }

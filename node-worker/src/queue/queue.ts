@@ -48,19 +48,23 @@ export interface RenewalResult {
   owned: boolean;
   /** A cancel was requested for this attempt (or a later one). */
   cancelled: boolean;
+  /** Someone polls the job's progress now (its `watched` key exists). */
+  watched: boolean;
 }
 
 /**
- * KEYS: alive, then lease and cancel key of each job. ARGV: worker, ms, then
- * each job's attempt. Keeps the worker alive and each lease it still owns;
- * reports per job [owned, cancelled].
+ * KEYS: alive, then lease, cancel and watched key of each job. ARGV: worker,
+ * ms, then each job's attempt. Keeps the worker alive and each lease it still
+ * owns; reports per job [owned, cancelled, watched] (someone polls its
+ * progress: publish often).
  */
 const RENEW = `
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local out = {}
 for i = 3, #ARGV do
-  local lease = KEYS[2 * (i - 2)]
-  local cancel = KEYS[2 * (i - 2) + 1]
+  local lease = KEYS[3 * (i - 3) + 2]
+  local cancel = KEYS[3 * (i - 3) + 3]
+  local watched = KEYS[3 * (i - 3) + 4]
   local owned = 0
   if redis.call('GET', lease) == ARGV[1] then
     redis.call('PEXPIRE', lease, ARGV[2])
@@ -69,7 +73,7 @@ for i = 3, #ARGV do
   local flag = tonumber(redis.call('GET', cancel) or '')
   local cancelled = 0
   if flag ~= nil and flag >= tonumber(ARGV[i]) then cancelled = 1 end
-  table.insert(out, {owned, cancelled})
+  table.insert(out, {owned, cancelled, redis.call('EXISTS', watched)})
 end
 return out
 `;
@@ -258,7 +262,7 @@ export class JobQueue {
   async renew(jobs: Renewal[]): Promise<RenewalResult[]> {
     const keyList = [
       keys.alive(this.consumer),
-      ...jobs.flatMap((j) => [keys.lease(j.jobId), keys.cancel(j.jobId)]),
+      ...jobs.flatMap((j) => [keys.lease(j.jobId), keys.cancel(j.jobId), keys.watched(j.jobId)]),
     ];
     const reply = (await this.commands.eval(
       RENEW,
@@ -267,11 +271,12 @@ export class JobQueue {
       this.consumer,
       this.leaseMs,
       ...jobs.map((j) => j.attempt),
-    )) as [number, number][];
+    )) as [number, number, number][];
     return jobs.map((j, i) => ({
       jobId: j.jobId,
       owned: reply[i]?.[0] === 1,
       cancelled: reply[i]?.[1] === 1,
+      watched: reply[i]?.[2] === 1,
     }));
   }
 
