@@ -58,6 +58,16 @@ export const keys = {
    * events; the worker sees it in its lease renewal, at no extra command.
    */
   watched: (jobId: string) => `torreclou:job:${jobId}:watched`,
+  /**
+   * Counts job changes that may leave something for the reconcile to do
+   * (INCR by edge and workers: a job let in or enqueued, started, settled,
+   * requeued or cancelled). The every-minute reconcile compares it with what
+   * its last full pass saw (`reconcileState`) and leaves Postgres alone while
+   * nothing changed.
+   */
+  reconcileChanges: "torreclou:reconcile:changes",
+  /** What the last full reconcile pass saw (JSON, see edge/src/queue/reconcile.ts). */
+  reconcileState: "torreclou:reconcile:state",
   /** Owner's user id, so progress reads are scoped without a database query per poll. */
   owner: (jobId: string) => `torreclou:job:${jobId}:owner`,
 } as const;

@@ -142,7 +142,7 @@ function bridge(
  * SSLRequest before it, if any).
  */
 function statementCounter(stats: { statements: number }): (chunk: Buffer) => void {
-  let pending = Buffer.alloc(0);
+  let pending: Buffer = Buffer.alloc(0);
   let started = false;
   return (chunk) => {
     pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);

@@ -45,7 +45,7 @@ import { ApiError } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
 import { checkNewJob, checkRetry } from "../limits/quotas.ts";
 import { fieldOf, ownsJobs, pollProgress, readEvent } from "../progress/read.ts";
-import { admitAndEnqueue, enqueueJob } from "../queue/enqueue.ts";
+import { admitAndEnqueue, enqueueJob, noteChange } from "../queue/enqueue.ts";
 import { csrfRefused, errorResponses, registerAuthSchemes, signedIn } from "../security/openapi.ts";
 import {
   acceptContentTypes,
@@ -898,6 +898,8 @@ export const jobsApi = api
     const job = source.kind === "torrent" ? torrentJob(source) : magnetJob(source);
     const config = c.var.config;
     const bytes = selectedBytes(source, selected);
+    // Marked before the row is written: a request that dies after it leaves the reconcile a reason to look.
+    await noteChange(c.var.redis);
     const { job: created } = await insertJob(db, config.CREDENTIALS_KEYS, {
       ...job,
       userId,
@@ -976,7 +978,8 @@ export const jobsApi = api
         .multi()
         .set(keys.cancel(id), String(job!.attempt), { ex: CANCEL_FLAG_SECONDS })
         .xadd(queue.stream, "*", { job: JSON.stringify(cleanup) })
-        .zrem(keys.awaitingSelection, id);
+        .zrem(keys.awaitingSelection, id)
+        .incr(keys.reconcileChanges);
       // The user's webhooks hear of it at once (an idle worker is blocked on this list).
       if (job!.webhookDeliveries > 0) tx.lpush(webhookWakeKey, "1");
       await tx.exec();
@@ -995,6 +998,7 @@ export const jobsApi = api
     const userId = c.var.user.id;
     const db = c.var.db();
     await checkRetry(db, c.var.config, userId, new Date());
+    await noteChange(c.var.redis);
     // Unconfirmed first, so the reconciler covers a queue write that fails below.
     await db
       .update(jobs)
@@ -1068,6 +1072,7 @@ export const jobsApi = api
         destination.kind,
       );
     }
+    await noteChange(c.var.redis);
     const moved = await applySelection(db, { jobId: id, userId, selected, targetFolder: body.targetFolder });
     if (!moved) await refuseSelection(db, userId, id);
     await enqueueJob(db, c.var.redis, id, userId);

@@ -78,10 +78,14 @@ end
 return out
 `;
 
-/** KEYS: lease, alive. ARGV: worker, ms. Takes a free lease and marks the worker alive. */
+/**
+ * KEYS: lease, alive, reconcile counter. ARGV: worker, ms. Takes a free lease
+ * and marks the worker alive; counts a job change for the reconcile.
+ */
 const ACQUIRE = `
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+  redis.call('INCR', KEYS[3])
   return 1
 end
 return 0
@@ -95,13 +99,15 @@ return 0
 
 /**
  * Acknowledges and deletes an entry only while it is pending for us: an
- * entry another worker claimed is that worker's to settle.
+ * entry another worker claimed is that worker's to settle. KEYS: stream,
+ * reconcile counter (a settled job may free its user's turn: counted).
  */
 const SETTLE = `
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if #p == 1 and p[1][2] == ARGV[2] then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
   redis.call('XDEL', KEYS[1], ARGV[3])
+  redis.call('INCR', KEYS[2])
   return 1
 end
 return 0
@@ -245,9 +251,10 @@ export class JobQueue {
   async acquireLease(jobId: string): Promise<boolean> {
     const taken = await this.commands.eval(
       ACQUIRE,
-      2,
+      3,
       keys.lease(jobId),
       keys.alive(this.consumer),
+      keys.reconcileChanges,
       this.consumer,
       this.leaseMs,
     );
@@ -292,7 +299,17 @@ export class JobQueue {
 
   /** Done with an entry: acknowledge it and drop it from the stream (only while it is ours). */
   async ack(entryId: string): Promise<boolean> {
-    return (await this.commands.eval(SETTLE, 1, queue.stream, queue.group, this.consumer, entryId)) === 1;
+    return (
+      (await this.commands.eval(
+        SETTLE,
+        2,
+        queue.stream,
+        keys.reconcileChanges,
+        queue.group,
+        this.consumer,
+        entryId,
+      )) === 1
+    );
   }
 
   /**
@@ -304,6 +321,7 @@ export class JobQueue {
       .multi()
       .set(keys.owner(jobId), userId)
       .xadd(queue.stream, "*", "job", JSON.stringify({ jobId } satisfies JobMessage))
+      .incr(keys.reconcileChanges)
       .exec();
   }
 
@@ -319,6 +337,7 @@ export class JobQueue {
       .xadd(queue.stream, "*", "job", JSON.stringify({ jobId } satisfies JobMessage))
       .xack(queue.stream, queue.group, entryId)
       .xdel(queue.stream, entryId)
+      .incr(keys.reconcileChanges)
       .exec();
   }
 
