@@ -27,11 +27,10 @@ import { WebhookSender } from "./webhooks/index.ts";
 
 /** A job attempted this many times without finishing is failed instead of retried forever. */
 const MAX_ATTEMPTS = 10;
-/** How often an idle worker looks at the group when nothing runs anywhere (one command). */
-const IDLE_CHECK_MS = 60_000;
 // A consumer holding no entries and idle this long belongs to a worker that is gone.
 const STALE_CONSUMER_MS = 60 * 60_000;
-const PRUNE_EVERY_MS = 10 * 60_000;
+// Pruning looks at consumers idle for an hour: looking more often than that finds nothing more.
+const PRUNE_EVERY_MS = 60 * 60_000;
 
 interface Active {
   run: JobRun;
@@ -116,6 +115,7 @@ export class Worker {
         timeoutMs: deps.config.WORKER_SCRAPE_TIMEOUT_MS,
       }),
       log: deps.log,
+      idleBlockMs: deps.config.WORKER_ERRAND_BLOCK_MS,
     });
   }
 
@@ -193,9 +193,9 @@ export class Worker {
 
   /**
    * Reads new entries, and between reads looks at the group: every few
-   * seconds while jobs run somewhere (to take over a crashed worker's), once a
-   * minute when nothing runs anywhere. An idle fleet thus costs each worker two
-   * commands a minute.
+   * seconds while jobs run somewhere (to take over a crashed worker's), every
+   * WORKER_IDLE_CHECK_MS (2 min) when nothing runs anywhere. An idle fleet thus
+   * costs each worker one command a minute here.
    */
   async #readLoop(): Promise<void> {
     while (!this.#stopping) {
@@ -232,7 +232,7 @@ export class Worker {
       await this.#take(entry, false);
     }
     const watching = othersPending > 0 || this.#deferred.size > 0;
-    this.#nextCheck = Date.now() + (watching ? this.#watchEvery : IDLE_CHECK_MS);
+    this.#nextCheck = Date.now() + (watching ? this.#watchEvery : this.#deps.config.WORKER_IDLE_CHECK_MS);
   }
 
   /** Forgets consumers left in the group by workers that died (a clean exit retires its own). */

@@ -9,9 +9,10 @@
 // worker checking the group finds entries pending for a consumer whose key is
 // gone, and claims them.
 //
-// Cost. An idle fleet makes two commands a minute per worker: a blocking read
-// that waits up to a minute, and one look at the group. While some worker
-// holds jobs, the others look every few seconds, so a crash is noticed within
+// Cost. An idle worker makes one blocking read and one look at the group
+// every WORKER_IDLE_CHECK_MS (2 min): one command a minute, plus the errand
+// loop's (src/errands.ts) two every five minutes. While some worker holds
+// jobs, the others look every few seconds, so a crash is noticed within
 // seconds. A worker that takes a job adds a `watch` notice to the stream,
 // which wakes one idle worker straight into watching.
 import { JobMessage, keys, queue } from "@torreclou/contracts";
