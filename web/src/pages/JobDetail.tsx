@@ -37,7 +37,7 @@ import { fileLabel, isActive, jobStateLabel, laterState, resolvingText, timeline
 const POLL_MS = 3000;
 /** Between two polls of a hidden page: longer than a poll marks the job watched. */
 const HIDDEN_POLL_MS = 30_000;
-/** How often the job row is read again though no event said it moved. */
+/** After how long without events the job row is read again. */
 const ROW_RELOAD_MS = 60_000;
 
 function fetchJob(id: string) {
@@ -66,7 +66,8 @@ export function JobDetail() {
   let cursor: string | undefined;
   /** The newest attempt seen: events of an older one (a worker that lost the job) are ignored. */
   let attempt = 0;
-  let lastReload = Date.now();
+  /** When an event or the job row last told this page something. */
+  let lastNews = Date.now();
   let seenPhase: string | undefined;
 
   // An errored resource throws when read: ask for the error first.
@@ -170,11 +171,15 @@ export function JobDetail() {
       }
       if (last) setLatest(last);
       // The worker reached a terminal phase, or moved on: the job row has the final word.
-      // Also re-read the row once a minute: a cancel from elsewhere may land without an event.
+      // Also re-read the row after a minute without events: a queued job has none yet, and a
+      // cancel from elsewhere may land without one. A running job's events make that moot.
       const moved = last !== null && last.phase !== seenPhase;
-      if (last) seenPhase = last.phase;
-      if (moved || streamEnded() || Date.now() - lastReload > ROW_RELOAD_MS) {
-        lastReload = Date.now();
+      if (last) {
+        seenPhase = last.phase;
+        lastNews = Date.now();
+      }
+      if (moved || streamEnded() || Date.now() - lastNews > ROW_RELOAD_MS) {
+        lastNews = Date.now();
         await refetch();
       }
     },
