@@ -443,8 +443,12 @@ function print(rows: { op: string; per: string; counts: Counts }[]): void {
   const jobMinutes = jobs * p.jobMinutes;
   const watchedMinutes = jobs * p.watchedMinutes;
   const busyMinutes = p.busyHoursPerDay * 60 * 30;
+  // While a job runs anywhere, every worker looks at the group every lease/3 (to take over a
+  // crashed worker's jobs within seconds): modelled from the default lease, not measured here.
+  const watchingPerMinute = 60_000 / Math.floor(queue.leaseMs / 3);
   const redis =
-    p.workers * minutesPerMonth * idle.billed +
+    p.workers * (minutesPerMonth - busyMinutes) * idle.billed +
+    p.workers * busyMinutes * watchingPerMinute +
     jobs * create.billed +
     (jobMinutes - watchedMinutes) * unwatched.billed +
     watchedMinutes * (watched.billed + page.billed) +
@@ -460,7 +464,10 @@ function print(rows: { op: string; per: string; counts: Counts }[]): void {
     PRICES.workersBase +
     (Math.max(0, requests - PRICES.workersIncludedRequests) / 1_000_000) * PRICES.workersPerMillion;
   console.log(
-    `\nprofile: ${p.users} users, ${p.jobsPerUserPerMonth} jobs each a month (${jobs} jobs), ${p.jobMinutes} min each, a page watched ${p.watchedMinutes} min of each, ${p.workers} workers, jobs running ${p.busyHoursPerDay} h a day`,
+    `\nwhile a job runs anywhere, each worker also looks at the group ${watchingPerMinute} times a minute (modelled from the lease, ${queue.leaseMs / 1000} s)`,
+  );
+  console.log(
+    `profile: ${p.users} users, ${p.jobsPerUserPerMonth} jobs each a month (${jobs} jobs), ${p.jobMinutes} min each, a page watched ${p.watchedMinutes} min of each, ${p.workers} workers, jobs running ${p.busyHoursPerDay} h a day`,
   );
   console.log(
     `prices: Upstash $${PRICES.upstashPer100kCommands} per 100k commands; Neon $${PRICES.neonPerCuHour} per CU-hour at ${PRICES.neonMinCu} CU (suspends after ${PRICES.neonSuspendMinutes} min idle); Workers $${PRICES.workersBase}/month with ${PRICES.workersIncludedRequests / 1e6}M requests, then $${PRICES.workersPerMillion} per million`,
