@@ -182,6 +182,12 @@ export class Worker {
     }
   }
 
+  /** Keeps an entry for a later try, at the next look at the group, which comes within a lease/3. */
+  #defer(jobId: string, entry: Entry): void {
+    this.#deferred.set(jobId, entry);
+    this.#nextCheck = Math.min(this.#nextCheck, Date.now() + this.#watchEvery);
+  }
+
   #free(): number {
     return this.#deps.config.WORKER_CONCURRENCY - this.#active.size - this.#taking.size;
   }
@@ -263,7 +269,7 @@ export class Worker {
     if (this.#stopping) return;
     if (this.#active.has(jobId) || this.#taking.has(jobId)) {
       // This process runs the job already; the entry may be a retry of it. Keep it for later.
-      this.#deferred.set(jobId, entry);
+      this.#defer(jobId, entry);
       return;
     }
     this.#taking.add(jobId);
@@ -279,7 +285,7 @@ export class Worker {
     let log = entryLog.child({ attempt: null });
     if (!(await this.queue.acquireLease(jobId))) {
       log.info({ fresh }, "another attempt holds the job's lease; keeping the entry until it is free");
-      this.#deferred.set(jobId, entry);
+      this.#defer(jobId, entry);
       return;
     }
     if (entry.kind === "job" && entry.message.cleanup) {
@@ -339,7 +345,7 @@ export class Worker {
       log.error({ err: error }, "could not start the job");
       await this.queue.releaseLease(jobId).catch(() => {});
       // Still pending here: tried again at the next look at the group.
-      this.#deferred.set(jobId, entry);
+      this.#defer(jobId, entry);
     }
   }
 
@@ -361,11 +367,11 @@ export class Worker {
         await this.queue.ack(entry.id);
       } else {
         log.info("storage unreachable; the clean-up is kept for later");
-        this.#deferred.set(jobId, entry);
+        this.#defer(jobId, entry);
       }
     } catch (error) {
       log.warn({ err: error }, "clean-up failed; kept for later");
-      this.#deferred.set(jobId, entry);
+      this.#defer(jobId, entry);
     } finally {
       await this.queue.releaseLease(jobId).catch(() => {});
     }
