@@ -15,8 +15,20 @@ export const queue = {
   leaseMs: 6_000,
   /** Bounded length of each job's progress stream (XADD MAXLEN ~). */
   progressMaxLen: 500,
-  /** Progress events a worker may publish per job per second (Upstash bills per command). */
-  progressPerSecond: 2,
+  /**
+   * Progress cadence (Upstash bills per command). While someone watches the
+   * job (its `watched` key exists), a worker publishes at most one event per
+   * `progressWatchedMs`; otherwise at most one per `progressIdleMs`. Phase
+   * changes and waits are published at once either way.
+   */
+  progressWatchedMs: 2_000,
+  progressIdleMs: 30_000,
+  /**
+   * How long one progress poll marks a job watched. Longer than a visible
+   * page's poll interval, shorter than a hidden page's, so a tab in the
+   * background stops counting as someone watching.
+   */
+  watchedSeconds: 10,
 } as const;
 
 export const keys = {
@@ -40,6 +52,22 @@ export const keys = {
    * score first and asks Postgres only when a wait may have run out.
    */
   awaitingSelection: "torreclou:jobs:awaiting-selection",
+  /**
+   * Exists while someone watches the job's progress: the edge's progress poll
+   * sets it (EX `queue.watchedSeconds`) in the same script that reads the
+   * events; the worker sees it in its lease renewal, at no extra command.
+   */
+  watched: (jobId: string) => `torreclou:job:${jobId}:watched`,
+  /**
+   * Counts job changes that may leave something for the reconcile to do
+   * (INCR by edge and workers: a job let in or enqueued, started, settled,
+   * requeued or cancelled). The every-minute reconcile compares it with what
+   * its last full pass saw (`reconcileState`) and leaves Postgres alone while
+   * nothing changed.
+   */
+  reconcileChanges: "torreclou:reconcile:changes",
+  /** What the last full reconcile pass saw (JSON, see edge/src/queue/reconcile.ts). */
+  reconcileState: "torreclou:reconcile:state",
   /** Owner's user id, so progress reads are scoped without a database query per poll. */
   owner: (jobId: string) => `torreclou:job:${jobId}:owner`,
 } as const;

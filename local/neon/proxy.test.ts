@@ -48,6 +48,17 @@ describe("WebSocket bridge (Pool)", () => {
     expect(rows).toEqual([{ n: 42, s: "hi" }]);
   });
 
+  it("counts the statements it carries (GET /stats), over the WebSocket and /sql", async () => {
+    const statements = async () =>
+      ((await (await fetch(`http://${proxyAddress}/stats`)).json()) as { statements: number }).statements;
+    const before = await statements();
+    await pool.query("select $1::int as n", [1]);
+    await pool.query("select 2");
+    const sql = neon(databaseUrl);
+    await sql`select ${3}::int as n`;
+    expect((await statements()) - before).toBe(3);
+  });
+
   it("commits and rolls back transactions", async () => {
     const client = await pool.connect();
     try {

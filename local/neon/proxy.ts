@@ -29,10 +29,16 @@ export async function startNeonProxy(opts: NeonProxyOptions): Promise<Service> {
   const isTarget = (address: { host: string; port: number }) =>
     address.port === target.port && sameHost(address.host, target.host);
 
+  // Statements run through this proxy (the count a Neon bill follows): GET /stats.
+  const stats = { statements: 0 };
   const server = createServer((req, res) => {
     const path = new URL(req.url ?? "/", "http://proxy").pathname;
+    if (path === "/stats" && req.method === "GET") {
+      sendJson(res, 200, stats);
+      return;
+    }
     if (path === "/sql" && req.method === "POST") {
-      handleSql(req, res, target, isTarget).catch((err: unknown) => {
+      handleSql(req, res, target, isTarget, stats).catch((err: unknown) => {
         log(NAME, `/sql failed: ${String(err)}`);
         if (!res.headersSent) sendJson(res, 500, { message: String(err) });
         else res.destroy();
@@ -56,7 +62,7 @@ export async function startNeonProxy(opts: NeonProxyOptions): Promise<Service> {
       );
       return;
     }
-    wss.handleUpgrade(req, socket, head, (ws) => bridge(ws, target, tunnels, log));
+    wss.handleUpgrade(req, socket, head, (ws) => bridge(ws, target, tunnels, log, stats));
   });
 
   await new Promise<void>((resolve, reject) => {
@@ -94,8 +100,10 @@ function bridge(
   target: { host: string; port: number },
   tunnels: Set<Socket>,
   log: LogSink,
+  stats: { statements: number },
 ): void {
   const tcp = connect({ host: target.host, port: target.port });
+  const count = statementCounter(stats);
   tunnels.add(tcp);
   tcp.setNoDelay(true);
 
@@ -105,6 +113,7 @@ function bridge(
       : Buffer.isBuffer(data)
         ? data
         : Buffer.from(data);
+    count(chunk);
     if (!tcp.write(chunk)) {
       ws.pause();
       tcp.once("drain", () => ws.resume());
@@ -125,6 +134,37 @@ function bridge(
     tunnels.delete(tcp);
     if (ws.readyState === ws.OPEN) ws.close(hadError ? 1011 : 1000);
   });
+}
+
+/**
+ * Counts the statements a client sends on the wire: simple queries ('Q') and
+ * executions of the extended protocol ('E'), after the startup packet (and an
+ * SSLRequest before it, if any).
+ */
+function statementCounter(stats: { statements: number }): (chunk: Buffer) => void {
+  let pending: Buffer = Buffer.alloc(0);
+  let started = false;
+  return (chunk) => {
+    pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
+    for (;;) {
+      if (!started) {
+        if (pending.length < 8) return;
+        const length = pending.readInt32BE(0);
+        const code = pending.readInt32BE(4);
+        if (pending.length < length) return;
+        pending = pending.subarray(length);
+        // SSLRequest (80877103) and GSSENCRequest (80877104) come before the startup packet.
+        if (code !== 80877103 && code !== 80877104) started = true;
+        continue;
+      }
+      if (pending.length < 5) return;
+      const length = pending.readInt32BE(1);
+      if (pending.length < 1 + length) return;
+      const type = pending[0];
+      if (type === 0x51 || type === 0x45) stats.statements++;
+      pending = pending.subarray(1 + length);
+    }
+  };
 }
 
 function parseAddress(value: string | null): { host: string; port: number } | undefined {
@@ -185,6 +225,7 @@ async function handleSql(
   res: ServerResponse,
   target: { host: string; port: number },
   isTarget: (address: { host: string; port: number }) => boolean,
+  stats: { statements: number },
 ): Promise<void> {
   const header = (name: string) => {
     const value = req.headers[name.toLowerCase()];
@@ -214,6 +255,7 @@ async function handleSql(
       throw new Error(`cannot reach Postgres at ${target.host}:${target.port}: ${String(err)}`);
     });
 
+    stats.statements += Array.isArray(payload) ? payload.length : 1;
     if (!Array.isArray(payload)) {
       sendJson(res, 200, await runQuery(client, payload, rawOutput, arrayMode));
       return;

@@ -35,6 +35,14 @@ const Config = z.object({
   /** Jobs this process runs at once. */
   WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
   WORKER_LEASE_MS: z.coerce.number().int().min(1000).default(queue.leaseMs),
+  /**
+   * How long an idle worker blocks on the jobs stream between two looks at the
+   * group while nothing runs anywhere: one blocking read and one look per
+   * period (a `watch` notice wakes it at once when a job starts somewhere).
+   */
+  WORKER_IDLE_CHECK_MS: z.coerce.number().int().min(100).default(120_000),
+  /** How long the errand loop (swarm-health requests, webhook wakes) blocks when nothing is due. */
+  WORKER_ERRAND_BLOCK_MS: z.coerce.number().int().min(100).default(300_000),
   /** Default: a folder of this stack's own under $TMPDIR/torreclou-scratch (see `stackIdOf`). */
   WORKER_SCRATCH_DIR: z.string().min(1).optional(),
   /** Disk this process may fill with downloads at once (default 20 GiB). */

@@ -1,15 +1,15 @@
 // What a worker does besides jobs, on one blocking Redis read: swarm-health
 // scrapes the edge asks for, and webhook deliveries (new ones, and retries
 // when they fall due). An idle worker thus adds one command every five
-// minutes, plus one read of the shared retry time; Postgres is touched only
-// when a delivery is due.
+// minutes (WORKER_ERRAND_BLOCK_MS), plus one read of the shared retry time;
+// Postgres is touched only when a delivery is due.
 import { HealthRequest, healthKeys, webhookWakeKey } from "@torreclou/contracts";
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { HealthScraper } from "./health/index.ts";
 import type { WebhookSender } from "./webhooks/index.ts";
 
-/** How long the loop blocks at a time when nothing is due. */
+/** How long the loop blocks at a time when nothing is due (default). */
 const IDLE_BLOCK_MS = 5 * 60_000;
 
 export class Errands {
@@ -17,10 +17,18 @@ export class Errands {
   readonly #webhooks: WebhookSender;
   readonly #health: HealthScraper;
   readonly #log: Logger;
+  readonly #idleBlockMs: number;
   #stopping = false;
   #loop: Promise<void> | undefined;
 
-  constructor(opts: { redisUrl: string; webhooks: WebhookSender; health: HealthScraper; log: Logger }) {
+  constructor(opts: {
+    redisUrl: string;
+    webhooks: WebhookSender;
+    health: HealthScraper;
+    log: Logger;
+    idleBlockMs?: number;
+  }) {
+    this.#idleBlockMs = opts.idleBlockMs ?? IDLE_BLOCK_MS;
     this.#blocking = new Redis(opts.redisUrl, { lazyConnect: true, maxRetriesPerRequest: null });
     this.#blocking.on("error", (error: Error) => {
       if (!this.#stopping) opts.log.debug({ reason: error.message }, "errand loop's Redis connection");
@@ -48,7 +56,7 @@ export class Errands {
     while (!this.#stopping) {
       try {
         const free = this.#health.free;
-        let wait = due === undefined ? IDLE_BLOCK_MS : Math.max(0, due - Date.now());
+        let wait = due === undefined ? this.#idleBlockMs : Math.max(0, due - Date.now());
         // Health requests only while there is room for another scrape (looked at again each second).
         if (!free) wait = Math.min(wait, 1000);
         const lists = free ? [healthKeys.requests, webhookWakeKey] : [webhookWakeKey];

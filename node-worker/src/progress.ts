@@ -1,7 +1,9 @@
 // Live progress of one job: what the browser sees. Events go to the job's
 // progress stream (bounded with MAXLEN ~) and the latest one to its snapshot
-// key, at most `queue.progressPerSecond` times a second (Upstash bills per
-// command), plus one immediately on every phase change.
+// key (Upstash bills per command): at most one per `queue.progressWatchedMs`
+// while someone watches the job (the worker's lease renewal reports its
+// `watched` key), at most one per `queue.progressIdleMs` otherwise, plus one
+// immediately on every phase change or wait.
 import {
   EtaEstimator,
   type FileProgress,
@@ -14,6 +16,9 @@ import {
 } from "@torreclou/contracts";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
+
+/** How often the publisher samples rates and looks whether an event is due (no Redis command). */
+const TICK_MS = 500;
 
 /** How long a finished job's snapshot and stream stay readable. */
 const RETAIN_SECONDS = 7 * 24 * 3600;
@@ -67,7 +72,9 @@ export class ProgressPublisher {
   readonly #jobId: string;
   readonly #attempt: number;
   readonly #log: Logger;
-  readonly #interval: number;
+  readonly #now: () => number;
+  /** Someone polls this job's progress: publish at the watched cadence. */
+  #watched = false;
   #phase: JobState;
   #total = 0;
   #downloaded = 0;
@@ -86,18 +93,41 @@ export class ProgressPublisher {
   #lastSent = 0;
   #sending: Promise<void> = Promise.resolve();
 
-  constructor(redis: Redis, jobId: string, attempt: number, phase: JobState, log: Logger) {
+  constructor(
+    redis: Redis,
+    jobId: string,
+    attempt: number,
+    phase: JobState,
+    log: Logger,
+    /** The clock (tests give their own and call `tick`). */
+    now: () => number = Date.now,
+  ) {
     this.#redis = redis;
     this.#jobId = jobId;
     this.#attempt = attempt;
     this.#phase = phase;
     this.#log = log;
-    this.#interval = Math.ceil(1000 / queue.progressPerSecond);
+    this.#now = now;
   }
 
   start(): void {
-    this.#timer ??= setInterval(() => this.#tick(), this.#interval);
+    this.#timer ??= setInterval(() => this.tick(), TICK_MS);
     this.#timer.unref();
+  }
+
+  /** The least time between two timed events now. */
+  get interval(): number {
+    return this.#watched ? queue.progressWatchedMs : queue.progressIdleMs;
+  }
+
+  /**
+   * Whether someone watches the job (from the lease renewal). A watcher who
+   * just arrived gets the numbers at once rather than at the idle cadence.
+   */
+  setWatched(watched: boolean): void {
+    if (watched === this.#watched) return;
+    this.#watched = watched;
+    if (watched && this.#dirty) void this.#publish();
   }
 
   setFile(file: FileProgress): void {
@@ -182,10 +212,12 @@ export class ProgressPublisher {
     });
   }
 
-  #tick(): void {
-    this.#updateRates(Date.now());
+  /** Samples the rates and publishes if an event is due (the timer calls it every TICK_MS). */
+  tick(): void {
+    const now = this.#now();
+    this.#updateRates(now);
     if (!this.#dirty) return;
-    if (Date.now() - this.#lastSent < this.#interval - 5) return;
+    if (now - this.#lastSent < this.interval - 5) return;
     void this.#publish();
   }
 
@@ -194,7 +226,7 @@ export class ProgressPublisher {
       jobId: this.#jobId,
       attempt: this.#attempt,
       phase: this.#phase,
-      at: Date.now(),
+      at: this.#now(),
       bytes: { total: this.#total, downloaded: this.#downloaded, uploaded: this.#uploaded },
       rates: { down: Math.round(this.#estimate.down), up: Math.round(this.#estimate.up) },
       etaSeconds: this.#uploaded >= this.#total && this.#total > 0 ? 0 : this.#estimate.etaSeconds,
@@ -211,7 +243,7 @@ export class ProgressPublisher {
     const event = this.event(message);
     this.#changed.clear();
     this.#dirty = false;
-    this.#lastSent = Date.now();
+    this.#lastSent = this.#now();
     const json = JSON.stringify(event);
     this.#sending = this.#sending.then(async () => {
       try {

@@ -27,11 +27,10 @@ import { WebhookSender } from "./webhooks/index.ts";
 
 /** A job attempted this many times without finishing is failed instead of retried forever. */
 const MAX_ATTEMPTS = 10;
-/** How often an idle worker looks at the group when nothing runs anywhere (one command). */
-const IDLE_CHECK_MS = 60_000;
 // A consumer holding no entries and idle this long belongs to a worker that is gone.
 const STALE_CONSUMER_MS = 60 * 60_000;
-const PRUNE_EVERY_MS = 10 * 60_000;
+// Pruning looks at consumers idle for an hour: looking more often than that finds nothing more.
+const PRUNE_EVERY_MS = 60 * 60_000;
 
 interface Active {
   run: JobRun;
@@ -116,6 +115,7 @@ export class Worker {
         timeoutMs: deps.config.WORKER_SCRAPE_TIMEOUT_MS,
       }),
       log: deps.log,
+      idleBlockMs: deps.config.WORKER_ERRAND_BLOCK_MS,
     });
   }
 
@@ -182,6 +182,12 @@ export class Worker {
     }
   }
 
+  /** Keeps an entry for a later try, at the next look at the group, which comes within a lease/3. */
+  #defer(jobId: string, entry: Entry): void {
+    this.#deferred.set(jobId, entry);
+    this.#nextCheck = Math.min(this.#nextCheck, Date.now() + this.#watchEvery);
+  }
+
   #free(): number {
     return this.#deps.config.WORKER_CONCURRENCY - this.#active.size - this.#taking.size;
   }
@@ -193,9 +199,9 @@ export class Worker {
 
   /**
    * Reads new entries, and between reads looks at the group: every few
-   * seconds while jobs run somewhere (to take over a crashed worker's), once a
-   * minute when nothing runs anywhere. An idle fleet thus costs each worker two
-   * commands a minute.
+   * seconds while jobs run somewhere (to take over a crashed worker's), every
+   * WORKER_IDLE_CHECK_MS (2 min) when nothing runs anywhere. An idle fleet thus
+   * costs each worker one command a minute here.
    */
   async #readLoop(): Promise<void> {
     while (!this.#stopping) {
@@ -232,7 +238,7 @@ export class Worker {
       await this.#take(entry, false);
     }
     const watching = othersPending > 0 || this.#deferred.size > 0;
-    this.#nextCheck = Date.now() + (watching ? this.#watchEvery : IDLE_CHECK_MS);
+    this.#nextCheck = Date.now() + (watching ? this.#watchEvery : this.#deps.config.WORKER_IDLE_CHECK_MS);
   }
 
   /** Forgets consumers left in the group by workers that died (a clean exit retires its own). */
@@ -263,7 +269,7 @@ export class Worker {
     if (this.#stopping) return;
     if (this.#active.has(jobId) || this.#taking.has(jobId)) {
       // This process runs the job already; the entry may be a retry of it. Keep it for later.
-      this.#deferred.set(jobId, entry);
+      this.#defer(jobId, entry);
       return;
     }
     this.#taking.add(jobId);
@@ -279,7 +285,7 @@ export class Worker {
     let log = entryLog.child({ attempt: null });
     if (!(await this.queue.acquireLease(jobId))) {
       log.info({ fresh }, "another attempt holds the job's lease; keeping the entry until it is free");
-      this.#deferred.set(jobId, entry);
+      this.#defer(jobId, entry);
       return;
     }
     if (entry.kind === "job" && entry.message.cleanup) {
@@ -339,7 +345,7 @@ export class Worker {
       log.error({ err: error }, "could not start the job");
       await this.queue.releaseLease(jobId).catch(() => {});
       // Still pending here: tried again at the next look at the group.
-      this.#deferred.set(jobId, entry);
+      this.#defer(jobId, entry);
     }
   }
 
@@ -361,11 +367,11 @@ export class Worker {
         await this.queue.ack(entry.id);
       } else {
         log.info("storage unreachable; the clean-up is kept for later");
-        this.#deferred.set(jobId, entry);
+        this.#defer(jobId, entry);
       }
     } catch (error) {
       log.warn({ err: error }, "clean-up failed; kept for later");
-      this.#deferred.set(jobId, entry);
+      this.#defer(jobId, entry);
     } finally {
       await this.queue.releaseLease(jobId).catch(() => {});
     }
@@ -412,6 +418,7 @@ export class Worker {
       for (const result of await this.queue.renew(held)) {
         const run = this.#active.get(result.jobId)?.run;
         if (!run) continue;
+        run.setWatched(result.watched);
         if (!result.owned) run.stop("stale");
         else if (result.cancelled) run.stop("cancel");
       }

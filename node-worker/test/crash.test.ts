@@ -4,7 +4,7 @@
 // back to the queue within the shutdown bound.
 import { type ChildProcess, spawn } from "node:child_process";
 import { join, resolve } from "node:path";
-import { keys, ProgressEvent, queue } from "@torreclou/contracts";
+import { keys, type ProgressEvent, queue } from "@torreclou/contracts";
 import { uploadParts } from "@torreclou/db";
 import { inArray } from "drizzle-orm";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -27,6 +27,7 @@ import {
   transitionsOf,
   waitFor,
   waitForState,
+  watchedSnapshot,
   workerEnv,
 } from "./helpers.ts";
 
@@ -78,9 +79,9 @@ function spawnWorker(name: string, extra: Record<string, string> = {}): Spawned 
   return { child, output, exited };
 }
 
-async function snapshot(jobId: string): Promise<ProgressEvent | undefined> {
-  const raw = await env.redis.get(keys.snapshot(jobId));
-  return raw ? ProgressEvent.parse(JSON.parse(raw)) : undefined;
+/** The job's snapshot, read as its page would (marking it watched, so progress comes often). */
+function snapshot(jobId: string): Promise<ProgressEvent | undefined> {
+  return watchedSnapshot(env, jobId);
 }
 
 async function journal(jobId: string): Promise<Map<string, number[]>> {

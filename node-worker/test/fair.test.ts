@@ -11,7 +11,7 @@
 // in `downloading` until cancelled, which is the signal that frees the slot.
 import { type ChildProcess, spawn } from "node:child_process";
 import { resolve } from "node:path";
-import { keys, ProgressEvent, queue } from "@torreclou/contracts";
+import { keys, queue } from "@torreclou/contracts";
 import { type Job, jobs } from "@torreclou/db";
 import { admitNext } from "@torreclou/db/jobs";
 import { asc, eq, isNotNull, notInArray } from "drizzle-orm";
@@ -32,6 +32,7 @@ import {
   submitJob,
   waitFor,
   waitForState,
+  watchedSnapshot,
   workerEnv,
 } from "./helpers.ts";
 
@@ -216,8 +217,8 @@ describe("fair turns", () => {
     await waitFor(
       "the doomed worker to have the first job mid-download",
       async () => {
-        const raw = await env.redis.get(keys.snapshot(first.id));
-        const s = raw ? ProgressEvent.parse(JSON.parse(raw)) : undefined;
+        // Read as the job page would: watched, so the worker publishes often.
+        const s = await watchedSnapshot(env, first.id);
         return s?.phase === "downloading" && s.bytes.downloaded > 0;
       },
       60_000,

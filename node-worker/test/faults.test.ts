@@ -5,7 +5,6 @@
 // transition.
 
 import type { ProgressEvent } from "@torreclou/contracts";
-import { keys } from "@torreclou/contracts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { unfinishedUploads } from "../../local/s3.ts";
 import type { Worker } from "../src/worker.ts";
@@ -29,6 +28,7 @@ import {
   transitionsOf,
   waitFor,
   waitForState,
+  watchedSnapshot,
 } from "./helpers.ts";
 
 let env: Env;
@@ -54,9 +54,9 @@ async function worker(): Promise<Worker> {
   return started;
 }
 
-async function snapshot(jobId: string): Promise<ProgressEvent | undefined> {
-  const json = await env.redis.get(keys.snapshot(jobId));
-  return json ? (JSON.parse(json) as ProgressEvent) : undefined;
+/** The job's snapshot, read as its page would (marking it watched, so progress comes often). */
+function snapshot(jobId: string): Promise<ProgressEvent | undefined> {
+  return watchedSnapshot(env, jobId);
 }
 
 /** A job whose upload has begun: a part is stored and its session recorded. */

@@ -524,6 +524,20 @@ export function sampleScratch(dir: string): { stop(): Promise<number> } {
 }
 
 /** Every progress event of a job still in its (bounded) stream, oldest first. */
+/**
+ * The job's latest progress snapshot, read as the job page reads it: the read
+ * marks the job watched (as the edge's poll does), so its worker publishes at
+ * the watched pace from its next lease renewal on.
+ */
+export async function watchedSnapshot(env: Env, jobId: string): Promise<ProgressEvent | undefined> {
+  const [, [, raw]] = (await env.redis
+    .multi()
+    .set(keys.watched(jobId), "1", "EX", queue.watchedSeconds)
+    .get(keys.snapshot(jobId))
+    .exec()) as [[unknown, unknown], [unknown, string | null]];
+  return raw ? ProgressEvent.parse(JSON.parse(raw)) : undefined;
+}
+
 export async function progressEvents(env: Env, jobId: string): Promise<ProgressEvent[]> {
   const entries = await env.redis.xrange(keys.progress(jobId), "-", "+");
   return entries.map(([, fields]) => {

@@ -7,7 +7,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { keys, ProgressEvent } from "@torreclou/contracts";
+import type { ProgressEvent } from "@torreclou/contracts";
 import pg from "pg";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -35,6 +35,7 @@ import {
   transitionsOf,
   waitFor,
   waitForState,
+  watchedSnapshot,
   workerEnv,
 } from "./helpers.ts";
 
@@ -104,9 +105,9 @@ async function startWorker(): Promise<Worker> {
   return worker;
 }
 
+/** The job's snapshot, read as its page would (marking it watched, so progress comes often). */
 async function snapshot(jobId: string): Promise<ProgressEvent | undefined> {
-  const json = await env.redis.get(keys.snapshot(jobId)).catch(() => null);
-  return json ? ProgressEvent.parse(JSON.parse(json)) : undefined;
+  return watchedSnapshot(env, jobId).catch(() => undefined);
 }
 
 /** A job whose download is done and whose upload has begun, with parts still to go. */

@@ -8,7 +8,7 @@ import { createMiddleware } from "hono/factory";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../errors/index.ts";
 import { requireWebOrigin } from "./csrf.ts";
-import { readSession } from "./session.ts";
+import { claimedSession, readSession, sessionKey } from "./session.ts";
 import { hashToken, tokenPrefix } from "./tokens.ts";
 
 export interface CurrentUser {
@@ -16,6 +16,11 @@ export interface CurrentUser {
   via: "session" | "token";
   /** Session id, for logout. */
   sid?: string;
+  /**
+   * Set by `requireUserInRoute` only: the session's allow-list key, which the
+   * route must confirm holds `id` in its own Redis command before answering.
+   */
+  unconfirmedSession?: string;
 }
 
 async function fromToken(c: Context<AppEnv>, token: string): Promise<string | undefined> {
@@ -44,7 +49,16 @@ async function fromToken(c: Context<AppEnv>, token: string): Promise<string | un
   return row.userId;
 }
 
-export const requireUser = createMiddleware<AppEnv>(async (c, next) => {
+export const requireUser = createMiddleware<AppEnv>((c, next) => authenticate(c, next, false));
+
+/**
+ * Like `requireUser`, but a session cookie is checked by its signature only:
+ * the route confirms the session (`user.unconfirmedSession`) in the same Redis
+ * command that reads what it answers, so a poll costs one command, not two.
+ */
+export const requireUserInRoute = createMiddleware<AppEnv>((c, next) => authenticate(c, next, true));
+
+async function authenticate(c: Context<AppEnv>, next: () => Promise<void>, defer: boolean) {
   const header = c.req.header("authorization");
   if (header) {
     const match = /^Bearer\s+(\S+)$/i.exec(header);
@@ -61,11 +75,22 @@ export const requireUser = createMiddleware<AppEnv>(async (c, next) => {
     c.set("user", { id: userId, via: "token" });
     return next();
   }
-  const session = await readSession(c, c.var.config, c.var.redis);
-  if (!session)
-    throw new ApiError(401, "unauthenticated", "Sign in to continue: your session is missing or has ended.");
+  const session = defer
+    ? await claimedSession(c, c.var.config)
+    : await readSession(c, c.var.config, c.var.redis);
+  if (!session) throw sessionEnded();
   // Authenticated by the cookie, which the browser sends whoever made the request.
   requireWebOrigin(c);
-  c.set("user", { id: session.userId, via: "session", sid: session.sid });
+  c.set("user", {
+    id: session.userId,
+    via: "session",
+    sid: session.sid,
+    ...(defer ? { unconfirmedSession: sessionKey(session.sid) } : {}),
+  });
   return next();
-});
+}
+
+/** The 401 of a missing, ended or logged-out session. */
+export function sessionEnded(): ApiError {
+  return new ApiError(401, "unauthenticated", "Sign in to continue: your session is missing or has ended.");
+}

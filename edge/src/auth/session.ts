@@ -8,7 +8,7 @@ import { sign, verify } from "hono/jwt";
 import type { Config } from "../config.ts";
 
 export const sessionCookie = "tc_session";
-const sessionKey = (sid: string) => `torreclou:session:${sid}`;
+export const sessionKey = (sid: string) => `torreclou:session:${sid}`;
 
 export interface Session {
   userId: string;
@@ -37,8 +37,12 @@ export async function startSession(
   return { userId, sid };
 }
 
-/** The session the request's cookie proves, or undefined (tampered, expired, logged out, absent). */
-export async function readSession(c: Context, config: Config, redis: Redis): Promise<Session | undefined> {
+/**
+ * What the request's cookie claims, checked by its signature and expiry only
+ * (no Redis): the caller must still confirm the session's allow-list entry
+ * (`sessionKey(sid)` holds `userId`), as `readSession` does.
+ */
+export async function claimedSession(c: Context, config: Config): Promise<Session | undefined> {
   const token = getCookie(c, sessionCookie);
   if (!token) return undefined;
   let payload: Record<string, unknown>;
@@ -49,8 +53,15 @@ export async function readSession(c: Context, config: Config, redis: Redis): Pro
   }
   const { sub, sid } = payload;
   if (typeof sub !== "string" || typeof sid !== "string") return undefined;
-  const owner = await redis.get<string>(sessionKey(sid));
-  return owner === sub ? { userId: sub, sid } : undefined;
+  return { userId: sub, sid };
+}
+
+/** The session the request's cookie proves, or undefined (tampered, expired, logged out, absent). */
+export async function readSession(c: Context, config: Config, redis: Redis): Promise<Session | undefined> {
+  const claim = await claimedSession(c, config);
+  if (!claim) return undefined;
+  const owner = await redis.get<string>(sessionKey(claim.sid));
+  return owner === claim.userId ? claim : undefined;
 }
 
 /** Ends the session server-side and clears the cookie. */

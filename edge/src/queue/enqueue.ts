@@ -25,6 +25,14 @@ export async function writeQueueMessage(redis: Redis, jobId: string, userId: str
   return String(results[1]);
 }
 
+/**
+ * Counts a job change for the reconcile (keys.reconcileChanges), before the
+ * change: a request that dies half-way still leaves the mark. Best effort.
+ */
+export async function noteChange(redis: Redis): Promise<void> {
+  await redis.incr(keys.reconcileChanges).catch(() => undefined);
+}
+
 export interface EnqueueResult {
   /** True when the message is written and the row says so. */
   enqueued: boolean;
@@ -41,6 +49,7 @@ export async function enqueueJob(
   jobId: string,
   userId: string,
 ): Promise<EnqueueResult> {
+  await noteChange(redis);
   try {
     await writeQueueMessage(redis, jobId, userId);
   } catch (err) {
@@ -68,6 +77,7 @@ export async function admitAndEnqueue(
   runningLimit?: number | null,
 ): Promise<string | undefined> {
   let next: { id: string } | undefined;
+  await noteChange(redis);
   try {
     next = await admitNext(db, userId, { runningLimit });
   } catch (err) {

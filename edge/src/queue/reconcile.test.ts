@@ -4,7 +4,7 @@ import { createExecutionContext, createScheduledController, waitOnExecutionConte
 import { env } from "cloudflare:workers";
 import { keys, queue } from "@torreclou/contracts";
 import { jobs, torrents, users } from "@torreclou/db";
-import { claimJob, transitionJob } from "@torreclou/db/jobs";
+import { claimJob, type Db, transitionJob } from "@torreclou/db/jobs";
 import { eq, inArray } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
 import { redis, withDb } from "../../test/fixtures/db.ts";
@@ -193,6 +193,86 @@ describe("the cron trigger", () => {
     await waitOnExecutionContext(ctx);
     expect(await messagesFor(job.id)).toHaveLength(1);
     expect((await jobRow(job.id))?.enqueuedAt).not.toBeNull();
+  });
+});
+
+describe("the cron's gate", () => {
+  // Postgres must not be touched at all: any use of this handle throws.
+  const noDatabase = new Proxy({} as Db, {
+    get(_, name) {
+      throw new Error(`Postgres touched (${String(name)}) though nothing changed`);
+    },
+  });
+  // Far in the past, so no other test's jobs are old enough to be looked at by these passes.
+  const olderThanMs = 10 * 365 * 86_400_000;
+  const start = Date.now() - 2 * olderThanMs;
+
+  it("leaves Postgres alone until a job change is counted, and looks again until a pass has seen it", async () => {
+    const tag = crypto.randomUUID();
+    const gateKeys = { changes: `test:${tag}:changes`, state: `test:${tag}:state` };
+    const pass = (at: number, db?: Db) =>
+      withDb((real) =>
+        reconcile(db ?? real, createRedis(env), {
+          gate: true,
+          gateKeys,
+          olderThanMs,
+          sweepMs: 100 * olderThanMs,
+          now: new Date(at),
+        }),
+      );
+    // No state yet: a full pass, which cannot have seen everything yet.
+    expect((await pass(start)).skipped).toBeUndefined();
+    // Nothing changed, and the first pass is now long enough ago: this one sees it all and finds nothing.
+    expect((await pass(start + olderThanMs)).skipped).toBeUndefined();
+    // From here on, one Redis read and no Postgres.
+    for (let minute = 1; minute <= 3; minute++)
+      expect((await pass(start + olderThanMs + minute * 60_000, noDatabase)).skipped).toBe(true);
+
+    // A job changed (as edge and workers count it): passes again until one has seen the change old.
+    await redis().incr(gateKeys.changes);
+    const changedAt = start + olderThanMs + 5 * 60_000;
+    await expect(pass(changedAt, noDatabase)).rejects.toThrow(/Postgres touched/);
+    expect((await pass(changedAt)).skipped).toBeUndefined();
+    expect((await pass(changedAt + 60_000)).skipped).toBeUndefined();
+    expect((await pass(changedAt + olderThanMs)).skipped).toBeUndefined();
+    expect((await pass(changedAt + olderThanMs + 60_000, noDatabase)).skipped).toBe(true);
+    await redis().del(gateKeys.changes, gateKeys.state);
+  });
+
+  it("passes once a day anyway, and whenever its state is lost", async () => {
+    const tag = crypto.randomUUID();
+    const gateKeys = { changes: `test:${tag}:changes`, state: `test:${tag}:state` };
+    const day = 86_400_000;
+    const pass = (at: number, db?: Db) =>
+      withDb((real) =>
+        reconcile(db ?? real, createRedis(env), {
+          gate: true,
+          gateKeys,
+          olderThanMs: 60_000,
+          sweepMs: day,
+          // Before any test's job: nothing is old enough to be acted on.
+          now: new Date(start + at),
+          selectionTimeoutMs: day,
+        }),
+      );
+    expect((await pass(0)).skipped).toBeUndefined();
+    expect((await pass(60_000)).skipped).toBeUndefined();
+    expect((await pass(120_000, noDatabase)).skipped).toBe(true);
+    expect((await pass(day - 1, noDatabase)).skipped).toBe(true);
+    expect((await pass(day)).skipped).toBeUndefined();
+    expect((await pass(day + 60_000, noDatabase)).skipped).toBe(true);
+    await redis().del(gateKeys.state);
+    await expect(pass(day + 120_000, noDatabase)).rejects.toThrow(/Postgres touched/);
+    await redis().del(gateKeys.changes, gateKeys.state);
+  });
+
+  it("counts the job changes the edge makes", async () => {
+    const before = Number((await redis().get(keys.reconcileChanges)) ?? 0);
+    const user = await userWithStorage();
+    const job = await submitJob(user);
+    expect((await send(user.cookie, "POST", `/api/jobs/${job.id}/cancel`)).status).toBe(200);
+    // Other tests count too: at least creation and cancel moved it.
+    expect(Number(await redis().get(keys.reconcileChanges))).toBeGreaterThanOrEqual(before + 2);
   });
 });
 

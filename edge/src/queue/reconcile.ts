@@ -16,6 +16,17 @@
 //   selection timeout is cancelled. Redis says first whether any wait can have
 //   run out (the oldest score of the awaiting set); only then is Postgres
 //   asked, in one statement on its partial index.
+//
+// Cost (the cron passes `gate`): the rest touches Postgres only when something
+// may need it. Edge and workers count every job change in Redis
+// (keys.reconcileChanges, INCR before the change or inside the script that
+// makes it); one read of that counter and of what the last full pass saw
+// (keys.reconcileState) says whether a pass is due: the counter moved, or the
+// last pass could not yet see every change (they are looked at once older
+// than `olderThanMs`), or it left work undone, or a day passed since the last pass
+// (a safety net for a change whose mark could not be written, Redis being
+// unreachable). An idle system thus costs one Redis command a minute and no
+// Postgres at all.
 import { isTerminal, type JobMessage, keys, queue, terminalStates, workerStates } from "@torreclou/contracts";
 import { jobs, users } from "@torreclou/db";
 import { cancelUnchosen, type Db } from "@torreclou/db/jobs";
@@ -49,7 +60,32 @@ export interface ReconcileOptions {
   now?: Date;
   /** How long a job may wait for its submitter's choice of files (default 24 h). */
   selectionTimeoutMs?: number;
+  /**
+   * Skip the Postgres pass while nothing changed since a pass that saw
+   * everything (the cron's setting; off by default, so a direct call always
+   * looks).
+   */
+  gate?: boolean;
+  /** With `gate`: a full pass at least this often anyway (default 24 h). */
+  sweepMs?: number;
+  /** The gate's counter and state keys (tests give their own). */
+  gateKeys?: { changes: string; state: string };
 }
+
+/** What the last full pass saw (keys.reconcileState). */
+interface GateState {
+  /** The change counter when it began. */
+  seen: number;
+  /** Since when the counter has stood at `seen` (ms): changes older than that were all counted. */
+  at: number;
+  /** It saw every change counted until then and found nothing to do. */
+  quiet: boolean;
+  /** When the last pass that ran regardless of the counter began (ms). */
+  sweptAt: number;
+}
+
+/** The default of `sweepMs`. */
+export const DEFAULT_SWEEP_MS = 86_400_000;
 
 export interface ReconcileResult {
   enqueued: string[];
@@ -62,6 +98,8 @@ export interface ReconcileResult {
   acknowledged: string[];
   /** Jobs cancelled because no files were chosen in time. */
   unchosen: string[];
+  /** True when the gate found nothing that could need a pass: Postgres was not touched (but for due waits). */
+  skipped?: boolean;
 }
 
 export async function reconcile(
@@ -86,6 +124,18 @@ export async function reconcile(
     options.selectionTimeoutMs ?? DEFAULT_SELECTION_TIMEOUT_MS,
     result,
   );
+  const now = (options.now ?? new Date()).getTime();
+  const olderThanMs = options.olderThanMs ?? 60_000;
+  const gateKeys = options.gateKeys ?? { changes: keys.reconcileChanges, state: keys.reconcileState };
+  let gate: { changes: number; state: GateState | undefined; sweep: boolean } | undefined;
+  if (options.gate) {
+    const [changesRaw, stateRaw] = await redis.mget<[unknown, unknown]>(gateKeys.changes, gateKeys.state);
+    const changes = Number(changesRaw ?? 0);
+    const state = readGateState(stateRaw);
+    const sweep = !state || now - state.sweptAt >= (options.sweepMs ?? DEFAULT_SWEEP_MS);
+    if (state && !sweep && state.quiet && state.seen === changes) return { ...result, skipped: true };
+    gate = { changes, state, sweep };
+  }
   await admitStalled(db, redis, cutoff, options.limit ?? 200, result);
   // jobs_unenqueued_idx (partial, enqueued_at IS NULL) keeps this scan small.
   const pending = await db
@@ -107,6 +157,22 @@ export async function reconcile(
   }
   await requeueLost(db, redis, cutoff, options.limit ?? 200, result);
   await settleEnded(db, redis, cutoff, result);
+  if (gate) {
+    const { changes, state, sweep } = gate;
+    // Quiet: no change since the last pass began, that was long enough ago for this pass to
+    // have looked at every change, and this pass left nothing undone (a failed write, or a
+    // batch cut at its limit). What it did itself (letting a job in) counts as a change.
+    const worked = result.failed.length > 0 || pending.length >= (options.limit ?? 200);
+    const quiet = state !== undefined && state.seen === changes && now - state.at >= olderThanMs && !worked;
+    const next: GateState = {
+      seen: changes,
+      // Since when the counter stands still (a change starts the wait over).
+      at: state !== undefined && state.seen === changes ? state.at : now,
+      quiet,
+      sweptAt: sweep ? now : (state?.sweptAt ?? now),
+    };
+    await redis.set(gateKeys.state, JSON.stringify(next)).catch(() => undefined);
+  }
   if (pending.length > 0) {
     console.log(
       JSON.stringify({
@@ -118,6 +184,23 @@ export async function reconcile(
     );
   }
   return result;
+}
+
+function readGateState(raw: unknown): GateState | undefined {
+  try {
+    const value = (typeof raw === "string" ? JSON.parse(raw) : raw) as Partial<GateState> | null;
+    if (
+      value &&
+      typeof value.seen === "number" &&
+      typeof value.at === "number" &&
+      typeof value.quiet === "boolean" &&
+      typeof value.sweptAt === "number"
+    )
+      return value as GateState;
+  } catch {
+    // unreadable: a full pass writes it again
+  }
+  return undefined;
 }
 
 /**

@@ -38,14 +38,14 @@ import {
 import { jobFiles, jobs, jobTransitions, storageProfiles, torrents } from "@torreclou/db";
 import { applySelection, type Db, insertJob, retryTransition, transitionJob } from "@torreclou/db/jobs";
 import { and, asc, desc, eq, ilike, inArray, sql } from "drizzle-orm";
-import { requireUser } from "../auth/index.ts";
+import { requireUser, requireUserInRoute, sessionEnded } from "../auth/index.ts";
 import type { Config } from "../config.ts";
 import { downloadLinks } from "../destinations/index.ts";
 import { ApiError } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
 import { checkNewJob, checkRetry } from "../limits/quotas.ts";
-import { ownsJobs, readEvent } from "../progress/read.ts";
-import { admitAndEnqueue, enqueueJob } from "../queue/enqueue.ts";
+import { fieldOf, ownsJobs, pollProgress, readEvent } from "../progress/read.ts";
+import { admitAndEnqueue, enqueueJob, noteChange } from "../queue/enqueue.ts";
 import { csrfRefused, errorResponses, registerAuthSchemes, signedIn } from "../security/openapi.ts";
 import {
   acceptContentTypes,
@@ -871,7 +871,7 @@ const jobProgress = createRoute({
   description:
     "Events newer than `after` (oldest first, at most `limit`) and the latest snapshot. Poll with the returned `cursor` as `after`.",
   security: signedIn,
-  middleware: [requireUser] as const,
+  middleware: [requireUserInRoute] as const,
   request: { params: JobParams, query: ProgressQuery },
   responses: {
     200: { description: "New events.", content: { "application/json": { schema: ProgressResponse } } },
@@ -898,6 +898,8 @@ export const jobsApi = api
     const job = source.kind === "torrent" ? torrentJob(source) : magnetJob(source);
     const config = c.var.config;
     const bytes = selectedBytes(source, selected);
+    // Marked before the row is written: a request that dies after it leaves the reconcile a reason to look.
+    await noteChange(c.var.redis);
     const { job: created } = await insertJob(db, config.CREDENTIALS_KEYS, {
       ...job,
       userId,
@@ -976,7 +978,8 @@ export const jobsApi = api
         .multi()
         .set(keys.cancel(id), String(job!.attempt), { ex: CANCEL_FLAG_SECONDS })
         .xadd(queue.stream, "*", { job: JSON.stringify(cleanup) })
-        .zrem(keys.awaitingSelection, id);
+        .zrem(keys.awaitingSelection, id)
+        .incr(keys.reconcileChanges);
       // The user's webhooks hear of it at once (an idle worker is blocked on this list).
       if (job!.webhookDeliveries > 0) tx.lpush(webhookWakeKey, "1");
       await tx.exec();
@@ -995,6 +998,7 @@ export const jobsApi = api
     const userId = c.var.user.id;
     const db = c.var.db();
     await checkRetry(db, c.var.config, userId, new Date());
+    await noteChange(c.var.redis);
     // Unconfirmed first, so the reconciler covers a queue write that fails below.
     await db
       .update(jobs)
@@ -1068,6 +1072,7 @@ export const jobsApi = api
         destination.kind,
       );
     }
+    await noteChange(c.var.redis);
     const moved = await applySelection(db, { jobId: id, userId, selected, targetFolder: body.targetFolder });
     if (!moved) await refuseSelection(db, userId, id);
     await enqueueJob(db, c.var.redis, id, userId);
@@ -1078,32 +1083,37 @@ export const jobsApi = api
   .openapi(jobProgress, async (c) => {
     const { id } = c.req.valid("param");
     const { after, limit } = c.req.valid("query");
-    const redis = c.var.redis;
-    // The owner first: nothing of a job is read before it is known to be the caller's.
-    const owner = await redis.get<string>(keys.owner(id));
-    const owned = await ownsJobs(c.var.db, redis, c.var.user.id, new Map([[id, owner]]));
-    if (!owned.has(id)) throw jobNotFound();
+    const user = c.var.user;
     const start = after === undefined ? "-" : nextStreamId(after);
-    const [snapshot, entries] =
-      start === undefined
-        ? [await redis.get<unknown>(keys.snapshot(id)), {}]
-        : await redis
-            .pipeline()
-            .get<unknown>(keys.snapshot(id))
-            .xrange(keys.progress(id), start, "+", limit)
-            .exec<[unknown, Record<string, Record<string, unknown>>]>();
-    const ids = Object.keys(entries ?? {});
+    // One command: the session, the owner (nothing of a job is read before it is known to
+    // be the caller's), the watched mark, the snapshot and the events.
+    const poll = () =>
+      pollProgress(c.var.redis, {
+        jobId: id,
+        userId: user.id,
+        sessionKey: user.unconfirmedSession,
+        start,
+        limit,
+      });
+    let result = await poll();
+    if (result.status === "unknown") {
+      // Redis lost the owner key: Postgres says, and the key is written back.
+      const owned = await ownsJobs(c.var.db, c.var.redis, user.id, new Map([[id, null]]));
+      if (owned.has(id)) result = await poll();
+    }
+    if (result.status === "session") throw sessionEnded();
+    if (result.status !== "ok") throw jobNotFound();
     const events: { id: string; event: ProgressEvent }[] = [];
-    for (const entryId of ids) {
-      const event = readEvent(entries[entryId]?.[progressField]);
+    for (const [entryId, fields] of result.entries) {
+      const event = readEvent(fieldOf(fields, progressField));
       if (event) events.push({ id: entryId, event });
     }
     return c.json(
       {
         events,
-        cursor: ids.at(-1) ?? after ?? "0-0",
-        more: ids.length >= limit,
-        snapshot: snapshot === null ? null : (readEvent(snapshot) ?? null),
+        cursor: result.entries.at(-1)?.[0] ?? after ?? "0-0",
+        more: result.entries.length >= limit,
+        snapshot: result.snapshot === null ? null : (readEvent(result.snapshot) ?? null),
       },
       200,
     );

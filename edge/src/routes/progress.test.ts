@@ -1,5 +1,5 @@
 import { env } from "cloudflare:workers";
-import { keys, progressField } from "@torreclou/contracts";
+import { keys, progressField, queue } from "@torreclou/contracts";
 import { describe, expect, it } from "vitest";
 import { redis } from "../../test/fixtures/db.ts";
 import { failRedis } from "../../test/fixtures/faults.ts";
@@ -120,23 +120,32 @@ describe("GET /api/jobs/:id/progress", () => {
         fault.restore();
       }
       expect(status).toBe(404);
-      const touched = fault.sent.flatMap((command) => command.slice(1)).filter((arg) => arg.includes(job.id));
-      expect(touched).toEqual([keys.owner(job.id)]);
+      // The poll's one script stops at the owner key: the job is not marked watched by a stranger.
+      expect(await redis().exists(keys.watched(job.id))).toBe(0);
+      if (lostOwnerKey) expect(await redis().get(keys.owner(job.id))).toBeNull();
     }
   });
 
-  it("reads ownership from Redis alone, and restores a lost owner key from Postgres", async () => {
+  it("costs one Redis command and no SQL, confirms the session in it, and restores a lost owner key from Postgres", async () => {
     const user = await userWithStorage();
     const job = await submitJob(user);
+    await publishProgress(job.id);
     const fault = failRedis([]);
+    let first: Awaited<ReturnType<typeof progressOf>>;
     try {
-      await progressOf(user.cookie, job.id);
+      first = await progressOf(user.cookie, job.id);
     } finally {
       fault.restore();
     }
-    // After the session read: the owner key, then snapshot and events in one pipeline.
-    expect(fault.seen).toEqual(["GET", "GET", "GET", "XRANGE"]);
-    expect(fault.sent[1]).toEqual(["GET", keys.owner(job.id)]);
+    // Session, owner, watched mark, snapshot and events: one script.
+    expect(fault.seen).toEqual(["EVAL"]);
+    expect(first.status).toBe(200);
+    expect(first.body.events).toHaveLength(1);
+    expect(first.body.snapshot).not.toBeNull();
+    // The poll marks the job watched for a while, so its worker publishes often.
+    const ttl = await redis().ttl(keys.watched(job.id));
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(queue.watchedSeconds);
     // And no database: with Postgres unreachable the poll still answers.
     const noDatabase = { ...env, DATABASE_URL: "postgres://nobody:nothing@127.0.0.1:9/none" };
     const offline = await app.request(
@@ -153,7 +162,24 @@ describe("GET /api/jobs/:id/progress", () => {
     await redis().del(keys.owner(job.id));
     expect((await send(other.cookie, "GET", `/api/jobs/${job.id}/progress`)).status).toBe(404);
   });
+
+  it("refuses a session that was logged out, though its cookie still verifies", async () => {
+    const user = await userWithStorage();
+    const job = await submitJob(user);
+    expect((await progressOf(user.cookie, job.id)).status).toBe(200);
+    await redis().del(`torreclou:session:${sessionOf(user.cookie)}`);
+    const after = await send(user.cookie, "GET", `/api/jobs/${job.id}/progress`);
+    expect(after.status).toBe(401);
+    expect(await after.json()).toMatchObject({ error: { code: "unauthenticated" } });
+  });
 });
+
+/** The session id inside a session cookie (the JWT's `sid`). */
+function sessionOf(cookie: string): string {
+  const token = /tc_session=([^;]+)/.exec(cookie)?.[1] ?? "";
+  const payload = JSON.parse(atob((token.split(".")[1] ?? "").replaceAll("-", "+").replaceAll("_", "/")));
+  return String(payload.sid);
+}
 
 describe("GET /api/progress", () => {
   it("returns snapshots of the caller's jobs only", async () => {
@@ -189,10 +215,10 @@ describe("GET /api/progress", () => {
     } finally {
       fault.restore();
     }
-    const read = fault.sent.flatMap((command) => command.slice(1));
-    expect(read).toContain(keys.snapshot(mine.id));
-    expect(read).not.toContain(keys.snapshot(theirs.id));
-    expect(read.filter((key) => key.includes(theirs.id))).toEqual([keys.owner(theirs.id)]);
+    // One script: the session, both owner keys, and only the caller's snapshot read and marked watched.
+    expect(fault.seen).toEqual(["EVAL"]);
+    expect(await redis().exists(keys.watched(mine.id))).toBe(1);
+    expect(await redis().exists(keys.watched(theirs.id))).toBe(0);
   });
 
   it("refuses missing, malformed and too many ids", async () => {

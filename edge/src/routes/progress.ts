@@ -1,11 +1,12 @@
 // GET /api/progress?ids=a,b,c: the latest progress snapshot of several jobs at
-// once, for the jobs list. One MGET reads the jobs' owner keys, a second the
-// snapshots of those that are the caller's; other ids are simply absent from
-// the answer.
+// once, for the jobs list. One script confirms the session, reads the jobs'
+// owner keys and the snapshots of those that are the caller's (marking them
+// watched); other ids are simply absent from the answer. Postgres is asked
+// only about jobs whose owner key Redis lost.
 import { createRoute, z } from "@hono/zod-openapi";
 import { keys, ProgressEvent } from "@torreclou/contracts";
-import { requireUser } from "../auth/index.ts";
-import { ownsJobs, readEvent } from "../progress/read.ts";
+import { requireUserInRoute, sessionEnded } from "../auth/index.ts";
+import { ownsJobs, pollSnapshots, readEvent } from "../progress/read.ts";
 import { errorResponses, registerAuthSchemes, signedIn } from "../security/openapi.ts";
 import { router } from "./openapi.ts";
 
@@ -39,7 +40,7 @@ const batch = createRoute({
   description:
     "The latest progress snapshot of each listed job that is yours (null before its first event). Ids of jobs that are not yours are left out.",
   security: signedIn,
-  middleware: [requireUser] as const,
+  middleware: [requireUserInRoute] as const,
   request: { query: BatchQuery },
   responses: {
     200: {
@@ -60,14 +61,22 @@ registerAuthSchemes(api);
 export const progress = api.openapi(batch, async (c) => {
   const { ids } = c.req.valid("query");
   const redis = c.var.redis;
-  // Owners first: only the caller's jobs' snapshots are read at all.
-  const owners = await redis.mget<unknown[]>(...ids.map(keys.owner));
-  const owned = await ownsJobs(c.var.db, redis, c.var.user.id, new Map(ids.map((id, i) => [id, owners[i]])));
-  const mine = ids.filter((id) => owned.has(id));
-  const values = mine.length > 0 ? await redis.mget<unknown[]>(...mine.map(keys.snapshot)) : [];
+  const user = c.var.user;
+  const result = await pollSnapshots(redis, { ids, userId: user.id, sessionKey: user.unconfirmedSession });
+  if (result.status === "session") throw sessionEnded();
   const snapshots: Record<string, ProgressEvent | null> = {};
-  mine.forEach((id, i) => {
-    snapshots[id] = readEvent(values[i]) ?? null;
-  });
+  for (const [id, { whose, snapshot }] of result.jobs) {
+    if (whose === "mine") snapshots[id] = readEvent(snapshot) ?? null;
+  }
+  // Owner keys Redis lost: Postgres says (and they are written back), then their snapshots.
+  const unknown = ids.filter((id) => result.jobs.get(id)?.whose === "unknown");
+  if (unknown.length > 0) {
+    const owned = await ownsJobs(c.var.db, redis, user.id, new Map(unknown.map((id) => [id, null])));
+    const mine = unknown.filter((id) => owned.has(id));
+    const values = mine.length > 0 ? await redis.mget<unknown[]>(...mine.map(keys.snapshot)) : [];
+    mine.forEach((id, i) => {
+      snapshots[id] = readEvent(values[i]) ?? null;
+    });
+  }
   return c.json({ snapshots }, 200);
 });

@@ -152,6 +152,8 @@ export class JobRun {
   /** Marks the job's destination "needs reconnect" (OAuth destinations only). */
   #needsReconnect: (() => Promise<void>) | undefined;
   #progress: ProgressPublisher | undefined;
+  /** Someone polls the job's progress (last lease renewal). */
+  #watched = false;
   #window: Window | undefined;
   #files: JobFile[] = [];
   #phase: JobState = "queued";
@@ -192,6 +194,12 @@ export class JobRun {
   }
 
   /** Asks the attempt to stop; `run` then settles with the matching outcome. */
+  /** Whether someone watches the job's progress now: events go out often only then. */
+  setWatched(watched: boolean): void {
+    this.#watched = watched;
+    this.#progress?.setWatched(watched);
+  }
+
   stop(why: StopReason): void {
     if (this.#stopReason) return;
     this.#stopReason = why;
@@ -235,6 +243,7 @@ export class JobRun {
       ctx.job.state,
       this.#log,
     );
+    this.#progress.setWatched(this.#watched);
     const shown = await shownBefore(this.#deps.redis, this.jobId, this.attempt);
     this.#floor = {
       downloaded: Math.max(ctx.job.bytesDownloaded, shown?.downloaded ?? 0),

@@ -9,9 +9,10 @@
 // worker checking the group finds entries pending for a consumer whose key is
 // gone, and claims them.
 //
-// Cost. An idle fleet makes two commands a minute per worker: a blocking read
-// that waits up to a minute, and one look at the group. While some worker
-// holds jobs, the others look every few seconds, so a crash is noticed within
+// Cost. An idle worker makes one blocking read and one look at the group
+// every WORKER_IDLE_CHECK_MS (2 min): one command a minute, plus the errand
+// loop's (src/errands.ts) two every five minutes. While some worker holds
+// jobs, the others look every few seconds, so a crash is noticed within
 // seconds. A worker that takes a job adds a `watch` notice to the stream,
 // which wakes one idle worker straight into watching.
 import { JobMessage, keys, queue } from "@torreclou/contracts";
@@ -48,19 +49,23 @@ export interface RenewalResult {
   owned: boolean;
   /** A cancel was requested for this attempt (or a later one). */
   cancelled: boolean;
+  /** Someone polls the job's progress now (its `watched` key exists). */
+  watched: boolean;
 }
 
 /**
- * KEYS: alive, then lease and cancel key of each job. ARGV: worker, ms, then
- * each job's attempt. Keeps the worker alive and each lease it still owns;
- * reports per job [owned, cancelled].
+ * KEYS: alive, then lease, cancel and watched key of each job. ARGV: worker,
+ * ms, then each job's attempt. Keeps the worker alive and each lease it still
+ * owns; reports per job [owned, cancelled, watched] (someone polls its
+ * progress: publish often).
  */
 const RENEW = `
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local out = {}
 for i = 3, #ARGV do
-  local lease = KEYS[2 * (i - 2)]
-  local cancel = KEYS[2 * (i - 2) + 1]
+  local lease = KEYS[3 * (i - 3) + 2]
+  local cancel = KEYS[3 * (i - 3) + 3]
+  local watched = KEYS[3 * (i - 3) + 4]
   local owned = 0
   if redis.call('GET', lease) == ARGV[1] then
     redis.call('PEXPIRE', lease, ARGV[2])
@@ -69,15 +74,19 @@ for i = 3, #ARGV do
   local flag = tonumber(redis.call('GET', cancel) or '')
   local cancelled = 0
   if flag ~= nil and flag >= tonumber(ARGV[i]) then cancelled = 1 end
-  table.insert(out, {owned, cancelled})
+  table.insert(out, {owned, cancelled, redis.call('EXISTS', watched)})
 end
 return out
 `;
 
-/** KEYS: lease, alive. ARGV: worker, ms. Takes a free lease and marks the worker alive. */
+/**
+ * KEYS: lease, alive, reconcile counter. ARGV: worker, ms. Takes a free lease
+ * and marks the worker alive; counts a job change for the reconcile.
+ */
 const ACQUIRE = `
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+  redis.call('INCR', KEYS[3])
   return 1
 end
 return 0
@@ -91,13 +100,15 @@ return 0
 
 /**
  * Acknowledges and deletes an entry only while it is pending for us: an
- * entry another worker claimed is that worker's to settle.
+ * entry another worker claimed is that worker's to settle. KEYS: stream,
+ * reconcile counter (a settled job may free its user's turn: counted).
  */
 const SETTLE = `
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if #p == 1 and p[1][2] == ARGV[2] then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
   redis.call('XDEL', KEYS[1], ARGV[3])
+  redis.call('INCR', KEYS[2])
   return 1
 end
 return 0
@@ -241,9 +252,10 @@ export class JobQueue {
   async acquireLease(jobId: string): Promise<boolean> {
     const taken = await this.commands.eval(
       ACQUIRE,
-      2,
+      3,
       keys.lease(jobId),
       keys.alive(this.consumer),
+      keys.reconcileChanges,
       this.consumer,
       this.leaseMs,
     );
@@ -258,7 +270,7 @@ export class JobQueue {
   async renew(jobs: Renewal[]): Promise<RenewalResult[]> {
     const keyList = [
       keys.alive(this.consumer),
-      ...jobs.flatMap((j) => [keys.lease(j.jobId), keys.cancel(j.jobId)]),
+      ...jobs.flatMap((j) => [keys.lease(j.jobId), keys.cancel(j.jobId), keys.watched(j.jobId)]),
     ];
     const reply = (await this.commands.eval(
       RENEW,
@@ -267,11 +279,12 @@ export class JobQueue {
       this.consumer,
       this.leaseMs,
       ...jobs.map((j) => j.attempt),
-    )) as [number, number][];
+    )) as [number, number, number][];
     return jobs.map((j, i) => ({
       jobId: j.jobId,
       owned: reply[i]?.[0] === 1,
       cancelled: reply[i]?.[1] === 1,
+      watched: reply[i]?.[2] === 1,
     }));
   }
 
@@ -287,7 +300,17 @@ export class JobQueue {
 
   /** Done with an entry: acknowledge it and drop it from the stream (only while it is ours). */
   async ack(entryId: string): Promise<boolean> {
-    return (await this.commands.eval(SETTLE, 1, queue.stream, queue.group, this.consumer, entryId)) === 1;
+    return (
+      (await this.commands.eval(
+        SETTLE,
+        2,
+        queue.stream,
+        keys.reconcileChanges,
+        queue.group,
+        this.consumer,
+        entryId,
+      )) === 1
+    );
   }
 
   /**
@@ -299,6 +322,7 @@ export class JobQueue {
       .multi()
       .set(keys.owner(jobId), userId)
       .xadd(queue.stream, "*", "job", JSON.stringify({ jobId } satisfies JobMessage))
+      .incr(keys.reconcileChanges)
       .exec();
   }
 
@@ -314,6 +338,7 @@ export class JobQueue {
       .xadd(queue.stream, "*", "job", JSON.stringify({ jobId } satisfies JobMessage))
       .xack(queue.stream, queue.group, entryId)
       .xdel(queue.stream, entryId)
+      .incr(keys.reconcileChanges)
       .exec();
   }
 

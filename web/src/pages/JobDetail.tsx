@@ -33,6 +33,13 @@ import { announceJobEnd } from "../notify.ts";
 import { createPoll } from "../poll.ts";
 import { fileLabel, isActive, jobStateLabel, laterState, resolvingText, timelineReason } from "../status.ts";
 
+/** Between two progress polls of a visible page: at most 20 requests a minute. */
+const POLL_MS = 3000;
+/** Between two polls of a hidden page: longer than a poll marks the job watched. */
+const HIDDEN_POLL_MS = 30_000;
+/** After how long without events the job row is read again. */
+const ROW_RELOAD_MS = 60_000;
+
 function fetchJob(id: string) {
   return call(api.api.jobs[":id"].$get({ param: { id } }));
 }
@@ -59,7 +66,8 @@ export function JobDetail() {
   let cursor: string | undefined;
   /** The newest attempt seen: events of an older one (a worker that lost the job) are ignored. */
   let attempt = 0;
-  let lastReload = Date.now();
+  /** When an event or the job row last told this page something. */
+  let lastNews = Date.now();
   let seenPhase: string | undefined;
 
   // An errored resource throws when read: ask for the error first.
@@ -163,15 +171,22 @@ export function JobDetail() {
       }
       if (last) setLatest(last);
       // The worker reached a terminal phase, or moved on: the job row has the final word.
-      // Also re-read the row now and then: a queued job has no events yet, and a cancel may land without one.
+      // Also re-read the row after a minute without events: a queued job has none yet, and a
+      // cancel from elsewhere may land without one. A running job's events make that moot.
       const moved = last !== null && last.phase !== seenPhase;
-      if (last) seenPhase = last.phase;
-      if (moved || streamEnded() || Date.now() - lastReload > 10_000) {
-        lastReload = Date.now();
+      if (last) {
+        seenPhase = last.phase;
+        lastNews = Date.now();
+      }
+      if (moved || streamEnded() || Date.now() - lastNews > ROW_RELOAD_MS) {
+        lastNews = Date.now();
         await refetch();
       }
     },
-    { interval: 1000, hiddenInterval: 10_000, enabled: () => rowActive() && !choosing() },
+    // A worker publishes at most every 2 s while the page watches (each poll marks the job
+    // watched for 10 s), so a faster poll would only find nothing new. Hidden, the page polls
+    // less often than the mark lasts: the worker slows down to its idle cadence.
+    { interval: POLL_MS, hiddenInterval: HIDDEN_POLL_MS, enabled: () => rowActive() && !choosing() },
   );
 
   const files = createMemo(() => job()?.files ?? []);

@@ -244,7 +244,7 @@ export function Jobs() {
         await refetch();
       }
     },
-    { interval: 2000, hiddenInterval: 15_000, enabled: () => activeIds().length > 0 },
+    { interval: 3000, hiddenInterval: 30_000, enabled: () => activeIds().length > 0 },
   );
 
   const loadMore = async () => {
