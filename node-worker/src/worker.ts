@@ -3,7 +3,14 @@
 // lease alive while it runs, and acknowledge the entry when the attempt ends.
 import { randomUUID } from "node:crypto";
 import { mkdir } from "node:fs/promises";
-import { EgressPolicy, isTerminal, type Keyring, parseKeyring } from "@torreclou/contracts";
+import {
+  EgressPolicy,
+  exhaustedReason,
+  isTerminal,
+  type Keyring,
+  MAX_ATTEMPTS,
+  parseKeyring,
+} from "@torreclou/contracts";
 import {
   admitNext,
   claimJob,
@@ -25,8 +32,6 @@ import { ownScratchJobs, removeDir, ScratchBudget, scratchDirFor } from "./scrat
 import { HolePuncher } from "./torrent/holes.ts";
 import { WebhookSender } from "./webhooks/index.ts";
 
-/** A job attempted this many times without finishing is failed instead of retried forever. */
-const MAX_ATTEMPTS = 10;
 /** How often an idle worker looks at the group when nothing runs anywhere (one command). */
 const IDLE_CHECK_MS = 60_000;
 // A consumer holding no entries and idle this long belongs to a worker that is gone.
@@ -305,7 +310,7 @@ export class Worker {
             to: "failed",
             cause: "system",
             attempt: job.attempt,
-            reason: `The job was started ${MAX_ATTEMPTS} times without finishing; it is stopped to avoid retrying forever.`,
+            reason: exhaustedReason(MAX_ATTEMPTS),
           }),
         );
         await this.queue.ack(entry.id);
