@@ -19,11 +19,13 @@ import {
   type TransitionedJob,
   transitionJob,
 } from "@torreclou/db/jobs";
+import { fleetCounts } from "@torreclou/db/ops";
 import type { Logger } from "pino";
 import type { Config } from "./config.ts";
 import { installEgressGuard, type LookupFn } from "./egress/index.ts";
 import { Errands } from "./errands.ts";
 import { HealthScraper } from "./health/index.ts";
+import { Heartbeat, packageVersion, workersSeen } from "./heartbeat.ts";
 import { JobRun, type Outcome } from "./jobs/runner.ts";
 import { attemptsSinceUser, currentJob } from "./jobs/store.ts";
 import type { Metrics } from "./metrics.ts";
@@ -59,6 +61,7 @@ export class Worker {
   readonly queue: JobQueue;
   readonly webhooks: WebhookSender;
   readonly #errands: Errands;
+  readonly heartbeat: Heartbeat;
   readonly budget: ScratchBudget;
   readonly #deps: WorkerDeps;
   readonly #log: Logger;
@@ -103,6 +106,22 @@ export class Worker {
       deps.log,
     );
     deps.metrics.setQueueSource(() => this.queue.lag());
+    deps.metrics.setWorkersSource(() => workersSeen(this.queue.commands));
+    if (deps.config.WORKER_FLEET_METRICS) {
+      const thresholds = {
+        runningMs: deps.config.OPERATOR_STUCK_AFTER_SECONDS * 1000,
+        queuedMs: deps.config.OPERATOR_QUEUED_TOO_LONG_SECONDS * 1000,
+      };
+      deps.metrics.setFleetSource(() => fleetCounts(deps.db, new Date(), thresholds));
+    }
+    this.heartbeat = new Heartbeat({
+      redis: this.queue.commands,
+      workerId: deps.config.WORKER_ID,
+      version: deps.config.WORKER_VERSION ?? packageVersion(),
+      concurrency: deps.config.WORKER_CONCURRENCY,
+      jobs: () => this.activeJobs,
+      log: deps.log,
+    });
     this.webhooks = new WebhookSender({
       db: deps.db,
       redis: this.queue.commands,
@@ -152,6 +171,7 @@ export class Worker {
       },
     });
     await this.queue.init();
+    await this.heartbeat.start();
     await this.#errands.start();
     await this.#clearLeftovers();
     await mkdir(this.#deps.config.WORKER_SCRATCH_DIR, { recursive: true });
@@ -313,6 +333,7 @@ export class Worker {
             reason: exhaustedReason(MAX_ATTEMPTS),
           }),
         );
+        this.#deps.metrics.jobOutcomes.inc({ outcome: "exhausted" });
         await this.queue.ack(entry.id);
         await this.queue.releaseLease(jobId);
         await this.#admitNext(job.userId, log);
@@ -523,6 +544,7 @@ export class Worker {
       this.#log.warn({ err: error }, "could not leave the consumer group");
     });
     await this.#errands.stop();
+    await this.heartbeat.stop();
     await this.queue.close();
     await this.budget.close();
     this.#holes?.close();
