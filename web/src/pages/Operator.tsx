@@ -95,7 +95,7 @@ export function Operator() {
               </p>
               <Show when={v().stuck.length > 0} fallback={<p>None.</p>}>
                 <div class="table-wrap">
-                  <table data-testid="ops-stuck">
+                  <table class="ops" data-testid="ops-stuck">
                     <thead>
                       <tr>
                         <th scope="col">Job</th>
@@ -157,7 +157,7 @@ export function Operator() {
             <Section id="ops-workers" title="Workers">
               <Show when={v().workers.length > 0} fallback={<p>No worker has written a heartbeat lately.</p>}>
                 <div class="table-wrap">
-                  <table data-testid="ops-workers">
+                  <table class="ops" data-testid="ops-workers">
                     <thead>
                       <tr>
                         <th scope="col">Worker</th>
@@ -200,7 +200,7 @@ export function Operator() {
               </p>
               <Show when={v().users.length > 0} fallback={<p>Nobody has used anything this month.</p>}>
                 <div class="table-wrap">
-                  <table data-testid="ops-users">
+                  <table class="ops" data-testid="ops-users">
                     <thead>
                       <tr>
                         <th scope="col">User</th>
