@@ -3,7 +3,13 @@
 // user's usage. Everyone else gets the 404 of a route that does not exist
 // (auth/operator.ts), and the routes are left out of the public API document.
 import { createRoute, z } from "@hono/zod-openapi";
-import { readWorkerBeat, workerForgetMs, workerSeenWindowMs, workersKey } from "@torreclou/contracts";
+import {
+  queue as jobQueue,
+  readWorkerBeat,
+  workerForgetMs,
+  workerSeenWindowMs,
+  workersKey,
+} from "@torreclou/contracts";
 import { retryTransition } from "@torreclou/db/jobs";
 import { exhaustedJobs, isExhausted, queueSummary, stuckJobs, usageByUser } from "@torreclou/db/ops";
 import type { Redis } from "@upstash/redis/cloudflare";
@@ -38,6 +44,22 @@ const Overview = z
         .int()
         .openapi({ description: "Of those, let into the shared queue (fair turns)." }),
       oldest: z.object({ id: z.uuid(), userId: z.uuid(), queuedAt: iso, ageSeconds: z.number() }).nullable(),
+      stream: z
+        .object({
+          pending: z
+            .number()
+            .int()
+            .openapi({ description: "Entries delivered to a worker and not acknowledged." }),
+          undelivered: z
+            .number()
+            .int()
+            .nullable()
+            .openapi({ description: "Entries no worker has read yet." }),
+        })
+        .nullable()
+        .openapi({
+          description: "The jobs stream's consumer group (one XINFO); null if Redis would not say.",
+        }),
     }),
     stuck: z.array(z.object({ ...JobRef, state: z.string(), since: iso, ageSeconds: z.number() })),
     exhausted: z.array(z.object({ ...JobRef, reason: z.string(), failedAt: iso })),
@@ -125,6 +147,29 @@ const retryExhausted = createRoute({
   },
 });
 
+/** The consumer group's pending and undelivered counts (one XINFO GROUPS); null when not known. */
+async function streamCounts(redis: Redis): Promise<{ pending: number; undelivered: number | null } | null> {
+  try {
+    const groups = (await redis.xinfo(jobQueue.stream, { type: "GROUPS" })) as unknown[][];
+    for (const group of groups) {
+      const field = (name: string) => {
+        const at = group.indexOf(name);
+        return at >= 0 ? group[at + 1] : undefined;
+      };
+      if (field("name") !== jobQueue.group) continue;
+      const lag = field("lag");
+      return {
+        pending: Number(field("pending") ?? 0),
+        undelivered: lag === null || lag === undefined ? null : Number(lag),
+      };
+    }
+    return { pending: 0, undelivered: 0 };
+  } catch {
+    // No stream yet (no job ever queued), or a plan without XINFO.
+    return null;
+  }
+}
+
 /** Every worker record; records older than a day are removed (a crashed worker's). */
 async function workersSeen(redis: Redis, now: Date) {
   const hash = (await redis.hgetall<Record<string, unknown>>(workersKey)) ?? {};
@@ -156,7 +201,7 @@ export const operator = api
       queuedMs: config.OPERATOR_QUEUED_TOO_LONG_SECONDS * 1000,
     };
     // One after another: a request's Neon connection runs one query at a time anyway.
-    const queue = await queueSummary(db, now);
+    const queue = { ...(await queueSummary(db, now)), stream: await streamCounts(c.var.redis) };
     const stuck = await stuckJobs(db, now, thresholds);
     const exhausted = await exhaustedJobs(db);
     const users = await usageByUser(db, monthOf(now).start);

@@ -86,6 +86,14 @@ export function Operator() {
                   )}
                 </Show>
               </p>
+              <Show when={v().queue.stream}>
+                {(stream) => (
+                  <p class="muted">
+                    Jobs stream: {stream().pending} delivered to workers and not acknowledged
+                    {stream().undelivered === null ? "" : `, ${stream().undelivered} not read yet`}.
+                  </p>
+                )}
+              </Show>
             </Section>
 
             <Section id="ops-stuck" title="Stuck jobs">
