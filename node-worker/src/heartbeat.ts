@@ -4,7 +4,6 @@
 // idle worker's third command a minute), and removed on a clean stop. A
 // crashed worker's record just ages: readers show it as not seen after three
 // missed beats and remove it after a day.
-import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import {
   heartbeatMs,
@@ -15,17 +14,11 @@ import {
 } from "@torreclou/contracts";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
+import pkg from "../package.json" with { type: "json" };
 
-/** The package's version, for a worker given no WORKER_VERSION. */
+/** The package's version (inlined into the image's bundle), for a worker given no WORKER_VERSION. */
 export function packageVersion(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
-      version?: string;
-    };
-    return pkg.version ?? "unknown";
-  } catch {
-    return "unknown";
-  }
+  return pkg.version ?? "unknown";
 }
 
 export interface HeartbeatOptions {
