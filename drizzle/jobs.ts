@@ -409,13 +409,14 @@ export async function retryTransition(
   db: Db,
   jobId: string,
   userId?: string | undefined,
+  by: { cause: TransitionCause; reason: string } = { cause: "user", reason: "retried by the user" },
 ): Promise<Job | undefined> {
   return transitionJob(db, {
     jobId,
     to: "queued",
     from: ["failed", "cancelled"],
-    cause: "user",
-    reason: "retried by the user",
+    cause: by.cause,
+    reason: by.reason,
     userId,
     newAttempt: true,
     // It waits for its turn again (admitNext), like a new job.

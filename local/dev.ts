@@ -11,6 +11,7 @@ import { parseArgs } from "node:util";
 import { prefixedLog, type Service, spawnService } from "./process.ts";
 import {
   defaultPorts,
+  localOperatorEmail,
   localS3ProfileName,
   localSecrets,
   type Ports,
@@ -53,6 +54,8 @@ async function startEdge(stack: Stack, ports: Ports, dataDir: string): Promise<S
     SESSION_SECRET: localSecret(dataDir, "session-secret"),
     // Local only: sign in with any email, no Google account needed.
     DEV_SIGN_IN: "true",
+    // Signed in with this email, one sees the Operator page.
+    OPERATOR_EMAILS: localOperatorEmail,
     // The stack's key ring for storage secrets; the worker gets the same one.
     CREDENTIALS_KEYS: stack.env.CREDENTIALS_KEYS,
     // The egress policy's exceptions: storage profiles may name exactly the
@@ -147,6 +150,8 @@ async function startWorker(stack: Stack, ports: Ports): Promise<Service> {
       ...process.env,
       ...stack.env,
       WORKER_HTTP_PORT: String(ports.worker),
+      // The fleet gauges on /metrics (local Postgres: a scrape costs nothing).
+      WORKER_FLEET_METRICS: "true",
       // Exactly the local services a job may reach on loopback: the S3 server,
       // the demo tracker and its seeder (the Drive double's URLs are allowed
       // by the worker itself, as configured endpoints).

@@ -77,6 +77,9 @@ export const localSecrets = {
 /** The storage profile the dev sign-in gives a new account, pointing at the local S3 server. */
 export const localS3ProfileName = "Local S3 (dev stack)";
 
+/** The dev stack's operator (OPERATOR_EMAILS): sign in with it to see the Operator page. */
+export const localOperatorEmail = "operator@example.com";
+
 /**
  * The local key ring for storage secrets (CREDENTIALS_KEYS, see
  * contracts/src/credentials.ts): one random key, made the first time a data

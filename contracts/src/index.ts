@@ -5,6 +5,7 @@ export * from "./eta.ts";
 export * from "./health.ts";
 export * from "./jobs.ts";
 export * from "./names.ts";
+export * from "./operator.ts";
 export * from "./progress.ts";
 export * from "./queue.ts";
 export * from "./torrent.ts";

@@ -11,6 +11,7 @@ import { docsRoute } from "./routes/docs.ts";
 import { health } from "./routes/health.ts";
 import { jobsApi } from "./routes/jobs.ts";
 import { router } from "./routes/openapi.ts";
+import { operator } from "./routes/operator.ts";
 import { progress } from "./routes/progress.ts";
 import { storage } from "./routes/storage.ts";
 import { tokens } from "./routes/tokens.ts";
@@ -81,7 +82,8 @@ const routes = app
   .route("/api/jobs", jobsApi)
   .route("/api/progress", progress)
   .route("/api/webhooks", webhooks)
-  .route("/api/usage", usage);
+  .route("/api/usage", usage)
+  .route("/api/operator", operator);
 
 app.doc31("/api/openapi.json", {
   openapi: "3.1.0",

@@ -218,6 +218,39 @@ const Config = z.object({
   QUOTA_RUNNING_JOBS: quota(1),
   QUOTA_QUEUED_JOBS: quota(1),
   QUOTA_MONTHLY_BYTES: quota(0),
+  /**
+   * The operators: email addresses (comma- or space-separated, any case) of
+   * the accounts that see the operator's view (/api/operator, the Operator
+   * page). Empty: nobody. Anyone else gets a 404 from those routes, as for a
+   * route that does not exist.
+   */
+  OPERATOR_EMAILS: z
+    .string()
+    .optional()
+    .transform((spec, ctx) => {
+      const emails = (spec ?? "")
+        .split(/[\s,]+/)
+        .map((e) => e.trim().toLowerCase())
+        .filter(Boolean);
+      const bad = emails.filter((e) => !z.email().safeParse(e).success);
+      if (bad.length > 0) {
+        ctx.addIssue({ code: "custom", message: `not an email address: ${bad.join(", ")}` });
+        return z.NEVER;
+      }
+      return new Set(emails) as ReadonlySet<string>;
+    }),
+  /** The operator's view calls a resolving, downloading or uploading job stuck after this long without an update. */
+  OPERATOR_STUCK_AFTER_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(60)
+    .default(30 * 60),
+  /** …and a queued job stuck after waiting this long since it was (last) queued. */
+  OPERATOR_QUEUED_TOO_LONG_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(60)
+    .default(60 * 60),
   /** host:port of the local Neon proxy; unset in production. */
   NEON_LOCAL_PROXY: z
     .string()

@@ -193,6 +193,31 @@ const Config = z.object({
     .min(1)
     .max(150 * 1024 * 1024)
     .default(8 * 1024 * 1024),
+  /**
+   * What this worker reports as its version in its heartbeat record (the
+   * operator's view); default: the image's build id if given, else the
+   * package version.
+   */
+  WORKER_VERSION: optionalText,
+  /**
+   * Fleet-wide gauges from Postgres (queued jobs, oldest queued, stuck and
+   * exhausted jobs) on this worker's /metrics, read when Prometheus scrapes.
+   * Off by default: each scrape then wakes Postgres (Neon bills compute), so
+   * turn it on for one worker of the fleet, or a Prometheus that scrapes rarely.
+   */
+  WORKER_FLEET_METRICS: flag.default(false),
+  /** For those gauges: a running job without an update for this long is stuck (the edge's setting too). */
+  OPERATOR_STUCK_AFTER_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(60)
+    .default(30 * 60),
+  /** …and a queued job waiting this long since it was (last) queued. */
+  OPERATOR_QUEUED_TOO_LONG_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(60)
+    .default(60 * 60),
   /** Key ring for storage secrets: `keyId:base64(32 bytes)`, comma-separated. */
   CREDENTIALS_KEYS: z
     .string()

@@ -10,7 +10,7 @@ import { Worker } from "./worker.ts";
 
 const config = loadConfig();
 const log = createLogger(config);
-const metrics = createMetrics();
+const metrics = createMetrics({ fleet: config.WORKER_FLEET_METRICS });
 
 const { pool, db } = createPool({
   connectionString: config.DATABASE_URL,

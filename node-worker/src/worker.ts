@@ -3,7 +3,14 @@
 // lease alive while it runs, and acknowledge the entry when the attempt ends.
 import { randomUUID } from "node:crypto";
 import { mkdir } from "node:fs/promises";
-import { EgressPolicy, isTerminal, type Keyring, parseKeyring } from "@torreclou/contracts";
+import {
+  EgressPolicy,
+  exhaustedReason,
+  isTerminal,
+  type Keyring,
+  MAX_ATTEMPTS,
+  parseKeyring,
+} from "@torreclou/contracts";
 import {
   admitNext,
   claimJob,
@@ -12,11 +19,13 @@ import {
   type TransitionedJob,
   transitionJob,
 } from "@torreclou/db/jobs";
+import { fleetCounts } from "@torreclou/db/ops";
 import type { Logger } from "pino";
 import type { Config } from "./config.ts";
 import { installEgressGuard, type LookupFn } from "./egress/index.ts";
 import { Errands } from "./errands.ts";
 import { HealthScraper } from "./health/index.ts";
+import { Heartbeat, packageVersion, workersSeen } from "./heartbeat.ts";
 import { JobRun, type Outcome } from "./jobs/runner.ts";
 import { attemptsSinceUser, currentJob } from "./jobs/store.ts";
 import type { Metrics } from "./metrics.ts";
@@ -25,8 +34,6 @@ import { ownScratchJobs, removeDir, ScratchBudget, scratchDirFor } from "./scrat
 import { HolePuncher } from "./torrent/holes.ts";
 import { WebhookSender } from "./webhooks/index.ts";
 
-/** A job attempted this many times without finishing is failed instead of retried forever. */
-const MAX_ATTEMPTS = 10;
 // A consumer holding no entries and idle this long belongs to a worker that is gone.
 const STALE_CONSUMER_MS = 60 * 60_000;
 // Pruning looks at consumers idle for an hour: looking more often than that finds nothing more.
@@ -53,6 +60,7 @@ export class Worker {
   readonly queue: JobQueue;
   readonly webhooks: WebhookSender;
   readonly #errands: Errands;
+  readonly heartbeat: Heartbeat;
   readonly budget: ScratchBudget;
   readonly #deps: WorkerDeps;
   readonly #log: Logger;
@@ -97,6 +105,22 @@ export class Worker {
       deps.log,
     );
     deps.metrics.setQueueSource(() => this.queue.lag());
+    deps.metrics.setWorkersSource(() => workersSeen(this.queue.commands));
+    if (deps.config.WORKER_FLEET_METRICS) {
+      const thresholds = {
+        runningMs: deps.config.OPERATOR_STUCK_AFTER_SECONDS * 1000,
+        queuedMs: deps.config.OPERATOR_QUEUED_TOO_LONG_SECONDS * 1000,
+      };
+      deps.metrics.setFleetSource(() => fleetCounts(deps.db, new Date(), thresholds));
+    }
+    this.heartbeat = new Heartbeat({
+      redis: this.queue.commands,
+      workerId: deps.config.WORKER_ID,
+      version: deps.config.WORKER_VERSION ?? packageVersion(),
+      concurrency: deps.config.WORKER_CONCURRENCY,
+      jobs: () => this.activeJobs,
+      log: deps.log,
+    });
     this.webhooks = new WebhookSender({
       db: deps.db,
       redis: this.queue.commands,
@@ -147,6 +171,7 @@ export class Worker {
       },
     });
     await this.queue.init();
+    await this.heartbeat.start();
     await this.#errands.start();
     await this.#clearLeftovers();
     await mkdir(this.#deps.config.WORKER_SCRATCH_DIR, { recursive: true });
@@ -311,9 +336,10 @@ export class Worker {
             to: "failed",
             cause: "system",
             attempt: job.attempt,
-            reason: `The job was started ${MAX_ATTEMPTS} times without finishing; it is stopped to avoid retrying forever.`,
+            reason: exhaustedReason(MAX_ATTEMPTS),
           }),
         );
+        this.#deps.metrics.jobOutcomes.inc({ outcome: "exhausted" });
         await this.queue.ack(entry.id);
         await this.queue.releaseLease(jobId);
         await this.#admitNext(job.userId, log);
@@ -525,6 +551,7 @@ export class Worker {
       this.#log.warn({ err: error }, "could not leave the consumer group");
     });
     await this.#errands.stop();
+    await this.heartbeat.stop();
     await this.queue.close();
     await this.budget.close();
     this.#holes?.close();

@@ -496,7 +496,13 @@ export async function startWorker(
   resolver?: LookupFn,
 ): Promise<{ worker: Worker; config: Config }> {
   const config = loadConfig(workerEnv(env, extra));
-  const worker = new Worker({ config, db: env.db, log, metrics: createMetrics(), resolver });
+  const worker = new Worker({
+    config,
+    db: env.db,
+    log,
+    metrics: createMetrics({ fleet: config.WORKER_FLEET_METRICS }),
+    resolver,
+  });
   await worker.start();
   return { worker, config };
 }

@@ -27,7 +27,7 @@ import { type BrowserContext, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { portOpen, requireProgram } from "../../local/process.ts";
 import { s3ClientFor } from "../../local/s3.ts";
-import { type Ports, portNames, portsFrom } from "../../local/stack.ts";
+import { localOperatorEmail, type Ports, portNames, portsFrom } from "../../local/stack.ts";
 
 const root = resolve(import.meta.dirname, "..", "..");
 // The AWS SDK is a dependency of local/ (the S3 server's own package), so it is loaded from there.
@@ -777,5 +777,27 @@ describe("the web app, end to end", () => {
     expect(await page.getByTestId("selected-total").textContent()).toMatch(/^2 of 3 files selected/);
     await expect.poll(() => page.locator("#destination option:checked").textContent()).toContain("My bucket");
     await expect.poll(() => page.getByRole("button", { name: /^Start job/ }).isDisabled()).toBe(false);
+  });
+
+  it("links the Operator page for operators only, showing the workers and each person's usage", async () => {
+    const nav = page.getByRole("navigation", { name: "Main" });
+    await nav.getByRole("link", { name: "Jobs" }).waitFor();
+    // The person signed in so far is not an operator.
+    expect(await nav.getByRole("link", { name: "Operator" }).count()).toBe(0);
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await expect.poll(() => new URL(page.url()).pathname).toBe("/signin");
+    await page.getByLabel("Email").fill(localOperatorEmail);
+    await page.getByRole("button", { name: "Sign in with email" }).click();
+    // Back on the page the last person was on, now with the Operator link.
+    await nav.getByRole("link", { name: "Operator" }).click();
+    await page.getByRole("heading", { name: "Operator", level: 1 }).waitFor();
+    // The dev stack's worker wrote its heartbeat record when it started.
+    const workers = page.getByTestId("ops-workers");
+    await workers.waitFor();
+    expect(await workers.textContent()).toMatch(/\d+ of \d+/);
+    // The people of the earlier tests, with this month's bytes.
+    await page.getByTestId("ops-users").getByText("grace@example.com").waitFor();
+    await page.getByTestId("ops-queue").waitFor();
+    await screenshots("operator");
   });
 });

@@ -72,7 +72,7 @@ export function Shell(props: RouteSectionProps) {
       </Match>
       <Match when={session.me()}>
         {(me) => (
-          <SignedIn email={me().user.email} name={me().user.name}>
+          <SignedIn email={me().user.email} name={me().user.name} operator={me().operator}>
             {props.children}
           </SignedIn>
         )}
@@ -81,7 +81,13 @@ export function Shell(props: RouteSectionProps) {
   );
 }
 
-function SignedIn(props: { email: string; name: string | null; children: RouteSectionProps["children"] }) {
+function SignedIn(props: {
+  email: string;
+  name: string | null;
+  /** The edge's OPERATOR_EMAILS name this account: the Operator page is linked. */
+  operator: boolean;
+  children: RouteSectionProps["children"];
+}) {
   const session = useSession();
   const navigate = useNavigate();
   const [signingOut, setSigningOut] = createSignal(false);
@@ -118,6 +124,13 @@ function SignedIn(props: { email: string; name: string | null; children: RouteSe
                   </A>
                 </li>
               ))}
+              <Show when={props.operator}>
+                <li>
+                  <A href="/operator" activeClass="active">
+                    Operator
+                  </A>
+                </li>
+              </Show>
             </ul>
           </nav>
           <div class="account">

@@ -12,6 +12,7 @@ import "./styles.css";
 const NewJob = lazy(() => import("./pages/NewJob.tsx").then((m) => ({ default: m.NewJob })));
 const Storage = lazy(() => import("./pages/Storage.tsx").then((m) => ({ default: m.Storage })));
 const Tokens = lazy(() => import("./pages/Tokens.tsx").then((m) => ({ default: m.Tokens })));
+const Operator = lazy(() => import("./pages/Operator.tsx").then((m) => ({ default: m.Operator })));
 const Webhooks = lazy(() => import("./pages/Webhooks.tsx").then((m) => ({ default: m.Webhooks })));
 
 /** "/" goes to the jobs, or to the sign-in screen when Google sign-in came back with an error. */
@@ -35,6 +36,7 @@ if (root) {
           <Route path="/storage" component={Storage} />
           <Route path="/tokens" component={Tokens} />
           <Route path="/webhooks" component={Webhooks} />
+          <Route path="/operator" component={Operator} />
           <Route path="*" component={NotFound} />
         </Router>
       </SessionProvider>

@@ -15,10 +15,10 @@
 // The checks run inside the job's insert transaction with the user's row
 // locked (insertJob's guard), so two requests cannot both take the last slot,
 // and a refusal writes nothing.
-import { terminalStates } from "@torreclou/contracts";
 import { jobs } from "@torreclou/db";
 import type { Db } from "@torreclou/db/jobs";
-import { eq, sql } from "drizzle-orm";
+import { usageColumns } from "@torreclou/db/ops";
+import { eq } from "drizzle-orm";
 import type { Config } from "../config.ts";
 import { ApiError } from "../errors/index.ts";
 
@@ -52,23 +52,10 @@ export function monthOf(now: Date): { start: Date; resetsAt: Date } {
   return { start: new Date(Date.UTC(y, m, 1)), resetsAt: new Date(Date.UTC(y, m + 1, 1)) };
 }
 
-const terminal = sql.join(
-  terminalStates.map((state) => sql`${state}`),
-  sql`, `,
-);
-
-/** One query over the user's jobs (jobs_user_state_idx / jobs_user_created_idx). */
+/** One query over the user's jobs (jobs_user_state_idx / jobs_user_created_idx); the columns are the operator's too. */
 export async function usageOf(db: Db, userId: string, now: Date): Promise<Usage> {
   const { start } = monthOf(now);
-  const [row] = await db
-    .select({
-      // A job waiting for its files to be chosen runs nowhere.
-      runningJobs: sql<number>`(count(*) filter (where ${jobs.state} not in ('queued', 'awaiting_selection') and ${jobs.state} not in (${terminal})))::int`,
-      queuedJobs: sql<number>`(count(*) filter (where ${jobs.state} = 'queued'))::int`,
-      monthlyBytes: sql<number>`coalesce(sum(${jobs.bytesTotal}) filter (where ${jobs.createdAt} >= ${start.toISOString()}::timestamptz), 0)::float8`,
-    })
-    .from(jobs)
-    .where(eq(jobs.userId, userId));
+  const [row] = await db.select(usageColumns(start)).from(jobs).where(eq(jobs.userId, userId));
   return {
     runningJobs: row?.runningJobs ?? 0,
     queuedJobs: row?.queuedJobs ?? 0,

@@ -20,6 +20,7 @@ import {
 } from "../auth/google.ts";
 import { requireUser } from "../auth/index.ts";
 import { isNavigation } from "../auth/oauth-flow.ts";
+import { isOperator } from "../auth/operator.ts";
 import { endSession, readSession, startSession } from "../auth/session.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError, notFound } from "../errors/index.ts";
@@ -208,5 +209,6 @@ export const auth = router()
       .from(users)
       .where(eq(users.id, c.var.user.id));
     if (!user) throw new ApiError(401, "unauthenticated", "This account no longer exists.");
-    return c.json({ user, via: c.var.user.via });
+    // The web app shows the Operator page's link only to operators (the routes check again).
+    return c.json({ user, via: c.var.user.via, operator: isOperator(c.var.config, user.email) });
   });
