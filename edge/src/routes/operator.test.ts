@@ -176,7 +176,10 @@ describe("/api/operator", () => {
     expect(view.queue.queued).toBeGreaterThanOrEqual(1);
     expect(view.queue.oldest).not.toBeNull();
     // The stream's group as Redis counts it (a worker of another test may hold entries).
-    expect(view.queue.stream).toEqual({ pending: expect.any(Number), undelivered: expect.any(Number) });
+    // Redis cannot always count unread entries (after entries were deleted from the stream: null).
+    expect(view.queue.stream?.pending).toEqual(expect.any(Number));
+    const unread = view.queue.stream?.undelivered;
+    expect(unread === null || typeof unread === "number").toBe(true);
     // The same numbers as the owner's own GET /api/usage.
     const own = (await (await call("/api/usage", { headers: { cookie: owner.cookie } })).json()) as {
       usage: Record<string, number>;
