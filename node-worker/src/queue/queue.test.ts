@@ -110,11 +110,13 @@ describe("JobQueue consumer group", () => {
         { jobId: lost, attempt: 1 },
       ]),
     ).toEqual([
-      { jobId: mine, owned: true, cancelled: false },
-      { jobId: lost, owned: false, cancelled: false },
+      { jobId: mine, owned: true, cancelled: false, watched: false },
+      { jobId: lost, owned: false, cancelled: false, watched: false },
     ]);
+    // Someone has the job's page open (a poll marked it): the same command says so.
+    await redis.set(keys.watched(mine), "1", "EX", 10);
     expect(await a.renew([{ jobId: mine, attempt: 1 }])).toEqual([
-      { jobId: mine, owned: true, cancelled: true },
+      { jobId: mine, owned: true, cancelled: true, watched: true },
     ]);
     expect(await a.cancelRequested(mine, 1)).toBe(true);
     expect(await a.cancelRequested(mine, 2)).toBe(false);
