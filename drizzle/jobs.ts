@@ -4,6 +4,7 @@
 // the attempt number, and recorded in job_transitions).
 import {
   assertTransition,
+  defaultFolder,
   encryptJobSource,
   type JobSource,
   type JobState,
@@ -479,6 +480,143 @@ export async function applySelection(db: Db, input: SelectionInput): Promise<Job
       reason: `${chosen.length} file${chosen.length === 1 ? "" : "s"} chosen by the user`,
       userId: input.userId,
     });
+  });
+}
+
+export interface ResolvedTorrent {
+  /** The info dictionary's name. */
+  name: string;
+  infoHashV2?: string | undefined;
+  totalSize: number;
+  pieceLength: number;
+  pieceCount: number;
+  files: { index: number; path: string; size: number }[];
+  /** The files to fetch (a magnet's so=); undefined: all of them. */
+  selected?: readonly number[] | undefined;
+  /** The info dictionary as peers sent it (its SHA-1 is the info hash), kept for later attempts. */
+  infoDictionary?: Uint8Array | undefined;
+}
+
+/**
+ * A magnet's metadata is known (a worker fetched it from peers, or the
+ * submitter's browser did): fills in what the shared torrent row did not know
+ * yet (info-dictionary facts only) and, if the job has no file list yet,
+ * writes one with the chosen files selected (every file unless the magnet's
+ * so= picked some), names the job after the info dictionary unless its magnet
+ * had a dn, and gives it the folder named after its files unless it names
+ * one. Keeps the info dictionary on the job, so any later attempt continues
+ * without fetching it again. Call inside the caller's transaction, with the
+ * job's row or attempt locked. Returns the job's files.
+ */
+export async function recordMetadata(
+  tx: Db,
+  jobId: string,
+  torrentId: string,
+  meta: ResolvedTorrent,
+): Promise<JobFile[]> {
+  await tx
+    .update(torrents)
+    .set({
+      name: sql`coalesce(${torrents.name}, ${meta.name})`,
+      infoHashV2: sql`coalesce(${torrents.infoHashV2}, ${meta.infoHashV2 ?? null})`,
+      totalSize: sql`coalesce(${torrents.totalSize}, ${meta.totalSize})`,
+      pieceLength: sql`coalesce(${torrents.pieceLength}, ${meta.pieceLength})`,
+      pieceCount: sql`coalesce(${torrents.pieceCount}, ${meta.pieceCount})`,
+      fileCount: sql`coalesce(${torrents.fileCount}, ${meta.files.length})`,
+    })
+    .where(eq(torrents.id, torrentId));
+  const existing = await tx
+    .select()
+    .from(jobFiles)
+    .where(eq(jobFiles.jobId, jobId))
+    .orderBy(asc(jobFiles.fileIndex));
+  if (meta.infoDictionary) {
+    await tx
+      .update(jobs)
+      .set({ infoDictionary: Buffer.from(meta.infoDictionary) })
+      .where(and(eq(jobs.id, jobId), isNull(jobs.infoDictionary)));
+  }
+  if (existing.length > 0) return existing;
+  const chosen = meta.selected ? new Set(meta.selected) : undefined;
+  const picked = (index: number) => !chosen || chosen.has(index);
+  const inserted = await tx
+    .insert(jobFiles)
+    .values(
+      meta.files.map((file) => ({
+        jobId,
+        fileIndex: file.index,
+        path: file.path,
+        size: file.size,
+        selected: picked(file.index),
+        state: picked(file.index) ? ("pending" as const) : ("skipped" as const),
+      })),
+    )
+    .returning();
+  await tx
+    .update(jobs)
+    .set({
+      bytesTotal: meta.files.reduce((sum, file) => sum + (picked(file.index) ? file.size : 0), 0),
+      name: sql`coalesce(${jobs.name}, ${meta.name})`,
+      targetFolder: sql`coalesce(${jobs.targetFolder}, ${defaultFolder(meta.files) ?? null})`,
+    })
+    .where(eq(jobs.id, jobId));
+  return inserted.sort((a, b) => a.fileIndex - b.fileIndex);
+}
+
+export interface BrowserMetadataInput {
+  jobId: string;
+  userId: string;
+  torrentId: string;
+  /** Checked by the caller: its info dictionary hashes to the job's info hash and passes the parser. */
+  meta: ResolvedTorrent;
+}
+
+/**
+ * The submitter's browser found a magnet's metadata before the fleet did
+ * (whichever is first wins): for a job of theirs that asked to choose its
+ * files and whose metadata is still unknown (queued, or resolving on a
+ * worker), records it and moves the job to `awaiting_selection`. A new
+ * attempt, so a worker still resolving it is stale and can change nothing;
+ * the caller stops that worker as a cancel would. One transaction; returns
+ * the job and the attempt it left (the one to stop), or undefined (nothing
+ * written) when the job is not the user's or does not wait for metadata.
+ */
+export async function acceptMetadata(
+  db: Db,
+  input: BrowserMetadataInput,
+): Promise<{ job: TransitionedJob; stoppedAttempt: number; wasResolving: boolean } | undefined> {
+  return db.transaction(async (tx) => {
+    const [row] = await tx
+      .select({ attempt: jobs.attempt, state: jobs.state })
+      .from(jobs)
+      .where(
+        and(
+          eq(jobs.id, input.jobId),
+          eq(jobs.userId, input.userId),
+          eq(jobs.chooseFiles, true),
+          isNull(jobs.infoDictionary),
+          inArray(jobs.state, ["queued", "resolving"]),
+        ),
+      )
+      .for("update");
+    if (!row) return undefined;
+    const files = await tx
+      .select({ id: jobFiles.id })
+      .from(jobFiles)
+      .where(eq(jobFiles.jobId, input.jobId))
+      .limit(1);
+    if (files.length > 0) return undefined;
+    await recordMetadata(tx, input.jobId, input.torrentId, input.meta);
+    const job = await transitionJob(tx, {
+      jobId: input.jobId,
+      to: "awaiting_selection",
+      from: ["queued", "resolving"],
+      cause: "user",
+      reason: "the metadata was found by the submitter's browser",
+      userId: input.userId,
+      newAttempt: true,
+    });
+    return job ? { job, stoppedAttempt: row.attempt, wasResolving: row.state === "resolving" } : undefined;
   });
 }
 

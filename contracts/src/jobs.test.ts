@@ -19,9 +19,11 @@ describe("job transitions", () => {
     const path = ["queued", "resolving", "awaiting_selection", "queued", "downloading"] as const;
     for (let i = 1; i < path.length; i++) expect(canTransition(path[i - 1]!, path[i]!)).toBe(true);
     expect(transitions.awaiting_selection).toEqual(["queued", "failed", "cancelled"]);
-    // Only resolving leads there, and the wait ends only through the queue (or cancel).
+    // Only the metadata's arrival leads there: a worker's (resolving) or the submitter's
+    // browser's, found before any worker had the job (queued). The wait ends only through
+    // the queue (or cancel).
     for (const state of jobStates)
-      expect(canTransition(state, "awaiting_selection")).toBe(state === "resolving");
+      expect(canTransition(state, "awaiting_selection")).toBe(state === "resolving" || state === "queued");
     expect(canTransition("awaiting_selection", "downloading")).toBe(false);
     expect(workerStates).not.toContain("awaiting_selection");
   });

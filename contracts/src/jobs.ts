@@ -27,10 +27,12 @@ export const terminalStates: readonly JobState[] = ["completed", "failed", "canc
  * A magnet job that asked to choose its files stops after `resolving` in
  * `awaiting_selection`, held by no worker: the user's selection queues it
  * again (the metadata is kept, so no worker fetches it twice), and a
- * selection not made in time cancels it.
+ * selection not made in time cancels it. The submitter's browser may find the
+ * metadata first, while the job is still queued (no worker has it yet) or
+ * resolving (the worker's attempt is then replaced).
  */
 export const transitions: Readonly<Record<JobState, readonly JobState[]>> = {
-  queued: ["resolving", "downloading", "failed", "cancelled"],
+  queued: ["resolving", "awaiting_selection", "downloading", "failed", "cancelled"],
   resolving: ["awaiting_selection", "downloading", "queued", "failed", "cancelled"],
   awaiting_selection: ["queued", "failed", "cancelled"],
   downloading: ["uploading", "queued", "failed", "cancelled"],

@@ -563,6 +563,28 @@ export async function parseTorrentFile(bytes: Uint8Array, options: ParseOptions 
   return result;
 }
 
+/**
+ * The files a magnet's `so=` selects, checked against the torrent's files once
+ * its metadata is known (undefined: no so=, every file). Throws TorrentError
+ * (invalid_magnet) when it names a file the torrent does not have.
+ */
+export function checkSelectOnly(
+  selectOnly: readonly number[] | undefined,
+  files: readonly TorrentFileEntry[],
+): number[] | undefined {
+  if (!selectOnly) return undefined;
+  const known = new Set(files.map((f) => f.index));
+  const unknown = selectOnly.filter((i) => !known.has(i));
+  if (unknown.length > 0) {
+    const shown = unknown.slice(0, 10).join(", ") + (unknown.length > 10 ? ", …" : "");
+    throw new TorrentError(
+      "invalid_magnet",
+      `The magnet link selects file${unknown.length === 1 ? "" : "s"} ${shown} (so=), but the torrent has no such file: it has ${files.length} file${files.length === 1 ? "" : "s"}, indexes ${files[0]?.index ?? 0} to ${files.at(-1)?.index ?? 0}.`,
+    );
+  }
+  return [...selectOnly];
+}
+
 // ---------------------------------------------------------------------------
 // Magnet links
 

@@ -19,6 +19,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import {
   type Destination,
   type DestinationKind,
+  decryptJobSource,
   defaultFolder,
   describeNameClash,
   destinationNameRules,
@@ -30,13 +31,22 @@ import {
   keys,
   MAX_TORRENT_FILES,
   ProgressEvent,
+  parseMagnet,
   progressField,
   queue,
+  sealedSourceOf,
   terminalStates,
   webhookWakeKey,
 } from "@torreclou/contracts";
 import { jobFiles, jobs, jobTransitions, storageProfiles, torrents } from "@torreclou/db";
-import { applySelection, type Db, insertJob, retryTransition, transitionJob } from "@torreclou/db/jobs";
+import {
+  acceptMetadata,
+  applySelection,
+  type Db,
+  insertJob,
+  retryTransition,
+  transitionJob,
+} from "@torreclou/db/jobs";
 import { and, asc, desc, eq, ilike, inArray, sql } from "drizzle-orm";
 import { requireUser, requireUserInRoute, sessionEnded } from "../auth/index.ts";
 import type { Config } from "../config.ts";
@@ -55,6 +65,7 @@ import {
   TORRENT_BODY_LIMIT,
   type TorrentSource,
 } from "../torrents/input.ts";
+import { readInfoDictionary } from "../torrents/metadata.ts";
 import { router } from "./openapi.ts";
 
 /** Jobs per page at most. */
@@ -128,6 +139,15 @@ const SelectionBody = z
     targetFolder: TargetFolder.optional(),
   })
   .openapi("JobSelection");
+
+const MetadataBody = z
+  .object({
+    infoDictionary: z.string().max(TORRENT_BODY_LIMIT).openapi({
+      description:
+        "The torrent's info dictionary, byte for byte as peers sent it (its SHA-1 is the magnet's info hash), in base64.",
+    }),
+  })
+  .openapi("JobMetadata");
 
 const iso = z.iso.datetime();
 
@@ -485,6 +505,24 @@ function notAwaiting(state: JobState): ApiError {
     `This job is not waiting for a choice of files: ${why}.`,
     { state },
   );
+}
+
+/** A magnet job choosing its files whose metadata nobody has found yet. */
+function wantsMetadata(job: { state: JobState; chooseFiles: boolean; known: boolean }): boolean {
+  return job.chooseFiles && !job.known && (job.state === "queued" || job.state === "resolving");
+}
+
+/** 409 for metadata the job does not wait for, saying why. */
+function metadataNotWanted(state: JobState): ApiError {
+  const why =
+    state === "awaiting_selection"
+      ? "its metadata is known already and it waits for a choice of files"
+      : state === "queued" || state === "resolving" || state === "downloading" || state === "uploading"
+        ? "it is not a magnet job that waits to choose its files, or its metadata is known"
+        : `it is ${state}`;
+  return new ApiError(409, "metadata_not_needed", `This job does not need its metadata: ${why}.`, {
+    state,
+  });
 }
 
 /** Why applySelection changed nothing: the job is gone (404) or moved on meanwhile (409). */
@@ -863,6 +901,42 @@ const chooseFiles = createRoute({
   },
 });
 
+const submitMetadata = createRoute({
+  method: "post",
+  path: "/{id}/metadata",
+  tags,
+  summary: "Hand in a magnet job's metadata",
+  description:
+    "For a magnet job submitted with `chooseFiles` whose metadata is not known yet (`queued`, or `resolving` on a worker): the info dictionary, found by the submitter's browser in the swarm, so the job waits in `awaiting_selection` without waiting for the fleet. Whichever finds it first wins; a worker still looking is stopped. Accepted only if its SHA-1 is the job's info hash and the parser accepts it with the limits of an uploaded .torrent.",
+  security: signedIn,
+  middleware: [
+    requireUser,
+    limitBody(TORRENT_BODY_LIMIT),
+    acceptContentTypes("application/json"),
+    parseJsonBody,
+  ] as const,
+  request: {
+    params: JobParams,
+    body: { required: true, content: { "application/json": { schema: MetadataBody } } },
+  },
+  responses: {
+    200: {
+      description: "The job, now waiting for a choice of files.",
+      content: { "application/json": { schema: JobResponse } },
+    },
+    ...errorResponses({
+      400: "The id is not a UUID, or the body is not an info dictionary in base64.",
+      401: "Not signed in.",
+      403: csrfRefused,
+      404: "No such job of yours.",
+      409: "The job does not wait for metadata (not a magnet job choosing its files, or its metadata is known).",
+      413: "The info dictionary is over the .torrent size limit.",
+      415: "The body is not JSON.",
+      422: "The info dictionary is not the magnet's (its SHA-1 differs) or the parser refuses it.",
+    }),
+  },
+});
+
 const jobProgress = createRoute({
   method: "get",
   path: "/{id}/progress",
@@ -1079,6 +1153,61 @@ export const jobsApi = api
     // The wait is over: the reconcile has nothing to look for (best effort; a stale entry costs one query).
     await c.var.redis.zrem(keys.awaitingSelection, id).catch(() => undefined);
     return c.json({ job: await loadJob(db, userId, id, c.var.config) }, 200);
+  })
+  .openapi(submitMetadata, async (c) => {
+    const { id } = c.req.valid("param");
+    const { infoDictionary } = c.req.valid("json");
+    const userId = c.var.user.id;
+    const db = c.var.db();
+    const config = c.var.config;
+    const [row] = await db
+      .select({
+        job: {
+          id: jobs.id,
+          state: jobs.state,
+          chooseFiles: jobs.chooseFiles,
+          known: sql<boolean>`${jobs.infoDictionary} is not null`,
+          sourceKind: jobs.sourceKind,
+          sourceCiphertext: jobs.sourceCiphertext,
+          sourceIv: jobs.sourceIv,
+          sourceKeyId: jobs.sourceKeyId,
+        },
+        torrent: { id: torrents.id, infoHash: torrents.infoHash },
+      })
+      .from(jobs)
+      .innerJoin(torrents, eq(torrents.id, jobs.torrentId))
+      .where(and(eq(jobs.id, id), eq(jobs.userId, userId)));
+    if (!row) throw jobNotFound();
+    if (!wantsMetadata(row.job)) throw metadataNotWanted(row.job.state);
+    // The magnet's so= (it is sealed with the job) pre-selects files, as when a worker resolves it.
+    const sealed = sealedSourceOf(row.job);
+    const source = sealed ? await decryptJobSource(config.CREDENTIALS_KEYS, sealed, id) : undefined;
+    const selectOnly = source?.kind === "magnet" ? parseMagnet(source.magnet).selectOnly : undefined;
+    const meta = await readInfoDictionary(infoDictionary, row.torrent.infoHash, selectOnly);
+    await noteChange(c.var.redis);
+    const accepted = await acceptMetadata(db, { jobId: id, userId, torrentId: row.torrent.id, meta });
+    if (!accepted) {
+      const [now] = await db.select({ state: jobs.state }).from(jobs).where(eq(jobs.id, id));
+      throw metadataNotWanted(now?.state ?? row.job.state);
+    }
+    try {
+      const tx = c.var.redis.multi().zadd(keys.awaitingSelection, { score: Date.now(), member: id });
+      // A worker still resolving it stops as it renews its lease, as for a cancel of its attempt.
+      if (accepted.wasResolving) {
+        tx.set(keys.cancel(id), String(accepted.stoppedAttempt), { ex: CANCEL_FLAG_SECONDS });
+      }
+      if (accepted.job.webhookDeliveries > 0) tx.lpush(webhookWakeKey, "1");
+      await tx.exec();
+    } catch (err) {
+      // The row says awaiting_selection: a resolving worker's next fenced write is refused,
+      // and the reconcile's daily pass still finds a wait that runs out.
+      console.warn(
+        JSON.stringify({ level: "warn", msg: "metadata wait not noted", jobId: id, error: String(err) }),
+      );
+    }
+    // It left the line waiting for its owner: their next job may go in.
+    await admitAndEnqueue(db, c.var.redis, userId, config.QUOTA_RUNNING_JOBS);
+    return c.json({ job: await loadJob(db, userId, id, config) }, 200);
   })
   .openapi(jobProgress, async (c) => {
     const { id } = c.req.valid("param");

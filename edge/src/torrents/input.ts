@@ -77,12 +77,21 @@ export function torrentProblem(err: TorrentError): ApiError {
   return new ApiError(422, code, err.message, details);
 }
 
-function fromBase64(text: string): Uint8Array {
+/** Bytes from base64 (standard or URL-safe); 400 with `problem` as the message when it is not. */
+export function fromBase64(
+  text: string,
+  problem = "torrent: must be the .torrent file's bytes in base64.",
+): Uint8Array {
   const clean = text.replace(/\s+/g, "");
   if (!/^[A-Za-z0-9+/_-]*={0,2}$/.test(clean)) {
-    throw new ApiError(400, "invalid_request", "torrent: must be the .torrent file's bytes in base64.");
+    throw new ApiError(400, "invalid_request", problem);
   }
-  const binary = atob(clean.replaceAll("-", "+").replaceAll("_", "/"));
+  let binary: string;
+  try {
+    binary = atob(clean.replaceAll("-", "+").replaceAll("_", "/"));
+  } catch {
+    throw new ApiError(400, "invalid_request", problem);
+  }
   const bytes = new Uint8Array(binary.length);
   for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
   return bytes;

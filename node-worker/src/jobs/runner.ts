@@ -4,6 +4,7 @@
 // a StaleAttemptError stops the attempt without touching anything else.
 import {
   CredentialsError,
+  checkSelectOnly,
   defaultFolder,
   type FileProgress,
   infoDictionaryOf,
@@ -13,7 +14,6 @@ import {
   keys,
   parseMagnet,
   TorrentError,
-  type TorrentFileEntry,
   type TransitionCause,
   torrentFromInfo,
 } from "@torreclou/contracts";
@@ -116,19 +116,6 @@ function formatDuration(ms: number): string {
  * The files a magnet's so= picks, checked against the torrent now that its
  * file list is known (padding files are not files); undefined: all of them.
  */
-function checkSelectOnly(selectOnly: number[] | undefined, files: TorrentFileEntry[]): number[] | undefined {
-  if (!selectOnly) return undefined;
-  const known = new Set(files.map((f) => f.index));
-  const unknown = selectOnly.filter((i) => !known.has(i));
-  if (unknown.length > 0) {
-    const shown = unknown.slice(0, 10).join(", ") + (unknown.length > 10 ? ", …" : "");
-    throw new PermanentJobError(
-      `The magnet link selects file${unknown.length === 1 ? "" : "s"} ${shown} (so=), but the torrent has no such file: it has ${files.length} file${files.length === 1 ? "" : "s"}, indexes ${files[0]?.index ?? 0} to ${files.at(-1)?.index ?? 0}.`,
-    );
-  }
-  return selectOnly;
-}
-
 /** The torrent parser refused the metadata: no retry can change that, and its message says why. */
 function refusedTorrent(error: unknown): never {
   if (error instanceof TorrentError) throw new PermanentJobError(error.message, { cause: error });
@@ -284,7 +271,10 @@ export class JobRun {
       }
       if (why === "cancel") {
         if (!(await this.#cleanup())) await this.#cleanupLater();
-        await this.#transition("cancelled", "user", "cancelled by the user").catch(() => undefined);
+        const moved = await this.#transition("cancelled", "user", "cancelled by the user").catch(() => false);
+        // The flag also stops an attempt the job moved on from without being cancelled
+        // (its submitter's browser found the metadata first): nothing to announce then.
+        if (!moved && !(await this.#isCancelled())) return "stale";
         await this.#progress?.phase("cancelled", "Cancelled");
         return "cancelled";
       }
@@ -481,7 +471,13 @@ export class JobRun {
       ).finally(() => clearInterval(resolving));
       progress.setResolving(undefined);
       this.#deps.metrics.metadataFetches.inc();
-      const selected = checkSelectOnly(magnet?.selectOnly, meta.files);
+      // A so= naming a file the torrent lacks fails the job for good (refusedTorrent).
+      let selected: number[] | undefined;
+      try {
+        selected = checkSelectOnly(magnet?.selectOnly, meta.files);
+      } catch (error) {
+        refusedTorrent(error);
+      }
       files = await saveResolvedMetadata(this.#fenced, ctx.torrent.id, {
         name: meta.name,
         totalSize: meta.totalSize,

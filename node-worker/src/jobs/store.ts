@@ -29,7 +29,13 @@ import {
   torrents,
   uploadParts,
 } from "@torreclou/db";
-import { type Db, StaleAttemptError, storableText } from "@torreclou/db/jobs";
+import {
+  type Db,
+  type ResolvedTorrent,
+  recordMetadata,
+  StaleAttemptError,
+  storableText,
+} from "@torreclou/db/jobs";
 import { and, asc, desc, eq, isNull, sql } from "drizzle-orm";
 
 export interface JobContext {
@@ -155,28 +161,9 @@ async function lockAttempt(tx: Db, f: Fenced): Promise<void> {
   if (!row || row.attempt !== f.attempt) throw new StaleAttemptError(f.jobId, f.attempt);
 }
 
-export interface ResolvedTorrent {
-  /** The info dictionary's name. */
-  name: string;
-  infoHashV2?: string | undefined;
-  totalSize: number;
-  pieceLength: number;
-  pieceCount: number;
-  files: { index: number; path: string; size: number }[];
-  /** The files to fetch (a magnet's so=); undefined: all of them. */
-  selected?: readonly number[] | undefined;
-  /** The info dictionary as peers sent it (its SHA-1 is the info hash), kept for later attempts. */
-  infoDictionary?: Uint8Array | undefined;
-}
-
 /**
- * A magnet's metadata arrived from this job's own peers: fills in what the
- * shared torrent row did not know yet (info-dictionary facts only) and, if the
- * job has no file list yet, writes one with the chosen files selected (every
- * file unless the magnet's so= picked some), names the job after the info
- * dictionary unless its magnet had a dn, and gives it the folder named after
- * its files unless it names one. Keeps the info dictionary on the job, so any
- * later attempt continues without fetching it again. Returns the job's files.
+ * A magnet's metadata arrived from this job's own peers: recorded on the job
+ * (see recordMetadata) while this attempt still owns it. Returns the job's files.
  */
 export async function saveResolvedMetadata(
   f: Fenced,
@@ -185,53 +172,7 @@ export async function saveResolvedMetadata(
 ): Promise<JobFile[]> {
   return f.db.transaction(async (tx) => {
     await lockAttempt(tx, f);
-    await tx
-      .update(torrents)
-      .set({
-        name: sql`coalesce(${torrents.name}, ${meta.name})`,
-        infoHashV2: sql`coalesce(${torrents.infoHashV2}, ${meta.infoHashV2 ?? null})`,
-        totalSize: sql`coalesce(${torrents.totalSize}, ${meta.totalSize})`,
-        pieceLength: sql`coalesce(${torrents.pieceLength}, ${meta.pieceLength})`,
-        pieceCount: sql`coalesce(${torrents.pieceCount}, ${meta.pieceCount})`,
-        fileCount: sql`coalesce(${torrents.fileCount}, ${meta.files.length})`,
-      })
-      .where(eq(torrents.id, torrentId));
-    const existing = await tx
-      .select()
-      .from(jobFiles)
-      .where(eq(jobFiles.jobId, f.jobId))
-      .orderBy(asc(jobFiles.fileIndex));
-    if (meta.infoDictionary) {
-      await tx
-        .update(jobs)
-        .set({ infoDictionary: Buffer.from(meta.infoDictionary) })
-        .where(and(eq(jobs.id, f.jobId), isNull(jobs.infoDictionary)));
-    }
-    if (existing.length > 0) return existing;
-    const chosen = meta.selected ? new Set(meta.selected) : undefined;
-    const picked = (index: number) => !chosen || chosen.has(index);
-    const inserted = await tx
-      .insert(jobFiles)
-      .values(
-        meta.files.map((file) => ({
-          jobId: f.jobId,
-          fileIndex: file.index,
-          path: file.path,
-          size: file.size,
-          selected: picked(file.index),
-          state: picked(file.index) ? ("pending" as const) : ("skipped" as const),
-        })),
-      )
-      .returning();
-    await tx
-      .update(jobs)
-      .set({
-        bytesTotal: meta.files.reduce((sum, file) => sum + (picked(file.index) ? file.size : 0), 0),
-        name: sql`coalesce(${jobs.name}, ${meta.name})`,
-        targetFolder: sql`coalesce(${jobs.targetFolder}, ${defaultFolder(meta.files) ?? null})`,
-      })
-      .where(eq(jobs.id, f.jobId));
-    return inserted.sort((a, b) => a.fileIndex - b.fileIndex);
+    return recordMetadata(tx, f.jobId, torrentId, meta);
   });
 }
 
