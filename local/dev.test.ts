@@ -8,19 +8,9 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { portOpen } from "./process.ts";
-import { localSecrets, type Ports, portNames, portsFrom } from "./stack.ts";
+import { freePortRange, localSecrets, type Ports, portNames } from "./stack.ts";
 
 const root = resolve(import.meta.dirname, "..");
-
-async function freeRange(): Promise<Ports> {
-  for (;;) {
-    // Below the kernel's ephemeral range (32768+), so no outgoing connection holds one of them.
-    const base = 20000 + Math.floor(Math.random() * 12000);
-    const ports = portsFrom(base);
-    const busy = await Promise.all(portNames.map((name) => portOpen(ports[name])));
-    if (!busy.some(Boolean)) return ports;
-  }
-}
 
 /** Every process below `pid`, found through the parent links in ps. */
 function descendants(pid: number): number[] {
@@ -68,7 +58,7 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
     let dataDir: string;
 
     beforeAll(async () => {
-      ports = await freeRange();
+      ports = await freePortRange();
       dataDir = mkdtempSync(join(tmpdir(), "torreclou-dev-"));
       // Its own process group, so that the cleanup below can reach every process
       // if the test fails; the signal under test goes to npm alone.

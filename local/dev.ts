@@ -4,6 +4,8 @@
 //   --ports-from N    use N, N+1, ... instead of the fixed default ports
 //   --seed-rate R     the demo seeder uploads at most R (aria2c syntax, e.g. 300K),
 //                     to watch a job's progress at a human pace
+//   --no-worker       everything but the worker: jobs wait in the queue, and what
+//                     the browser does by itself (its own torrent engine) shows
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -189,6 +191,7 @@ async function main(): Promise<void> {
       "data-dir": { type: "string" },
       "ports-from": { type: "string" },
       "seed-rate": { type: "string" },
+      "no-worker": { type: "boolean" },
     },
   });
   const dataDir = resolve(values["data-dir"] ?? join(root, ".local", "dev"));
@@ -220,7 +223,8 @@ async function main(): Promise<void> {
     }
     stack = await startStack({ dataDir, ports, log, ephemeral: false, ...(seedRate ? { seedRate } : {}) });
     stack.add(await startEdge(stack, ports, dataDir));
-    stack.add(await startWorker(stack, ports));
+    if (values["no-worker"]) log("local", "no worker (--no-worker): jobs wait in the queue");
+    else stack.add(await startWorker(stack, ports));
     stack.add(await startWeb(stack, ports));
   } catch (err) {
     await stack?.stop();

@@ -10,7 +10,7 @@ import { startDropboxDouble } from "./dropbox/server.ts";
 import { startNeonProxy } from "./neon/proxy.ts";
 import { startOneDriveDouble } from "./onedrive/server.ts";
 import { startPostgres } from "./postgres.ts";
-import type { LogSink, Service } from "./process.ts";
+import { type LogSink, portOpen, type Service } from "./process.ts";
 import { startRedis } from "./redis.ts";
 import { startS3 } from "./s3.ts";
 import { startSeeder } from "./seeder/index.ts";
@@ -56,6 +56,20 @@ export const defaultPorts: Ports = {
 /** Consecutive ports from `first`, in the order of `portNames`. */
 export function portsFrom(first: number): Ports {
   return Object.fromEntries(portNames.map((name, i) => [name, first + i])) as Ports;
+}
+
+/**
+ * A block of free consecutive ports for a whole stack (tests that start one with
+ * local/dev.ts), below the kernel's ephemeral range (32768+), which wrangler,
+ * browsers and outgoing connections draw from.
+ */
+export async function freePortRange(): Promise<Ports> {
+  for (;;) {
+    const base = 20000 + Math.floor(Math.random() * 12000);
+    const ports = portsFrom(base);
+    const busy = await Promise.all(portNames.map((name) => portOpen(ports[name])));
+    if (!busy.some(Boolean)) return ports;
+  }
 }
 
 /** Local-only credentials: they guard nothing outside this machine. */

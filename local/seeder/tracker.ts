@@ -1,11 +1,14 @@
-// A BitTorrent tracker on loopback (HTTP announce/scrape only), so peers of the
-// local cloud find each other without DHT or the internet.
+// A BitTorrent tracker on loopback, so peers of the local cloud find each other
+// without DHT or the internet: HTTP announce/scrape for the demo seeder and the
+// workers, and WebSocket on the same port for browsers (WebRTC peers).
 import Server from "bittorrent-tracker/server";
 import { type LogSink, prefixedLog, type Service } from "../process.ts";
 import { decode } from "./bencode.ts";
 
 export interface Tracker extends Service {
   readonly announceUrl: string;
+  /** The same tracker for browsers (WebSocket announces, WebRTC offers). */
+  readonly webSocketUrl: string;
   /** `ip:port` of the peers that announced the torrent as complete. */
   seeders(infoHash: string): string[];
 }
@@ -14,7 +17,7 @@ export async function startTracker(opts: { port: number; host?: string; log?: Lo
   const log = opts.log ?? prefixedLog;
   const host = opts.host ?? "127.0.0.1";
   // A short interval keeps the peer list fresh when tests stop and start peers.
-  const server = new Server({ http: true, udp: false, ws: false, stats: true, interval: 30_000 });
+  const server = new Server({ http: true, udp: false, ws: true, stats: true, interval: 30_000 });
   server.on("warning", (error: Error) => log("tracker", `warning: ${error.message}`));
 
   await new Promise<void>((resolve, reject) => {
@@ -32,12 +35,14 @@ export async function startTracker(opts: { port: number; host?: string; log?: Lo
 
   const base = `http://${host}:${opts.port}`;
   const announceUrl = `${base}/announce`;
+  const webSocketUrl = `ws://${host}:${opts.port}`;
   let stopped = false;
   return {
     name: "tracker",
     announceUrl,
-    env: { TRACKER_URL: announceUrl },
-    urls: [`tracker: ${announceUrl} (stats: ${base}/stats)`],
+    webSocketUrl,
+    env: { TRACKER_URL: announceUrl, TRACKER_WS_URL: webSocketUrl },
+    urls: [`tracker: ${announceUrl} (stats: ${base}/stats; browsers: ${webSocketUrl})`],
     seeders(infoHash) {
       const swarm = server.torrents[infoHash.toLowerCase()];
       if (!swarm) return [];

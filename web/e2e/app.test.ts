@@ -18,52 +18,26 @@
 //
 // Screenshots of every main screen, light and dark, desktop and phone width,
 // go to .local/screenshots/ (git-ignored).
-import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import { type BrowserContext, chromium, type Page } from "playwright-core";
+import { join } from "node:path";
+import type { BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { portOpen, requireProgram } from "../../local/process.ts";
 import { s3ClientFor } from "../../local/s3.ts";
-import { localOperatorEmail, type Ports, portNames, portsFrom } from "../../local/stack.ts";
+import { localOperatorEmail, type Ports } from "../../local/stack.ts";
+import { type Browser, type DevStack, desktop, launchChromium, root, startDevStack } from "./stack.ts";
 
-const root = resolve(import.meta.dirname, "..", "..");
 // The AWS SDK is a dependency of local/ (the S3 server's own package), so it is loaded from there.
 const { GetObjectCommand, ListObjectsV2Command } = createRequire(join(root, "local", "s3.ts"))(
   "@aws-sdk/client-s3",
 ) as typeof import("../../local/node_modules/@aws-sdk/client-s3/dist-types/index.js");
 const shots = join(root, ".local", "screenshots");
-const chromiumArgs = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
-const desktop = { width: 1280, height: 860 };
 const phone = { width: 390, height: 844 };
 
-/** Consecutive free ports below the kernel's ephemeral range, which wrangler and the browser draw from. */
-async function freeRange(): Promise<Ports> {
-  for (;;) {
-    const base = 20000 + Math.floor(Math.random() * 12000);
-    const ports = portsFrom(base);
-    const busy = await Promise.all(portNames.map((name) => portOpen(ports[name])));
-    if (!busy.some(Boolean)) return ports;
-  }
-}
-
 describe("the web app, end to end", () => {
-  let dev: ChildProcess;
-  let output = "";
+  let stack: DevStack;
+  let browser: Browser;
   let ports: Ports;
-  let dataDir: string;
-  let profileDir: string;
   let context: BrowserContext;
   let page: Page;
   let web: string;
@@ -95,68 +69,25 @@ describe("the web app, end to end", () => {
 
   beforeAll(async () => {
     mkdirSync(shots, { recursive: true });
-    ports = await freeRange();
-    dataDir = mkdtempSync(join(tmpdir(), "torreclou-e2e-"));
-    profileDir = mkdtempSync(join(tmpdir(), "torreclou-e2e-chromium-"));
-    dev = spawn(
-      process.execPath,
-      [join(root, "local", "dev.ts"), "--data-dir", dataDir, "--ports-from", String(ports.postgres)],
-      { cwd: root, detached: true, stdio: ["ignore", "pipe", "pipe"] },
-    );
-    dev.stdout?.on("data", (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    dev.stderr?.on("data", (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    await new Promise<void>((ready, fail) => {
-      const timer = setTimeout(() => fail(new Error(`local stack not ready in 180 s:\n${output}`)), 180_000);
-      const check = setInterval(() => {
-        if (/local\s+\| ready/.test(output)) {
-          clearInterval(check);
-          clearTimeout(timer);
-          ready();
-        }
-      }, 200);
-      dev.on("exit", (code) => {
-        clearInterval(check);
-        clearTimeout(timer);
-        fail(new Error(`local stack exited early (${code}):\n${output}`));
-      });
-    });
+    stack = await startDevStack();
+    ports = stack.ports;
+    web = stack.web;
+    const output = stack.output();
     const demo = /demo torrent: (.+\.torrent)\s*$/im.exec(output)?.[1];
     if (!demo) throw new Error(`no demo torrent in the banner:\n${output}`);
     demoTorrent = demo.trim();
     const magnet = /demo magnet: (magnet:\S+)/i.exec(output)?.[1];
     if (!magnet) throw new Error(`no demo magnet in the banner:\n${output}`);
     demoMagnet = magnet;
-    web = `http://127.0.0.1:${ports.web}`;
-
-    context = await chromium.launchPersistentContext(profileDir, {
-      // Debian's Chromium (installed here as root if missing, else a message naming the package).
-      executablePath: requireProgram("chromium", "chromium", ["/usr/bin"]),
-      headless: true,
-      args: chromiumArgs,
-      viewport: desktop,
-      reducedMotion: "reduce",
-    });
+    browser = await launchChromium();
+    context = browser.context;
     page = context.pages()[0] ?? (await context.newPage());
     page.setDefaultTimeout(20_000);
   }, 240_000);
 
   afterAll(async () => {
-    await context?.close().catch(() => {});
-    if (dev?.pid && dev.exitCode === null) {
-      const exited = new Promise<void>((done) => dev.on("exit", () => done()));
-      process.kill(-dev.pid, "SIGINT"); // Ctrl-C to the launcher's process group
-      const stopped = await Promise.race([
-        exited.then(() => true),
-        new Promise<boolean>((done) => setTimeout(() => done(false), 30_000)),
-      ]);
-      if (!stopped) process.kill(-dev.pid, "SIGKILL");
-    }
-    rmSync(dataDir, { recursive: true, force: true });
-    rmSync(profileDir, { recursive: true, force: true });
+    await browser?.close();
+    await stack?.stop();
   }, 60_000);
 
   it("sends a visitor to the sign-in screen and signs in with the dev sign-in", async () => {

@@ -1,6 +1,10 @@
 // Words for job and file states, and which states still move.
 import type { FileState, JobState } from "@torreclou/contracts";
+import type { SearchState } from "./engine/searches.ts";
 import { formatDuration } from "./format.ts";
+
+/** A search for metadata this tab runs that is worth a line on the job page. */
+export type BrowserSearch = Exclude<SearchState, { status: "sent" } | { status: "not_needed" }>;
 
 export const jobStateLabel: Record<JobState, string> = {
   queued: "Queued",
@@ -81,6 +85,24 @@ export function timelineReason(t: {
  * What a job that is looking for a magnet's metadata says: "Finding metadata
  * — no peers found yet, 40 s", naming the trackers asked (by host) when known.
  */
+/** What this browser's own search for a magnet's metadata is doing, in a line. */
+export function browserSearchText(search: BrowserSearch, now: number): string {
+  switch (search.status) {
+    case "searching": {
+      const found =
+        search.peers === 0
+          ? "no peers found yet"
+          : `${search.peers} peer${search.peers === 1 ? "" : "s"} found, waiting for the metadata`;
+      const asked = search.trackers.length === 0 ? "" : ` · asking ${search.trackers.slice(0, 3).join(", ")}`;
+      return `This browser is looking too (WebRTC) — ${found}, ${formatDuration(Math.max(0, (now - search.since) / 1000))}${asked}`;
+    }
+    case "sending":
+      return "This browser found the file list; handing it in…";
+    case "failed":
+      return `This browser's search for the file list stopped: ${search.message}`;
+  }
+}
+
 export function resolvingText(peers: number, seconds: number, trackers: readonly string[] = []): string {
   const found =
     peers === 0

@@ -81,7 +81,7 @@ export function torrentProblem(err: TorrentError): ApiError {
 export function fromBase64(
   text: string,
   problem = "torrent: must be the .torrent file's bytes in base64.",
-): Uint8Array {
+): Uint8Array<ArrayBuffer> {
   const clean = text.replace(/\s+/g, "");
   if (!/^[A-Za-z0-9+/_-]*={0,2}$/.test(clean)) {
     throw new ApiError(400, "invalid_request", problem);

@@ -9,7 +9,6 @@ import {
   columnsOf,
   decryptJobSource,
   decryptOAuthSecret,
-  defaultFolder,
   encryptSecret,
   isOAuthKind,
   type Keyring,
@@ -36,7 +35,7 @@ import {
   StaleAttemptError,
   storableText,
 } from "@torreclou/db/jobs";
-import { and, asc, desc, eq, isNull, sql } from "drizzle-orm";
+import { and, asc, desc, eq, sql } from "drizzle-orm";
 
 export interface JobContext {
   job: Job;

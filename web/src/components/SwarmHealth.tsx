@@ -1,5 +1,6 @@
 // What the torrent's trackers say about its swarm, asked of the worker fleet
 // (POST /api/torrents/health) and shown when it arrives: analysis never waits.
+import { MAX_HEALTH_TRACKERS, TrackerUrl } from "@torreclou/contracts";
 import { createSignal, For, Show } from "solid-js";
 import { api, call, describeError } from "../api/client.ts";
 import { createPoll } from "../poll.ts";
@@ -18,7 +19,9 @@ export function SwarmHealth(props: { infoHash: string; trackers: string[] }) {
   const [error, setError] = createSignal<string>();
   const started = Date.now();
   const [waitedLong, setWaitedLong] = createSignal(false);
-  const trackers = () => props.trackers.slice(0, 10);
+  // The fleet scrapes HTTP and UDP trackers; a browser's WebSocket trackers have no scrape.
+  const trackers = () =>
+    props.trackers.filter((t) => TrackerUrl.safeParse(t).success).slice(0, MAX_HEALTH_TRACKERS);
   createPoll(
     async () => {
       try {

@@ -28,10 +28,19 @@ import {
   StatsRow,
 } from "../components/Progress.tsx";
 import { ErrorState, Loading } from "../components/States.tsx";
+import { metadataSearch } from "../engine/searches.ts";
 import { formatBytes, formatDate, formatRelative } from "../format.ts";
 import { announceJobEnd } from "../notify.ts";
 import { createPoll } from "../poll.ts";
-import { fileLabel, isActive, jobStateLabel, laterState, resolvingText, timelineReason } from "../status.ts";
+import {
+  browserSearchText,
+  fileLabel,
+  isActive,
+  jobStateLabel,
+  laterState,
+  resolvingText,
+  timelineReason,
+} from "../status.ts";
 
 /** Between two progress polls of a visible page: at most 20 requests a minute. */
 const POLL_MS = 3000;
@@ -117,6 +126,26 @@ export function JobDetail() {
     const at = new Date(latest()?.at ?? Date.now()).toISOString();
     return [...row.transitions, { to: shown, cause: "worker", reason: null, at }];
   };
+
+  /** This tab's own search for the metadata (started when it submitted the magnet), while it matters. */
+  const browserSearch = () => {
+    const search = params.id ? metadataSearch(params.id) : undefined;
+    const shown = search?.state();
+    return shown && shown.status !== "sent" && shown.status !== "not_needed" ? shown : undefined;
+  };
+  createEffect(
+    on(
+      () => [job()?.state, params.id ? metadataSearch(params.id)?.state().status : undefined] as const,
+      ([row, status]) => {
+        const search = params.id ? metadataSearch(params.id) : undefined;
+        // Handed in: read the job again (it now waits for a choice of files).
+        if (status === "sent" && row !== "awaiting_selection") void refetch();
+        // The fleet found it first, or the job ended: the browser stops looking.
+        else if (status === "searching" && row !== undefined && row !== "queued" && row !== "resolving")
+          search?.stop();
+      },
+    ),
+  );
 
   // Seen running, now ended: tell the person (tab title, notification).
   createEffect(
@@ -359,6 +388,13 @@ export function JobDetail() {
                         latest()?.resolving?.trackers,
                       )}
                     </p>
+                  </Show>
+                  <Show when={browserSearch()}>
+                    {(search) => (
+                      <p class="muted" role="status" data-testid="browser-search">
+                        {browserSearchText(search(), now())}
+                      </p>
+                    )}
                   </Show>
                   <Show when={choosing()}>
                     <p class="muted" role="status" data-testid="job-choosing">

@@ -12,25 +12,18 @@ import {
   type TorrentInfo,
 } from "@torreclou/contracts";
 import { createMemo, createResource, createSignal, For, Match, onCleanup, Show, Switch } from "solid-js";
-import { ApiError, api, call, describeError } from "../api/client.ts";
+import { ApiError, api, call, describeError, toBase64 } from "../api/client.ts";
 import { FilePicker } from "../components/FilePicker.tsx";
 import { S3ProfileForm } from "../components/S3ProfileForm.tsx";
 import { SwarmHealth } from "../components/SwarmHealth.tsx";
+import { browserTrackers, webrtcSupported } from "../engine/index.ts";
+import { startMetadataSearch } from "../engine/searches.ts";
 import { formatBytes, plural } from "../format.ts";
 import { selectAll, selectedIndices, selectedSize } from "../tree.ts";
 
 type Source =
   | { kind: "torrent"; fileName: string; bytes: Uint8Array; info: TorrentInfo }
   | { kind: "magnet"; uri: string; info: MagnetInfo };
-
-/** Standard base64 of bytes, in chunks so large files do not overflow the call stack. */
-export function toBase64(bytes: Uint8Array): string {
-  let binary = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(binary);
-}
 
 /** Paths without the torrent's own name in front (it is shown above the tree). */
 function relativeFiles(info: TorrentInfo) {
@@ -188,6 +181,11 @@ export function NewJob() {
               : { magnet: s.uri, ...(chooseLater() ? { chooseFiles: true } : {}), ...common },
         }),
       );
+      // A magnet whose swarm a browser can join: this tab looks for the metadata too.
+      const reachable = s.kind === "magnet" ? browserTrackers(s.info.trackers) : [];
+      if (s.kind === "magnet" && chooseLater() && reachable.length > 0 && webrtcSupported()) {
+        startMetadataSearch(created.job.id, s.uri, reachable);
+      }
       navigate(`/jobs/${created.job.id}`, { state: { started: true } });
     } catch (err) {
       setSubmitError(err instanceof ApiError ? err.message : describeError(err));
@@ -369,6 +367,11 @@ export function NewJob() {
                     <Show when={chooseLater() && selectOnly()}>
                       {" "}
                       The files the link selects (so=) are checked to begin with.
+                    </Show>
+                    <Show when={chooseLater() && browserTrackers(s().info.trackers).length > 0}>
+                      {" "}
+                      The link names WebSocket trackers, so this browser looks for the file list too (over
+                      WebRTC) while the tab stays open.
                     </Show>
                   </p>
                 </div>
