@@ -7,9 +7,10 @@
 
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { keys, queue } from "@torreclou/contracts";
-import { applySelection, cancelUnchosen } from "@torreclou/db/jobs";
+import { infoDictionaryOf, keys, parseTorrentFile, queue } from "@torreclou/contracts";
+import { acceptMetadata, applySelection, cancelUnchosen } from "@torreclou/db/jobs";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../src/config.ts";
@@ -182,6 +183,55 @@ describe("choosing files from a magnet", () => {
       reason: "the metadata is known already",
     });
     expect(await listKeys(env.s3, env.bucket, "ask-again/")).toEqual([]);
+  });
+
+  it("gives way when the submitter's browser finds the metadata first, then continues from it", async () => {
+    // Nobody seeds it yet: the worker keeps looking for the metadata.
+    const made = await makeFixture(env, "browser-first", [
+      { path: "kept.bin", size: 400_000 },
+      { path: "left.txt", content: "not chosen\n" },
+    ]);
+    const fetchesBefore = await counter(metrics.metadataFetches);
+    const job = await submitJob(env, { made, profileId, magnet: true, chooseFiles: true });
+    const resolving = await waitForState(env, job.id, ["resolving"]);
+
+    // What POST /api/jobs/{id}/metadata does with the browser's info dictionary (the
+    // edge's own tests cover its checks): a new attempt waiting for the choice, and
+    // the resolving attempt flagged to stop as a cancel of it would be.
+    const bytes = new Uint8Array(await readFile(made.torrentPath));
+    const info = await parseTorrentFile(bytes);
+    const accepted = await acceptMetadata(env.db, {
+      jobId: job.id,
+      userId: env.userId,
+      torrentId: resolving.torrentId,
+      meta: { ...info, infoDictionary: infoDictionaryOf(bytes) },
+    });
+    expect(accepted).toMatchObject({ wasResolving: true, stoppedAttempt: resolving.attempt });
+    await env.redis.set(keys.cancel(job.id), String(resolving.attempt), "EX", 3600);
+
+    // The worker lets go without touching the job: no "cancelled", nothing failed.
+    await waitFor("the resolving attempt to let go", async () => {
+      const pending = (await env.redis.xpending(queue.stream, queue.group)) as [number, ...unknown[]];
+      return pending[0] === 0 && (await env.redis.get(keys.lease(job.id))) === null;
+    });
+    const waiting = await jobRow(env, job.id);
+    expect(waiting.state).toBe("awaiting_selection");
+    expect(waiting.failureReason).toBeNull();
+    expect((await progressEvents(env, job.id)).map((e) => e.phase)).not.toContain("cancelled");
+    expect((await transitionsOf(env, job.id)).map((t) => [t.toState, t.cause])).toEqual([
+      ["queued", "user"],
+      ["resolving", "worker"],
+      ["awaiting_selection", "user"],
+    ]);
+
+    // The choice; now seeded, the fleet downloads from the browser's metadata, never fetching its own.
+    await seedFixtures(env, [made]);
+    expect(await applySelection(env.db, { jobId: job.id, userId: env.userId, selected: [0] })).toBeDefined();
+    await enqueue(env, job);
+    const done = await waitForState(env, job.id, ["completed", "failed"]);
+    expect(done.failureReason).toBeNull();
+    await expectStoredExactly(env, made, "", [0]);
+    expect((await counter(metrics.metadataFetches)) - fetchesBefore).toBe(0);
   });
 
   it("says while resolving which trackers it asks and since when", async () => {
