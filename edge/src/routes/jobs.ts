@@ -911,6 +911,8 @@ const submitMetadata = createRoute({
   security: signedIn,
   middleware: [
     requireUser,
+    // Each request hashes up to a .torrent's worth of bytes, as an analysis does.
+    rateLimit("jobs-metadata", 60, "1 m"),
     limitBody(TORRENT_BODY_LIMIT),
     acceptContentTypes("application/json"),
     parseJsonBody,
@@ -932,6 +934,7 @@ const submitMetadata = createRoute({
       409: "The job does not wait for metadata (not a magnet job choosing its files, or its metadata is known).",
       413: "The info dictionary is over the .torrent size limit.",
       415: "The body is not JSON.",
+      429: "Too many hand-ins this minute.",
       422: "The info dictionary is not the magnet's (its SHA-1 differs) or the parser refuses it.",
     }),
   },
