@@ -5,13 +5,13 @@
 // registered then, the OpenTelemetry API stays its no-op self, and no entry
 // carries a trace context.
 //
-// Built for workerd: Node's SDK does not run there, and the OTLP exporters'
-// fetch transport sets RequestInit fields workerd refuses (`mode`,
-// `keepalive`). So the SDK's tracer (@opentelemetry/sdk-trace) with the OTLP
-// JSON serializer, and a few lines of our own for the rest: an exporter over
-// `fetch`, and a processor that keeps ended spans until the request is done,
-// then sends them in one POST from `waitUntil` (no timers outliving a request).
-// Context flows through AsyncLocalStorage (nodejs_compat).
+// Built for workerd, where Node's SDK does not run: the SDK's tracer
+// (@opentelemetry/sdk-trace) and the OTLP/HTTP exporter, whose fetch build
+// wrangler bundles (the browser flavour: JSON over `fetch`). The SDK's batch
+// processor flushes on timers that would outlive a request, so a processor of
+// our own keeps ended spans until the request is done and sends them in one
+// POST from `waitUntil`. Context flows through AsyncLocalStorage (nodejs_compat).
+// node-worker/test/tracing.test.ts runs all of it in workerd (`wrangler dev`).
 
 import {
   type Attributes,
@@ -25,8 +25,8 @@ import {
   trace,
 } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
-import { type ExportResult, ExportResultCode, W3CTraceContextPropagator } from "@opentelemetry/core";
-import { JsonTraceSerializer } from "@opentelemetry/otlp-transformer";
+import { ExportResultCode, W3CTraceContextPropagator } from "@opentelemetry/core";
+import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import {
   ParentBasedSampler,
@@ -45,41 +45,6 @@ import type { AppEnv } from "../env.ts";
 const SCOPE = "torreclou-edge";
 /** Ended spans kept for the next flush, at most. */
 const MAX_BUFFERED = 512;
-
-/** Posts spans to the OTLP/HTTP receiver as JSON; the headers (a secret) never reach a log. */
-class FetchSpanExporter implements SpanExporter {
-  readonly #config: TracingConfig;
-  constructor(config: TracingConfig) {
-    this.#config = config;
-  }
-
-  export(spans: ReadableSpan[], done: (result: ExportResult) => void): void {
-    this.#send(spans).then(done, (error: unknown) =>
-      done({
-        code: ExportResultCode.FAILED,
-        error: error instanceof Error ? error : new Error(String(error)),
-      }),
-    );
-  }
-
-  async #send(spans: ReadableSpan[]): Promise<ExportResult> {
-    const json = JsonTraceSerializer.serializeRequest(spans);
-    if (!json) return { code: ExportResultCode.SUCCESS };
-    const response = await fetch(this.#config.url, {
-      method: "POST",
-      headers: { ...this.#config.headers, "content-type": "application/json" },
-      // A copy on an ArrayBuffer of its own: a body the DOM's types accept too (web/ type-checks the app).
-      body: new Uint8Array(json),
-    });
-    await response.body?.cancel();
-    if (response.ok) return { code: ExportResultCode.SUCCESS };
-    // The receiver's status only: its URL is the operator's, but the headers are a secret.
-    console.warn(JSON.stringify({ level: "warn", msg: "trace export refused", status: response.status }));
-    return { code: ExportResultCode.FAILED };
-  }
-
-  async shutdown(): Promise<void> {}
-}
 
 /**
  * Keeps ended spans until `forceFlush`, which the request middleware calls
@@ -100,7 +65,17 @@ class RequestSpanProcessor implements SpanProcessor {
   forceFlush(): Promise<void> {
     const spans = this.#ended.splice(0);
     if (spans.length === 0) return Promise.resolve();
-    return new Promise<void>((resolve) => this.#exporter.export(spans, () => resolve()));
+    return new Promise<void>((resolve) =>
+      this.#exporter.export(spans, (result) => {
+        // The exporter's message names the status or the network error, never the headers (a secret).
+        if (result.code !== ExportResultCode.SUCCESS) {
+          console.warn(
+            JSON.stringify({ level: "warn", msg: "trace export failed", error: result.error?.message }),
+          );
+        }
+        resolve();
+      }),
+    );
   }
   shutdown(): Promise<void> {
     return this.forceFlush();
@@ -116,7 +91,9 @@ let installed: Tracing | undefined;
 
 function install(config: TracingConfig): Tracing {
   if (installed) return installed;
-  const processor = new RequestSpanProcessor(new FetchSpanExporter(config));
+  const processor = new RequestSpanProcessor(
+    new OTLPTraceExporter({ url: config.url, headers: config.headers }),
+  );
   const provider = new TracerProvider({
     resource: resourceFromAttributes({ "service.name": config.serviceName }),
     sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(config.sampleRatio) }),
