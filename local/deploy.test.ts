@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, expect, it } from "vitest";
-import { wranglerEnv } from "./dev.ts";
+import { wranglerEnv } from "./edge.ts";
 
 const root = resolve(import.meta.dirname, "..");
 const outDir = mkdtempSync(join(tmpdir(), "torreclou-deploy-"));

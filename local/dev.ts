@@ -10,6 +10,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { answers, spawnEdge } from "./edge.ts";
 import { prefixedLog, type Service, spawnService } from "./process.ts";
 import {
   defaultPorts,
@@ -25,26 +26,12 @@ import {
 const root = resolve(import.meta.dirname, "..");
 const log = prefixedLog;
 
-async function answers(url: string): Promise<boolean> {
-  const response = await fetch(url, { signal: AbortSignal.timeout(2000) });
-  await response.body?.cancel();
-  return response.status < 500 || response.status === 503;
-}
-
 /** A random secret made once per data folder and kept there. */
 function localSecret(dataDir: string, name: string): string {
   const file = join(dataDir, name);
   if (!existsSync(file)) writeFileSync(file, randomBytes(32).toString("base64url"), { mode: 0o600 });
   return readFileSync(file, "utf8").trim();
 }
-
-/** Quiet, offline wrangler: no metrics, no error reports, no outside lookups. */
-export const wranglerEnv = {
-  WRANGLER_SEND_METRICS: "false",
-  WRANGLER_SEND_ERROR_REPORTS: "false",
-  CLOUDFLARE_CF_FETCH_ENABLED: "false",
-  WRANGLER_HIDE_BANNER: "true",
-};
 
 async function startEdge(stack: Stack, ports: Ports, dataDir: string): Promise<Service> {
   const vars = {
@@ -96,49 +83,8 @@ async function startEdge(stack: Stack, ports: Ports, dataDir: string): Promise<S
       secretAccessKey: localSecrets.s3SecretAccessKey,
     }),
   };
-  const envFile = join(dataDir, "edge.env");
-  writeFileSync(
-    envFile,
-    Object.entries(vars)
-      // Single quotes keep a JSON value as it is.
-      .map(([k, v]) => `${k}=${v?.startsWith("{") ? `'${v}'` : (v ?? "")}\n`)
-      .join(""),
-    { mode: 0o600 },
-  );
-  // Vite serves the app in dev, so the Worker's assets are an empty folder of
-  // this stack's own: a build of web/dist (npm run deploy) meanwhile does not
-  // make wrangler reload under a running stack.
-  const assets = join(dataDir, "assets");
-  mkdirSync(assets, { recursive: true });
-  const url = `http://127.0.0.1:${ports.edge}`;
-  const edge = await spawnService("edge", process.execPath, {
-    args: [
-      join(root, "edge", "node_modules", "wrangler", "bin", "wrangler.js"),
-      "dev",
-      "--config",
-      join(root, "wrangler.toml"),
-      "--ip",
-      "127.0.0.1",
-      "--port",
-      String(ports.edge),
-      "--inspector-port",
-      String(ports.inspector),
-      "--env-file",
-      envFile,
-      "--persist-to",
-      join(dataDir, "wrangler"),
-      "--assets",
-      assets,
-      "--show-interactive-dev-session=false",
-      "--log-level",
-      "warn",
-    ],
-    cwd: root,
-    env: { ...process.env, ...wranglerEnv },
-    log,
-    ready: () => answers(`${url}/api/health`),
-    readyTimeoutMs: 60_000,
-  });
+  const edge = await spawnEdge({ vars, port: ports.edge, inspectorPort: ports.inspector, dataDir, log });
+  const url = edge.url;
   return { name: "edge", env: { EDGE_URL: url }, urls: [`edge API  ${url}/api`], stop: edge.stop };
 }
 

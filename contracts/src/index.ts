@@ -9,4 +9,5 @@ export * from "./operator.ts";
 export * from "./progress.ts";
 export * from "./queue.ts";
 export * from "./torrent.ts";
+export * from "./tracing.ts";
 export * from "./webhooks.ts";

@@ -73,7 +73,7 @@ export const keys = {
 } as const;
 
 /** The one field of a jobs-stream entry: `job` = JSON of this shape. */
-// Only the id: the job row is the truth. A worker takes the job's lease
+// Only the id (and, while tracing, a trace context): the job row is the truth. A worker takes the job's lease
 // (SET NX PX) and bumps its attempt in Postgres before running it, so a
 // duplicate message (retry, reclaim) can never run a job twice at once.
 export const JobMessage = z.object({
@@ -84,5 +84,18 @@ export const JobMessage = z.object({
    * attempt runs; a worker whose aborts could not be sent asks for one too).
    */
   cleanup: z.literal(true).optional(),
+  /**
+   * W3C trace context (`traceparent`, `tracestate`) of the edge request the
+   * job's entry was written for (its creation, a retry, a choice of files),
+   * while tracing is on (contracts/src/tracing.ts): the worker's spans continue
+   * that request's trace. Entries without it (older ones, tracing off, and
+   * those written later or by no request: a job let in on its fair turn by a
+   * worker or by another request, the reconcile cron's, a worker's hand-back)
+   * start a new trace at the worker, with the job id on its spans; nothing is
+   * linked. An entry taken over from a crashed worker keeps its context: the
+   * next attempt joins the same trace. A malformed value is dropped, never the entry.
+   */
+  traceparent: z.string().max(64).optional().catch(undefined),
+  tracestate: z.string().max(512).optional().catch(undefined),
 });
 export type JobMessage = z.infer<typeof JobMessage>;

@@ -19,12 +19,15 @@ import { torrents } from "./routes/torrents.ts";
 import { usage } from "./routes/usage.ts";
 import { webhooks } from "./routes/webhooks.ts";
 import { corsForWebApp, securityHeaders } from "./security/index.ts";
+import { tracing } from "./tracing/index.ts";
 
 export type { AppEnv } from "./env.ts";
 
 export const app = router();
 
-// Outermost, so errors, redirects and preflights get them too.
+// Outermost: a span for the whole request (while tracing is on, see tracing/).
+app.use("*", tracing());
+// Around everything else, so errors, redirects and preflights get them too.
 app.use("*", securityHeaders());
 app.use("*", corsForWebApp());
 

@@ -1,6 +1,6 @@
 // Bindings (vars and secrets) parsed once per isolate. A missing or malformed
 // setting fails with a message that names it, never with an undefined later.
-import { CredentialsError, EgressPolicy, parseKeyring } from "@torreclou/contracts";
+import { CredentialsError, EgressPolicy, parseKeyring, tracingSettings } from "@torreclou/contracts";
 import { z } from "zod";
 
 /** A setting that may be absent; an empty string counts as absent. */
@@ -251,6 +251,11 @@ const Config = z.object({
     .int()
     .min(60)
     .default(60 * 60),
+  /**
+   * Tracing (README, "Tracing"): OTEL_EXPORTER_OTLP_ENDPOINT turns it on;
+   * OTEL_EXPORTER_OTLP_HEADERS is a secret (`wrangler secret put`).
+   */
+  ...tracingSettings,
   /** host:port of the local Neon proxy; unset in production. */
   NEON_LOCAL_PROXY: z
     .string()

@@ -9,6 +9,7 @@ import {
   normalHost,
   parseAllowList,
   queue,
+  tracingSettings,
 } from "@torreclou/contracts";
 import { z } from "zod";
 
@@ -218,6 +219,11 @@ const Config = z.object({
     .int()
     .min(60)
     .default(60 * 60),
+  /**
+   * Tracing (README, "Tracing"): OTEL_EXPORTER_OTLP_ENDPOINT turns it on;
+   * OTEL_EXPORTER_OTLP_HEADERS is a secret, never logged.
+   */
+  ...tracingSettings,
   /** Key ring for storage secrets: `keyId:base64(32 bytes)`, comma-separated. */
   CREDENTIALS_KEYS: z
     .string()

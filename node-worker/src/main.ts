@@ -1,15 +1,18 @@
-// The worker process: configuration, logs, the job loop, and the health and
+// The worker process: configuration, logs, tracing, the job loop, and the health and
 // metrics endpoints. SIGTERM hands running jobs back to the queue and exits
 // within WORKER_SHUTDOWN_MS.
 import { createServer } from "node:http";
 import { loadConfig } from "./config.ts";
 import { createPool } from "./db.ts";
+import { packageVersion } from "./heartbeat.ts";
 import { createLogger } from "./log.ts";
 import { createMetrics } from "./metrics.ts";
+import { startTracing, stopTracing } from "./tracing/index.ts";
 import { Worker } from "./worker.ts";
 
 const config = loadConfig();
 const log = createLogger(config);
+startTracing({ ...config, version: config.WORKER_VERSION ?? packageVersion() }, log);
 const metrics = createMetrics({ fleet: config.WORKER_FLEET_METRICS });
 
 const { pool, db } = createPool({
@@ -61,6 +64,7 @@ async function shutdown(signal: string): Promise<void> {
   try {
     await worker.shutdown();
     await pool.end();
+    await stopTracing();
   } catch (error) {
     log.error({ err: error }, "unclean shutdown");
   }

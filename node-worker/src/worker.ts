@@ -32,6 +32,7 @@ import type { Metrics } from "./metrics.ts";
 import { type Entry, JobQueue } from "./queue/queue.ts";
 import { ownScratchJobs, removeDir, ScratchBudget, scratchDirFor } from "./scratch.ts";
 import { HolePuncher } from "./torrent/holes.ts";
+import { inClaimSpan } from "./tracing/index.ts";
 import { WebhookSender } from "./webhooks/index.ts";
 
 // A consumer holding no entries and idle this long belongs to a worker that is gone.
@@ -299,7 +300,8 @@ export class Worker {
     }
     this.#taking.add(jobId);
     try {
-      await this.#start(entry, jobId, fresh, log);
+      // A `job.claim` span in the trace the entry carries (tracing on only): the attempt runs in it.
+      await inClaimSpan(entry, () => this.#start(entry, jobId, fresh, log));
     } finally {
       this.#taking.delete(jobId);
     }

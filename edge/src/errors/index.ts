@@ -4,6 +4,7 @@
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { traceLogFields } from "../tracing/index.ts";
 
 export interface ErrorBody {
   error: { code: string; message: string; details?: unknown };
@@ -53,6 +54,7 @@ export function onError(err: Error, c: Context): Response {
       // Query errors carry their parameters after "params:"; user data stays out of logs.
       error: err.message.split("\nparams:")[0],
       cause: err.cause instanceof Error ? err.cause.message : undefined,
+      ...traceLogFields(),
     }),
   );
   return c.json(errorBody("internal", "Something went wrong on our side. Please try again."), 500);

@@ -4,9 +4,11 @@
 // between the steps leaves a row the reconciler (reconcile.ts) finds and
 // enqueues again; a message written twice is harmless because a worker takes a
 // lease and bumps the job's attempt before running it.
-import { type JobMessage, keys, queue } from "@torreclou/contracts";
+import { SpanKind } from "@opentelemetry/api";
+import { type JobMessage, keys, queue, spanAttributes, spanNames } from "@torreclou/contracts";
 import { admitNext, type Db, markEnqueued } from "@torreclou/db/jobs";
 import type { Redis } from "@upstash/redis/cloudflare";
+import { inSpan, traceContextFields, traceLogFields } from "../tracing/index.ts";
 
 /**
  * One MULTI, so it happens entirely or not at all: set the owner key (before
@@ -16,13 +18,25 @@ import type { Redis } from "@upstash/redis/cloudflare";
  * runs as a later one, so the flag stops only the attempt it was meant for.
  */
 export async function writeQueueMessage(redis: Redis, jobId: string, userId: string): Promise<string> {
-  const message: JobMessage = { jobId };
-  const results = await redis
-    .multi()
-    .set(keys.owner(jobId), userId)
-    .xadd(queue.stream, "*", { job: JSON.stringify(message) })
-    .exec();
-  return String(results[1]);
+  // The queue hop of the job's trace: the entry carries this span's context (while tracing
+  // is on, and the request is about this job: tracing/ `forJob`).
+  const attributes = {
+    [spanAttributes.jobId]: jobId,
+    "messaging.system": "redis",
+    "messaging.operation.type": "send",
+    "messaging.destination.name": queue.stream,
+  };
+  return inSpan(spanNames.enqueue, { kind: SpanKind.PRODUCER, attributes }, async (span) => {
+    const message: JobMessage = { jobId, ...traceContextFields(jobId) };
+    const results = await redis
+      .multi()
+      .set(keys.owner(jobId), userId)
+      .xadd(queue.stream, "*", { job: JSON.stringify(message) })
+      .exec();
+    const entry = String(results[1]);
+    span.setAttribute("messaging.message.id", entry);
+    return entry;
+  });
 }
 
 /**
@@ -85,6 +99,7 @@ export async function admitAndEnqueue(
       JSON.stringify({
         level: "warn",
         msg: "letting the user's next job in failed; the reconciler will",
+        ...traceLogFields(),
         error: err instanceof Error ? err.message : String(err),
       }),
     );
@@ -97,7 +112,13 @@ export async function admitAndEnqueue(
 function failed(what: string, jobId: string, err: unknown): EnqueueResult {
   const error = err instanceof Error ? err.message : String(err);
   console.warn(
-    JSON.stringify({ level: "warn", msg: `${what}; the reconciler will enqueue it`, jobId, error }),
+    JSON.stringify({
+      level: "warn",
+      msg: `${what}; the reconciler will enqueue it`,
+      jobId,
+      error,
+      ...traceLogFields(),
+    }),
   );
   return { enqueued: false, error };
 }

@@ -66,6 +66,7 @@ import {
   type TorrentSource,
 } from "../torrents/input.ts";
 import { readInfoDictionary } from "../torrents/metadata.ts";
+import { forJob } from "../tracing/index.ts";
 import { router } from "./openapi.ts";
 
 /** Jobs per page at most. */
@@ -990,8 +991,9 @@ export const jobsApi = api
         checkNewJob(tx, config, userId, bytes, new Date(), (name, value) => c.header(name, value)),
       chooseFiles: source.kind === "magnet" && body.chooseFiles === true,
     });
-    // Its turn may come at once, or after the user's jobs ahead of it (fair turns).
-    await admitAndEnqueue(db, c.var.redis, userId, config.QUOTA_RUNNING_JOBS);
+    // Its turn may come at once, or after the user's jobs ahead of it (fair turns): then
+    // whoever lets it in writes its entry, and its trace starts at the worker.
+    await forJob(created.id, () => admitAndEnqueue(db, c.var.redis, userId, config.QUOTA_RUNNING_JOBS));
     return c.json({ job: await loadJob(db, userId, created.id, config) }, 201);
   })
   .openapi(listJobs, async (c) => {
@@ -1084,7 +1086,7 @@ export const jobsApi = api
     const job = await retryTransition(db, id, userId);
     if (!job) await refuse(db, userId, id, "retried");
     // Back in line like a new job: in the queue when it is the user's turn.
-    await admitAndEnqueue(db, c.var.redis, userId, c.var.config.QUOTA_RUNNING_JOBS);
+    await forJob(id, () => admitAndEnqueue(db, c.var.redis, userId, c.var.config.QUOTA_RUNNING_JOBS));
     return c.json({ job: await loadJob(db, userId, id, c.var.config) }, 200);
   })
   .openapi(deleteJob, async (c) => {
@@ -1152,7 +1154,7 @@ export const jobsApi = api
     await noteChange(c.var.redis);
     const moved = await applySelection(db, { jobId: id, userId, selected, targetFolder: body.targetFolder });
     if (!moved) await refuseSelection(db, userId, id);
-    await enqueueJob(db, c.var.redis, id, userId);
+    await forJob(id, () => enqueueJob(db, c.var.redis, id, userId));
     // The wait is over: the reconcile has nothing to look for (best effort; a stale entry costs one query).
     await c.var.redis.zrem(keys.awaitingSelection, id).catch(() => undefined);
     return c.json({ job: await loadJob(db, userId, id, c.var.config) }, 200);

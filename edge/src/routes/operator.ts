@@ -18,6 +18,7 @@ import { ApiError } from "../errors/index.ts";
 import { monthOf, quotasOf } from "../limits/quotas.ts";
 import { admitAndEnqueue } from "../queue/enqueue.ts";
 import { errorResponses, registerAuthSchemes, signedIn } from "../security/openapi.ts";
+import { forJob } from "../tracing/index.ts";
 import { router } from "./openapi.ts";
 
 const iso = z.iso.datetime();
@@ -241,6 +242,6 @@ export const operator = api
     });
     if (!retried) throw new ApiError(409, "not_exhausted", "The job changed meanwhile; reload.");
     // Back in line like a new job: in the queue when it is its owner's turn.
-    await admitAndEnqueue(db, c.var.redis, job.userId, c.var.config.QUOTA_RUNNING_JOBS);
+    await forJob(id, () => admitAndEnqueue(db, c.var.redis, job.userId, c.var.config.QUOTA_RUNNING_JOBS));
     return c.json({ job: { id: retried.id, state: retried.state, attempt: retried.attempt } }, 200);
   });

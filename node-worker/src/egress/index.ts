@@ -16,9 +16,9 @@
 //   checked first, then sent to the checked address).
 //
 // The guard applies only inside a job (`asJob`), where it tracks what each job
-// had refused. The worker's own infrastructure (Postgres, Redis: addresses the
-// operator configured, not a user) connects outside jobs, or on sockets made
-// by `infraSocket`, and is not checked.
+// had refused. The worker's own infrastructure (Postgres, Redis, the OTLP
+// endpoint: addresses the operator configured, not a user) connects outside
+// jobs (`outsideJobs`), or on sockets made by `infraSocket`, and is not checked.
 import { AsyncLocalStorage } from "node:async_hooks";
 import dgram from "node:dgram";
 import dns, { type LookupAddress, type LookupOptions } from "node:dns";
@@ -72,6 +72,15 @@ let guard: GuardOptions | undefined;
 /** Runs `work` as a job: every connection it opens (and its callbacks open) is checked. */
 export function asJob<T>(refusals: Refusals, work: () => T): T {
   return scope.run(refusals, work);
+}
+
+/**
+ * Runs `work` outside any job, even when called from inside one: what it
+ * connects to is the operator's (e.g. the OTLP endpoint, see tracing/), not
+ * a user's, and is neither checked nor counted against the job.
+ */
+export function outsideJobs<T>(work: () => T): T {
+  return scope.exit(work);
 }
 
 /** A socket for the worker's own infrastructure (e.g. pg's `stream` option): never checked. */

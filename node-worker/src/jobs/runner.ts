@@ -2,6 +2,8 @@
 // files, upload each as its bytes arrive, record state and progress, clean up.
 // The attempt number is the fencing token: every database write checks it, and
 // a StaleAttemptError stops the attempt without touching anything else.
+
+import type { Span } from "@opentelemetry/api";
 import {
   CredentialsError,
   checkSelectOnly,
@@ -12,7 +14,10 @@ import {
   type JobState,
   type Keyring,
   keys,
+  type MagnetInfo,
   parseMagnet,
+  spanAttributes,
+  spanNames,
   TorrentError,
   type TransitionCause,
   torrentFromInfo,
@@ -35,6 +40,7 @@ import { partSizeFor, resumedPartSize } from "../sinks/s3.ts";
 import { Download, trackerHosts } from "../torrent/download.ts";
 import type { HolePuncher } from "../torrent/holes.ts";
 import { RangeGoneError, Window } from "../torrent/window.ts";
+import { endSpan, failed, flushTraces, inSpan, startSpan } from "../tracing/index.ts";
 import { maskSecrets, redactingLogger, secretsOfSource } from "./redact.ts";
 import {
   clearUploadSession,
@@ -161,6 +167,8 @@ export class JobRun {
   readonly #refusals: Refusals;
   /** The job's magnet and tracker URLs, masked in every log line once the source is decrypted. */
   readonly #secrets: string[] = [];
+  /** The attempt's `job.run` span (a no-op one while tracing is off). */
+  #span: Span | undefined;
 
   constructor(deps: RunnerDeps, jobId: string, attempt: number) {
     this.#deps = deps;
@@ -200,6 +208,22 @@ export class JobRun {
   }
 
   async run(): Promise<Outcome> {
+    const attributes = { [spanAttributes.jobId]: this.jobId, [spanAttributes.attempt]: this.attempt };
+    try {
+      return await inSpan(spanNames.run, attributes, async (span) => {
+        this.#span = span;
+        const outcome = await this.#attempt();
+        span.setAttribute(spanAttributes.outcome, outcome);
+        if (outcome === "failed") failed(span);
+        return outcome;
+      });
+    } finally {
+      // The attempt's trace is complete: sent now, not at the next batch.
+      flushTraces();
+    }
+  }
+
+  async #attempt(): Promise<Outcome> {
     const { metrics } = this.#deps;
     metrics.activeJobs.inc();
     try {
@@ -419,6 +443,10 @@ export class JobRun {
         "The storage profile for this job was deleted. Choose another destination and retry.",
       );
     }
+    this.#span?.setAttributes({
+      [spanAttributes.infoHash]: ctx.torrent.infoHash,
+      [spanAttributes.destination]: profile.kind,
+    });
     // A magnet's folder is named after its files, so it is settled once they are
     // known; until then the sink is opened on the destination's own folder.
     // (Jobs from before folders had defaults have none: they use their id.)
@@ -455,40 +483,7 @@ export class JobRun {
       }
       from = torrentFromInfo(ctx.job.infoDictionary, { trackers: magnet.trackers });
     } else if (files.length === 0) {
-      // The phase's first event already says since when and which trackers it asks.
-      const startedResolving = Date.now();
-      progress.setResolving({ since: startedResolving, trackers: trackerHosts(magnet?.trackers ?? []) });
-      await this.#advance("resolving");
-      await prepareScratchDir(dir, config.STACK_ID);
-      const download = this.#startDownload(source, dir);
-      const resolving = setInterval(() => {
-        progress.setPeers(download.peers);
-        progress.setResolving({ since: startedResolving, trackers: download.trackerHosts() });
-      }, 1000);
-      const meta = await this.#withPeerWatch(
-        download.metadata(signal).catch(refusedTorrent),
-        "metadata",
-      ).finally(() => clearInterval(resolving));
-      progress.setResolving(undefined);
-      this.#deps.metrics.metadataFetches.inc();
-      // A so= naming a file the torrent lacks fails the job for good (refusedTorrent).
-      let selected: number[] | undefined;
-      try {
-        selected = checkSelectOnly(magnet?.selectOnly, meta.files);
-      } catch (error) {
-        refusedTorrent(error);
-      }
-      files = await saveResolvedMetadata(this.#fenced, ctx.torrent.id, {
-        name: meta.name,
-        totalSize: meta.totalSize,
-        pieceLength: meta.pieceLength,
-        pieceCount: meta.pieceCount,
-        files: meta.files,
-        selected,
-        infoDictionary: infoDictionaryOf(meta.torrentFile),
-      });
-      this.#files = files;
-      this.#log.info({ files: files.length, bytes: meta.totalSize }, "metadata resolved");
+      files = await this.#resolveMetadata(ctx, source, magnet, dir);
       if (ctx.job.chooseFiles && ctx.files.length === 0) return this.#awaitSelection(dir);
       const folder = unsettled ? defaultFolder(files) : undefined;
       // "" (a multi-file torrent's own top folder) is where the sink already is.
@@ -508,6 +503,7 @@ export class JobRun {
     const total = chosen.reduce((sum, f) => sum + f.size, 0);
     progress.setBytes({ total });
     const todo = chosen.filter((f) => !(f.state === "uploaded" && f.cloudId));
+    this.#span?.setAttributes({ [spanAttributes.files]: chosen.length, [spanAttributes.bytes]: total });
     for (const f of chosen) {
       const done = f.state === "uploaded" && f.cloudId;
       this.#uploadedBytes.set(f.fileIndex, done ? f.size : 0);
@@ -581,6 +577,61 @@ export class JobRun {
     await download.destroy();
     await removeDir(dir);
     return "completed";
+  }
+
+  /** A magnet's metadata, fetched from peers and checked like an uploaded .torrent: the job's files from now on. */
+  async #resolveMetadata(
+    ctx: JobContext,
+    source: string | Uint8Array,
+    magnet: MagnetInfo | undefined,
+    dir: string,
+  ): Promise<JobFile[]> {
+    const { config } = this.#deps;
+    const progress = this.#progress!;
+    const signal = this.#signal;
+    const attributes = { [spanAttributes.infoHash]: ctx.torrent.infoHash };
+    return inSpan(spanNames.metadata, attributes, async (span) => {
+      // The phase's first event already says since when and which trackers it asks.
+      const startedResolving = Date.now();
+      progress.setResolving({ since: startedResolving, trackers: trackerHosts(magnet?.trackers ?? []) });
+      await this.#advance("resolving");
+      await prepareScratchDir(dir, config.STACK_ID);
+      const download = this.#startDownload(source, dir);
+      const resolving = setInterval(() => {
+        progress.setPeers(download.peers);
+        progress.setResolving({ since: startedResolving, trackers: download.trackerHosts() });
+      }, 1000);
+      const meta = await this.#withPeerWatch(
+        download.metadata(signal).catch(refusedTorrent),
+        "metadata",
+      ).finally(() => clearInterval(resolving));
+      progress.setResolving(undefined);
+      this.#deps.metrics.metadataFetches.inc();
+      // A so= naming a file the torrent lacks fails the job for good (refusedTorrent).
+      let selected: number[] | undefined;
+      try {
+        selected = checkSelectOnly(magnet?.selectOnly, meta.files);
+      } catch (error) {
+        refusedTorrent(error);
+      }
+      const files = await saveResolvedMetadata(this.#fenced, ctx.torrent.id, {
+        name: meta.name,
+        totalSize: meta.totalSize,
+        pieceLength: meta.pieceLength,
+        pieceCount: meta.pieceCount,
+        files: meta.files,
+        selected,
+        infoDictionary: infoDictionaryOf(meta.torrentFile),
+      });
+      this.#files = files;
+      span.setAttributes({
+        [spanAttributes.files]: files.length,
+        [spanAttributes.bytes]: meta.totalSize,
+        [spanAttributes.peers]: download.peers,
+      });
+      this.#log.info({ files: files.length, bytes: meta.totalSize }, "metadata resolved");
+      return files;
+    });
   }
 
   /**
@@ -722,6 +773,20 @@ export class JobRun {
 
   /** Downloads and uploads every remaining file; uploads start as soon as their bytes are on disk. */
   async #transfer(todo: JobFile[], download: Download, sink: Sink): Promise<void> {
+    // Until every file is on disk; the uploads (spans of their own) overlap it.
+    const downloading = startSpan(spanNames.download, {
+      [spanAttributes.files]: todo.length,
+      [spanAttributes.bytes]: todo.reduce((sum, f) => sum + f.size, 0),
+    });
+    try {
+      await this.#transferring(todo, download, sink, downloading);
+    } catch (error) {
+      endSpan(downloading, error);
+      throw error;
+    }
+  }
+
+  async #transferring(todo: JobFile[], download: Download, sink: Sink, downloading: Span): Promise<void> {
     // A file is downloaded once its upload had its last bytes (or needed none: stored before).
     const downloaded = new Map(
       todo.map((file) => {
@@ -740,6 +805,11 @@ export class JobRun {
       }),
     ).then(async () => {
       this.#allDownloaded = true;
+      downloading.setAttributes({
+        [spanAttributes.received]: download.received,
+        [spanAttributes.peers]: download.peers,
+      });
+      endSpan(downloading);
       this.#refresh();
       if (this.#phase === "downloading") await this.#advance("uploading");
     });
@@ -793,7 +863,21 @@ export class JobRun {
     });
   }
 
-  async #uploadFile(file: JobFile, download: Download, sink: Sink): Promise<void> {
+  /** One file's upload, in a `job.upload` span (index and size only: a file's name stays out of traces). */
+  #uploadFile(file: JobFile, download: Download, sink: Sink): Promise<void> {
+    const attributes = {
+      [spanAttributes.fileIndex]: file.fileIndex,
+      [spanAttributes.bytes]: file.size,
+      [spanAttributes.resumed]: file.uploadSession !== null,
+    };
+    return inSpan(spanNames.upload, attributes, async (span) => {
+      let parts = 0;
+      await this.#upload(file, download, sink, () => parts++);
+      span.setAttribute(spanAttributes.parts, parts);
+    });
+  }
+
+  async #upload(file: JobFile, download: Download, sink: Sink, onPart: () => void): Promise<void> {
     const signal = this.#signal;
     const window = this.#window!;
     const index = file.fileIndex;
@@ -814,7 +898,10 @@ export class JobRun {
           await updateFile(this.#fenced, file.id, { uploadSession: session });
           file.uploadSession = session;
         },
-        onPart: (part) => recordPart(this.#fenced, file.id, part),
+        onPart: (part) => {
+          onPart();
+          return recordPart(this.#fenced, file.id, part);
+        },
         journal: () => journalOf(this.#deps.db, file.id),
         clearSession: async () => {
           await clearUploadSession(this.#fenced, file.id);
