@@ -307,7 +307,7 @@ export async function simulate(env: Env, options: ScaleOptions): Promise<ScaleFi
   }
 }
 
-interface JobRow {
+export interface JobRow {
   id: string;
   userId: string;
   state: string;
@@ -389,7 +389,9 @@ export function check(
     }
     const claimedDone = spans.filter((s) => s.outcome === "completed").map((s) => s.attempt);
     if (claimedDone.length > 1 || (claimedDone.length === 1 && claimedDone[0] !== by?.attempt)) {
-      problems.push(`job ${jobId}: attempts ${claimedDone.join(", ")} reported completing it`);
+      problems.push(
+        `job ${jobId}: attempts ${claimedDone.join(", ")} reported completing it, Postgres says ${by ? `attempt ${by.attempt}` : "none"} did`,
+      );
     }
   }
   const unstarted = jobs.filter((j) => !byJob.has(j.id)).map((j) => j.id);
@@ -403,7 +405,9 @@ export function check(
     problems.push("no attempt of a killed worker was taken over by another");
 
   // Fair turns: a user's jobs are let in oldest first, the next only once the one before is
-  // claimed; and never more of them run at once than the running limit.
+  // claimed; and never more of them live at once (let in and not ended: what admitNext counts)
+  // than the running limit. Told from the job rows: an attempt's own records come a little
+  // after the moves they follow (a completed job frees its turn before its attempt says so).
   const byUser = new Map<string, JobRow[]>();
   for (const j of jobs) byUser.set(j.userId, [...(byUser.get(j.userId) ?? []), j]);
   for (const [userId, own] of byUser) {
@@ -417,21 +421,20 @@ export function check(
         break;
       }
     }
-    const events = own.flatMap((j) =>
-      (byJob.get(j.id) ?? []).flatMap((s) => [
-        { at: s.start, d: 1 },
-        { at: s.end, d: -1 },
-      ]),
-    );
+    // Both from the clock of the process making the move, in ms; at a tie the end comes first.
+    const events = own.flatMap((j) => [
+      { at: Number(j.admittedAt ?? Number.POSITIVE_INFINITY), d: 1 },
+      { at: Number(j.finishedAt ?? Number.POSITIVE_INFINITY), d: -1 },
+    ]);
     events.sort((x, y) => x.at - y.at || x.d - y.d);
-    let running = 0;
+    let live = 0;
     let most = 0;
     for (const e of events) {
-      running += e.d;
-      most = Math.max(most, running);
+      live += e.d;
+      most = Math.max(most, live);
     }
     if (most > options.runningLimit) {
-      problems.push(`user ${userId} had ${most} jobs running at once (limit ${options.runningLimit})`);
+      problems.push(`user ${userId} had ${most} jobs let in at once (running limit ${options.runningLimit})`);
     }
   }
   return { problems, takenOver };
