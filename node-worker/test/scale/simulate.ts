@@ -28,6 +28,7 @@ import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { cpus, loadavg } from "node:os";
 import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseKeyring } from "@torreclou/contracts";
 import { insertJob } from "@torreclou/db/jobs";
@@ -76,6 +77,16 @@ export interface ScaleFigures {
   seconds: number;
   jobsPerSecond: number;
   claimMs: { p50: number; p99: number; max: number };
+  /**
+   * Jobs whose queue entry the reconcile cron wrote: let in (a user's turn was free when it
+   * looked), enqueued (let in, but its entry never written: a worker killed in between) or
+   * requeued (a live job with neither an entry nor a lease when it looked).
+   */
+  reconciled: { admitted: string[]; enqueued: string[]; requeued: string[] };
+  /** The longest claim latency among jobs the cron enqueued, and among the others. */
+  maxClaimMs: { enqueuedByCron: number; others: number };
+  /** What the workers logged at warn level or above, by message, counted. */
+  warnings: [string, number][];
   /** Attempts started. */
   attempts: number;
   /** Jobs whose attempt on a killed worker was followed by another attempt. */
@@ -102,6 +113,8 @@ interface WorkerProcess {
   exitedAt: number | undefined;
   killed: boolean;
   tail: string[];
+  /** Its log lines (warn and above) by message. */
+  logged: Map<string, number>;
 }
 
 export async function simulate(env: Env, options: ScaleOptions): Promise<ScaleFigures> {
@@ -188,9 +201,13 @@ export async function simulate(env: Env, options: ScaleOptions): Promise<ScaleFi
     await inParallel(4, owners.length, async (u) => {
       await admitAndEnqueue(edge.db, edgeRedis, owners[u]!.userId, options.runningLimit);
     });
-    const cron = startCron(options.cronMs, () =>
-      reconcile(edge.db, edgeRedis, { gate: true, olderThanMs: options.cronMs }),
-    );
+    const reconciled: ScaleFigures["reconciled"] = { admitted: [], enqueued: [], requeued: [] };
+    const cron = startCron(options.cronMs, async () => {
+      const result = await reconcile(edge.db, edgeRedis, { gate: true, olderThanMs: options.cronMs });
+      reconciled.admitted.push(...result.admitted);
+      reconciled.enqueued.push(...result.enqueued);
+      reconciled.requeued.push(...result.requeued);
+    });
     cleanups.push(() => cron.stop());
 
     // Until every job completed; halfway, the kills.
@@ -259,8 +276,10 @@ export async function simulate(env: Env, options: ScaleOptions): Promise<ScaleFi
     const { problems, takenOver } = check(jobRows, completions, records, deaths, options);
     const finished = Math.max(...jobRows.map((j) => Number(j.finishedAt)));
     const seconds = (finished - t0) / 1000;
+    const latency = (j: JobRow) => Number(j.claimedAt) - Number(j.admittedAt);
+    const cronEnqueued = new Set(reconciled.enqueued);
     const latencies = jobRows
-      .map((j) => Number(j.claimedAt) - Number(j.admittedAt))
+      .map(latency)
       .filter((ms) => Number.isFinite(ms))
       .sort((a, b) => a - b);
     const perJob = (n: number) => n / options.jobs;
@@ -275,6 +294,12 @@ export async function simulate(env: Env, options: ScaleOptions): Promise<ScaleFi
         p99: percentile(latencies, 0.99),
         max: latencies.at(-1) ?? 0,
       },
+      reconciled,
+      maxClaimMs: {
+        enqueuedByCron: Math.max(0, ...jobRows.filter((j) => cronEnqueued.has(j.id)).map(latency)),
+        others: Math.max(0, ...jobRows.filter((j) => !cronEnqueued.has(j.id)).map(latency)),
+      },
+      warnings: [...warnings(workers)].sort((a, b) => b[1] - a[1]),
       attempts: records.filter((r) => r.event === "start").length,
       takenOver,
       redis: {
@@ -473,6 +498,7 @@ function spawnWorker(
     exitedAt: undefined,
     killed: false,
     tail: [],
+    logged: new Map(),
     exited: new Promise((done) =>
       child.on("exit", () => {
         w.exitedAt = now();
@@ -481,12 +507,25 @@ function spawnWorker(
     ),
   };
   for (const stream of [child.stdout, child.stderr]) {
-    stream?.on("data", (chunk: Buffer) => {
-      w.tail.push(...chunk.toString().trimEnd().split("\n"));
+    createInterface({ input: stream }).on("line", (line) => {
+      w.tail.push(line);
       w.tail.splice(0, Math.max(0, w.tail.length - 20));
+      let msg = line.slice(0, 80);
+      try {
+        msg = String((JSON.parse(line) as { msg?: unknown }).msg ?? msg);
+      } catch {
+        // not a log line (a crash's stack trace): counted as it is
+      }
+      w.logged.set(msg, (w.logged.get(msg) ?? 0) + 1);
     });
   }
   return w;
+}
+
+function warnings(workers: WorkerProcess[]): Map<string, number> {
+  const all = new Map<string, number>();
+  for (const w of workers) for (const [msg, n] of w.logged) all.set(msg, (all.get(msg) ?? 0) + n);
+  return all;
 }
 
 function failIfDied(workers: WorkerProcess[]): void {
@@ -666,6 +705,7 @@ export function summary(f: ScaleFigures): string[] {
     `killed with SIGKILL halfway: ${f.killed.join(", ") || "none"}; ${f.takenOver} of their running jobs taken over by other workers; ${f.attempts} attempts in all`,
     `run time ${n(f.seconds)} s, ${n(f.jobsPerSecond)} jobs/s`,
     `claim latency (admitted → claimed): p50 ${n(f.claimMs.p50, 0)} ms, p99 ${n(f.claimMs.p99, 0)} ms, max ${n(f.claimMs.max, 0)} ms`,
+    `  the reconcile cron let ${f.reconciled.admitted.length} jobs in, enqueued ${f.reconciled.enqueued.length} let in but never written to the stream (longest claim among them ${n(f.maxClaimMs.enqueuedByCron, 0)} ms, among the rest ${n(f.maxClaimMs.others, 0)} ms), requeued ${f.reconciled.requeued.length}`,
     `Redis commands per job: ${n(f.redis.billed, 2)} billed (${n(f.redis.edgeBilled, 2)} of them the edge's), ${n(f.redis.run, 2)} with those scripts run`,
     `  billed per job by command: ${top}`,
     f.sql
@@ -673,6 +713,7 @@ export function summary(f: ScaleFigures): string[] {
       : "SQL statements per job: not counted (this Postgres does not load pg_stat_statements; the bench's does)",
     `peak: ${f.peakWorkerConnections} worker connections to Postgres, ${n(f.peakWorkerRssMiB, 0)} MiB RSS of one worker process; redis-server used ${n(f.redisCpuSeconds)} CPU s`,
     `machine: ${cpus().length} cores, load average ${n(f.load[0])} when the jobs were let in, ${n(f.load[1])} at the end`,
+    `worker warnings: ${f.warnings.map(([msg, count]) => `${msg} ×${count}`).join("; ") || "none"}`,
     f.problems.length === 0 ? "checks: all held" : `checks FAILED:\n  ${f.problems.join("\n  ")}`,
   ];
 }
