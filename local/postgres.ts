@@ -16,6 +16,8 @@ export interface PostgresOptions {
   ephemeral?: boolean;
   /** Force the embedded PGlite server even when PostgreSQL is installed. */
   embedded?: boolean;
+  /** More server settings (`-c name=value`), e.g. a benchmark's shared_preload_libraries; the system server only. */
+  settings?: Record<string, string>;
 }
 
 /** Finds the directory holding initdb/postgres, newest version first. */
@@ -118,6 +120,7 @@ async function startSystemPostgres(bin: string, options: PostgresOptions): Promi
           ["full_page_writes", "off"],
         ]
       : []),
+    ...Object.entries(options.settings ?? {}),
   ];
   const server = await spawnService("postgres", join(bin, "postgres"), {
     args: ["-D", dir, ...settings.flatMap(([k, v]) => ["-c", `${k}=${v}`])],

@@ -123,6 +123,8 @@ export interface StackOptions {
   clouds?: boolean;
   /** The demo seeder's upload limit (aria2c syntax, e.g. "300K"); unlimited by default. */
   seedRate?: string;
+  /** More Postgres server settings (see PostgresOptions.settings). */
+  postgresSettings?: Record<string, string>;
 }
 
 export interface Stack {
@@ -153,7 +155,16 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   // Shared by the edge and the workers, like the real deployment's secret.
   env.CREDENTIALS_KEYS = localCredentialsKeys(dataDir);
   try {
-    stack.add(await startPostgres({ port: ports.postgres, dataDir, database: "torreclou", log, ephemeral }));
+    stack.add(
+      await startPostgres({
+        port: ports.postgres,
+        dataDir,
+        database: "torreclou",
+        log,
+        ephemeral,
+        settings: options.postgresSettings,
+      }),
+    );
     // With the key ring, so jobs saved before sources were encrypted get encrypted.
     await migrate(env.DATABASE_URL!, { credentialsKeys: env.CREDENTIALS_KEYS });
     log("postgres", "migrations up to date");

@@ -10,9 +10,16 @@ import { build } from "esbuild";
 
 const here = import.meta.dirname;
 
-export async function buildWorker(outfile = resolve(here, "dist/main.mjs")): Promise<string> {
+/**
+ * Bundles the worker process into `outfile`. Test tooling may bundle an entry
+ * of its own that starts `main()` itself (node-worker/test/scale/worker-main.ts);
+ * in such a bundle import.meta is that entry's, so src/main.ts's own start
+ * (`if (import.meta.main)`) is turned off.
+ */
+export async function buildWorker(outfile = resolve(here, "dist/main.mjs"), entry?: string): Promise<string> {
   await build({
-    entryPoints: [resolve(here, "src/main.ts")],
+    entryPoints: [entry ?? resolve(here, "src/main.ts")],
+    ...(entry ? { define: { "import.meta.main": "false" } } : {}),
     outfile,
     bundle: true,
     platform: "node",

@@ -26,7 +26,7 @@ import { installEgressGuard, type LookupFn } from "./egress/index.ts";
 import { Errands } from "./errands.ts";
 import { HealthScraper } from "./health/index.ts";
 import { Heartbeat, packageVersion, workersSeen } from "./heartbeat.ts";
-import { JobRun, type Outcome } from "./jobs/runner.ts";
+import { JobRun, type Outcome, type RunnerDeps } from "./jobs/runner.ts";
 import { attemptsSinceUser, currentJob } from "./jobs/store.ts";
 import type { Metrics } from "./metrics.ts";
 import { type Entry, JobQueue } from "./queue/queue.ts";
@@ -40,8 +40,14 @@ const STALE_CONSUMER_MS = 60 * 60_000;
 // Pruning looks at consumers idle for an hour: looking more often than that finds nothing more.
 const PRUNE_EVERY_MS = 60 * 60_000;
 
+/**
+ * What the worker drives of one attempt: a JobRun, or (test tooling only, see
+ * `WorkerDeps.attempts`) a stand-in for its transfer.
+ */
+export type Attempt = Pick<JobRun, "jobId" | "attempt" | "phase" | "run" | "stop" | "setWatched">;
+
 interface Active {
-  run: JobRun;
+  run: Attempt;
   /** The job's owner: when the attempt ends, their next job may be let in. */
   userId: string;
   entryId: string;
@@ -55,6 +61,13 @@ export interface WorkerDeps {
   metrics: Metrics;
   /** How jobs resolve names (dns.lookup unless given; the egress tests give their own). */
   resolver?: LookupFn | undefined;
+  /**
+   * Makes each attempt (a JobRun unless given). A seam for test tooling only:
+   * the scale simulation (node-worker/test/scale/) stands in for the transfer
+   * and keeps everything else of the worker real. The production entry never
+   * sets it.
+   */
+  attempts?: ((deps: RunnerDeps, jobId: string, attempt: number) => Attempt) | undefined;
 }
 
 export class Worker {
@@ -349,7 +362,9 @@ export class Worker {
       }
       log = entryLog.child({ attempt: job.attempt });
       log.info({ state: job.state }, "job claimed");
-      const run = new JobRun(this.#runDeps(), jobId, job.attempt);
+      const run =
+        this.#deps.attempts?.(this.#runDeps(), jobId, job.attempt) ??
+        new JobRun(this.#runDeps(), jobId, job.attempt);
       const active: Active = { run, userId: job.userId, entryId: entry.id, done: Promise.resolve() };
       this.#active.set(jobId, active);
       if (await this.queue.cancelRequested(jobId, job.attempt)) run.stop("cancel");
