@@ -11,6 +11,7 @@ import {
   jobStates,
   type Keyring,
   sourceColumnsOf,
+  type TraceContext,
   type TransitionCause,
   terminalStates,
   type WebhookPayload,
@@ -74,6 +75,8 @@ export interface NewJobInput {
   guard?: ((tx: Db) => Promise<void>) | undefined;
   /** A magnet job that waits for its submitter to pick files once the metadata is known. */
   chooseFiles?: boolean | undefined;
+  /** The creating request's trace context (tracing on), for the job's queue entry whenever it is written. */
+  trace?: TraceContext | undefined;
 }
 
 /**
@@ -136,6 +139,8 @@ export async function insertJob(
         targetFolder: input.targetFolder,
         chooseFiles: input.chooseFiles ?? false,
         name: input.name,
+        traceParent: input.trace?.traceparent,
+        traceState: input.trace?.tracestate,
         ...sourceColumnsOf(sealed),
         bytesTotal: chosen.reduce((sum, f) => sum + f.size, 0),
       })
@@ -203,7 +208,7 @@ export async function admitNext(
   db: Db,
   userId: string,
   options: AdmitOptions = {},
-): Promise<{ id: string } | undefined> {
+): Promise<({ id: string } & TraceContext) | undefined> {
   return db.transaction(async (tx) => {
     const [user] =
       options.runningLimit === undefined
@@ -240,9 +245,17 @@ export async function admitNext(
       .update(jobs)
       .set({ admittedAt: new Date(), enqueuedAt: null })
       .where(and(eq(jobs.id, next.id), isNull(jobs.admittedAt), eq(jobs.state, "queued")))
-      .returning({ id: jobs.id });
-    return admitted;
+      .returning({ id: jobs.id, traceparent: jobs.traceParent, tracestate: jobs.traceState });
+    return admitted && { id: admitted.id, ...traceOf(admitted) };
   });
+}
+
+/** The stored trace context as entry fields (absent ones left out). */
+export function traceOf(row: { traceparent: string | null; tracestate: string | null }): TraceContext {
+  return {
+    ...(row.traceparent ? { traceparent: row.traceparent } : {}),
+    ...(row.tracestate ? { tracestate: row.tracestate } : {}),
+  };
 }
 
 export class StaleAttemptError extends Error {

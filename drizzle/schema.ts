@@ -254,6 +254,14 @@ export const jobs = pgTable(
      * SELECTION_TIMEOUT_SECONDS.
      */
     selectionSince: timestamp("selection_since", { withTimezone: true }),
+    /**
+     * The W3C trace context (`traceparent`, `tracestate`) of the request that
+     * created the job, while tracing is on: the queue entry written when the
+     * job's turn comes (fair turns, maybe from a worker) carries it, so the job
+     * stays one trace. Null when tracing is off.
+     */
+    traceParent: text("trace_parent"),
+    traceState: text("trace_state"),
     /** A reason a person can read, set when the job fails. */
     failureReason: text("failure_reason"),
     bytesTotal: bytes("bytes_total"),

@@ -88,14 +88,17 @@ export const JobMessage = z.object({
    * W3C trace context (`traceparent`, `tracestate`) of the edge request the
    * job's entry was written for (its creation, a retry, a choice of files),
    * while tracing is on (contracts/src/tracing.ts): the worker's spans continue
-   * that request's trace. Entries without it (older ones, tracing off, and
-   * those written later or by no request: a job let in on its fair turn by a
-   * worker or by another request, the reconcile cron's, a worker's hand-back)
-   * start a new trace at the worker, with the job id on its spans; nothing is
-   * linked. An entry taken over from a crashed worker keeps its context: the
-   * next attempt joins the same trace. A malformed value is dropped, never the entry.
+   * that request's trace. A job let in later on its fair turn (by a worker or
+   * another request) carries the context of the request that created it,
+   * kept on its row, so it is one trace all the same. Entries without it
+   * (older ones, tracing off, the reconcile cron's, a worker's hand-back)
+   * start a new trace at the worker, with the job id on its spans. An entry
+   * taken over from a crashed worker keeps its context: the next attempt
+   * joins the same trace. A malformed value is dropped, never the entry.
    */
   traceparent: z.string().max(64).optional().catch(undefined),
   tracestate: z.string().max(512).optional().catch(undefined),
 });
 export type JobMessage = z.infer<typeof JobMessage>;
+/** The trace context fields of an entry. */
+export type TraceContext = Pick<JobMessage, "traceparent" | "tracestate">;

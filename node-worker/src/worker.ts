@@ -430,7 +430,11 @@ export class Worker {
     try {
       const next = await admitNext(this.#deps.db, userId);
       if (!next) return;
-      await this.queue.enqueue(next.id, userId);
+      // Its entry carries the trace context of the request that created it (tracing on).
+      await this.queue.enqueue(next.id, userId, {
+        traceparent: next.traceparent,
+        tracestate: next.tracestate,
+      });
       await markEnqueued(this.#deps.db, next.id);
       log.info({ next: next.id }, "let the user's next job into the queue");
     } catch (error) {

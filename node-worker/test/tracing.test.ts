@@ -366,7 +366,7 @@ describe("tracing", () => {
         return (
           uploads === files &&
           spans.some((s) => s.name === spanNames.run) &&
-          edgeSpans === (jobId === waitingJob ? 0 : 2)
+          edgeSpans === (jobId === waitingJob ? 1 : 2)
         );
       });
     }
@@ -381,12 +381,13 @@ describe("tracing", () => {
       const claim = one(spanNames.claim);
       expect(claim).toMatchObject({ service: "torreclou-worker", kind: SPAN_KIND.consumer });
       if (jobId === waitingJob) {
-        // Let in by the worker, not by a request: its trace starts at the claim. The request
-        // that created it, in a trace of its own, names it.
-        expect(claim.parentSpanId).toBe("");
-        const request = createdBy(jobId);
-        expect(request?.traceId).toMatch(/^[0-9a-f]{32}$/);
-        expect(request?.traceId).not.toBe(claim.traceId);
+        // Let in by the worker, not by a request: its entry carries the context of the
+        // request that created it (kept on its row), so the claim hangs under that request.
+        const request = one("POST /api/jobs");
+        expect(request).toMatchObject({ service: "torreclou-edge", parentSpanId: "" });
+        expect(request.attributes[spanAttributes.jobId]).toBe(jobId);
+        expect(claim.parentSpanId).toBe(request.spanId);
+        expect(spans.filter((s) => s.name === spanNames.enqueue)).toEqual([]);
       } else {
         const request = one("POST /api/jobs");
         expect(request).toMatchObject({
@@ -448,7 +449,7 @@ describe("tracing", () => {
       expect(total).toBe(run.attributes[spanAttributes.bytes]);
       // Nothing else, nothing failed.
       expect(spans.filter((s) => s.status === 2)).toEqual([]);
-      expect(spans).toHaveLength((jobId === waitingJob ? 0 : 2) + 3 + metadata.length + uploads.length);
+      expect(spans).toHaveLength((jobId === waitingJob ? 1 : 2) + 3 + metadata.length + uploads.length);
 
       // Every line the worker wrote about the job carries its trace id, and a span id of it.
       const about = jsonLines(workerLines).filter((l) => l.jobId === jobId);

@@ -5,7 +5,14 @@
 // enqueues again; a message written twice is harmless because a worker takes a
 // lease and bumps the job's attempt before running it.
 import { SpanKind } from "@opentelemetry/api";
-import { type JobMessage, keys, queue, spanAttributes, spanNames } from "@torreclou/contracts";
+import {
+  type JobMessage,
+  keys,
+  queue,
+  spanAttributes,
+  spanNames,
+  type TraceContext,
+} from "@torreclou/contracts";
 import { admitNext, type Db, markEnqueued } from "@torreclou/db/jobs";
 import type { Redis } from "@upstash/redis/cloudflare";
 import { inSpan, traceContextFields, traceLogFields } from "../tracing/index.ts";
@@ -17,7 +24,12 @@ import { inSpan, traceContextFields, traceLogFields } from "../tracing/index.ts"
  * an earlier attempt left stays: it names that attempt, and a retried job
  * runs as a later one, so the flag stops only the attempt it was meant for.
  */
-export async function writeQueueMessage(redis: Redis, jobId: string, userId: string): Promise<string> {
+export async function writeQueueMessage(
+  redis: Redis,
+  jobId: string,
+  userId: string,
+  stored: TraceContext = {},
+): Promise<string> {
   // The queue hop of the job's trace: the entry carries this span's context (while tracing
   // is on, and the request is about this job: tracing/ `forJob`).
   const attributes = {
@@ -27,7 +39,9 @@ export async function writeQueueMessage(redis: Redis, jobId: string, userId: str
     "messaging.destination.name": queue.stream,
   };
   return inSpan(spanNames.enqueue, { kind: SpanKind.PRODUCER, attributes }, async (span) => {
-    const message: JobMessage = { jobId, ...traceContextFields(jobId) };
+    // Else the context of the request that created the job (a job let in on its turn by another).
+    const own = traceContextFields(jobId);
+    const message: JobMessage = { jobId, ...(own.traceparent ? own : stored) };
     const results = await redis
       .multi()
       .set(keys.owner(jobId), userId)
@@ -62,10 +76,11 @@ export async function enqueueJob(
   redis: Redis,
   jobId: string,
   userId: string,
+  stored: TraceContext = {},
 ): Promise<EnqueueResult> {
   await noteChange(redis);
   try {
-    await writeQueueMessage(redis, jobId, userId);
+    await writeQueueMessage(redis, jobId, userId, stored);
   } catch (err) {
     return failed("queue write failed", jobId, err);
   }
@@ -90,7 +105,7 @@ export async function admitAndEnqueue(
   userId: string,
   runningLimit?: number | null,
 ): Promise<string | undefined> {
-  let next: { id: string } | undefined;
+  let next: ({ id: string } & TraceContext) | undefined;
   await noteChange(redis);
   try {
     next = await admitNext(db, userId, { runningLimit });
@@ -105,7 +120,12 @@ export async function admitAndEnqueue(
     );
     return undefined;
   }
-  if (next) await enqueueJob(db, redis, next.id, userId);
+  if (next) {
+    await enqueueJob(db, redis, next.id, userId, {
+      traceparent: next.traceparent,
+      tracestate: next.tracestate,
+    });
+  }
   return next?.id;
 }
 

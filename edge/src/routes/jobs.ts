@@ -66,7 +66,7 @@ import {
   type TorrentSource,
 } from "../torrents/input.ts";
 import { readInfoDictionary } from "../torrents/metadata.ts";
-import { forJob } from "../tracing/index.ts";
+import { forJob, requestTraceContext } from "../tracing/index.ts";
 import { router } from "./openapi.ts";
 
 /** Jobs per page at most. */
@@ -990,6 +990,8 @@ export const jobsApi = api
       guard: (tx) =>
         checkNewJob(tx, config, userId, bytes, new Date(), (name, value) => c.header(name, value)),
       chooseFiles: source.kind === "magnet" && body.chooseFiles === true,
+      // Its queue entry carries this request's trace, also when its turn comes later.
+      trace: requestTraceContext(),
     });
     // Its turn may come at once, or after the user's jobs ahead of it (fair turns): then
     // whoever lets it in writes its entry, and its trace starts at the worker.

@@ -36,7 +36,7 @@ import {
   TraceIdRatioBasedSampler,
   TracerProvider,
 } from "@opentelemetry/sdk-trace";
-import { spanAttributes, type TracingConfig, tracingOf } from "@torreclou/contracts";
+import { spanAttributes, type TraceContext, type TracingConfig, tracingOf } from "@torreclou/contracts";
 import type { MiddlewareHandler } from "hono";
 import { routePath } from "hono/route";
 import { parseConfig } from "../config.ts";
@@ -182,9 +182,8 @@ const JOB = createContextKey("torreclou.job");
  * Runs `work` as the request's own job's: the request's span gets the job's
  * id, and an entry it writes for `jobId` carries the request's trace context.
  * Entries it writes for other jobs (fair turns: a user's older job let in by
- * this request) carry none, so a job's trace never hangs under another job's
- * request. (A job whose turn comes later is found by its id: its trace starts
- * at the worker.)
+ * this request) carry that job's own creating request's context instead
+ * (kept on its row), so a job's trace never hangs under another job's request.
  */
 export function forJob<T>(jobId: string, work: () => Promise<T>): Promise<T> {
   trace.getActiveSpan()?.setAttribute(spanAttributes.jobId, jobId);
@@ -196,8 +195,15 @@ export function forJob<T>(jobId: string, work: () => Promise<T>): Promise<T> {
  * (`traceparent`, `tracestate`), if the request is about that job (`forJob`);
  * none while tracing is off.
  */
-export function traceContextFields(jobId: string): { traceparent?: string; tracestate?: string } {
-  if (context.active().getValue(JOB) !== jobId) return {};
+export function traceContextFields(jobId: string): TraceContext {
+  return context.active().getValue(JOB) === jobId ? requestTraceContext() : {};
+}
+
+/**
+ * The request's own trace context (none while tracing is off), kept on a new
+ * job's row: whenever the job's turn comes, its entry carries it.
+ */
+export function requestTraceContext(): TraceContext {
   const carrier: Record<string, string> = {};
   propagation.inject(context.active(), carrier);
   return {

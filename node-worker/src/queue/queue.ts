@@ -15,7 +15,7 @@
 // jobs, the others look every few seconds, so a crash is noticed within
 // seconds. A worker that takes a job adds a `watch` notice to the stream,
 // which wakes one idle worker straight into watching.
-import { JobMessage, keys, queue } from "@torreclou/contracts";
+import { JobMessage, keys, queue, type TraceContext } from "@torreclou/contracts";
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
 
@@ -315,13 +315,15 @@ export class JobQueue {
 
   /**
    * Writes the queue message of a job just let in (admitNext), as the edge
-   * does: the owner key, then the entry, in one MULTI.
+   * does: the owner key, then the entry, in one MULTI. `trace` is the context
+   * of the request that created the job (stored on its row), so its trace
+   * goes on from there.
    */
-  async enqueue(jobId: string, userId: string): Promise<void> {
+  async enqueue(jobId: string, userId: string, trace: TraceContext = {}): Promise<void> {
     await this.commands
       .multi()
       .set(keys.owner(jobId), userId)
-      .xadd(queue.stream, "*", "job", JSON.stringify({ jobId } satisfies JobMessage))
+      .xadd(queue.stream, "*", "job", JSON.stringify({ jobId, ...trace } satisfies JobMessage))
       .incr(keys.reconcileChanges)
       .exec();
   }

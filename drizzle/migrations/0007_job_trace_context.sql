@@ -1,0 +1,2 @@
+ALTER TABLE "jobs" ADD COLUMN "trace_parent" text;--> statement-breakpoint
+ALTER TABLE "jobs" ADD COLUMN "trace_state" text;
