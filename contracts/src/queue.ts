@@ -90,11 +90,11 @@ export const JobMessage = z.object({
    * while tracing is on (contracts/src/tracing.ts): the worker's spans continue
    * that request's trace. A job let in later on its fair turn (by a worker or
    * another request) carries the context of the request that created it,
-   * kept on its row, so it is one trace all the same. Entries without it
-   * (older ones, tracing off, the reconcile cron's, a worker's hand-back)
-   * start a new trace at the worker, with the job id on its spans. An entry
-   * taken over from a crashed worker keeps its context: the next attempt
-   * joins the same trace. A malformed value is dropped, never the entry.
+   * kept on its row, so it is one trace all the same (the reconcile cron's
+   * re-enqueue too); a worker's hand-back carries its entry's context on, and
+   * an entry taken over from a crashed worker keeps its own. Entries without
+   * it (older ones, tracing off) start a new trace at the worker, with the
+   * job id on its spans. A malformed value is dropped, never the entry.
    */
   traceparent: z.string().max(64).optional().catch(undefined),
   tracestate: z.string().max(512).optional().catch(undefined),

@@ -10,6 +10,7 @@ import {
   type Keyring,
   MAX_ATTEMPTS,
   parseKeyring,
+  type TraceContext,
 } from "@torreclou/contracts";
 import {
   admitNext,
@@ -51,6 +52,8 @@ interface Active {
   /** The job's owner: when the attempt ends, their next job may be let in. */
   userId: string;
   entryId: string;
+  /** The entry's trace context: a hand-back's new entry carries it on, so the job stays one trace. */
+  trace: TraceContext;
   done: Promise<void>;
 }
 
@@ -365,7 +368,11 @@ export class Worker {
       const run =
         this.#deps.attempts?.(this.#runDeps(), jobId, job.attempt) ??
         new JobRun(this.#runDeps(), jobId, job.attempt);
-      const active: Active = { run, userId: job.userId, entryId: entry.id, done: Promise.resolve() };
+      const trace =
+        entry.kind === "job"
+          ? { traceparent: entry.message.traceparent, tracestate: entry.message.tracestate }
+          : {};
+      const active: Active = { run, userId: job.userId, entryId: entry.id, trace, done: Promise.resolve() };
       this.#active.set(jobId, active);
       if (await this.queue.cancelRequested(jobId, job.attempt)) run.stop("cancel");
       // Someone idle should watch for this worker's crash.
@@ -501,7 +508,7 @@ export class Worker {
           }
           // Lease first: a worker reading the new entry must be able to take it.
           await this.queue.releaseLease(jobId);
-          await this.queue.requeue(jobId, active.entryId);
+          await this.queue.requeue(jobId, active.entryId, active.trace);
           break;
         }
         case "interrupted": {
@@ -516,7 +523,7 @@ export class Worker {
             attempt: active.run.attempt,
           }).catch((error: unknown) => log.warn({ reason: String(error) }, "job left in its state"));
           await this.queue.releaseLease(jobId);
-          await this.queue.requeue(jobId, active.entryId);
+          await this.queue.requeue(jobId, active.entryId, active.trace);
           break;
         }
         default:

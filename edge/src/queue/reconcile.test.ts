@@ -2,7 +2,7 @@
 // turn and check that nothing is lost and nothing half-written.
 import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { keys, queue } from "@torreclou/contracts";
+import { type JobMessage, keys, queue } from "@torreclou/contracts";
 import { jobs, torrents, users } from "@torreclou/db";
 import { claimJob, type Db, transitionJob } from "@torreclou/db/jobs";
 import { eq, inArray } from "drizzle-orm";
@@ -290,6 +290,21 @@ describe("closing the gaps between rows and stream", () => {
     expect(await messagesFor(job.id)).toHaveLength(1);
     // Once there, it is left alone.
     expect((await reconcileNow(job.id)).requeued).not.toContain(job.id);
+  });
+
+  it("writes the entries it restores with the trace context kept on the job's row", async () => {
+    const user = await userWithStorage();
+    const job = await submitJob(user);
+    // As a create request stores it while tracing is on.
+    const traceparent = `00-${"a1".repeat(16)}-${"b2".repeat(8)}-01`;
+    await withDb((db) => db.update(jobs).set({ traceParent: traceparent }).where(eq(jobs.id, job.id)));
+    const [entry] = await messagesFor(job.id);
+    await redis().xdel(queue.stream, entry!);
+    expect((await reconcileNow(job.id)).requeued).toContain(job.id);
+    const [restored] = await messagesFor(job.id);
+    const fields = (await redis().xrange(queue.stream, restored!, restored!))[restored!]!;
+    const message = (typeof fields.job === "string" ? JSON.parse(fields.job) : fields.job) as JobMessage;
+    expect(message).toEqual({ jobId: job.id, traceparent });
   });
 
   it("leaves a live job alone while a worker holds its lease", async () => {

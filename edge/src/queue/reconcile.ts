@@ -29,7 +29,7 @@
 // Postgres at all.
 import { isTerminal, type JobMessage, keys, queue, terminalStates, workerStates } from "@torreclou/contracts";
 import { jobs, users } from "@torreclou/db";
-import { cancelUnchosen, type Db } from "@torreclou/db/jobs";
+import { cancelUnchosen, type Db, traceOf } from "@torreclou/db/jobs";
 import type { Redis } from "@upstash/redis/cloudflare";
 import { and, asc, eq, inArray, isNotNull, isNull, lt, sql } from "drizzle-orm";
 import { admitAndEnqueue, enqueueJob, writeQueueMessage } from "./enqueue.ts";
@@ -139,7 +139,7 @@ export async function reconcile(
   await admitStalled(db, redis, cutoff, options.limit ?? 200, result);
   // jobs_unenqueued_idx (partial, enqueued_at IS NULL) keeps this scan small.
   const pending = await db
-    .select({ id: jobs.id, userId: jobs.userId })
+    .select({ id: jobs.id, userId: jobs.userId, traceparent: jobs.traceParent, tracestate: jobs.traceState })
     .from(jobs)
     .where(
       and(
@@ -152,7 +152,8 @@ export async function reconcile(
     .orderBy(asc(jobs.createdAt))
     .limit(options.limit ?? 200);
   for (const job of pending) {
-    const { enqueued } = await enqueueJob(db, redis, job.id, job.userId);
+    // The entry carries the creating request's trace context (tracing on), as on any turn.
+    const { enqueued } = await enqueueJob(db, redis, job.id, job.userId, traceOf(job));
     (enqueued ? result.enqueued : result.failed).push(job.id);
   }
   await requeueLost(db, redis, cutoff, options.limit ?? 200, result);
@@ -267,7 +268,7 @@ async function jobsInStream(redis: Redis): Promise<Set<string>> {
 
 async function requeueLost(db: Db, redis: Redis, cutoff: Date, limit: number, result: ReconcileResult) {
   const live = await db
-    .select({ id: jobs.id, userId: jobs.userId })
+    .select({ id: jobs.id, userId: jobs.userId, traceparent: jobs.traceParent, tracestate: jobs.traceState })
     .from(jobs)
     .where(and(inArray(jobs.state, LIVE_STATES), isNotNull(jobs.enqueuedAt), lt(jobs.updatedAt, cutoff)))
     .orderBy(asc(jobs.updatedAt))
@@ -280,7 +281,7 @@ async function requeueLost(db: Db, redis: Redis, cutoff: Date, limit: number, re
   for (const [i, job] of lost.entries()) {
     if (leases[i] !== null) continue; // a worker holds it
     try {
-      await writeQueueMessage(redis, job.id, job.userId);
+      await writeQueueMessage(redis, job.id, job.userId, traceOf(job));
       result.requeued.push(job.id);
     } catch {
       result.failed.push(job.id);

@@ -95,6 +95,21 @@ describe("JobQueue consumer group", () => {
     expect(await b.check(5)).toEqual({ othersPending: 0, claimed: [] });
   });
 
+  it("hands a job back as a new entry carrying the old one's trace context, and retires the old", async () => {
+    await redis.flushdb();
+    const a = await join("hands-back");
+    const jobId = randomUUID();
+    const traceparent = `00-${"c3".repeat(16)}-${"d4".repeat(8)}-01`;
+    await redis.xadd(queue.stream, "*", "job", JSON.stringify({ jobId, traceparent }));
+    const [entry] = await a.read(1, 1000);
+    expect(entry).toMatchObject({ kind: "job", message: { jobId, traceparent } });
+    await a.requeue(jobId, entry!.id, { traceparent });
+    const [again] = await a.read(1, 1000);
+    expect(again).toMatchObject({ kind: "job", message: { jobId, traceparent } });
+    expect(again!.id).not.toBe(entry!.id);
+    expect(await redis.xrange(queue.stream, entry!.id, entry!.id)).toEqual([]);
+  });
+
   it("renews leases it still owns and reports cancels by attempt, so a retry is never stopped by an older cancel", async () => {
     await redis.flushdb();
     const a = await join("renew-a");

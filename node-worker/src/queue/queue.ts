@@ -333,11 +333,11 @@ export class JobQueue {
     await this.commands.xadd(queue.stream, "*", "watch", this.consumer);
   }
 
-  /** Puts a job back on the queue as a new entry and retires the old one. */
-  async requeue(jobId: string, entryId: string): Promise<void> {
+  /** Puts a job back on the queue as a new entry (with the old one's trace context) and retires the old one. */
+  async requeue(jobId: string, entryId: string, trace: TraceContext = {}): Promise<void> {
     await this.commands
       .multi()
-      .xadd(queue.stream, "*", "job", JSON.stringify({ jobId } satisfies JobMessage))
+      .xadd(queue.stream, "*", "job", JSON.stringify({ jobId, ...trace } satisfies JobMessage))
       .xack(queue.stream, queue.group, entryId)
       .xdel(queue.stream, entryId)
       .incr(keys.reconcileChanges)
