@@ -202,16 +202,19 @@ export async function portOpen(port: number, host = "127.0.0.1"): Promise<boolea
   });
 }
 
-/** Asks the OS for a free TCP port on loopback. */
+/** A TCP port free on loopback now, for another process to listen on. */
 export async function freePort(): Promise<number> {
+  // Below the kernel's ephemeral range (32768+): a port handed to another process to
+  // bind must not be one an outgoing connection can take meanwhile (aria2c then
+  // fails with "Address already in use"). The stacks of the e2e tests use 20000+.
   const { createServer } = await import("node:net");
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
+  for (;;) {
+    const port = 12000 + Math.floor(Math.random() * 8000);
+    const free = await new Promise<boolean>((resolve) => {
+      const server = createServer();
+      server.once("error", () => resolve(false));
+      server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
     });
-  });
+    if (free) return port;
+  }
 }
