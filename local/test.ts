@@ -13,6 +13,7 @@ const root = resolve(import.meta.dirname, "..");
 interface VitestReport {
   numPassedTests: number;
   numFailedTests: number;
+  numFailedTestSuites: number;
   numPendingTests: number;
   numTodoTests: number;
   success: boolean;
@@ -76,7 +77,9 @@ async function main(): Promise<number> {
   }
   rmSync(reportFile, { force: true });
   const passed = report?.numPassedTests ?? 0;
-  const failed = report?.numFailedTests ?? (code === 0 ? 0 : 1);
+  const failedTests = report?.numFailedTests ?? 0;
+  // A file can fail with every test in it passed (a hook timed out, an unhandled error): a failure too.
+  const failed = failedTests > 0 || code === 0 ? failedTests : Math.max(1, report?.numFailedTestSuites ?? 1);
   const skipped = (report?.numPendingTests ?? 0) + (report?.numTodoTests ?? 0);
   process.stdout.write(`\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}\n`);
   return code !== 0 || failed > 0 || passed === 0 ? 1 : 0;
