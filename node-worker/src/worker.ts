@@ -83,6 +83,7 @@ export class Worker {
   readonly #log: Logger;
   readonly #keyRing: Keyring;
   readonly #active = new Map<string, Active>();
+  #settled: Promise<void> | undefined;
   /**
    * Jobs this process is between "seen an entry" and "registered as active".
    * Set before the first await, so two entries of one job can never start two
@@ -567,7 +568,8 @@ export class Worker {
     this.#wake();
     const running = [...this.#active.values()];
     for (const a of running) a.run.stop("shutdown");
-    const settled = Promise.all([...running.map((a) => a.done), ...this.#loops]).then(() => true);
+    this.#settled = Promise.all([...running.map((a) => a.done), ...this.#loops]).then(() => {});
+    const settled = this.#settled.then(() => true);
     const timedOut = new Promise<boolean>((resolve) =>
       setTimeout(() => resolve(false), Math.max(0, boundMs - 1000)).unref(),
     );
@@ -583,5 +585,14 @@ export class Worker {
     await this.queue.close();
     await this.budget.close();
     this.#holes?.close();
+  }
+
+  /**
+   * After `shutdown`: resolves once every run it stopped has ended, even one
+   * that outlived the bound, so its caller can close the pool those runs use
+   * (a pool's `end()` waits for every checked-out client).
+   */
+  stopped(): Promise<void> {
+    return this.#settled ?? Promise.resolve();
   }
 }

@@ -98,9 +98,13 @@ async function startWorker(): Promise<Worker> {
   });
   const worker = new Worker({ config, db, log, metrics: createMetrics() });
   await worker.start();
+  // Stops run in reverse: the worker, then (once its runs have ended) its pool.
   stops.push(
     () => pool.end(),
-    () => worker.shutdown(5000),
+    async () => {
+      await worker.shutdown(5000);
+      await worker.stopped();
+    },
   );
   return worker;
 }
