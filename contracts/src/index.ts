@@ -10,4 +10,5 @@ export * from "./progress.ts";
 export * from "./queue.ts";
 export * from "./torrent.ts";
 export * from "./tracing.ts";
+export * from "./transfer.ts";
 export * from "./webhooks.ts";
