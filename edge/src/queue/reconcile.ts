@@ -15,7 +15,8 @@
 // - A job that has waited for its submitter's choice of files longer than the
 //   selection timeout is cancelled. Redis says first whether any wait can have
 //   run out (the oldest score of the awaiting set); only then is Postgres
-//   asked, in one statement on its partial index.
+//   asked, in one statement on its partial index, and on the daily sweep in
+//   case the set missed a job.
 //
 // Cost (the cron passes `gate`): the rest touches Postgres only when something
 // may need it. Edge and workers count every job change in Redis
@@ -116,14 +117,6 @@ export async function reconcile(
     acknowledged: [],
     unchosen: [],
   };
-  // First: a wait that ran out ends, and may free its user's turn.
-  await cancelUnchosenJobs(
-    db,
-    redis,
-    options.now ?? new Date(),
-    options.selectionTimeoutMs ?? DEFAULT_SELECTION_TIMEOUT_MS,
-    result,
-  );
   const now = (options.now ?? new Date()).getTime();
   const olderThanMs = options.olderThanMs ?? 60_000;
   const gateKeys = options.gateKeys ?? { changes: keys.reconcileChanges, state: keys.reconcileState };
@@ -133,9 +126,21 @@ export async function reconcile(
     const changes = Number(changesRaw ?? 0);
     const state = readGateState(stateRaw);
     const sweep = !state || now - state.sweptAt >= (options.sweepMs ?? DEFAULT_SWEEP_MS);
-    if (state && !sweep && state.quiet && state.seen === changes) return { ...result, skipped: true };
     gate = { changes, state, sweep };
   }
+  // First: a wait that ran out ends, and may free its user's turn. The daily
+  // sweep asks Postgres even when the awaiting set names none (its write may
+  // have failed), so no wait outlives the timeout by more than a day.
+  await cancelUnchosenJobs(
+    db,
+    redis,
+    options.now ?? new Date(),
+    options.selectionTimeoutMs ?? DEFAULT_SELECTION_TIMEOUT_MS,
+    result,
+    gate?.sweep ?? false,
+  );
+  if (gate?.state && !gate.sweep && gate.state.quiet && gate.state.seen === gate.changes)
+    return { ...result, skipped: true };
   await admitStalled(db, redis, cutoff, options.limit ?? 200, result);
   // jobs_unenqueued_idx (partial, enqueued_at IS NULL) keeps this scan small.
   const pending = await db
@@ -332,7 +337,8 @@ async function settleEnded(db: Db, redis: Redis, cutoff: Date, result: Reconcile
 
 /**
  * Cancels jobs that waited for a choice of files longer than `timeoutMs`.
- * One Redis read when none can be due; Postgres only when one may be.
+ * One Redis read when none can be due; Postgres only when one may be, or on
+ * the daily `sweep`.
  */
 async function cancelUnchosenJobs(
   db: Db,
@@ -340,6 +346,7 @@ async function cancelUnchosenJobs(
   now: Date,
   timeoutMs: number,
   result: ReconcileResult,
+  sweep: boolean,
 ): Promise<void> {
   const cutoff = now.getTime() - timeoutMs;
   const due = await redis.zrange<string[]>(keys.awaitingSelection, "-inf", cutoff, {
@@ -347,7 +354,7 @@ async function cancelUnchosenJobs(
     offset: 0,
     count: 1,
   });
-  if (due.length === 0) return;
+  if (due.length === 0 && !sweep) return;
   const cancelled = await cancelUnchosen(db, new Date(cutoff), unchosenReason(timeoutMs));
   result.unchosen.push(...cancelled.map((job) => job.id));
   // Entries up to the cutoff are settled: cancelled now, or chosen (or cancelled) before.

@@ -317,4 +317,38 @@ describe("the selection timeout", () => {
     const view = await jobOf(await send(user.cookie, "GET", `/api/jobs/${job.id}`));
     expect(view.transitions.at(-1)?.reason).toBe("No files were chosen within 5 min; the job was cancelled.");
   });
+
+  it("cancels on the cron's daily sweep a wait the awaiting set lost", async () => {
+    const user = await userWithStorage();
+    const job = await awaitingJob(user);
+    await redis().zrem(keys.awaitingSelection, job.id);
+    const tag = crypto.randomUUID();
+    const gateKeys = { changes: `test:${tag}:changes`, state: `test:${tag}:state` };
+    const now = new Date(Date.now() + 10 * 60_000);
+    const pass = (sweepMs: number) =>
+      withDb((db) =>
+        reconcile(db, createRedis(env), {
+          now,
+          selectionTimeoutMs: 5 * 60_000,
+          gate: true,
+          gateKeys,
+          sweepMs,
+        }),
+      );
+    // A quiet minute, not the sweep: the set is trusted (a gate with no state would sweep, so give it one).
+    await redis().set(
+      gateKeys.state,
+      JSON.stringify({ seen: 0, at: now.getTime(), quiet: true, sweptAt: now.getTime() }),
+    );
+    const quiet = await pass(86_400_000);
+    expect(quiet.skipped).toBe(true);
+    expect(quiet.unchosen).not.toContain(job.id);
+    expect((await jobOf(await send(user.cookie, "GET", `/api/jobs/${job.id}`))).state).toBe(
+      "awaiting_selection",
+    );
+    // The sweep asks Postgres itself.
+    expect((await pass(0)).unchosen).toContain(job.id);
+    expect((await jobOf(await send(user.cookie, "GET", `/api/jobs/${job.id}`))).state).toBe("cancelled");
+    await redis().del(gateKeys.changes, gateKeys.state);
+  });
 });
