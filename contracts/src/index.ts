@@ -1,3 +1,4 @@
+export * from "./content-types.ts";
 export * from "./credentials.ts";
 export * from "./destinations.ts";
 export * from "./egress.ts";
