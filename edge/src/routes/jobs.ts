@@ -27,8 +27,9 @@ import {
   destinationOf,
   findNameClash,
   type JobMessage,
-  JobRunner,
+  type JobRunner,
   JobState,
+  jobRunners,
   jobStates,
   keys,
   MAX_TORRENT_FILES,
@@ -126,7 +127,7 @@ const CreateJobBody = z
       .optional()
       .openapi({ description: "Destination (default: your default profile)." }),
     targetFolder: TargetFolder.optional(),
-    runner: JobRunner.optional().openapi({
+    runner: z.enum(jobRunners).optional().openapi({
       description:
         "`browser`: the submitting browser tab transfers the job itself (POST /api/jobs/{id}/transfer and the calls under it), for swarms only WebRTC peers or web seeds reach; only into a destination a tab can upload to (S3, Google Drive). Default `fleet`: the worker fleet does.",
     }),
@@ -172,7 +173,7 @@ const JobSummarySchema = z
       description: "What you submitted. The link or file itself is stored encrypted and never sent back.",
     }),
     storageProfileId: z.uuid().nullable(),
-    runner: JobRunner.openapi({
+    runner: z.enum(jobRunners).openapi({
       description: "Who moves the bytes: the worker fleet, or the submitter's browser tab.",
     }),
     targetFolder: z.string().nullable().openapi({
