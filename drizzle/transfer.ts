@@ -3,7 +3,7 @@
 // same fencing), and may hand it to the fleet. The moves go through the same
 // transition table and functions as a worker's (jobs.ts).
 import type { JobState } from "@torreclou/contracts";
-import { and, eq, inArray, isNotNull, sql } from "drizzle-orm";
+import { and, eq, isNotNull, sql } from "drizzle-orm";
 import { claimJob, type Db, liveJob, transitionJob } from "./jobs.ts";
 import { type Job, jobs, jobTransitions, users } from "./schema.ts";
 
@@ -122,18 +122,5 @@ async function browserJob(
   if (!row) return { refused: "not_found" };
   if (row.runner !== "browser") return { refused: "not_browser" };
   if (!browserStates.includes(row.state)) return { refused: "state", state: row.state };
-  return row;
-}
-
-/** Whether the job is the user's and its tab still holds `attempt`; the state it is in. */
-export async function browserAttempt(
-  db: Db,
-  jobId: string,
-  userId: string,
-): Promise<Pick<Job, "attempt" | "state" | "runner"> | undefined> {
-  const [row] = await db
-    .select({ attempt: jobs.attempt, state: jobs.state, runner: jobs.runner })
-    .from(jobs)
-    .where(and(eq(jobs.id, jobId), eq(jobs.userId, userId), inArray(jobs.state, [...browserStates])));
   return row;
 }

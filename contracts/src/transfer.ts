@@ -67,6 +67,8 @@ export type TransferPlan = z.infer<typeof TransferPlan>;
  * tab, or the fleet, resumes it). S3: parts of `partSize` bytes (the last one
  * shorter), with those already stored listed; Drive: a resumable session URI
  * the tab PUTs chunks to (multiples of `chunkSize`), and the bytes Drive has.
+ * A zero-byte file has no parts: the edge stores it when its upload is opened
+ * (complete it at once; completing a stored file again is no error).
  */
 export const FileUpload = z.discriminatedUnion("kind", [
   z.object({
