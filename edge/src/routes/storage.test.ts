@@ -6,7 +6,7 @@ import { decryptS3Secret, parseKeyring, sealedOf } from "@torreclou/contracts";
 import { AwsClient } from "aws4fetch";
 import { sql } from "drizzle-orm";
 import { afterEach, beforeEach, describe, expect, it, type MockInstance, vi } from "vitest";
-import { fromWebApp, signIn } from "../../test/helpers.ts";
+import { fromWebApp, signIn, webOrigin } from "../../test/helpers.ts";
 import { app } from "../app.ts";
 import { createDb } from "../db/index.ts";
 
@@ -418,9 +418,17 @@ describe("checking an endpoint that is not S3", () => {
     const { cookie } = await signIn();
     const { response, text, body: created } = await create(cookie, probe("delete-html"));
     expect(response.status, text).toBe(201);
-    expect(created.warnings).toHaveLength(1);
+    // The delete's warning, then the CORS one: this endpoint answers no preflight.
+    expect(created.warnings).toHaveLength(2);
     expect(created.warnings[0]).toContain("could not be deleted");
     expect(created.warnings[0]).toContain("It answered HTTP 500 with an HTML page (text/html).");
+    expect(created.warnings[1]).toContain("Transfers in the browser need the bucket to allow");
+    expect(created.warnings[1]).toContain('"ExposeHeaders":["ETag"]');
+    const { browserTransfer } = created as unknown as { browserTransfer: { ready: boolean; rule: unknown } };
+    expect(browserTransfer).toMatchObject({
+      ready: false,
+      rule: { AllowedOrigins: [webOrigin], AllowedMethods: ["PUT", "GET"], ExposeHeaders: ["ETag"] },
+    });
     expect(text).not.toContain(env.PROBE_SECRET);
   });
 
