@@ -83,16 +83,33 @@ export const keys = {
 /**
  * Appends a progress event and sets the snapshot, unless the snapshot already
  * comes from a newer attempt: a worker or tab that lost the job can never make
- * the browser show an older attempt's numbers. Returns 1 when written, 0 when
- * refused. KEYS: stream, snapshot. ARGV: attempt, event JSON, max length,
+ * the browser show an older attempt's numbers. Nor does a newer attempt show
+ * fewer bytes than the live attempt it replaced (the old one may report once
+ * more after the new one read its numbers): such an event is refused with the
+ * numbers to raise it to. A retry of an ended job starts afresh. Returns 1
+ * when written, 0 when refused, [2, downloaded, uploaded] when the event must
+ * be raised. KEYS: stream, snapshot. ARGV: attempt, event JSON, max length,
  * retention s, field.
  */
 export const progressPublishScript = `
 local current = redis.call('GET', KEYS[2])
 if current then
-  local ok, decoded = pcall(cjson.decode, current)
-  if ok and type(decoded) == 'table' and tonumber(decoded.attempt) and tonumber(decoded.attempt) > tonumber(ARGV[1]) then
-    return 0
+  local ok, shown = pcall(cjson.decode, current)
+  if ok and type(shown) == 'table' and tonumber(shown.attempt) then
+    local attempt = tonumber(ARGV[1])
+    if tonumber(shown.attempt) > attempt then
+      return 0
+    end
+    local ended = shown.phase == 'completed' or shown.phase == 'failed' or shown.phase == 'cancelled'
+    if tonumber(shown.attempt) < attempt and not ended and type(shown.bytes) == 'table' then
+      local down = tonumber(shown.bytes.downloaded) or 0
+      local up = tonumber(shown.bytes.uploaded) or 0
+      local okEvent, event = pcall(cjson.decode, ARGV[2])
+      if okEvent and type(event) == 'table' and type(event.bytes) == 'table'
+        and ((tonumber(event.bytes.downloaded) or 0) < down or (tonumber(event.bytes.uploaded) or 0) < up) then
+        return {2, down, up}
+      end
+    end
   end
 end
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', ARGV[5], ARGV[2])
@@ -100,6 +117,16 @@ redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 `;
+
+/** What the publish script answered: written, refused, or to be raised to the bytes an earlier attempt showed. */
+export type PublishReply = { written: boolean; raiseTo?: { downloaded: number; uploaded: number } };
+
+export function publishReplyOf(raw: unknown): PublishReply {
+  if (Array.isArray(raw) && Number(raw[0]) === 2) {
+    return { written: false, raiseTo: { downloaded: Number(raw[1]) || 0, uploaded: Number(raw[2]) || 0 } };
+  }
+  return { written: Number(raw) === 1 };
+}
 
 /** How long a job's progress stream and snapshot stay readable after the last event (s). */
 export const progressRetentionSeconds = 7 * 24 * 3600;

@@ -51,6 +51,42 @@ describe("progress fenced by attempt", () => {
     await taken.close();
   });
 
+  it("never shows fewer bytes than the live attempt it replaced, even one that reported after it started", async () => {
+    const jobId = randomUUID();
+    const old = new ProgressPublisher(redis, jobId, 1, "downloading", log);
+    const taken = new ProgressPublisher(redis, jobId, 2, "downloading", log);
+    // The old attempt reports after the new one began from what it could see (nothing yet).
+    old.setBytes({ total: 100, downloaded: 40, uploaded: 10 });
+    await old.phase("downloading");
+    taken.setBytes({ total: 100, downloaded: 0, uploaded: 0 });
+    await taken.phase("downloading");
+    const shown = () => redis.get(keys.snapshot(jobId)).then((raw) => JSON.parse(raw!));
+    expect(await shown()).toMatchObject({ attempt: 2, bytes: { downloaded: 40, uploaded: 10 } });
+    // Raised, not stuck: its own numbers show once they pass the old ones.
+    taken.setBytes({ downloaded: 30, uploaded: 0 });
+    await taken.phase("downloading");
+    expect(await shown()).toMatchObject({ attempt: 2, bytes: { downloaded: 40, uploaded: 10 } });
+    taken.setBytes({ downloaded: 60, uploaded: 20 });
+    await taken.phase("uploading");
+    expect(await shown()).toMatchObject({ attempt: 2, bytes: { downloaded: 60, uploaded: 20 } });
+    await old.close();
+    await taken.close();
+  });
+
+  it("starts a retry of an ended job afresh", async () => {
+    const jobId = randomUUID();
+    const first = new ProgressPublisher(redis, jobId, 1, "downloading", log);
+    first.setBytes({ total: 100, downloaded: 40 });
+    await first.phase("failed", "no peers");
+    const retry = new ProgressPublisher(redis, jobId, 2, "queued", log);
+    retry.setBytes({ total: 100, downloaded: 0 });
+    await retry.phase("downloading");
+    const snapshot = JSON.parse((await redis.get(keys.snapshot(jobId)))!);
+    expect(snapshot).toMatchObject({ attempt: 2, phase: "downloading", bytes: { downloaded: 0 } });
+    await first.close();
+    await retry.close();
+  });
+
   it("says what the job waits on, and stops saying it once it is over", async () => {
     const jobId = randomUUID();
     const publisher = new ProgressPublisher(redis, jobId, 1, "uploading", log);

@@ -14,6 +14,7 @@ import {
   progressField,
   progressPublishScript,
   progressRetentionSeconds,
+  publishReplyOf,
   queue,
 } from "@torreclou/contracts";
 import type { Redis } from "ioredis";
@@ -68,6 +69,8 @@ export class ProgressPublisher {
   #waiting: ProgressEvent["waiting"];
   #resolving: ProgressEvent["resolving"];
   #files = new Map<number, FileProgress>();
+  /** What the attempt this one replaced showed (the publish script says), never shown less. */
+  #floor = { downloaded: 0, uploaded: 0 };
   #changed = new Set<number>();
   #dirty = true;
   /** Bytes sent to the storage on the wire, for the upload's rate (stored bytes move a part at a time). */
@@ -212,7 +215,11 @@ export class ProgressPublisher {
       attempt: this.#attempt,
       phase: this.#phase,
       at: this.#now(),
-      bytes: { total: this.#total, downloaded: this.#downloaded, uploaded: this.#uploaded },
+      bytes: {
+        total: this.#total,
+        downloaded: Math.max(this.#downloaded, this.#floor.downloaded),
+        uploaded: Math.max(this.#uploaded, this.#floor.uploaded),
+      },
       rates: { down: Math.round(this.#estimate.down), up: Math.round(this.#estimate.up) },
       etaSeconds: this.#uploaded >= this.#total && this.#total > 0 ? 0 : this.#estimate.etaSeconds,
       peers: this.#peers,
@@ -232,23 +239,34 @@ export class ProgressPublisher {
     const json = JSON.stringify(event);
     this.#sending = this.#sending.then(async () => {
       try {
-        await this.#redis.eval(
-          PUBLISH,
-          2,
-          keys.progress(this.#jobId),
-          keys.snapshot(this.#jobId),
-          this.#attempt,
-          json,
-          queue.progressMaxLen,
-          RETAIN_SECONDS,
-          progressField,
-        );
+        const reply = publishReplyOf(await this.#send(json));
+        if (reply.raiseTo) {
+          // The attempt this one replaced showed more: never show less than it did.
+          this.#floor = reply.raiseTo;
+          event.bytes.downloaded = Math.max(event.bytes.downloaded, reply.raiseTo.downloaded);
+          event.bytes.uploaded = Math.max(event.bytes.uploaded, reply.raiseTo.uploaded);
+          await this.#send(JSON.stringify(event));
+        }
       } catch (error) {
         // Progress is best effort: a Redis hiccup must not fail the job.
         this.#log.warn({ err: error }, "could not publish progress");
       }
     });
     return this.#sending;
+  }
+
+  #send(json: string): Promise<unknown> {
+    return this.#redis.eval(
+      PUBLISH,
+      2,
+      keys.progress(this.#jobId),
+      keys.snapshot(this.#jobId),
+      this.#attempt,
+      json,
+      queue.progressMaxLen,
+      RETAIN_SECONDS,
+      progressField,
+    );
   }
 
   /** Stops the timer after publishing what is pending. */

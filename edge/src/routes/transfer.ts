@@ -29,6 +29,7 @@ import {
   progressField,
   progressPublishScript,
   progressRetentionSeconds,
+  publishReplyOf,
   queue,
   StoredPart,
   sealedSourceOf,
@@ -333,20 +334,32 @@ function eventOf(jobId: string, state: TransferState, body: TransferProgress): P
   };
 }
 
-/** Appends an event through the one publish script (refused if a newer attempt published). */
+/**
+ * Appends an event through the one publish script (refused if a newer attempt
+ * published; raised once to what the attempt it replaced showed, so a tab that
+ * starts over never makes the numbers fall).
+ */
 async function publish(redis: Redis, event: ProgressEvent): Promise<boolean> {
-  const written = await redis.eval(
-    progressPublishScript,
-    [keys.progress(event.jobId), keys.snapshot(event.jobId)],
-    [
-      String(event.attempt),
-      JSON.stringify(event),
-      String(queue.progressMaxLen),
-      String(progressRetentionSeconds),
-      progressField,
-    ],
-  );
-  return Number(written) === 1;
+  const send = (e: ProgressEvent) =>
+    redis.eval(
+      progressPublishScript,
+      [keys.progress(e.jobId), keys.snapshot(e.jobId)],
+      [
+        String(e.attempt),
+        JSON.stringify(e),
+        String(queue.progressMaxLen),
+        String(progressRetentionSeconds),
+        progressField,
+      ],
+    );
+  const reply = publishReplyOf(await send(event));
+  if (!reply.raiseTo) return reply.written;
+  const bytes = {
+    ...event.bytes,
+    downloaded: Math.max(event.bytes.downloaded, reply.raiseTo.downloaded),
+    uploaded: Math.max(event.bytes.uploaded, reply.raiseTo.uploaded),
+  };
+  return publishReplyOf(await send({ ...event, bytes })).written;
 }
 
 /** An event of the job's own numbers (its row's), for when a tab's hold begins or ends. */
