@@ -6,6 +6,7 @@ import {
   assertTransition,
   defaultFolder,
   encryptJobSource,
+  type JobRunner,
   type JobSource,
   type JobState,
   jobStates,
@@ -77,6 +78,8 @@ export interface NewJobInput {
   chooseFiles?: boolean | undefined;
   /** The creating request's trace context (tracing on), for the job's queue entry whenever it is written. */
   trace?: TraceContext | undefined;
+  /** Who moves its bytes (default the fleet); a browser job is never let into the jobs stream. */
+  runner?: JobRunner | undefined;
 }
 
 /**
@@ -138,6 +141,7 @@ export async function insertJob(
         storageProfileId: input.storageProfileId,
         targetFolder: input.targetFolder,
         chooseFiles: input.chooseFiles ?? false,
+        runner: input.runner ?? "fleet",
         name: input.name,
         traceParent: input.trace?.traceparent,
         traceState: input.trace?.tracestate,
@@ -178,7 +182,7 @@ export async function markEnqueued(db: Db, jobId: string): Promise<void> {
 
 /** Not terminal: the job may still run (queued, or held by a worker). */
 // A job waiting for its submitter's choice of files holds no worker: not live here.
-const liveJob = sql`${jobs.state} NOT IN (${sql.join(
+export const liveJob = sql`${jobs.state} NOT IN (${sql.join(
   [...terminalStates, "awaiting_selection"].map((state) => sql`${state}`),
   sql`, `,
 )})`;
@@ -232,10 +236,18 @@ export async function admitNext(
       .where(and(eq(jobs.userId, userId), isNotNull(jobs.admittedAt), liveJob));
     if ((counts?.waiting ?? 0) > 0) return undefined;
     if (user.runningLimit !== null && (counts?.live ?? 0) >= user.runningLimit) return undefined;
+    // Only the fleet's: a job its submitter's browser transfers never goes into the stream.
     const [next] = await tx
       .select({ id: jobs.id })
       .from(jobs)
-      .where(and(eq(jobs.userId, userId), isNull(jobs.admittedAt), eq(jobs.state, "queued")))
+      .where(
+        and(
+          eq(jobs.userId, userId),
+          isNull(jobs.admittedAt),
+          eq(jobs.state, "queued"),
+          eq(jobs.runner, "fleet"),
+        ),
+      )
       .orderBy(asc(jobs.createdAt), asc(jobs.id))
       .limit(1);
     if (!next) return undefined;
@@ -244,7 +256,14 @@ export async function admitNext(
     const [admitted] = await tx
       .update(jobs)
       .set({ admittedAt: new Date(), enqueuedAt: null })
-      .where(and(eq(jobs.id, next.id), isNull(jobs.admittedAt), eq(jobs.state, "queued")))
+      .where(
+        and(
+          eq(jobs.id, next.id),
+          isNull(jobs.admittedAt),
+          eq(jobs.state, "queued"),
+          eq(jobs.runner, "fleet"),
+        ),
+      )
       .returning({ id: jobs.id, traceparent: jobs.traceParent, tracestate: jobs.traceState });
     return admitted && { id: admitted.id, ...traceOf(admitted) };
   });
@@ -279,7 +298,13 @@ export interface TransitionInput {
     | Partial<
         Pick<
           Job,
-          "bytesTotal" | "bytesDownloaded" | "bytesUploaded" | "admittedAt" | "claimedAt" | "enqueuedAt"
+          | "bytesTotal"
+          | "bytesDownloaded"
+          | "bytesUploaded"
+          | "admittedAt"
+          | "claimedAt"
+          | "enqueuedAt"
+          | "runner"
         >
       >
     | undefined;
@@ -665,7 +690,14 @@ export async function cancelUnchosen(
   return (rows as { id: string; attempt: number }[]).map((r) => ({ id: r.id, attempt: Number(r.attempt) }));
 }
 
-export async function claimJob(db: Db, jobId: string): Promise<Job | undefined> {
+export interface ClaimOptions {
+  /** Who takes it: a worker takes only fleet jobs, a browser tab only browser jobs (default fleet). */
+  runner?: JobRunner | undefined;
+  /** Scope to an owner (a tab takes only its user's jobs). */
+  userId?: string | undefined;
+}
+
+export async function claimJob(db: Db, jobId: string, options: ClaimOptions = {}): Promise<Job | undefined> {
   const [job] = await db
     .update(jobs)
     .set({
@@ -674,7 +706,14 @@ export async function claimJob(db: Db, jobId: string): Promise<Job | undefined> 
       claimedAt: sql`coalesce(${jobs.claimedAt}, now())`,
       admittedAt: sql`coalesce(${jobs.admittedAt}, now())`,
     })
-    .where(and(eq(jobs.id, jobId), inArray(jobs.state, [...workerStates])))
+    .where(
+      and(
+        eq(jobs.id, jobId),
+        inArray(jobs.state, [...workerStates]),
+        eq(jobs.runner, options.runner ?? "fleet"),
+        options.userId === undefined ? undefined : eq(jobs.userId, options.userId),
+      ),
+    )
     .returning();
   return job;
 }

@@ -7,6 +7,7 @@ import {
   type DriveConfig,
   destinationKinds,
   fileStates,
+  jobRunners,
   jobSourceKinds,
   jobStates,
   type S3Config,
@@ -38,6 +39,7 @@ export const jobStateEnum = pgEnum("job_state", jobStates);
 export const fileStateEnum = pgEnum("file_state", fileStates);
 export const transitionCauseEnum = pgEnum("transition_cause", transitionCauses);
 export const jobSourceKindEnum = pgEnum("job_source_kind", jobSourceKinds);
+export const jobRunnerEnum = pgEnum("job_runner", jobRunners);
 
 export const storageKinds = destinationKinds;
 export type StorageKind = DestinationKind;
@@ -205,6 +207,12 @@ export const jobs = pgTable(
       onDelete: "set null",
     }),
     state: jobStateEnum("state").notNull().default("queued"),
+    /**
+     * Who moves the bytes: the worker fleet, or the submitter's browser tab
+     * (edge/src/routes/transfer.ts). A browser job is never let into the
+     * jobs stream; handing it to the fleet makes it a fleet job.
+     */
+    runner: jobRunnerEnum("runner").notNull().default("fleet"),
     /**
      * Fencing token. Bumped each time the job is (re)claimed; every worker
      * write says `WHERE attempt = <its attempt>`, so a worker whose lease

@@ -129,10 +129,36 @@ function answer(ctx: S3rverContext, status: number, code: string, message: strin
   ctx.body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message></Error>`;
 }
 
-/** Koa middleware for s3rver: a wrong signature gets S3's own 403 answer. */
-export function checkSignatures(secrets: ReadonlyMap<string, string>) {
+/**
+ * Whether a presigned URL's time is up: `X-Amz-Date` plus `X-Amz-Expires`
+ * seconds is before `now` (ms). False for a request signed in its headers.
+ */
+export function presignedExpired(rawUrl: string, now: number): boolean {
+  const query = new URLSearchParams(rawUrl.includes("?") ? rawUrl.slice(rawUrl.indexOf("?") + 1) : "");
+  const date = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(query.get("X-Amz-Date") ?? "");
+  const expires = Number(query.get("X-Amz-Expires"));
+  if (query.get("X-Amz-Algorithm") !== "AWS4-HMAC-SHA256" || !date || !Number.isFinite(expires)) return false;
+  const [, y, mo, d, h, mi, s] = date.map(Number) as number[];
+  const signedAt = Date.UTC(y!, mo! - 1, d!, h!, mi!, s!);
+  return signedAt + expires * 1000 < now;
+}
+
+/**
+ * Koa middleware for s3rver: a wrong signature gets S3's own 403 answer, and
+ * so does a presigned URL past its time. A CORS preflight carries no
+ * credentials (the browser sends it without), so it is not checked.
+ */
+export function checkSignatures(secrets: ReadonlyMap<string, string>, now: () => number = Date.now) {
   return async (ctx: S3rverContext, next: () => Promise<void>): Promise<void> => {
     const raw = (ctx.req as IncomingMessage).url ?? "/";
+    if (ctx.method === "OPTIONS") {
+      await next();
+      return;
+    }
+    if (presignedExpired(raw, now())) {
+      answer(ctx, 403, "AccessDenied", "Request has expired");
+      return;
+    }
     if (verifySigV4(ctx.method, raw, ctx.request.headers, secrets) === "mismatch") {
       answer(
         ctx,

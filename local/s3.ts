@@ -36,6 +36,18 @@ export interface S3Options {
   accessKeyId: string;
   secretAccessKey: string;
   log?: LogSink;
+  /**
+   * Web origins allowed to send CORS requests to the bucket (a browser
+   * transfer's presigned part uploads), with ETag exposed: the rule the
+   * storage check asks users to add to their own bucket.
+   */
+  corsOrigins?: string[] | undefined;
+}
+
+/** The bucket CORS rule for these origins, as S3's XML (the same rule edge/src/storage/cors.ts shows users as JSON). */
+export function corsXml(origins: readonly string[]): string {
+  const allowed = origins.map((origin) => `<AllowedOrigin>${origin}</AllowedOrigin>`).join("");
+  return `<CORSConfiguration><CORSRule>${allowed}<AllowedMethod>PUT</AllowedMethod><AllowedMethod>GET</AllowedMethod><AllowedHeader>*</AllowedHeader><ExposeHeader>ETag</ExposeHeader><MaxAgeSeconds>3600</MaxAgeSeconds></CORSRule></CORSConfiguration>`;
 }
 
 /** The S3_* variables `startS3` publishes; `process.env` fits too. */
@@ -255,7 +267,12 @@ export async function startS3(opts: S3Options): Promise<Service> {
     silent: true,
     // Path-style only: never read a bucket name out of the Host header.
     vhostBuckets: false,
-    configureBuckets: [{ name: opts.bucket }],
+    configureBuckets: [
+      {
+        name: opts.bucket,
+        configs: opts.corsOrigins && opts.corsOrigins.length > 0 ? [corsXml(opts.corsOrigins)] : [],
+      },
+    ],
   });
   completeAsS3(server.store);
   // Just in front of s3rver's router, which is last, so s3rver answers its errors and writes its XML.

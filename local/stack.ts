@@ -90,6 +90,9 @@ export const localSecrets = {
   dropboxAppSecret: "torreclou-local-dropbox-secret",
 };
 
+/** The web origin the edge's tests run with (edge/vitest.config.ts WEB_ORIGIN). */
+export const testWebOrigin = "http://127.0.0.1:5173";
+
 /** The storage profile the dev sign-in gives a new account, pointing at the local S3 server. */
 export const localS3ProfileName = "Local S3 (dev stack)";
 
@@ -190,6 +193,10 @@ export async function startStack(options: StackOptions): Promise<Stack> {
           bucket: localSecrets.s3Bucket,
           accessKeyId: localSecrets.s3AccessKeyId,
           secretAccessKey: localSecrets.s3SecretAccessKey,
+          // The web app's (browser transfers), and the edge tests' WEB_ORIGIN.
+          corsOrigins: [
+            ...new Set([`http://127.0.0.1:${ports.web}`, `http://localhost:${ports.web}`, testWebOrigin]),
+          ],
           log,
         }),
       );

@@ -1,3 +1,4 @@
+export * from "./content-types.ts";
 export * from "./credentials.ts";
 export * from "./destinations.ts";
 export * from "./egress.ts";
@@ -6,6 +7,7 @@ export * from "./health.ts";
 export * from "./jobs.ts";
 export * from "./names.ts";
 export * from "./operator.ts";
+export * from "./parts.ts";
 export * from "./progress.ts";
 export * from "./queue.ts";
 export * from "./torrent.ts";

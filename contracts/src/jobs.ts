@@ -82,7 +82,7 @@ export const fileStates = [
 export const FileState = z.enum(fileStates);
 export type FileState = z.infer<typeof FileState>;
 
-/** Who caused a transition, recorded with it. */
-export const transitionCauses = ["user", "worker", "system"] as const;
+/** Who caused a transition, recorded with it: `browser` is the submitter's tab transferring the job itself. */
+export const transitionCauses = ["user", "worker", "system", "browser"] as const;
 export const TransitionCause = z.enum(transitionCauses);
 export type TransitionCause = z.infer<typeof TransitionCause>;

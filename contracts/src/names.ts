@@ -171,6 +171,25 @@ export function storageKey(folder: string, path: string, rules: NameRules = exac
   return storagePath(folder, path, rules).join("/");
 }
 
+/**
+ * The folder a job's files go under, as the worker and the edge name it: the
+ * job's target folder, or (jobs from before folders had defaults) its id.
+ */
+export function jobFolder(job: { id: string; targetFolder: string | null }): string {
+  return job.targetFolder ?? job.id;
+}
+
+/**
+ * The S3 object key of a torrent file: the profile's prefix, then the job
+ * folder and the path as S3 names them. Throws UnsafeNameError like storagePath.
+ */
+export function s3ObjectKey(prefix: string | undefined, folder: string, path: string): string {
+  return [prefix ?? "", storageKey(folder, path, destinationNameRules.s3)]
+    .map((s) => s.replace(/^\/+|\/+$/g, ""))
+    .filter((s) => s !== "")
+    .join("/");
+}
+
 export interface NameClash {
   /** The two torrent paths, in the order they are listed. */
   paths: [string, string];

@@ -70,7 +70,39 @@ export const keys = {
   reconcileState: "torreclou:reconcile:state",
   /** Owner's user id, so progress reads are scoped without a database query per poll. */
   owner: (jobId: string) => `torreclou:job:${jobId}:owner`,
+  /**
+   * While a browser tab transfers the job: its attempt, phase and file sizes
+   * (JSON, written when the tab takes it), so the tab's progress posts are
+   * fenced and turned into events without a database round-trip.
+   */
+  transfer: (jobId: string) => `torreclou:job:${jobId}:transfer`,
+  /** Exists (PX transferProgressEveryMs) after a tab's progress was written: extra posts are dropped. */
+  transferGate: (jobId: string) => `torreclou:job:${jobId}:transfer-gate`,
 } as const;
+
+/**
+ * Appends a progress event and sets the snapshot, unless the snapshot already
+ * comes from a newer attempt: a worker or tab that lost the job can never make
+ * the browser show an older attempt's numbers. Returns 1 when written, 0 when
+ * refused. KEYS: stream, snapshot. ARGV: attempt, event JSON, max length,
+ * retention s, field.
+ */
+export const progressPublishScript = `
+local current = redis.call('GET', KEYS[2])
+if current then
+  local ok, decoded = pcall(cjson.decode, current)
+  if ok and type(decoded) == 'table' and tonumber(decoded.attempt) and tonumber(decoded.attempt) > tonumber(ARGV[1]) then
+    return 0
+  end
+end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', ARGV[5], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+`;
+
+/** How long a job's progress stream and snapshot stay readable after the last event (s). */
+export const progressRetentionSeconds = 7 * 24 * 3600;
 
 /** The one field of a jobs-stream entry: `job` = JSON of this shape. */
 // Only the id (and, while tracing, a trace context): the job row is the truth. A worker takes the job's lease

@@ -119,3 +119,38 @@ export type TransferAttempt = z.infer<typeof TransferAttempt>;
 /** Why the tab gave up, for the person: "No peer or web seed answered in 5 min". */
 export const TransferFailure = Attempt.extend({ reason: z.string().min(1).max(500) });
 export type TransferFailure = z.infer<typeof TransferFailure>;
+
+/**
+ * The bucket CORS rule a browser transfer needs (as AWS S3, R2 and MinIO
+ * accept it in their JSON form): the web app may PUT parts and read their
+ * ETag. Fleet jobs need no CORS.
+ */
+export const CorsRule = z.object({
+  AllowedOrigins: z.array(z.string()),
+  AllowedMethods: z.array(z.string()),
+  AllowedHeaders: z.array(z.string()),
+  ExposeHeaders: z.array(z.string()),
+  MaxAgeSeconds: z.number().int(),
+});
+export type CorsRule = z.infer<typeof CorsRule>;
+
+export function corsRuleFor(origin: string): CorsRule {
+  return {
+    AllowedOrigins: [origin],
+    AllowedMethods: ["PUT", "GET"],
+    AllowedHeaders: ["*"],
+    ExposeHeaders: ["ETag"],
+    MaxAgeSeconds: 3600,
+  };
+}
+
+/** What the S3 storage check found about browser transfers (a CORS preflight from the web app's origin). */
+export const BrowserTransferCheck = z.object({
+  /** The bucket answered the preflight: a tab can send parts. */
+  ready: z.boolean(),
+  /** For the person: what was found, and what to do. */
+  message: z.string(),
+  /** The rule to add to the bucket's CORS configuration (shown whether or not it is there). */
+  rule: CorsRule,
+});
+export type BrowserTransferCheck = z.infer<typeof BrowserTransferCheck>;

@@ -16,6 +16,7 @@ import { progress } from "./routes/progress.ts";
 import { storage } from "./routes/storage.ts";
 import { tokens } from "./routes/tokens.ts";
 import { torrents } from "./routes/torrents.ts";
+import { transferApi } from "./routes/transfer.ts";
 import { usage } from "./routes/usage.ts";
 import { webhooks } from "./routes/webhooks.ts";
 import { corsForWebApp, securityHeaders } from "./security/index.ts";
@@ -83,6 +84,8 @@ const routes = app
   .route("/api/dropbox", connectRoutes(oauthOf(destinations.dropbox)))
   .route("/api/torrents", torrents)
   .route("/api/jobs", jobsApi)
+  // A browser tab's transfer of its own job (routes/transfer.ts).
+  .route("/api/jobs", transferApi)
   .route("/api/progress", progress)
   .route("/api/webhooks", webhooks)
   .route("/api/usage", usage)

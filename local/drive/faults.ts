@@ -17,6 +17,7 @@ export const routes = [
   "upload.chunk",
   "upload.query",
   "upload.cancel",
+  "upload.preflight",
   "control",
   "unknown",
 ] as const;

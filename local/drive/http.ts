@@ -166,6 +166,7 @@ export function classify(method: string, url: URL, req: IncomingMessage): Route 
         return "upload.chunk";
       }
       if (method === "DELETE") return "upload.cancel";
+      if (method === "OPTIONS") return "upload.preflight";
     } else if (method === "POST") return "upload.create";
   }
   return "unknown";

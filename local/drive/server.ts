@@ -108,8 +108,14 @@ export async function startDriveDouble(opts: DriveDoubleOptions): Promise<DriveD
   const { handleAuthorize, handleToken, handleRevoke } = oauthHandlers(env);
   const { handleAbout, handleCreate, handleList, handleGet, handleMedia, handleUpdate, handleDelete } =
     fileHandlers(env);
-  const { handleUploadCreate, handleUploadQuery, handleUploadChunk, handleUploadCancel } =
-    uploadHandlers(env);
+  const {
+    handleUploadCreate,
+    handleUploadQuery,
+    handleUploadChunk,
+    handleUploadCancel,
+    handleUploadPreflight,
+    allowSessionOrigin,
+  } = uploadHandlers(env);
   const { expireSession, expireAccessTokens, mintRefreshToken, filesOf, handleControl } =
     controlHandlers(env);
 
@@ -130,6 +136,7 @@ export async function startDriveDouble(opts: DriveDoubleOptions): Promise<DriveD
     "upload.chunk": handleUploadChunk,
     "upload.query": handleUploadQuery,
     "upload.cancel": handleUploadCancel,
+    "upload.preflight": handleUploadPreflight,
     control: handleControl,
     unknown: async (ctx) => {
       await drain(ctx.req);
@@ -143,6 +150,8 @@ export async function startDriveDouble(opts: DriveDoubleOptions): Promise<DriveD
     const route = classify(method, url, req);
     stats.count(route);
     const ctx: Ctx = { req, res, url, route, override: undefined, dropAfter: undefined };
+    // A session opened with an Origin answers that origin's CORS requests, faults included.
+    if (route.startsWith("upload.") && route !== "upload.create") allowSessionOrigin(ctx);
     try {
       const fault = faults.take(route, method, url.pathname);
       if (fault) {

@@ -81,6 +81,12 @@ export interface SessionRecord {
   expired: boolean;
   /** Set once complete. */
   fileId: string | null;
+  /**
+   * The `Origin` the session was started with: Google then answers that
+   * origin's CORS requests on the session URI, so a web page can send the
+   * chunks itself.
+   */
+  origin?: string | undefined;
 }
 
 interface State {

@@ -12,6 +12,7 @@ import {
   drain,
   errors,
   fileFields,
+  googleError,
   HttpError,
   parseContentRange,
   parseSelection,
@@ -124,6 +125,7 @@ export function uploadHandlers(env: DriveEnv) {
       expiresAt: now() + sessionTtl,
       expired: false,
       fileId: null,
+      ...(typeof ctx.req.headers.origin === "string" ? { origin: ctx.req.headers.origin } : {}),
     };
     store.sessions.set(session.id, session);
     store.save();
@@ -270,5 +272,43 @@ export function uploadHandlers(env: DriveEnv) {
     send(ctx, 499);
   };
 
-  return { handleUploadCreate, handleUploadQuery, handleUploadChunk, handleUploadCancel };
+  /**
+   * CORS on a session URI, as Google answers it for a session started with an
+   * `Origin`: that origin (only) may send chunks and status queries from a
+   * page, and read `Range` and the upload id. Set before any handler (or
+   * fault) writes its answer, so errors carry it too.
+   */
+  const allowSessionOrigin = (ctx: Ctx): boolean => {
+    const origin = ctx.req.headers.origin;
+    const id = ctx.url.searchParams.get("upload_id") ?? "";
+    const session = store.sessions.get(id);
+    if (typeof origin !== "string" || !session?.origin || session.origin !== origin) return false;
+    ctx.res.setHeader("Access-Control-Allow-Origin", origin);
+    ctx.res.setHeader("Access-Control-Expose-Headers", "Range, X-GUploader-UploadID, Location");
+    ctx.res.setHeader("Vary", "Origin");
+    return true;
+  };
+
+  /** The preflight of a page's PUT to a session URI. */
+  const handleUploadPreflight = async (ctx: Ctx) => {
+    await drain(ctx.req);
+    if (!allowSessionOrigin(ctx))
+      throw new HttpError(403, googleError(403, "Forbidden", { reason: "forbidden" }));
+    send(ctx, 200, undefined, {
+      "Access-Control-Allow-Methods": "PUT, POST, DELETE",
+      "Access-Control-Allow-Headers": String(
+        ctx.req.headers["access-control-request-headers"] ?? "content-range, content-type",
+      ),
+      "Access-Control-Max-Age": "3600",
+    });
+  };
+
+  return {
+    handleUploadCreate,
+    handleUploadQuery,
+    handleUploadChunk,
+    handleUploadCancel,
+    handleUploadPreflight,
+    allowSessionOrigin,
+  };
 }

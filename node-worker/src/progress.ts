@@ -12,6 +12,8 @@ import {
   keys,
   ProgressEvent,
   progressField,
+  progressPublishScript,
+  progressRetentionSeconds,
   queue,
 } from "@torreclou/contracts";
 import type { Redis } from "ioredis";
@@ -21,27 +23,10 @@ import type { Logger } from "pino";
 const TICK_MS = 500;
 
 /** How long a finished job's snapshot and stream stay readable. */
-const RETAIN_SECONDS = 7 * 24 * 3600;
+const RETAIN_SECONDS = progressRetentionSeconds;
 
-/**
- * Appends an event and sets the snapshot, unless the snapshot already comes
- * from a newer attempt: a worker that lost the job (paused, cut off) can
- * never make the browser show an older attempt's numbers.
- * KEYS: stream, snapshot. ARGV: attempt, event JSON, max length, retention s, field.
- */
-const PUBLISH = `
-local current = redis.call('GET', KEYS[2])
-if current then
-  local ok, decoded = pcall(cjson.decode, current)
-  if ok and type(decoded) == 'table' and tonumber(decoded.attempt) and tonumber(decoded.attempt) > tonumber(ARGV[1]) then
-    return 0
-  end
-end
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', ARGV[5], ARGV[2])
-redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-return 1
-`;
+/** The one publish script (contracts/src/queue.ts), shared with the edge's browser transfers. */
+const PUBLISH = progressPublishScript;
 
 /**
  * The byte counts the browser last saw from an earlier attempt that lost the

@@ -275,6 +275,8 @@ export interface SubmitOptions {
   enqueue?: boolean;
   /** A magnet job that waits for its submitter to choose files once resolved. */
   chooseFiles?: boolean;
+  /** Who transfers it (default the fleet); a browser job is never enqueued. */
+  runner?: "fleet" | "browser";
 }
 
 /** Creates a job as the edge does: parse, insert (source encrypted), then `enqueue` it. */
@@ -287,6 +289,7 @@ export async function submitJob(env: Env, opts: SubmitOptions): Promise<Job> {
     selected: opts.selected,
     targetFolder: opts.targetFolder,
     chooseFiles: opts.chooseFiles,
+    runner: opts.runner,
   };
   let created: Awaited<ReturnType<typeof insertJob>>;
   if (opts.magnet) {
@@ -308,7 +311,7 @@ export async function submitJob(env: Env, opts: SubmitOptions): Promise<Job> {
     });
   }
   const { job } = created;
-  if (opts.enqueue !== false) await enqueue(env, job);
+  if (opts.enqueue !== false && opts.runner !== "browser") await enqueue(env, job);
   return job;
 }
 

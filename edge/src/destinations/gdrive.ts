@@ -8,6 +8,7 @@
 // flow offline against the Drive double (local/drive).
 import type { Config } from "../config.ts";
 import { ApiError } from "../errors/index.ts";
+import { driveTransfer } from "./gdrive-transfer.ts";
 import type { EdgeDestination, OAuthClientSettings } from "./types.ts";
 
 /** The only scope asked for: files this app creates or opens. */
@@ -62,6 +63,11 @@ export const gdrive: EdgeDestination<"gdrive"> = {
     return { accountEmail: config.accountEmail ?? null, rootFolderId: config.rootFolderId ?? null };
   },
   // Drive files carry their own web link (cloud_url): no links().
+  // A tab sends the chunks itself, to a session opened with the web app's Origin.
+  transfer: driveTransfer(({ config }) => {
+    const settings = client(config, config.WEB_ORIGIN);
+    return { clientId: settings.clientId, clientSecret: settings.clientSecret, tokenUrl: settings.tokenUrl };
+  }),
   oauth: {
     basePath: "/api/drive",
     queryKey: "drive",

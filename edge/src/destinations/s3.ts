@@ -3,6 +3,7 @@
 // check of endpoint, bucket and keys) is routes/storage.ts with storage/s3.ts.
 import { CredentialsError, decryptS3Secret, type S3Config } from "@torreclou/contracts";
 import { presignGet, type S3Target } from "../storage/s3.ts";
+import { s3Transfer } from "./s3-transfer.ts";
 import type { EdgeDestination } from "./types.ts";
 
 /**
@@ -29,6 +30,10 @@ export function s3TargetOf(config: S3Config): S3Target {
 export const s3: EdgeDestination<"s3"> = {
   kind: "s3",
   label: "S3",
+  // A tab sends the parts itself, to presigned URLs (the bucket's CORS rule must let it).
+  get transfer() {
+    return s3Transfer;
+  },
   async view(destination, keyring) {
     const { config } = destination;
     let accessKeyId: string | null = null;

@@ -4,6 +4,7 @@
 import type {
   DestinationKind,
   DestinationOf,
+  FileUpload,
   Keyring,
   OAuthDestinationKind,
   OAuthSecret,
@@ -40,6 +41,76 @@ export interface EdgeDestination<K extends DestinationKind = DestinationKind> {
   links?(destination: DestinationOf<K>, config: Config, cloudIds: string[]): Promise<Map<string, string>>;
   /** Connected with an OAuth grant: the flow (destinations/connect.ts) and its provider's endpoints. */
   oauth?: OAuthProvider<K & OAuthDestinationKind>;
+  /** A browser tab can upload into it itself (routes/transfer.ts); kinds without it cannot be transferred so. */
+  transfer?: BrowserTransfer<K>;
+}
+
+/** A job file as a browser transfer sees it. */
+export interface TransferFile {
+  index: number;
+  /** Path inside the torrent. */
+  path: string;
+  size: number;
+  /** The upload already opened for it (an S3 upload id or a Drive session URI), by a tab or a worker. */
+  uploadSession: string | null;
+}
+
+/** A journaled part of an S3 multipart upload (upload_parts). */
+export interface JournaledPart {
+  partNumber: number;
+  etag: string;
+  size: number;
+}
+
+export interface TransferContext<K extends DestinationKind> {
+  destination: DestinationOf<K>;
+  config: Config;
+  /** The job's folder (contracts' jobFolder). */
+  folder: string;
+  /** The file's journaled parts (read only when asked). */
+  journal(): Promise<JournaledPart[]>;
+}
+
+/** A file stored at the destination, recorded as the worker records it. */
+export interface StoredObject {
+  /** S3 object key or Drive file id. */
+  cloudId: string;
+  cloudUrl?: string | undefined;
+  checksum: string;
+}
+
+export interface OpenedUpload {
+  upload: FileUpload;
+  /** What job_files.upload_session holds from now on (null: nothing to resume). */
+  session: string | null;
+  /** Set when the file is stored already (a zero-byte file, or a session found complete). */
+  stored?: StoredObject | undefined;
+}
+
+/**
+ * A destination a browser tab uploads into directly, the edge opening each
+ * upload and (for multipart uploads) presigning each part. The same uploads a
+ * worker makes and resumes: the same names, part layout and session column.
+ */
+export interface BrowserTransfer<K extends DestinationKind> {
+  /** Opens the file's upload, or reports the one it has; throws ApiError for what the user must fix. */
+  open(ctx: TransferContext<K>, file: TransferFile): Promise<OpenedUpload>;
+  /** Multipart uploads (S3): the file's part size, and a presigned URL for one part. */
+  parts?: {
+    partSize(ctx: TransferContext<K>, file: TransferFile): Promise<number>;
+    url(
+      ctx: TransferContext<K>,
+      file: TransferFile & { uploadSession: string },
+      partNumber: number,
+      now: Date,
+    ): Promise<string>;
+  };
+  /** Finishes the file's upload (the tab sent every byte); throws ApiError when it is not whole. */
+  complete(
+    ctx: TransferContext<K>,
+    file: TransferFile & { uploadSession: string },
+    driveFileId: string | undefined,
+  ): Promise<StoredObject>;
 }
 
 /** The account a grant belongs to. */

@@ -12,6 +12,8 @@
 //   write Redis did not keep across a restart) is enqueued again.
 // - An entry still pending for a job that ended or is gone (its worker died
 //   between the two) is acknowledged, so it is not taken over for nothing.
+// - A job its submitter's browser transfers (runner `browser`) is never let
+//   in, enqueued or requeued: only the fleet's jobs go into the stream.
 // - A job that has waited for its submitter's choice of files longer than the
 //   selection timeout is cancelled. Redis says first whether any wait can have
 //   run out (the oldest score of the awaiting set); only then is Postgres
@@ -146,6 +148,7 @@ export async function reconcile(
         isNull(jobs.enqueuedAt),
         isNotNull(jobs.admittedAt),
         eq(jobs.state, "queued"),
+        eq(jobs.runner, "fleet"),
         lt(jobs.updatedAt, cutoff),
       ),
     )
@@ -223,6 +226,7 @@ async function admitStalled(db: Db, redis: Redis, cutoff: Date, limit: number, r
       and(
         isNull(jobs.admittedAt),
         eq(jobs.state, "queued"),
+        eq(jobs.runner, "fleet"),
         lt(jobs.updatedAt, cutoff),
         sql`not exists (select 1 from ${jobs} as w where w.user_id = ${jobs.userId} and w.admitted_at is not null and w.claimed_at is null and w.state not in (${terminal}))`,
         sql`(${users.runningLimit} is null or (select count(*) from ${jobs} as l where l.user_id = ${jobs.userId} and l.admitted_at is not null and l.state not in (${terminal})) < ${users.runningLimit})`,
@@ -270,7 +274,14 @@ async function requeueLost(db: Db, redis: Redis, cutoff: Date, limit: number, re
   const live = await db
     .select({ id: jobs.id, userId: jobs.userId, traceparent: jobs.traceParent, tracestate: jobs.traceState })
     .from(jobs)
-    .where(and(inArray(jobs.state, LIVE_STATES), isNotNull(jobs.enqueuedAt), lt(jobs.updatedAt, cutoff)))
+    .where(
+      and(
+        inArray(jobs.state, LIVE_STATES),
+        eq(jobs.runner, "fleet"),
+        isNotNull(jobs.enqueuedAt),
+        lt(jobs.updatedAt, cutoff),
+      ),
+    )
     .orderBy(asc(jobs.updatedAt))
     .limit(limit);
   if (live.length === 0) return;

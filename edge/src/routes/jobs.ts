@@ -22,11 +22,14 @@ import {
   decryptJobSource,
   defaultFolder,
   describeNameClash,
+  destinationKinds,
   destinationNameRules,
   destinationOf,
   findNameClash,
   type JobMessage,
+  type JobRunner,
   JobState,
+  jobRunners,
   jobStates,
   keys,
   MAX_TORRENT_FILES,
@@ -50,7 +53,7 @@ import {
 import { and, asc, desc, eq, ilike, inArray, sql } from "drizzle-orm";
 import { requireUser, requireUserInRoute, sessionEnded } from "../auth/index.ts";
 import type { Config } from "../config.ts";
-import { downloadLinks } from "../destinations/index.ts";
+import { destinations, downloadLinks } from "../destinations/index.ts";
 import { ApiError } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
 import { checkNewJob, checkRetry } from "../limits/quotas.ts";
@@ -124,6 +127,10 @@ const CreateJobBody = z
       .optional()
       .openapi({ description: "Destination (default: your default profile)." }),
     targetFolder: TargetFolder.optional(),
+    runner: z.enum(jobRunners).optional().openapi({
+      description:
+        "`browser`: the submitting browser tab transfers the job itself (POST /api/jobs/{id}/transfer and the calls under it), for swarms only WebRTC peers or web seeds reach; only into a destination a tab can upload to (S3, Google Drive). Default `fleet`: the worker fleet does.",
+    }),
     chooseFiles: z.boolean().optional().openapi({
       description:
         "Only with `magnet`: once a worker has the metadata, the job waits in `awaiting_selection` for you to pick its files (POST /api/jobs/{id}/selection) instead of downloading everything (the default). A magnet's `so=` pre-selects files: without `chooseFiles` they are what is fetched, with it they are the default choice.",
@@ -166,6 +173,9 @@ const JobSummarySchema = z
       description: "What you submitted. The link or file itself is stored encrypted and never sent back.",
     }),
     storageProfileId: z.uuid().nullable(),
+    runner: z.enum(jobRunners).openapi({
+      description: "Who moves the bytes: the worker fleet, or the submitter's browser tab.",
+    }),
     targetFolder: z.string().nullable().openapi({
       description:
         "The folder the files go under; \"\" is the destination's own folder (a multi-file torrent brings its own). Null: a magnet's, not settled until its files are known.",
@@ -223,7 +233,7 @@ const JobDetailSchema = JobSummarySchema.extend({
   transitions: z.array(TransitionSchema),
 }).openapi("Job");
 
-const JobResponse = z.object({ job: JobDetailSchema });
+export const JobResponse = z.object({ job: JobDetailSchema });
 
 const JobParams = z.object({
   id: z.uuid("must be a job id (a UUID)").openapi({ param: { name: "id", in: "path" } }),
@@ -324,6 +334,7 @@ const summaryColumns = {
   infoHash: torrents.infoHash,
   source: jobs.sourceKind,
   storageProfileId: jobs.storageProfileId,
+  runner: jobs.runner,
   targetFolder: jobs.targetFolder,
   failureReason: jobs.failureReason,
   bytesTotal: jobs.bytesTotal,
@@ -349,6 +360,7 @@ interface SummaryRow {
   infoHash: string;
   source: "torrent" | "magnet";
   storageProfileId: string | null;
+  runner: JobRunner;
   targetFolder: string | null;
   failureReason: string | null;
   bytesTotal: number;
@@ -374,6 +386,7 @@ function presentSummary(row: SummaryRow, selectionTimeoutSeconds: number): z.inf
     infoHash: row.infoHash,
     source: row.source,
     storageProfileId: row.storageProfileId,
+    runner: row.runner,
     targetFolder: row.targetFolder,
     failureReason: row.failureReason,
     bytes: { total: row.bytesTotal, downloaded: row.bytesDownloaded, uploaded: row.bytesUploaded },
@@ -445,7 +458,7 @@ function storedAs(destination: Destination | undefined, path: string): string | 
   return stored === path ? null : stored;
 }
 
-async function loadJob(
+export async function loadJob(
   db: Db,
   userId: string,
   jobId: string,
@@ -622,6 +635,18 @@ function checkDestinationNames(source: TorrentSource, kind: DestinationKind): vo
   checkNames(
     source.info.files.map((f) => f.path),
     kind,
+  );
+}
+
+/** Refuses (422) a browser transfer into a destination a tab cannot upload to. */
+function checkBrowserDestination(kind: DestinationKind): void {
+  if (destinations[kind].transfer) return;
+  const able = destinationKinds.filter((k) => destinations[k].transfer).map((k) => destinations[k].label);
+  throw new ApiError(
+    422,
+    "browser_transfer_unsupported",
+    `A browser tab cannot upload into ${destinations[kind].label}: transfer in the browser works with ${able.join(" and ")}. Pick one of those, or let the worker fleet transfer the job.`,
+    { destination: kind },
   );
 }
 
@@ -973,6 +998,8 @@ export const jobsApi = api
     const db = c.var.db();
     const { id: storageProfileId, kind } = await pickProfile(db, userId, body.storageProfileId);
     checkDestinationNames(source, kind);
+    const runner = body.runner ?? "fleet";
+    if (runner === "browser") checkBrowserDestination(kind);
     const job = source.kind === "torrent" ? torrentJob(source) : magnetJob(source);
     const config = c.var.config;
     const bytes = selectedBytes(source, selected);
@@ -992,7 +1019,10 @@ export const jobsApi = api
       chooseFiles: source.kind === "magnet" && body.chooseFiles === true,
       // Its queue entry carries this request's trace, also when its turn comes later.
       trace: requestTraceContext(),
+      runner,
     });
+    // A browser job waits for its tab (POST /{id}/transfer), never for the fleet.
+    if (runner === "browser") return c.json({ job: await loadJob(db, userId, created.id, config) }, 201);
     // Its turn may come at once, or after the user's jobs ahead of it (fair turns): then
     // whoever lets it in writes its entry, and its trace starts at the worker.
     await forJob(created.id, () => admitAndEnqueue(db, c.var.redis, userId, config.QUOTA_RUNNING_JOBS));
@@ -1060,6 +1090,8 @@ export const jobsApi = api
         .set(keys.cancel(id), String(job!.attempt), { ex: CANCEL_FLAG_SECONDS })
         .xadd(queue.stream, "*", { job: JSON.stringify(cleanup) })
         .zrem(keys.awaitingSelection, id)
+        // A browser tab still transferring it finds its progress refused.
+        .del(keys.transfer(id))
         .incr(keys.reconcileChanges);
       // The user's webhooks hear of it at once (an idle worker is blocked on this list).
       if (job!.webhookDeliveries > 0) tx.lpush(webhookWakeKey, "1");
@@ -1156,7 +1188,8 @@ export const jobsApi = api
     await noteChange(c.var.redis);
     const moved = await applySelection(db, { jobId: id, userId, selected, targetFolder: body.targetFolder });
     if (!moved) await refuseSelection(db, userId, id);
-    await forJob(id, () => enqueueJob(db, c.var.redis, id, userId));
+    // A browser job waits for its tab again; a fleet job goes back into the stream.
+    if (moved?.runner !== "browser") await forJob(id, () => enqueueJob(db, c.var.redis, id, userId));
     // The wait is over: the reconcile has nothing to look for (best effort; a stale entry costs one query).
     await c.var.redis.zrem(keys.awaitingSelection, id).catch(() => undefined);
     return c.json({ job: await loadJob(db, userId, id, c.var.config) }, 200);

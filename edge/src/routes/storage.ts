@@ -17,7 +17,7 @@
 // and removed by its disconnect, which also revokes the grant at the
 // provider; deleting it here is refused.
 import { createRoute, z } from "@hono/zod-openapi";
-import { columnsOf, encryptSecret } from "@torreclou/contracts";
+import { BrowserTransferCheck, columnsOf, encryptSecret } from "@torreclou/contracts";
 import { type S3ProfileConfig, storageKinds, storageProfileStatuses, storageProfiles } from "@torreclou/db";
 import { and, asc, desc, eq, ne } from "drizzle-orm";
 import type { Context } from "hono";
@@ -169,7 +169,14 @@ const createProfile = createRoute({
       description: "Saved. `warnings` lists anything the check noticed that does not stop uploads.",
       content: {
         "application/json": {
-          schema: z.object({ profile: StorageProfileSchema, warnings: z.array(z.string()) }),
+          schema: z.object({
+            profile: StorageProfileSchema,
+            warnings: z.array(z.string()),
+            browserTransfer: BrowserTransferCheck.nullable().openapi({
+              description:
+                "Whether a browser tab can upload into the bucket (a CORS preflight from the web app's origin), and the CORS rule to add when not. Fleet jobs do not need it.",
+            }),
+          }),
         },
       },
     },
@@ -341,10 +348,11 @@ export async function createS3Profile(
     prefix: input.prefix,
     forcePathStyle: input.forcePathStyle,
   };
-  const check = await checkS3(target, {
-    accessKeyId: input.accessKeyId,
-    secretAccessKey: input.secretAccessKey,
-  });
+  const check = await checkS3(
+    target,
+    { accessKeyId: input.accessKeyId, secretAccessKey: input.secretAccessKey },
+    { webOrigin: new URL(config.WEB_ORIGIN).origin },
+  );
   if (!check.ok) {
     const { failure } = check;
     log({
@@ -418,6 +426,7 @@ export async function createS3Profile(
   return {
     profile: await viewOf(config.CREDENTIALS_KEYS, row!, input.accessKeyId),
     warnings: check.warnings,
+    browserTransfer: check.browserTransfer ?? null,
   };
 }
 

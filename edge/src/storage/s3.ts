@@ -7,11 +7,15 @@
 //   2. PutObject of a small marker under the prefix: objects may be written.
 //   3. DeleteObject of that marker: nothing is left behind. A refused delete
 //      does not fail the check (uploads do not need it); it becomes a warning.
+//   4. With the web app's origin: a CORS preflight (OPTIONS, as a browser sends
+//      it before PUTting a part) says whether transfers in the browser will
+//      work. Fleet jobs need no CORS, so a refusal is a warning with the rule
+//      to add, never a failure.
 //
 // URLs are built the way the worker's AWS SDK client builds them from the same
 // profile (virtual-hosted unless forcePathStyle, or a dotted bucket over TLS),
 // so a profile that passes here is addressed identically when files upload.
-import { type EgressPolicy, isIpLiteral } from "@torreclou/contracts";
+import { type BrowserTransferCheck, corsRuleFor, type EgressPolicy, isIpLiteral } from "@torreclou/contracts";
 import { AwsClient } from "aws4fetch";
 
 export interface S3Target {
@@ -44,11 +48,15 @@ export interface S3CheckFailure {
   detail?: string | undefined;
 }
 
-export type S3CheckResult = { ok: true; warnings: string[] } | { ok: false; failure: S3CheckFailure };
+export type S3CheckResult =
+  | { ok: true; warnings: string[]; browserTransfer?: BrowserTransferCheck | undefined }
+  | { ok: false; failure: S3CheckFailure };
 
 export interface S3CheckOptions {
-  /** Per request; the whole check makes three. */
+  /** Per request; the whole check makes three (four with `webOrigin`). */
   timeoutMs?: number;
+  /** The web app's origin: also check that the bucket lets it upload parts (CORS). */
+  webOrigin?: string | undefined;
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
@@ -362,7 +370,47 @@ export async function checkS3(
   } else {
     await deleted.body?.cancel();
   }
-  return { ok: true, warnings };
+  if (options.webOrigin === undefined) return { ok: true, warnings };
+  const browserTransfer = await checkCors(target, markerKey, options.webOrigin, timeoutMs);
+  if (!browserTransfer.ready) warnings.push(browserTransfer.message);
+  return { ok: true, warnings, browserTransfer };
+}
+
+/**
+ * The preflight a browser sends before PUTting a part, from the web app's
+ * origin (unsigned, as browsers send it). Ready when the bucket allows that
+ * origin to PUT; the rule to add is in the answer either way.
+ */
+export async function checkCors(
+  target: S3Target,
+  key: string,
+  origin: string,
+  timeoutMs = DEFAULT_TIMEOUT_MS,
+): Promise<BrowserTransferCheck> {
+  const rule = corsRuleFor(origin);
+  const advice = `Transfers in the browser need the bucket to allow ${origin} (CORS): add this rule to the bucket's CORS configuration: ${JSON.stringify([rule])}. Jobs the worker fleet transfers work without it.`;
+  let response: Response;
+  try {
+    response = await fetch(objectUrl(target, key), {
+      method: "OPTIONS",
+      headers: {
+        origin,
+        "access-control-request-method": "PUT",
+        "access-control-request-headers": "content-type",
+      },
+      redirect: "manual",
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    await response.body?.cancel();
+  } catch {
+    return { ready: false, rule, message: `The bucket did not answer a CORS preflight. ${advice}` };
+  }
+  const allowed = response.headers.get("access-control-allow-origin");
+  const methods = (response.headers.get("access-control-allow-methods") ?? "PUT").toUpperCase();
+  const ready = response.ok && (allowed === "*" || allowed === origin) && /\bPUT\b/.test(methods);
+  return ready
+    ? { ready, rule, message: `The bucket lets ${origin} upload parts: transfers in the browser will work.` }
+    : { ready, rule, message: `The bucket refused a CORS preflight from ${origin}. ${advice}` };
 }
 
 /** Whether the host is an IP literal or a localhost name: the bucket cannot go in such a host name. */

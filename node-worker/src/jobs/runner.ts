@@ -12,10 +12,13 @@ import {
   infoDictionaryOf,
   isTerminal,
   type JobState,
+  jobFolder,
   type Keyring,
   keys,
   type MagnetInfo,
   parseMagnet,
+  partSizeFor,
+  resumedPartSize,
   spanAttributes,
   spanNames,
   TorrentError,
@@ -36,7 +39,7 @@ import { requestCleanup } from "../queue/queue.ts";
 import { prepareScratchDir, removeDir, type ScratchBudget, scratchDirFor } from "../scratch.ts";
 import { PermanentJobError, ReconnectRequiredError, type Sink } from "../sinks/index.ts";
 import { Outage } from "../sinks/outage.ts";
-import { partSizeFor, resumedPartSize } from "../sinks/s3.ts";
+
 import { Download, trackerHosts } from "../torrent/download.ts";
 import type { HolePuncher } from "../torrent/holes.ts";
 import { RangeGoneError, Window } from "../torrent/window.ts";
@@ -451,7 +454,7 @@ export class JobRun {
     // known; until then the sink is opened on the destination's own folder.
     // (Jobs from before folders had defaults have none: they use their id.)
     const unsettled = ctx.job.targetFolder === null && ctx.files.length === 0;
-    let sink = await this.#sinkFor(profile, ctx.job.targetFolder ?? (unsettled ? "" : ctx.job.id));
+    let sink = await this.#sinkFor(profile, unsettled ? "" : jobFolder(ctx.job));
     this.#sink = sink;
     await sink.preflight(signal);
 

@@ -24,7 +24,13 @@ import {
   S3ServiceException,
   UploadPartCommand,
 } from "@aws-sdk/client-s3";
-import { destinationNameRules, type S3Secret } from "@torreclou/contracts";
+import {
+  partSizeFor,
+  resumedPartSize,
+  type S3Secret,
+  s3ObjectKey,
+  UnsafeNameError,
+} from "@torreclou/contracts";
 import type { S3ProfileConfig } from "@torreclou/db";
 import type { Logger } from "pino";
 import { egressRefusalIn } from "../egress/index.ts";
@@ -34,17 +40,12 @@ import {
   PermanentJobError,
   type Sink,
   type SinkFile,
-  storedPath,
   type UploadHooks,
   type UploadResult,
 } from "./index.ts";
 import type { Outage } from "./outage.ts";
 
 const MiB = 1024 * 1024;
-const MAX_PARTS = 10_000;
-/** S3's bounds on a part (the last part may be smaller). */
-const MIN_PART = 5 * MiB;
-const MAX_PART = 5 * 1024 * MiB;
 /** Part bytes held in memory per upload: parts in flight plus the one being read. */
 const PART_BUFFER_BYTES = 32 * MiB;
 
@@ -62,56 +63,17 @@ export interface S3SinkOptions {
   outage?: Outage | undefined;
 }
 
-/**
- * Part size for a file: at least `min` (and S3's 5 MiB), whole MiB, and few
- * enough parts for S3's 10,000 limit (a 5 TiB file gets 525 MiB parts), at
- * most S3's 5 GiB.
- */
-export function partSizeFor(size: number, min: number): number {
-  const needed = Math.ceil(size / MAX_PARTS);
-  return Math.min(MAX_PART, Math.max(min, MIN_PART, Math.ceil(needed / MiB) * MiB));
-}
-
-/** Whether journaled parts fit a layout of `partSize` parts for a file of `size` bytes. */
-function fitsLayout(
-  parts: Pick<JournalPart, "partNumber" | "size">[],
-  size: number,
-  partSize: number,
-): boolean {
-  const count = Math.max(1, Math.ceil(size / partSize));
-  return parts.every((p) =>
-    p.partNumber < count
-      ? p.size === partSize
-      : p.partNumber === count && p.size === size - (count - 1) * partSize,
-  );
-}
-
-/**
- * The part size a resumed upload keeps: the one its journal was written with,
- * whatever the worker is configured with now. Every part but the last has it;
- * the configured size is preferred when the journal fits it too.
- */
-export function resumedPartSize(
-  parts: Pick<JournalPart, "partNumber" | "size">[],
-  size: number,
-  configured: number,
-): number {
-  if (parts.length === 0 || fitsLayout(parts, size, configured)) return configured;
-  const largest = Math.max(...parts.map((p) => p.size));
-  return largest >= MIN_PART && fitsLayout(parts, size, largest) ? largest : configured;
-}
-
-function joinKey(...segments: (string | undefined)[]): string {
-  return segments
-    .filter((s): s is string => s !== undefined && s !== "")
-    .map((s) => s.replace(/^\/+|\/+$/g, ""))
-    .filter((s) => s !== "")
-    .join("/");
-}
+// The part layout is the contracts' (contracts/src/parts.ts), shared with the edge's browser uploads.
+export { partSizeFor, resumedPartSize } from "@torreclou/contracts";
 
 /** The object key of a torrent file: the profile prefix, then the job folder and the path as names.ts maps them. */
 export function objectKey(config: Pick<S3ProfileConfig, "prefix">, folder: string, path: string): string {
-  return joinKey(config.prefix, storedPath(folder, path, destinationNameRules.s3).join("/"));
+  try {
+    return s3ObjectKey(config.prefix, folder, path);
+  } catch (error) {
+    if (error instanceof UnsafeNameError) throw new PermanentJobError(error.message, { cause: error });
+    throw error;
+  }
 }
 
 function statusOf(error: unknown): number | undefined {
@@ -338,7 +300,8 @@ export class S3Sink implements Sink {
       // whatever this worker is configured with now.
       const journaled = file.uploadSession ? await hooks.journal() : [];
       const partSize = resumedPartSize(journaled, file.size, partSizeFor(file.size, this.#opts.partSize));
-      return file.size <= partSize
+      // An upload another attempt (or a browser tab) opened is resumed even for a one-part file.
+      return file.size <= partSize && !file.uploadSession
         ? await this.#putSingle(file, hooks)
         : await this.#putMultipart(file, partSize, hooks);
     } catch (error) {
