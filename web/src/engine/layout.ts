@@ -1,7 +1,9 @@
 // The arithmetic of a browser transfer, kept pure so it is tested on its own:
 // which byte ranges of a file become which S3 parts or Drive chunks, which
 // torrent pieces a range needs, how long to wait before trying again, and how
-// fast bytes move.
+// fast bytes move. S3's part layout itself is the contract's (parts.ts), shared
+// with the edge and the worker.
+import { partCount } from "@torreclou/contracts";
 
 /** A half-open byte range [start, end) of one file. */
 export interface Slice {
@@ -11,11 +13,6 @@ export interface Slice {
 
 export interface PartSlice extends Slice {
   partNumber: number;
-}
-
-/** How many parts of `partSize` a file of `size` bytes takes (an empty file still takes one, empty). */
-export function partCount(size: number, partSize: number): number {
-  return Math.max(1, Math.ceil(size / partSize));
 }
 
 /**
