@@ -6,7 +6,7 @@ import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { join, normalize, sep } from "node:path";
+import { extname, join, normalize, sep } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { type LogSink, prefixedLog, type Service } from "../process.ts";
@@ -48,6 +48,9 @@ function limiter(bytesPerSecond: number): () => Transform {
       },
     });
 }
+
+/** A page and its script can be served too (a test's seeder page); everything else is bytes. */
+const contentTypes: Record<string, string> = { ".html": "text/html", ".js": "text/javascript" };
 
 const cors = {
   "access-control-allow-origin": "*",
@@ -112,7 +115,7 @@ export async function startWebSeed(opts: WebSeedOptions): Promise<WebSeed> {
     res.writeHead(range ? 206 : 200, {
       ...cors,
       "accept-ranges": "bytes",
-      "content-type": "application/octet-stream",
+      "content-type": contentTypes[extname(file)] ?? "application/octet-stream",
       "content-length": String(size === 0 ? 0 : end - start + 1),
       ...(range ? { "content-range": `bytes ${start}-${end}/${size}` } : {}),
     });
