@@ -101,9 +101,11 @@ async function startWorker(stack: Stack, ports: Ports): Promise<Service> {
       // The fleet gauges on /metrics (local Postgres: a scrape costs nothing).
       WORKER_FLEET_METRICS: "true",
       // Exactly the local services a job may reach on loopback: the S3 server,
-      // the demo tracker and its seeder (the Drive double's URLs are allowed
-      // by the worker itself, as configured endpoints).
-      EGRESS_ALLOW: [ports.s3, ports.tracker, ports.peer].map((port) => `127.0.0.1:${port}`).join(","),
+      // the demo tracker, its seeder and web seed (the Drive double's URLs are
+      // allowed by the worker itself, as configured endpoints).
+      EGRESS_ALLOW: [ports.s3, ports.tracker, ports.peer, ports.webseed]
+        .map((port) => `127.0.0.1:${port}`)
+        .join(","),
       // Uploads to Google Drive go to the Drive double (its URLs come with stack.env).
       GOOGLE_CLIENT_ID: localSecrets.googleClientId,
       GOOGLE_CLIENT_SECRET: localSecrets.googleClientSecret,

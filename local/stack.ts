@@ -31,6 +31,7 @@ export const portNames = [
   "drive",
   "onedrive",
   "dropbox",
+  "webseed",
 ] as const;
 export type PortName = (typeof portNames)[number];
 export type Ports = Record<PortName, number>;
@@ -51,6 +52,7 @@ export const defaultPorts: Ports = {
   drive: 4580,
   onedrive: 4581,
   dropbox: 4582,
+  webseed: 4583,
 };
 
 /** Consecutive ports from `first`, in the order of `portNames`. */
@@ -217,6 +219,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
           dataDir: join(dataDir, "seeder"),
           trackerPort: ports.tracker,
           peerPort: ports.peer,
+          // The demo torrent's web seed, so a browser can transfer it too.
+          webSeedPort: ports.webseed,
           log,
           ...(options.seedRate ? { uploadLimit: options.seedRate } : {}),
         }),

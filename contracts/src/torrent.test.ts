@@ -19,6 +19,7 @@ import {
   TorrentError,
   type TorrentErrorCode,
   torrentFromInfo,
+  webSeedsOf,
 } from "./torrent.ts";
 
 // The webtorrent project's encoder, independent of the decoder under test.
@@ -531,5 +532,26 @@ describe("resolved metadata", () => {
     expect(bencode.decode(rebuilt)["url-list"]).toBeDefined();
     // The bare dictionary, without any source, parses too.
     expect((await parseTorrentFile(torrentFromInfo(dict))).infoHash).toBe(a.infoHash);
+  });
+});
+
+describe("webSeedsOf", () => {
+  it("reads BEP 19 url-list, one URL or a list, HTTP(S) only, each once", () => {
+    const info = singleInfo();
+    expect(webSeedsOf(torrent(info))).toEqual([]);
+    expect(webSeedsOf(torrent(info, { "url-list": text("https://seed.example/movie.mkv") }))).toEqual([
+      "https://seed.example/movie.mkv",
+    ]);
+    const list = ["http://a.example/", "ftp://b.example/", "http://a.example/", " https://c.example/x "].map(
+      text,
+    );
+    expect(webSeedsOf(torrent(info, { "url-list": list }))).toEqual([
+      "http://a.example/",
+      "https://c.example/x",
+    ]);
+  });
+
+  it("refuses what is not a .torrent", () => {
+    expect(() => webSeedsOf(text("i1e"))).toThrow(TorrentError);
   });
 });

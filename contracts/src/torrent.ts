@@ -736,6 +736,24 @@ export function infoDictionaryOf(torrent: Uint8Array): Uint8Array {
   return torrent.slice(info.start, info.end);
 }
 
+/**
+ * A .torrent's HTTP(S) web seeds (BEP 19 `url-list`: one URL or a list), the
+ * sources a browser can fetch from besides WebRTC peers. Throws TorrentError
+ * when the bytes are not a .torrent.
+ */
+export function webSeedsOf(torrent: Uint8Array): string[] {
+  const root = decodeBencode(torrent);
+  if (!isDict(root)) throw new TorrentError("not_a_torrent", "This is not a .torrent file.");
+  const raw = root.entries.get("url-list");
+  const out: string[] = [];
+  for (const item of Array.isArray(raw) ? raw : raw === undefined ? [] : [raw]) {
+    const url = isBytes(item) ? decodeText(item)?.trim() : undefined;
+    if (url && url.length <= 2048 && /^https?:\/\/[^\s/?#]+[^\s]*$/i.test(url) && !out.includes(url))
+      out.push(url);
+  }
+  return out;
+}
+
 function bencodeString(text: string | Uint8Array): Uint8Array {
   const bytes = typeof text === "string" ? encoder.encode(text) : text;
   return concatBytes([encoder.encode(`${bytes.length}:`), bytes]);

@@ -16,6 +16,7 @@ import {
 import { readTorrent, type TorrentSummary } from "./bencode.ts";
 import { type MadeTorrent, makeDemoTorrent } from "./sample.ts";
 import { scrapeSeeders, startTracker, type Tracker } from "./tracker.ts";
+import { startWebSeed, type WebSeed } from "./webseed.ts";
 
 export { readTorrent, type TorrentSummary } from "./bencode.ts";
 export {
@@ -30,6 +31,7 @@ export {
   type TorrentFile,
 } from "./sample.ts";
 export { scrapeSeeders, startTracker, type Tracker } from "./tracker.ts";
+export { parseRate, startWebSeed, type WebSeed, type WebSeedOptions } from "./webseed.ts";
 
 /** A .torrent and the directory holding its content (the torrent's `name` lives inside `dir`). */
 export interface SeedItem {
@@ -192,13 +194,31 @@ export async function startSeeder(opts: {
   peerPort: number;
   log?: LogSink;
   torrents?: SeedItem[];
-  /** See SeedAllOptions.uploadLimit. */
+  /** See SeedAllOptions.uploadLimit (the web seed keeps to it too). */
   uploadLimit?: string;
+  /**
+   * Also serve the content over HTTP on this port, as the demo torrent's web
+   * seed (url-list): what a browser, which cannot dial aria2c, downloads from.
+   */
+  webSeedPort?: number;
 }): Promise<Seeder> {
   const log = opts.log ?? prefixedLog;
   const tracker = await startTracker({ port: opts.trackerPort, log });
+  let webSeed: WebSeed | undefined;
   try {
-    const demo = await makeDemoTorrent({ dir: opts.dataDir, announce: [tracker.announceUrl] });
+    if (opts.webSeedPort !== undefined) {
+      webSeed = await startWebSeed({
+        root: opts.dataDir,
+        port: opts.webSeedPort,
+        log,
+        ...(opts.uploadLimit ? { rate: opts.uploadLimit } : {}),
+      });
+    }
+    const demo = await makeDemoTorrent({
+      dir: opts.dataDir,
+      announce: [tracker.announceUrl],
+      ...(webSeed ? { urlList: [webSeed.url] } : {}),
+    });
     const items = [{ torrentPath: demo.torrentPath, dir: opts.dataDir }, ...(opts.torrents ?? [])];
     const summaries = await Promise.all(
       items.map(async (item) => readTorrent(await readFile(item.torrentPath))),
@@ -230,14 +250,22 @@ export async function startSeeder(opts: {
         DEMO_MAGNET: demo.magnet,
         DEMO_INFO_HASH: demo.infoHash,
         TRACKER_URL: tracker.announceUrl,
+        ...webSeed?.env,
       },
-      urls: [...(tracker.urls ?? []), `demo torrent: ${demo.torrentPath}`, `demo magnet: ${demo.magnet}`],
+      urls: [
+        ...(tracker.urls ?? []),
+        ...(webSeed?.urls ?? []),
+        `demo torrent: ${demo.torrentPath}`,
+        `demo magnet: ${demo.magnet}`,
+      ],
       async stop() {
         await seeding.stop();
+        await webSeed?.stop();
         await tracker.stop();
       },
     };
   } catch (error) {
+    await webSeed?.stop();
     await tracker.stop();
     throw error;
   }

@@ -221,7 +221,17 @@ export const DEMO_FILES: readonly TorrentFile[] = [
   { path: "audio/sample-b.bin", size: 2 * MiB - 777 },
 ];
 
-/** Writes the demo content and its .torrent under `dir`. */
-export function makeDemoTorrent(opts: { dir: string; announce: string[] }): Promise<MadeTorrent> {
-  return makeTorrent({ dir: opts.dir, name: DEMO_NAME, files: [...DEMO_FILES], announce: opts.announce });
+/** Writes the demo content and its .torrent under `dir` (with web seeds: a url-list, outside the info hash). */
+export function makeDemoTorrent(opts: {
+  dir: string;
+  announce: string[];
+  urlList?: string[];
+}): Promise<MadeTorrent> {
+  return makeTorrent({
+    dir: opts.dir,
+    name: DEMO_NAME,
+    files: [...DEMO_FILES],
+    announce: opts.announce,
+    ...(opts.urlList ? { urlList: opts.urlList } : {}),
+  });
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { laterState, resolvingText, timelineReason } from "./status.ts";
+import { browserTransferText, laterState, resolvingText, timelineReason } from "./status.ts";
 
 describe("laterState", () => {
   it("takes whichever report is further along", () => {
@@ -39,6 +39,22 @@ describe("resolvingText", () => {
     );
     expect(resolvingText(1, 5, ["a", "b", "c", "d", "e"])).toBe(
       "Finding metadata — 1 peer found, waiting for the metadata, 5 s · asking trackers a, b, c and 2 more",
+    );
+  });
+});
+
+describe("browserTransferText", () => {
+  it("says what this tab does with a browser job, or that the job waits for one", () => {
+    expect(browserTransferText({ status: "running", attempt: 2 }, "downloading")).toMatch(
+      /Keep this tab open: closing it pauses the job/,
+    );
+    expect(browserTransferText(undefined, "queued")).toMatch(/^Paused: .*hand it to the fleet/);
+    expect(browserTransferText({ status: "stopped" }, "queued")).toMatch(/^Paused/);
+    expect(browserTransferText(undefined, "uploading")).toMatch(/resume it here/);
+    expect(browserTransferText(undefined, "completed")).toBeUndefined();
+    expect(browserTransferText({ status: "failed", reason: "x" }, "failed")).toBeUndefined();
+    expect(browserTransferText({ status: "failed", reason: "No peer." }, "downloading")).toBe(
+      "The transfer in this browser stopped: No peer.",
     );
   });
 });

@@ -1,6 +1,7 @@
 // Words for job and file states, and which states still move.
 import type { FileState, JobState } from "@torreclou/contracts";
 import type { SearchState } from "./engine/searches.ts";
+import type { TransferStatus } from "./engine/transfer.ts";
 import { formatDuration } from "./format.ts";
 
 /** A search for metadata this tab runs that is worth a line on the job page. */
@@ -113,4 +114,32 @@ export function resolvingText(peers: number, seconds: number, trackers: readonly
       ? ""
       : ` · asking ${trackers.length === 1 ? "tracker" : "trackers"} ${trackers.slice(0, 3).join(", ")}${trackers.length > 3 ? ` and ${trackers.length - 3} more` : ""}`;
   return `Finding metadata — ${found}, ${formatDuration(Math.max(0, seconds))}${asked}`;
+}
+
+/**
+ * What a job the submitter's browser runs says on its page: what this tab is
+ * doing with it, or (no transfer here) that it waits for a tab or the fleet.
+ */
+export function browserTransferText(
+  transfer: TransferStatus | undefined,
+  jobState: JobState,
+): string | undefined {
+  switch (transfer?.status) {
+    case "starting":
+      return "Starting the transfer in this browser…";
+    case "running":
+      return "This browser is transferring the job. Keep this tab open: closing it pauses the job.";
+    case "taken":
+      return "Another tab or the fleet has taken this job over; this tab stopped.";
+    case "failed":
+      // The job's own failure reason says it, once the edge has it.
+      return jobState === "failed" ? undefined : `The transfer in this browser stopped: ${transfer.reason}`;
+    case "finished":
+      return undefined;
+    default:
+      if (!isActive(jobState) || jobState === "awaiting_selection") return undefined;
+      return jobState === "queued"
+        ? "Paused: this job runs in a browser tab, and none is transferring it. Resume it here, or hand it to the fleet."
+        : "This job is being transferred by a browser tab; if that tab is gone, resume it here.";
+  }
 }

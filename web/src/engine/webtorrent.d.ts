@@ -8,7 +8,24 @@ declare module "webtorrent/dist/webtorrent.min.js" {
     /** Start with no piece selected (nothing is fetched unless asked). */
     deselect?: boolean;
     store?: ChunkStore;
+    /** Pieces kept in an in-memory cache in front of the store (default 20); 0: none. */
+    storeCacheSlots?: number;
     announce?: string[];
+  }
+
+  export interface TorrentFile {
+    readonly name: string;
+    readonly path: string;
+    readonly length: number;
+    /** Where the file starts in the torrent's bytes. */
+    readonly offset: number;
+    /** Verified bytes of this file held (webtorrent's bitfield). */
+    readonly downloaded: number;
+    /**
+     * Bytes [start, end] (inclusive) as pieces arrive. Creating the iterator
+     * selects exactly their pieces; ending it (return()) deselects them.
+     */
+    [Symbol.asyncIterator](range: { start: number; end: number }): AsyncIterator<Uint8Array>;
   }
 
   export interface Torrent {
@@ -16,7 +33,13 @@ declare module "webtorrent/dist/webtorrent.min.js" {
     /** The torrent file once the metadata is known (its info dictionary as peers sent it). */
     readonly metadata: Uint8Array | null;
     readonly numPeers: number;
+    readonly ready: boolean;
+    readonly files: TorrentFile[];
+    readonly pieceLength: number;
+    /** Verified bytes received, this session. */
+    readonly downloaded: number;
     on(event: "metadata" | "ready" | "noPeers", listener: () => void): this;
+    on(event: "download", listener: (bytes: number) => void): this;
     on(event: "wire", listener: (wire: unknown) => void): this;
     on(event: "error" | "warning", listener: (err: Error | string) => void): this;
     destroy(opts?: { destroyStore?: boolean }, callback?: (err?: Error) => void): void;

@@ -28,12 +28,15 @@ import {
   StatsRow,
 } from "../components/Progress.tsx";
 import { ErrorState, Loading } from "../components/States.tsx";
+import { handToFleet } from "../engine/edge.ts";
 import { metadataSearch } from "../engine/searches.ts";
+import { browserTransfer, startTransfer, transferring } from "../engine/transfers.ts";
 import { formatBytes, formatDate, formatRelative } from "../format.ts";
 import { announceJobEnd } from "../notify.ts";
 import { createPoll } from "../poll.ts";
 import {
   browserSearchText,
+  browserTransferText,
   fileLabel,
   isActive,
   jobStateLabel,
@@ -147,6 +150,27 @@ export function JobDetail() {
     ),
   );
 
+  /** The submitter's browser moves this job's bytes, not the fleet. */
+  const browserJob = () => job()?.runner === "browser";
+  const transfer = () => (params.id ? browserTransfer(params.id) : undefined);
+  const transferStatus = () => transfer()?.status();
+  /** This tab is transferring the job right now. */
+  const here = () => transferring(transferStatus());
+  const transferText = () => {
+    const row = job();
+    return row && browserJob() ? browserTransferText(transferStatus(), row.state) : undefined;
+  };
+  // This tab's transfer ended (or took the job): the row has moved, read it again.
+  createEffect(
+    on(
+      () => transferStatus()?.status,
+      (status) => {
+        if (status !== undefined && status !== "starting") void refetch();
+      },
+      { defer: true },
+    ),
+  );
+
   // Seen running, now ended: tell the person (tab title, notification).
   createEffect(
     on(
@@ -247,6 +271,8 @@ export function JobDetail() {
           json: { files: chosen, ...(folder ? { targetFolder: folder } : {}) },
         }),
       );
+      // A job for this browser starts moving once its files are chosen.
+      if (browserJob()) startTransfer(id);
       await refetch();
     } catch (err) {
       setChooseError(describeError(err));
@@ -256,12 +282,16 @@ export function JobDetail() {
     }
   };
 
-  const act = async (what: "cancel" | "retry" | "delete") => {
+  const act = async (what: "cancel" | "retry" | "delete" | "fleet") => {
     const id = params.id ?? "";
     setActionError(undefined);
     setActing(true);
     try {
-      if (what === "cancel") await call(api.api.jobs[":id"].cancel.$post({ param: { id } }));
+      if (what === "cancel") {
+        transfer()?.stop();
+        await call(api.api.jobs[":id"].cancel.$post({ param: { id } }));
+      }
+      if (what === "fleet") await handToFleet(id);
       if (what === "retry") {
         await call(api.api.jobs[":id"].retry.$post({ param: { id } }));
         cursor = undefined;
@@ -323,6 +353,38 @@ export function JobDetail() {
                 </h1>
               </div>
               <div class="row">
+                <Show when={browserJob() && here()}>
+                  <button
+                    type="button"
+                    class="button small"
+                    onClick={() => transfer()?.pause()}
+                    data-testid="transfer-pause"
+                  >
+                    Pause
+                  </button>
+                </Show>
+                <Show when={browserJob() && rowActive() && !choosing() && !here()}>
+                  <button
+                    type="button"
+                    class="button small primary"
+                    onClick={() => startTransfer(j().id)}
+                    disabled={acting()}
+                    data-testid="transfer-start"
+                  >
+                    {downloaded() > 0 ? "Resume in this browser" : "Transfer in this browser"}
+                  </button>
+                </Show>
+                <Show when={browserJob() && j().state === "queued" && !here()}>
+                  <button
+                    type="button"
+                    class="button small"
+                    onClick={() => act("fleet")}
+                    disabled={acting()}
+                    data-testid="hand-to-fleet"
+                  >
+                    Hand to the fleet
+                  </button>
+                </Show>
                 <Show when={running() || choosing()}>
                   <ConfirmButton
                     label="Cancel"
@@ -388,6 +450,13 @@ export function JobDetail() {
                         latest()?.resolving?.trackers,
                       )}
                     </p>
+                  </Show>
+                  <Show when={transferText()}>
+                    {(text) => (
+                      <p class="muted" role="status" data-testid="browser-transfer">
+                        {text()}
+                      </p>
+                    )}
                   </Show>
                   <Show when={browserSearch()}>
                     {(search) => (
@@ -548,6 +617,8 @@ export function JobDetail() {
                   <dl class="facts">
                     <dt>Destination</dt>
                     <dd>{destination()}</dd>
+                    <dt>Runs in</dt>
+                    <dd data-testid="job-runner">{browserJob() ? "your browser" : "the worker fleet"}</dd>
                     <Show when={j().targetFolder}>
                       <dt>Folder</dt>
                       <dd class="mono">{j().targetFolder}</dd>

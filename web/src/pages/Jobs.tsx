@@ -471,6 +471,10 @@ export function Jobs() {
                       <time datetime={job.createdAt} title={formatDate(job.createdAt)}>
                         {formatRelative(job.createdAt)}
                       </time>
+                      <Show when={job.runner === "browser" && running()}>
+                        {" "}
+                        · <span data-testid="job-runner">in this browser</span>
+                      </Show>
                       <Show when={state() === "failed" && job.failureReason}>
                         {" "}
                         · <span class="field-error">{job.failureReason}</span>

@@ -10,6 +10,7 @@ import {
   parseTorrentFile,
   TorrentError,
   type TorrentInfo,
+  webSeedsOf,
 } from "@torreclou/contracts";
 import { createMemo, createResource, createSignal, For, Match, onCleanup, Show, Switch } from "solid-js";
 import { ApiError, api, call, describeError, toBase64 } from "../api/client.ts";
@@ -18,12 +19,24 @@ import { S3ProfileForm } from "../components/S3ProfileForm.tsx";
 import { SwarmHealth } from "../components/SwarmHealth.tsx";
 import { browserTrackers, webrtcSupported } from "../engine/index.ts";
 import { startMetadataSearch } from "../engine/searches.ts";
+import { startTransfer } from "../engine/transfers.ts";
 import { formatBytes, plural } from "../format.ts";
 import { selectAll, selectedIndices, selectedSize } from "../tree.ts";
 
 type Source =
   | { kind: "torrent"; fileName: string; bytes: Uint8Array; info: TorrentInfo }
   | { kind: "magnet"; uri: string; info: MagnetInfo };
+
+/** Destinations a tab can upload to itself (presigned S3 parts, a Drive resumable session). */
+const browserDestinations: readonly string[] = ["s3", "gdrive"];
+
+/** Where a browser can get the torrent's bytes: WebSocket trackers (WebRTC peers) and HTTP web seeds. */
+function browserSources(s: Source): { trackers: string[]; webSeeds: string[] } {
+  if (s.kind === "torrent")
+    return { trackers: browserTrackers(s.info.trackers), webSeeds: webSeedsOf(s.bytes) };
+  const webSeeds = new URL(s.uri).searchParams.getAll("ws").filter((url) => /^https?:\/\//i.test(url));
+  return { trackers: browserTrackers(s.info.trackers), webSeeds };
+}
 
 /** Paths without the torrent's own name in front (it is shown above the tree). */
 function relativeFiles(info: TorrentInfo) {
@@ -44,6 +57,8 @@ export function NewJob() {
   const [targetFolder, setTargetFolder] = createSignal("");
   /** A magnet: pick its files once a worker has its metadata, instead of fetching everything. */
   const [chooseLater, setChooseLater] = createSignal(false);
+  /** Who moves the bytes: the worker fleet, or this browser tab. */
+  const [inBrowser, setInBrowser] = createSignal(false);
   const [submitting, setSubmitting] = createSignal(false);
   const [submitError, setSubmitError] = createSignal<string>();
   const [profiles, { refetch: refetchProfiles }] = createResource(() => call(api.api.storage.$get()));
@@ -87,12 +102,34 @@ export function NewJob() {
   const defaultProfile = () =>
     profiles.latest?.profiles.find((p) => p.isDefault) ?? profiles.latest?.profiles[0];
   const chosenProfile = () => profileId() ?? defaultProfile()?.id;
+  const chosenKind = () => profiles.latest?.profiles.find((p) => p.id === chosenProfile())?.kind;
+  const reach = createMemo(() => {
+    const s = source();
+    return s ? browserSources(s) : { trackers: [], webSeeds: [] };
+  });
+  /** Why this browser cannot transfer the torrent itself, if it cannot. */
+  const browserRefusal = (): string | undefined => {
+    const kind = chosenKind();
+    if (kind !== undefined && !browserDestinations.includes(kind)) {
+      return "Only an S3 bucket or Google Drive takes uploads straight from a browser; this destination is served by the fleet.";
+    }
+    const { trackers, webSeeds } = reach();
+    const webrtc = trackers.length > 0 && webrtcSupported();
+    if (!webrtc && webSeeds.length === 0) {
+      return trackers.length > 0
+        ? "This browser cannot use WebRTC, and the torrent has no web seed (HTTP url-list)."
+        : "A browser reaches only WebRTC peers (through WebSocket trackers, wss://) and HTTP web seeds (url-list); this torrent names neither, so its peers are for the fleet.";
+    }
+    return undefined;
+  };
+  const browserChosen = () => inBrowser() && browserRefusal() === undefined;
 
   const accepted = (next: Source) => {
     setSource(next);
     setReadError(undefined);
     setSubmitError(undefined);
     setSelected(next.kind === "torrent" ? selectAll(next.info.files) : new Set<number>());
+    setInBrowser(false);
     requestAnimationFrame(() => summaryRef?.focus());
   };
 
@@ -169,6 +206,9 @@ export function NewJob() {
         ...(folder ? { targetFolder: folder } : {}),
       };
       const everything = s.kind === "torrent" && selected().size === s.info.files.length;
+      const browser = browserChosen();
+      // A magnet's file list comes from its swarm: a browser job waits for the choice, found by this tab.
+      const chooseFiles = chooseLater() || browser;
       const created = await call(
         api.api.jobs.$post({
           json:
@@ -177,15 +217,23 @@ export function NewJob() {
                   torrent: toBase64(s.bytes),
                   ...(everything ? {} : { files: selectedIndices(selected()) }),
                   ...common,
+                  ...(browser ? { runner: "browser" as const } : {}),
                 }
-              : { magnet: s.uri, ...(chooseLater() ? { chooseFiles: true } : {}), ...common },
+              : {
+                  magnet: s.uri,
+                  ...(chooseFiles ? { chooseFiles: true } : {}),
+                  ...common,
+                  ...(browser ? { runner: "browser" as const } : {}),
+                },
         }),
       );
       // A magnet whose swarm a browser can join: this tab looks for the metadata too.
       const reachable = s.kind === "magnet" ? browserTrackers(s.info.trackers) : [];
-      if (s.kind === "magnet" && chooseLater() && reachable.length > 0 && webrtcSupported()) {
+      if (s.kind === "magnet" && chooseFiles && reachable.length > 0 && webrtcSupported()) {
         startMetadataSearch(created.job.id, s.uri, reachable);
       }
+      // A .torrent for this browser: the tab starts moving it now (a magnet once its files are chosen).
+      if (browser && s.kind === "torrent") startTransfer(created.job.id);
       navigate(`/jobs/${created.job.id}`, { state: { started: true } });
     } catch (err) {
       setSubmitError(err instanceof ApiError ? err.message : describeError(err));
@@ -197,6 +245,7 @@ export function NewJob() {
     setSource(undefined);
     setMagnet("");
     setChooseLater(false);
+    setInBrowser(false);
     setReadError(undefined);
     setSubmitError(undefined);
   };
@@ -446,6 +495,55 @@ export function NewJob() {
                 </p>
               </div>
             </div>
+
+            <fieldset class="stack" data-testid="runner-choice">
+              <legend>Who transfers it</legend>
+              <label class="check">
+                <input
+                  type="radio"
+                  name="runner"
+                  checked={!browserChosen()}
+                  onChange={() => setInBrowser(false)}
+                  data-testid="runner-fleet"
+                />{" "}
+                The worker fleet — nothing to keep open
+              </label>
+              <label class="check">
+                <input
+                  type="radio"
+                  name="runner"
+                  checked={browserChosen()}
+                  disabled={browserRefusal() !== undefined}
+                  onChange={() => setInBrowser(true)}
+                  data-testid="runner-browser"
+                />{" "}
+                Transfer in this browser
+              </label>
+              <p class="hint" data-testid="runner-note">
+                <Show
+                  when={browserRefusal()}
+                  fallback={
+                    <>
+                      This tab downloads the files from{" "}
+                      {[
+                        reach().trackers.length > 0 ? "WebRTC peers" : "",
+                        reach().webSeeds.length > 0 ? "web seeds" : "",
+                      ]
+                        .filter(Boolean)
+                        .join(" and ")}{" "}
+                      and uploads them straight to the destination. Keep it open: closing it pauses the job,
+                      which this tab or the fleet can resume.
+                      <Show when={source()?.kind === "magnet"}>
+                        {" "}
+                        It first finds the file list in the swarm, then you choose the files.
+                      </Show>
+                    </>
+                  }
+                >
+                  {(why) => <>Not offered: {why()}</>}
+                </Show>
+              </p>
+            </fieldset>
 
             <Show when={submitError()}>
               <div class="alert error" role="alert">
