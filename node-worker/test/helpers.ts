@@ -26,6 +26,7 @@ import {
   parseTorrentFile,
   progressField,
   queue,
+  type SeedSettings,
   webhookWakeKey,
 } from "@torreclou/contracts";
 import {
@@ -275,6 +276,8 @@ export interface SubmitOptions {
   enqueue?: boolean;
   /** A magnet job that waits for its submitter to choose files once resolved. */
   chooseFiles?: boolean;
+  /** Seeding back once stored (as the edge stores it, already bounded). */
+  seed?: SeedSettings;
 }
 
 /** Creates a job as the edge does: parse, insert (source encrypted), then `enqueue` it. */
@@ -287,6 +290,7 @@ export async function submitJob(env: Env, opts: SubmitOptions): Promise<Job> {
     selected: opts.selected,
     targetFolder: opts.targetFolder,
     chooseFiles: opts.chooseFiles,
+    seed: opts.seed,
   };
   let created: Awaited<ReturnType<typeof insertJob>>;
   if (opts.magnet) {
@@ -579,7 +583,7 @@ export function expectProgressNeverBackwards(events: ProgressEvent[]): void {
 }
 
 export interface S3Request {
-  /** put, part, create, complete, abort, listparts, head, headbucket, other */
+  /** put, part, create, complete, abort, listparts, head, headbucket, get, rangedget, other */
   kind: string;
   key: string;
   part?: number;
@@ -637,6 +641,7 @@ export async function s3Proxy(opts: { partDelayMs?: number } = {}): Promise<{
     else if (req.method === "DELETE" && q.has("uploadId")) entry.kind = "abort";
     else if (req.method === "GET" && q.has("uploadId")) entry.kind = "listparts";
     else if (req.method === "HEAD") entry.kind = key ? "head" : "headbucket";
+    else if (req.method === "GET" && key) entry.kind = req.headers.range ? "rangedget" : "get";
     requests.push(entry);
     const forward = () => {
       const upstream = request(
