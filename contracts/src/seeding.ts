@@ -46,6 +46,9 @@ export function boundSeed(asked: SeedRequest | null | undefined, policy: SeedPol
   return ratio > 0 && minutes > 0 ? { ratio, minutes } : null;
 }
 
+/** The value of a job's seed-stop key (`keys.seedStop`): who stopped it. */
+export const seedStopFlag = { user: 1, deleted: 2 } as const;
+
 /** Why a job's seeding ended (or never began). */
 export const SeedEnd = z.enum([
   "ratio",

@@ -12,6 +12,7 @@ import {
   type SeedingProgress,
   type SeedSettings,
   seedEndText,
+  seedStopFlag,
 } from "@torreclou/contracts";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
@@ -59,9 +60,6 @@ export interface SeedRenewal {
   stop: number;
   watched: boolean;
 }
-
-/** The edge's stop flag values (contracts' keys.seedStop). */
-export const seedStopFlags = { user: 1, deleted: 2 } as const;
 
 export interface SeedingDeps {
   config: Config;
@@ -219,7 +217,7 @@ export class SeedingSet {
       const session = this.#sessions.get(r.jobId);
       if (!session) continue;
       session.setWatched(r.watched);
-      if (r.stop === seedStopFlags.deleted) void session.stop("deleted");
+      if (r.stop === seedStopFlag.deleted) void session.stop("deleted");
       else if (r.stop > 0) void session.stop("user");
     }
   }
