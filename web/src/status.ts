@@ -1,7 +1,7 @@
 // Words for job and file states, and which states still move.
-import type { FileState, JobState } from "@torreclou/contracts";
+import { describeSeeding, type FileState, type JobState, type SeedingProgress } from "@torreclou/contracts";
 import type { SearchState } from "./engine/searches.ts";
-import { formatDuration } from "./format.ts";
+import { formatBytes, formatDuration } from "./format.ts";
 
 /** A search for metadata this tab runs that is worth a line on the job page. */
 export type BrowserSearch = Exclude<SearchState, { status: "sent" } | { status: "not_needed" }>;
@@ -113,4 +113,9 @@ export function resolvingText(peers: number, seconds: number, trackers: readonly
       ? ""
       : ` · asking ${trackers.length === 1 ? "tracker" : "trackers"} ${trackers.slice(0, 3).join(", ")}${trackers.length > 3 ? ` and ${trackers.length - 3} more` : ""}`;
   return `Finding metadata — ${found}, ${formatDuration(Math.max(0, seconds))}${asked}`;
+}
+
+/** "Seeding · ratio 0.42 · 3 peers · uploaded 120 MiB", or what it did and why it ended. */
+export function seedingText(seeding: SeedingProgress): string {
+  return describeSeeding(seeding, formatBytes);
 }
