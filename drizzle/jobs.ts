@@ -11,6 +11,7 @@ import {
   type JobState,
   jobStates,
   type Keyring,
+  type SeedSettings,
   sourceColumnsOf,
   type TraceContext,
   type TransitionCause,
@@ -80,6 +81,8 @@ export interface NewJobInput {
   trace?: TraceContext | undefined;
   /** Who moves its bytes (default the fleet); a browser job is never let into the jobs stream. */
   runner?: JobRunner | undefined;
+  /** Seeding back once stored, already bounded by the operator's limits; null or absent: none. */
+  seed?: SeedSettings | null | undefined;
 }
 
 /**
@@ -142,6 +145,8 @@ export async function insertJob(
         targetFolder: input.targetFolder,
         chooseFiles: input.chooseFiles ?? false,
         runner: input.runner ?? "fleet",
+        seedRatio: input.seed?.ratio ?? null,
+        seedMinutes: input.seed?.minutes ?? null,
         name: input.name,
         traceParent: input.trace?.traceparent,
         traceState: input.trace?.tracestate,

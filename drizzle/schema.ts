@@ -22,6 +22,7 @@ import {
   boolean,
   check,
   customType,
+  doublePrecision,
   index,
   integer,
   jsonb,
@@ -270,6 +271,13 @@ export const jobs = pgTable(
      */
     traceParent: text("trace_parent"),
     traceState: text("trace_state"),
+    /**
+     * Seeding back once stored (contracts/src/seeding.ts): up to this ratio
+     * or this many minutes, whichever comes first, already bounded by the
+     * edge's limits when the job was created. Null: the job does not seed.
+     */
+    seedRatio: doublePrecision("seed_ratio"),
+    seedMinutes: integer("seed_minutes"),
     /** A reason a person can read, set when the job fails. */
     failureReason: text("failure_reason"),
     bytesTotal: bytes("bytes_total"),

@@ -10,6 +10,7 @@ export * from "./operator.ts";
 export * from "./parts.ts";
 export * from "./progress.ts";
 export * from "./queue.ts";
+export * from "./seeding.ts";
 export * from "./torrent.ts";
 export * from "./tracing.ts";
 export * from "./transfer.ts";

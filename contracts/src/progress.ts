@@ -2,6 +2,7 @@
 // the browser reads back through the edge.
 import { z } from "zod";
 import { FileState, JobState } from "./jobs.ts";
+import { SeedingProgress } from "./seeding.ts";
 
 export const FileProgress = z.object({
   index: z.number().int().min(0),
@@ -46,6 +47,12 @@ export const ProgressEvent = z.object({
    * tracker's path may carry a passkey).
    */
   resolving: z.object({ since: z.number().int(), trackers: z.array(z.string()).max(20) }).optional(),
+  /**
+   * After `completed`, for a job that asked to seed back: what its worker
+   * has uploaded to peers, the ratio, the peers, until when, and once it
+   * ended, why (contracts/src/seeding.ts).
+   */
+  seeding: SeedingProgress.optional(),
 });
 export type ProgressEvent = z.infer<typeof ProgressEvent>;
 

@@ -40,6 +40,12 @@ export const keys = {
    * its lease; a later attempt (a retry) is not affected, whatever the order.
    */
   cancel: (jobId: string) => `torreclou:job:${jobId}:cancel`,
+  /**
+   * Set by the edge when the owner stops a completed job's seeding (or
+   * deletes the job): the worker seeding it stops as it renews, in the same
+   * command that renews its leases.
+   */
+  seedStop: (jobId: string) => `torreclou:job:${jobId}:seed-stop`,
   /** Exists while a worker holding jobs is alive (PX, renewed with its leases). */
   alive: (workerId: string) => `torreclou:worker:${workerId}:alive`,
   /** Per-job progress events (a Redis stream). */

@@ -1,6 +1,12 @@
 // Bindings (vars and secrets) parsed once per isolate. A missing or malformed
 // setting fails with a message that names it, never with an undefined later.
-import { CredentialsError, EgressPolicy, parseKeyring, tracingSettings } from "@torreclou/contracts";
+import {
+  CredentialsError,
+  EgressPolicy,
+  parseKeyring,
+  type SeedPolicy,
+  tracingSettings,
+} from "@torreclou/contracts";
 import { z } from "zod";
 
 /** A setting that may be absent; an empty string counts as absent. */
@@ -239,6 +245,26 @@ const Config = z.object({
       }
       return new Set(emails) as ReadonlySet<string>;
     }),
+  /**
+   * Seeding back (README, "Seeding back"): the most a job may ask for — a
+   * ratio (uploaded ÷ selected bytes) and minutes, whichever comes first —
+   * and what a job that asks nothing gets (0: no seeding, the default).
+   * Workers cap it again with their own WORKER_SEED_* settings.
+   */
+  SEED_MAX_RATIO: z.coerce.number().min(0).max(1000).default(2),
+  SEED_MAX_MINUTES: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(366 * 24 * 60)
+    .default(24 * 60),
+  SEED_DEFAULT_RATIO: z.coerce.number().min(0).max(1000).default(0),
+  SEED_DEFAULT_MINUTES: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(366 * 24 * 60)
+    .default(0),
   /** The operator's view calls a resolving, downloading or uploading job stuck after this long without an update. */
   OPERATOR_STUCK_AFTER_SECONDS: z.coerce
     .number()
@@ -264,6 +290,16 @@ const Config = z.object({
     .or(z.literal("").transform(() => undefined)),
 });
 export type Config = z.infer<typeof Config>;
+
+/** The operator's seeding limits and default, as contracts' boundSeed reads them. */
+export function seedPolicyOf(config: Config): SeedPolicy {
+  return {
+    maxRatio: config.SEED_MAX_RATIO,
+    maxMinutes: config.SEED_MAX_MINUTES,
+    defaultRatio: config.SEED_DEFAULT_RATIO,
+    defaultMinutes: config.SEED_DEFAULT_MINUTES,
+  };
+}
 
 export class ConfigError extends Error {
   readonly issues: string[];

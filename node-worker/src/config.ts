@@ -137,6 +137,26 @@ const Config = z.object({
       }
     }),
   WORKER_UTP: flag.default(false),
+  /**
+   * Seeding back (README, "Seeding back"): torrents this process keeps
+   * seeding at once after their jobs are stored, apart from its download
+   * slots. 0 turns seeding off on this worker.
+   */
+  WORKER_SEED_MAX_TORRENTS: z.coerce.number().int().min(0).max(256).default(4),
+  /** The most of a job's seeding this worker honours: ratio (uploaded ÷ selected bytes) and minutes. */
+  WORKER_SEED_MAX_RATIO: z.coerce.number().min(0).max(1000).default(10),
+  WORKER_SEED_MAX_MINUTES: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(7 * 24 * 60),
+  /**
+   * Whether a job whose files are no longer on this worker's disk (streamed
+   * through the budget) seeds by reading pieces back from the stored
+   * objects: every byte seeded that way is a ranged GET the provider bills
+   * as egress, about the torrent's size × the ratio. Off by default.
+   */
+  WORKER_SEED_FROM_STORAGE: flag.default(false),
   /** Peer connections per torrent. */
   WORKER_MAX_CONNS: z.coerce.number().int().min(1).default(55),
   /**

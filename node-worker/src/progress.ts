@@ -68,6 +68,7 @@ export class ProgressPublisher {
   #peers = 0;
   #waiting: ProgressEvent["waiting"];
   #resolving: ProgressEvent["resolving"];
+  #seeding: ProgressEvent["seeding"];
   #files = new Map<number, FileProgress>();
   /** What the attempt this one replaced showed (the publish script says), never shown less. */
   #floor = { downloaded: 0, uploaded: 0 };
@@ -167,6 +168,18 @@ export class ProgressPublisher {
     this.#dirty = true;
   }
 
+  /** What seeding back has done (after `completed`); published at the usual cadence. */
+  setSeeding(seeding: ProgressEvent["seeding"]): void {
+    if (JSON.stringify(seeding) === JSON.stringify(this.#seeding)) return;
+    this.#seeding = seeding;
+    this.#dirty = true;
+  }
+
+  /** Publishes what is pending now (seeding's end, which must not wait for the cadence). */
+  flush(): Promise<void> {
+    return this.#publish();
+  }
+
   setPeers(peers: number): void {
     if (peers !== this.#peers) {
       this.#peers = peers;
@@ -228,6 +241,7 @@ export class ProgressPublisher {
     if (message !== undefined) event.message = message;
     if (this.#waiting) event.waiting = this.#waiting;
     if (this.#resolving && this.#phase === "resolving") event.resolving = this.#resolving;
+    if (this.#seeding) event.seeding = this.#seeding;
     return event;
   }
 

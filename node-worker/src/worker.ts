@@ -8,6 +8,7 @@ import {
   exhaustedReason,
   isTerminal,
   type Keyring,
+  keys,
   MAX_ATTEMPTS,
   parseKeyring,
   type TraceContext,
@@ -32,6 +33,7 @@ import { attemptsSinceUser, currentJob } from "./jobs/store.ts";
 import type { Metrics } from "./metrics.ts";
 import { type Entry, JobQueue } from "./queue/queue.ts";
 import { ownScratchJobs, removeDir, ScratchBudget, scratchDirFor } from "./scratch.ts";
+import { SeedingSet, type SeedRenewal } from "./seeding/index.ts";
 import { HolePuncher } from "./torrent/holes.ts";
 import { inClaimSpan } from "./tracing/index.ts";
 import { WebhookSender } from "./webhooks/index.ts";
@@ -79,6 +81,8 @@ export class Worker {
   readonly #errands: Errands;
   readonly heartbeat: Heartbeat;
   readonly budget: ScratchBudget;
+  /** Completed jobs seeding back, apart from the download slots. */
+  readonly seeding: SeedingSet;
   readonly #deps: WorkerDeps;
   readonly #log: Logger;
   readonly #keyRing: Keyring;
@@ -131,6 +135,12 @@ export class Worker {
       };
       deps.metrics.setFleetSource(() => fleetCounts(deps.db, new Date(), thresholds));
     }
+    this.seeding = new SeedingSet({
+      config: deps.config,
+      redis: this.queue.commands,
+      budget: this.budget,
+      log: deps.log.child({ part: "seeding" }),
+    });
     this.heartbeat = new Heartbeat({
       redis: this.queue.commands,
       workerId: deps.config.WORKER_ID,
@@ -462,15 +472,20 @@ export class Worker {
       metrics: this.#deps.metrics,
       keyRing: this.#keyRing,
       announced: (job: TransitionedJob | undefined) => this.#announced(job),
+      seeding: this.seeding,
     };
   }
 
   /** Keeps this worker alive and its leases (one command for all its jobs); stops cancelled or lost attempts. */
   async #renew(): Promise<void> {
-    if (this.#active.size === 0 && this.#deferred.size === 0) return;
+    if (this.#active.size === 0 && this.#deferred.size === 0 && this.seeding.size === 0) return;
     const held = [...this.#active.values()].map((a) => ({ jobId: a.run.jobId, attempt: a.run.attempt }));
+    // Seeding jobs ride along (attempt 0: no lease), so a stop is seen in the same command.
+    const seeding = this.seeding.jobIds.map((jobId) => ({ jobId, attempt: 0 }));
     try {
-      for (const result of await this.queue.renew(held)) {
+      const results = await this.queue.renew([...held, ...seeding]);
+      await this.#renewedSeeding(results.slice(held.length));
+      for (const result of results.slice(0, held.length)) {
         const run = this.#active.get(result.jobId)?.run;
         if (!run) continue;
         run.setWatched(result.watched);
@@ -480,6 +495,16 @@ export class Worker {
     } catch (error) {
       this.#log.warn({ err: error }, "lease renewal failed");
     }
+  }
+
+  /** Passes seeding jobs' renewals on; a stop flag is read once, to tell a user's stop from a deletion. */
+  async #renewedSeeding(results: { jobId: string; cancelled: boolean; watched: boolean }[]): Promise<void> {
+    const renewals: SeedRenewal[] = [];
+    for (const r of results) {
+      const stop = r.cancelled ? Number(await this.queue.commands.get(keys.seedStop(r.jobId))) || 1 : 0;
+      renewals.push({ jobId: r.jobId, stop, watched: r.watched });
+    }
+    this.seeding.renewed(renewals);
   }
 
   async #finish(jobId: string, outcome: Outcome): Promise<void> {
@@ -576,6 +601,10 @@ export class Worker {
     if (!(await Promise.race([settled, timedOut]))) {
       this.#log.warn({ jobs: this.activeJobs }, "jobs did not hand back in time; their leases will lapse");
     }
+    // Seeding ends with the process (not resumed elsewhere); each job's progress says so.
+    await this.seeding.stopAll().catch((error: unknown) => {
+      this.#log.warn({ err: error }, "could not end every seeding cleanly");
+    });
     // Out of the group, unless it still holds entries (a job that did not hand back in time, or deferred ones).
     await this.queue.retire().catch((error: unknown) => {
       this.#log.warn({ err: error }, "could not leave the consumer group");

@@ -26,6 +26,7 @@ import {
   parseTorrentFile,
   progressField,
   queue,
+  type SeedSettings,
   webhookWakeKey,
 } from "@torreclou/contracts";
 import {
@@ -277,6 +278,8 @@ export interface SubmitOptions {
   chooseFiles?: boolean;
   /** Who transfers it (default the fleet); a browser job is never enqueued. */
   runner?: "fleet" | "browser";
+  /** Seeding back once stored (as the edge stores it, already bounded). */
+  seed?: SeedSettings;
 }
 
 /** Creates a job as the edge does: parse, insert (source encrypted), then `enqueue` it. */
@@ -290,6 +293,7 @@ export async function submitJob(env: Env, opts: SubmitOptions): Promise<Job> {
     targetFolder: opts.targetFolder,
     chooseFiles: opts.chooseFiles,
     runner: opts.runner,
+    seed: opts.seed,
   };
   let created: Awaited<ReturnType<typeof insertJob>>;
   if (opts.magnet) {
@@ -582,7 +586,7 @@ export function expectProgressNeverBackwards(events: ProgressEvent[]): void {
 }
 
 export interface S3Request {
-  /** put, part, create, complete, abort, listparts, head, headbucket, other */
+  /** put, part, create, complete, abort, listparts, head, headbucket, get, rangedget, other */
   kind: string;
   key: string;
   part?: number;
@@ -640,6 +644,7 @@ export async function s3Proxy(opts: { partDelayMs?: number } = {}): Promise<{
     else if (req.method === "DELETE" && q.has("uploadId")) entry.kind = "abort";
     else if (req.method === "GET" && q.has("uploadId")) entry.kind = "listparts";
     else if (req.method === "HEAD") entry.kind = key ? "head" : "headbucket";
+    else if (req.method === "GET" && key) entry.kind = req.headers.range ? "rangedget" : "get";
     requests.push(entry);
     const forward = () => {
       const upstream = request(

@@ -1,8 +1,8 @@
 // Words for job and file states, and which states still move.
-import type { FileState, JobState } from "@torreclou/contracts";
+import { describeSeeding, type FileState, type JobState, type SeedingProgress } from "@torreclou/contracts";
 import type { SearchState } from "./engine/searches.ts";
 import type { TransferStatus } from "./engine/transfer.ts";
-import { formatDuration } from "./format.ts";
+import { formatBytes, formatDuration } from "./format.ts";
 
 /** A search for metadata this tab runs that is worth a line on the job page. */
 export type BrowserSearch = Exclude<SearchState, { status: "sent" } | { status: "not_needed" }>;
@@ -142,4 +142,9 @@ export function browserTransferText(
         ? "Paused: this job runs in a browser tab, and none is transferring it. Resume it here, or hand it to the fleet."
         : "This job is being transferred by a browser tab; if that tab is gone, resume it here.";
   }
+}
+
+/** "Seeding · ratio 0.42 · 3 peers · uploaded 120 MiB", or what it did and why it ended. */
+export function seedingText(seeding: SeedingProgress): string {
+  return describeSeeding(seeding, formatBytes);
 }

@@ -17,6 +17,7 @@
 // magnet or .torrent is stored encrypted and never sent back.
 import { createRoute, z } from "@hono/zod-openapi";
 import {
+  boundSeed,
   type Destination,
   type DestinationKind,
   decryptJobSource,
@@ -37,7 +38,10 @@ import {
   parseMagnet,
   progressField,
   queue,
+  SeedingProgress,
+  SeedRequest,
   sealedSourceOf,
+  seedStopFlag,
   terminalStates,
   webhookWakeKey,
 } from "@torreclou/contracts";
@@ -50,9 +54,10 @@ import {
   retryTransition,
   transitionJob,
 } from "@torreclou/db/jobs";
+import type { Redis } from "@upstash/redis/cloudflare";
 import { and, asc, desc, eq, ilike, inArray, sql } from "drizzle-orm";
 import { requireUser, requireUserInRoute, sessionEnded } from "../auth/index.ts";
-import type { Config } from "../config.ts";
+import { type Config, seedPolicyOf } from "../config.ts";
 import { destinations, downloadLinks } from "../destinations/index.ts";
 import { ApiError } from "../errors/index.ts";
 import { rateLimit } from "../limits/index.ts";
@@ -135,6 +140,8 @@ const CreateJobBody = z
       description:
         "Only with `magnet`: once a worker has the metadata, the job waits in `awaiting_selection` for you to pick its files (POST /api/jobs/{id}/selection) instead of downloading everything (the default). A magnet's `so=` pre-selects files: without `chooseFiles` they are what is fetched, with it they are the default choice.",
     }),
+    // Documented on the route: a contracts schema has no .openapi here.
+    seed: SeedRequest.optional(),
   })
   .openapi("CreateJob");
 
@@ -191,6 +198,10 @@ const JobSummarySchema = z
       description:
         "While the job is `awaiting_selection`: when it is cancelled unless its files are chosen (POST /api/jobs/{id}/selection).",
     }),
+    seed: z.object({ ratio: z.number(), minutes: z.number().int() }).nullable().openapi({
+      description:
+        "Seeding back once stored, as granted (the request bounded by the operator's limits); null: the job does not seed.",
+    }),
     enqueuedAt: iso.nullable(),
     createdAt: iso,
     updatedAt: iso,
@@ -231,6 +242,8 @@ const TransitionSchema = z
 const JobDetailSchema = JobSummarySchema.extend({
   files: z.array(JobFileSchema),
   transitions: z.array(TransitionSchema),
+  // A completed job that seeds back: as in its progress events (null before it starts, or when it does not seed).
+  seeding: SeedingProgress.nullable(),
 }).openapi("Job");
 
 export const JobResponse = z.object({ job: JobDetailSchema });
@@ -346,6 +359,8 @@ const summaryColumns = {
   >`(select nullif(count(*), 0)::int from ${jobFiles} where ${jobFiles.jobId} = ${jobs.id})`,
   enqueuedAt: jobs.enqueuedAt,
   selectionSince: jobs.selectionSince,
+  seedRatio: jobs.seedRatio,
+  seedMinutes: jobs.seedMinutes,
   createdAt: jobs.createdAt,
   updatedAt: jobs.updatedAt,
   startedAt: jobs.startedAt,
@@ -369,6 +384,8 @@ interface SummaryRow {
   fileCount: number | null;
   enqueuedAt: Date | null;
   selectionSince: Date | null;
+  seedRatio: number | null;
+  seedMinutes: number | null;
   createdAt: Date;
   updatedAt: Date;
   startedAt: Date | null;
@@ -394,6 +411,10 @@ function presentSummary(row: SummaryRow, selectionTimeoutSeconds: number): z.inf
     selectionDeadline:
       row.state === "awaiting_selection" && row.selectionSince
         ? new Date(row.selectionSince.getTime() + selectionTimeoutSeconds * 1000).toISOString()
+        : null,
+    seed:
+      row.seedRatio !== null && row.seedMinutes !== null
+        ? { ratio: row.seedRatio, minutes: row.seedMinutes }
         : null,
     enqueuedAt: isoOrNull(row.enqueuedAt),
     createdAt: row.createdAt.toISOString(),
@@ -502,7 +523,18 @@ export async function loadJob(
       reason: t.reason,
       at: t.at.toISOString(),
     })),
+    seeding: null,
   };
+}
+
+/** A completed job's seeding, from its progress snapshot (one Redis read, only for a job that seeds). */
+async function seedingOf(
+  redis: Redis,
+  job: { id: string; state: JobState; seed: unknown },
+): Promise<SeedingProgress | null> {
+  if (job.state !== "completed" || job.seed === null) return null;
+  const event = readEvent(await redis.get<unknown>(keys.snapshot(job.id)));
+  return event?.seeding ?? null;
 }
 
 /** 409 for a selection the job does not wait for, saying why in its words. */
@@ -774,7 +806,7 @@ const createJob = createRoute({
   tags,
   summary: "Submit a job",
   description:
-    "Creates a job from a .torrent (base64) or a magnet link into one of your storage profiles, and queues it. Answers 201 once the job is saved, even if queueing has to be retried in the background.",
+    "Creates a job from a .torrent (base64) or a magnet link into one of your storage profiles, and queues it. Answers 201 once the job is saved, even if queueing has to be retried in the background. `seed: { ratio, minutes }` keeps seeding the torrent back to its swarm once the files are stored, until the ratio (bytes uploaded ÷ selected bytes) or the minutes, whichever comes first, each capped by the operator (a limit left out is the cap; `{ ratio: 0 }` asks for none); left out, the operator's default applies (none unless set). Fleet jobs only. The job's `seed` shows what was granted, its `seeding` what was done.",
   security: signedIn,
   middleware: [
     requireUser,
@@ -966,6 +998,31 @@ const submitMetadata = createRoute({
   },
 });
 
+const stopSeeding = createRoute({
+  method: "post",
+  path: "/{id}/seeding/stop",
+  tags,
+  summary: "Stop a job's seeding",
+  description:
+    "For a completed job that seeds back: its worker stops seeding at its next lease renewal (within seconds); the job's `seeding` then ends with reason `user`. The job itself stays completed.",
+  security: signedIn,
+  middleware: [requireUser] as const,
+  request: { params: JobParams },
+  responses: {
+    200: {
+      description: "The job; its seeding stops shortly.",
+      content: { "application/json": { schema: JobResponse } },
+    },
+    ...errorResponses({
+      400: "The id is not a UUID.",
+      401: "Not signed in.",
+      403: csrfRefused,
+      404: "No such job of yours.",
+      409: "The job does not seed (not completed, not asked for, or its seeding already ended).",
+    }),
+  },
+});
+
 const jobProgress = createRoute({
   method: "get",
   path: "/{id}/progress",
@@ -1000,6 +1057,12 @@ export const jobsApi = api
     checkDestinationNames(source, kind);
     const runner = body.runner ?? "fleet";
     if (runner === "browser") checkBrowserDestination(kind);
+    if (runner === "browser" && body.seed && boundSeed(body.seed, seedPolicyOf(c.var.config)))
+      throw new ApiError(
+        400,
+        "invalid_request",
+        "seed: seeding back is done by the worker fleet; a job your browser transfers cannot seed.",
+      );
     const job = source.kind === "torrent" ? torrentJob(source) : magnetJob(source);
     const config = c.var.config;
     const bytes = selectedBytes(source, selected);
@@ -1020,6 +1083,7 @@ export const jobsApi = api
       // Its queue entry carries this request's trace, also when its turn comes later.
       trace: requestTraceContext(),
       runner,
+      seed: runner === "fleet" ? boundSeed(body.seed, seedPolicyOf(config)) : null,
     });
     // A browser job waits for its tab (POST /{id}/transfer), never for the fleet.
     if (runner === "browser") return c.json({ job: await loadJob(db, userId, created.id, config) }, 201);
@@ -1065,7 +1129,25 @@ export const jobsApi = api
   })
   .openapi(getJob, async (c) => {
     const { id } = c.req.valid("param");
-    return c.json({ job: await loadJob(c.var.db(), c.var.user.id, id, c.var.config) }, 200);
+    const job = await loadJob(c.var.db(), c.var.user.id, id, c.var.config);
+    return c.json({ job: { ...job, seeding: await seedingOf(c.var.redis, job) } }, 200);
+  })
+  .openapi(stopSeeding, async (c) => {
+    const { id } = c.req.valid("param");
+    const job = await loadJob(c.var.db(), c.var.user.id, id, c.var.config);
+    const seeding = await seedingOf(c.var.redis, job);
+    const why =
+      job.state !== "completed"
+        ? `it is ${job.state}; a job seeds only once it is completed`
+        : job.seed === null
+          ? "it was not asked to seed"
+          : seeding?.ended
+            ? `its seeding already ended (${seeding.ended.message})`
+            : undefined;
+    if (why) throw new ApiError(409, "not_seeding", `This job is not seeding: ${why}.`, { state: job.state });
+    // The worker seeing it renews its leases in the same command that reads this flag.
+    await c.var.redis.set(keys.seedStop(id), String(seedStopFlag.user), { ex: CANCEL_FLAG_SECONDS });
+    return c.json({ job: { ...job, seeding } }, 200);
   })
   .openapi(cancelJob, async (c) => {
     const { id } = c.req.valid("param");
@@ -1130,7 +1212,7 @@ export const jobsApi = api
     const [gone] = await db
       .delete(jobs)
       .where(and(eq(jobs.id, id), eq(jobs.userId, userId), inArray(jobs.state, [...terminalStates])))
-      .returning({ id: jobs.id });
+      .returning({ id: jobs.id, seedRatio: jobs.seedRatio });
     if (!gone) await refuse(db, userId, id, "deleted; cancel it first");
     try {
       await c.var.redis.del(
@@ -1140,6 +1222,9 @@ export const jobsApi = api
         keys.cancel(id),
         keys.lease(id),
       );
+      // A worker still seeding it stops (and writes no progress back for it).
+      if (gone?.seedRatio != null)
+        await c.var.redis.set(keys.seedStop(id), String(seedStopFlag.deleted), { ex: CANCEL_FLAG_SECONDS });
     } catch (err) {
       // Progress keys expire by themselves; only the owner key would linger, naming a deleted job.
       console.warn(

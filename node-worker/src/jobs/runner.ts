@@ -37,6 +37,8 @@ import type { Metrics } from "../metrics.ts";
 import { ProgressPublisher, shownBefore } from "../progress.ts";
 import { requestCleanup } from "../queue/queue.ts";
 import { prepareScratchDir, removeDir, type ScratchBudget, scratchDirFor } from "../scratch.ts";
+import type { SeedHandoff, SeedingSet } from "../seeding/index.ts";
+import type { StoredReads } from "../seeding/sources.ts";
 import { PermanentJobError, ReconnectRequiredError, type Sink } from "../sinks/index.ts";
 import { Outage } from "../sinks/outage.ts";
 
@@ -87,6 +89,8 @@ export interface RunnerDeps {
   keyRing: Keyring;
   /** Told of every move this attempt makes (the worker wakes webhook senders for those that queued deliveries). */
   announced(job: TransitionedJob | undefined): void;
+  /** Where a completed job that asked to seed back goes (absent: no seeding, e.g. test tooling). */
+  seeding?: SeedingSet | undefined;
 }
 
 class Stopped extends Error {
@@ -506,6 +510,9 @@ export class JobRun {
     const total = chosen.reduce((sum, f) => sum + f.size, 0);
     progress.setBytes({ total });
     const todo = chosen.filter((f) => !(f.state === "uploaded" && f.cloudId));
+    // A job that will seed keeps its files on disk when they fit (no second read from storage then).
+    const seed = this.#deps.seeding?.settingsFor(ctx.job) ?? null;
+    const keep = seed !== null && (this.#deps.seeding?.hasRoom ?? false) && todo.length === chosen.length;
     this.#span?.setAttributes({ [spanAttributes.files]: chosen.length, [spanAttributes.bytes]: total });
     for (const f of chosen) {
       const done = f.state === "uploaded" && f.cloudId;
@@ -559,6 +566,7 @@ export class JobRun {
       },
       signal,
       log: this.#log,
+      keep,
     });
     this.#window = window;
     await window.start();
@@ -577,9 +585,58 @@ export class JobRun {
     // Completed as soon as the last file is stored; the torrent client is torn down after.
     await this.#advance("completed");
     this.#log.info({ files: chosen.length, bytes: total, received: download.received }, "job completed");
+    const handoff = seed
+      ? this.#seedHandoff(seed, files, meta.torrentFile, download, window, dir, profile)
+      : undefined;
     await download.destroy();
-    await removeDir(dir);
+    if (!handoff?.local) await removeDir(dir);
+    // Seeding is an after-life of the job, tracked apart: not awaited, it holds no download slot.
+    if (handoff) void this.#deps.seeding?.offer(handoff);
     return "completed";
+  }
+
+  /** What seeding back needs of a completed job: its torrent, layout, stored files and where their bytes are. */
+  #seedHandoff(
+    settings: NonNullable<ReturnType<SeedingSet["settingsFor"]>>,
+    files: JobFile[],
+    torrentFile: Uint8Array,
+    download: Download,
+    window: Window,
+    dir: string,
+    profile: StorageProfile,
+  ): SeedHandoff {
+    const held = window.handOver();
+    return {
+      jobId: this.jobId,
+      attempt: this.attempt,
+      settings,
+      torrentFile,
+      layout: download.layout(),
+      files: files.map((f) => ({
+        index: f.fileIndex,
+        size: f.size,
+        selected: f.selected,
+        cloudId: f.cloudId,
+      })),
+      bytes: this.#progress?.bytes ?? { total: 0, downloaded: 0, uploaded: 0 },
+      local: held === undefined ? undefined : { dir, heldBytes: held },
+      openStorage: () => this.#storedReads(profile),
+      log: this.#log.child({ part: "seeding" }),
+    };
+  }
+
+  /** The job's destination opened for ranged reads (seeding from storage), or undefined where it cannot read back. */
+  async #storedReads(profile: StorageProfile): Promise<StoredReads | undefined> {
+    const { config, keyRing, db } = this.#deps;
+    // An outage of its own: seeding never holds the job's (ended) clock.
+    const outage = new Outage(config.WORKER_STORAGE_OUTAGE_MS, () => {});
+    const { sink } = await openSink(profile, { config, keyRing, db, log: this.#log, outage, folder: "" });
+    const read = sink.read?.bind(sink);
+    if (!read) {
+      sink.close();
+      return undefined;
+    }
+    return { read, close: () => sink.close() };
   }
 
   /** A magnet's metadata, fetched from peers and checked like an uploaded .torrent: the job's files from now on. */

@@ -57,7 +57,8 @@ export interface RenewalResult {
  * KEYS: alive, then lease, cancel and watched key of each job. ARGV: worker,
  * ms, then each job's attempt. Keeps the worker alive and each lease it still
  * owns; reports per job [owned, cancelled, watched] (someone polls its
- * progress: publish often).
+ * progress: publish often). Attempt 0 is a job seeding back (no lease; its
+ * "cancel" key is the seeding's stop flag).
  */
 const RENEW = `
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -67,7 +68,7 @@ for i = 3, #ARGV do
   local cancel = KEYS[3 * (i - 3) + 3]
   local watched = KEYS[3 * (i - 3) + 4]
   local owned = 0
-  if redis.call('GET', lease) == ARGV[1] then
+  if tonumber(ARGV[i]) > 0 and redis.call('GET', lease) == ARGV[1] then
     redis.call('PEXPIRE', lease, ARGV[2])
     owned = 1
   end
@@ -267,10 +268,19 @@ export class JobQueue {
   }
 
   /** Keeps this worker alive and the leases of `jobs`; one command for all of them. */
+  /**
+   * Renews this worker's liveness and leases in one command. A job seeding
+   * back is passed with attempt 0: no lease, and `cancelled` reports its
+   * seeding's stop flag (the edge's `keys.seedStop`).
+   */
   async renew(jobs: Renewal[]): Promise<RenewalResult[]> {
     const keyList = [
       keys.alive(this.consumer),
-      ...jobs.flatMap((j) => [keys.lease(j.jobId), keys.cancel(j.jobId), keys.watched(j.jobId)]),
+      ...jobs.flatMap((j) => [
+        keys.lease(j.jobId),
+        j.attempt === 0 ? keys.seedStop(j.jobId) : keys.cancel(j.jobId),
+        keys.watched(j.jobId),
+      ]),
     ];
     const reply = (await this.commands.eval(
       RENEW,

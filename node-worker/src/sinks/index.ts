@@ -62,7 +62,20 @@ export interface Sink {
    * it could record its session). False when the provider could not be reached.
    */
   sweep?(paths: string[], before: Date): Promise<boolean>;
+  /**
+   * Bytes [start, end) of a stored file (its `cloudId`), read back with one
+   * ranged request: what seeding from storage serves peers from. Every call
+   * is a GET the provider bills as egress. Absent where a destination cannot.
+   */
+  read?(cloudId: string, start: number, end: number, signal: AbortSignal): Promise<Uint8Array>;
   close(): void;
+}
+
+/** A read back gave another number of bytes than asked for. */
+export function checkReadLength(bytes: Uint8Array, start: number, end: number, what: string): Uint8Array {
+  if (bytes.length !== end - start)
+    throw new Error(`${what}: asked for bytes ${start}-${end - 1}, got ${bytes.length} bytes`);
+  return bytes;
 }
 
 /** A failure no retry can fix; `reason` is shown to the user as is. */

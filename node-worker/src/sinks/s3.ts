@@ -14,6 +14,7 @@ import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
+  GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
@@ -36,6 +37,7 @@ import type { Logger } from "pino";
 import { egressRefusalIn } from "../egress/index.ts";
 import type { JournalPart } from "../jobs/store.ts";
 import {
+  checkReadLength,
   contentTypeFor,
   PermanentJobError,
   type Sink,
@@ -292,6 +294,23 @@ export class S3Sink implements Sink {
     throw new PermanentJobError(
       `The storage provider rejected the access key or denied it access to the bucket "${this.#bucket}". Check the storage profile's credentials and permissions.`,
     );
+  }
+
+  /** One ranged GetObject (seeding from storage). */
+  async read(cloudId: string, start: number, end: number, signal: AbortSignal): Promise<Uint8Array> {
+    const what = `GetObject ${cloudId}`;
+    const answer = await withRetry(
+      async () => {
+        const got = await this.client.send(
+          new GetObjectCommand({ Bucket: this.#bucket, Key: cloudId, Range: `bytes=${start}-${end - 1}` }),
+          { abortSignal: signal },
+        );
+        if (!got.Body) throw new Error(`${what}: no body`);
+        return got.Body.transformToByteArray();
+      },
+      { signal, log: this.#opts.log, outage: this.#opts.outage, where: this.#where, what },
+    ).catch((error: unknown) => this.#permanent(error));
+    return checkReadLength(answer, start, end, what);
   }
 
   async upload(file: SinkFile, hooks: UploadHooks): Promise<UploadResult> {

@@ -10,6 +10,7 @@ import { EventEmitter } from "node:events";
 import { parseTorrentFile, TorrentError, type TorrentFileEntry } from "@torreclou/contracts";
 import type { Logger } from "pino";
 import WebTorrent, { type Torrent } from "webtorrent";
+import type { Layout } from "../seeding/pieces.ts";
 import { IndexedChunkStore, scratchFile } from "./store.ts";
 
 /** Host names of tracker URLs (never their paths: a passkey may be there), at most 20. */
@@ -187,6 +188,16 @@ export class Download extends EventEmitter {
 
   get pieceLength(): number {
     return this.#torrent.pieceLength;
+  }
+
+  /** Every file of the torrent (padding included) where it lies in the pieces: what seeding offers from. */
+  layout(): Layout {
+    const t = this.#torrent;
+    return {
+      files: t.files.map((f, index) => ({ index, offset: f.offset, length: f.length })),
+      pieceLength: t.pieceLength,
+      length: t.length,
+    };
   }
 
   /** What was tried to find data, for a message when none comes: trackers and web seeds by count. */

@@ -28,6 +28,13 @@ declare module "webtorrent" {
       opts: import("fs-chunk-store").ChunkStoreOptions,
     ) => object;
     noPeersIntervalTime?: number;
+    /** Passed to the store's constructor with webtorrent's own options. */
+    storeOpts?: Record<string, unknown>;
+    /**
+     * Pieces held already (a bitfield, most significant bit first): only a
+     * few are checked by hash, the rest are trusted; the others are missing.
+     */
+    bitfield?: Uint8Array;
   }
 
   export interface TorrentFile extends EventEmitter {
@@ -65,6 +72,8 @@ declare module "webtorrent" {
     readonly wires: { type?: string }[];
     readonly downloadSpeed: number;
     readonly received: number;
+    /** Bytes sent to peers. */
+    readonly uploaded: number;
     /** Tracker URLs and web seed URLs of the torrent. */
     readonly announce: string[];
     readonly urlList: string[];

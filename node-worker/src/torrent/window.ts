@@ -45,6 +45,12 @@ export interface WindowOptions {
   onWait(wait: DiskWait | undefined): void;
   signal: AbortSignal;
   log: Logger;
+  /**
+   * Keep each file on disk when stored, the budget still held for it (the job
+   * will seed back from disk). Only when everything fits at once: a
+   * streaming window frees bytes as they are stored, whatever this says.
+   */
+  keep?: boolean;
 }
 
 /** Bytes an upload needed again were already freed in this attempt. */
@@ -204,14 +210,31 @@ export class Window {
     this.#pump();
   }
 
-  /** The whole file is stored: delete it and give back what it still held. */
+  /** The whole file is stored: delete it and give back what it still held (unless kept for seeding). */
   async fileDone(index: number): Promise<void> {
     const state = this.#state(index);
     if (state.done) return;
     state.done = true;
+    if (this.#keeps) return;
     await removeFile(state.file.localPath);
     this.#give(this.#gapBytes(state, 0, state.covered));
     this.#pump();
+  }
+
+  get #keeps(): boolean {
+    return (this.#opts.keep ?? false) && !this.#streaming;
+  }
+
+  /**
+   * The files were kept: the budget they hold passes to the caller (seeding
+   * gives it back when it ends) and `close` no longer releases it. Undefined
+   * when nothing was kept.
+   */
+  handOver(): number | undefined {
+    if (!this.#keeps || this.#closed) return undefined;
+    const held = this.#held;
+    this.#held = 0;
+    return held;
   }
 
   /** Gives back everything still held (the attempt ended). */

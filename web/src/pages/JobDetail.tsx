@@ -42,6 +42,7 @@ import {
   jobStateLabel,
   laterState,
   resolvingText,
+  seedingText,
   timelineReason,
 } from "../status.ts";
 
@@ -95,6 +96,10 @@ export function JobDetail() {
     return phase !== undefined && !isActive(phase);
   };
   const running = () => rowActive() && !streamEnded();
+  /** Seeding back after completion: the worker's latest word, else the job view's. */
+  const seeding = () => latest()?.seeding ?? job()?.seeding ?? null;
+  /** A completed job that asked to seed and has not stopped: its numbers still move. */
+  const seedingLive = () => job()?.state === "completed" && job()?.seed != null && !seeding()?.ended;
   /** Waiting for this person to pick files: nothing moves until they do. */
   const choosing = () => job()?.state === "awaiting_selection";
   /** A clock for the time shown while metadata is sought. */
@@ -239,7 +244,11 @@ export function JobDetail() {
     // A worker publishes at most every 2 s while the page watches (each poll marks the job
     // watched for 10 s), so a faster poll would only find nothing new. Hidden, the page polls
     // less often than the mark lasts: the worker slows down to its idle cadence.
-    { interval: POLL_MS, hiddenInterval: HIDDEN_POLL_MS, enabled: () => rowActive() && !choosing() },
+    {
+      interval: POLL_MS,
+      hiddenInterval: HIDDEN_POLL_MS,
+      enabled: () => (rowActive() && !choosing()) || seedingLive(),
+    },
   );
 
   const files = createMemo(() => job()?.files ?? []);
@@ -282,7 +291,7 @@ export function JobDetail() {
     }
   };
 
-  const act = async (what: "cancel" | "retry" | "delete" | "fleet") => {
+  const act = async (what: "cancel" | "retry" | "delete" | "fleet" | "stop-seeding") => {
     const id = params.id ?? "";
     setActionError(undefined);
     setActing(true);
@@ -292,6 +301,7 @@ export function JobDetail() {
         await call(api.api.jobs[":id"].cancel.$post({ param: { id } }));
       }
       if (what === "fleet") await handToFleet(id);
+      if (what === "stop-seeding") await call(api.api.jobs[":id"].seeding.stop.$post({ param: { id } }));
       if (what === "retry") {
         await call(api.api.jobs[":id"].retry.$post({ param: { id } }));
         cursor = undefined;
@@ -394,6 +404,16 @@ export function JobDetail() {
                     onConfirm={() => act("cancel")}
                   />
                 </Show>
+                <Show when={seedingLive() && seeding()?.source}>
+                  <button
+                    type="button"
+                    class="button small"
+                    onClick={() => act("stop-seeding")}
+                    disabled={acting()}
+                  >
+                    Stop seeding
+                  </button>
+                </Show>
                 <Show when={j().state === "failed" || j().state === "cancelled"}>
                   <button type="button" class="button small" onClick={() => act("retry")} disabled={acting()}>
                     Retry
@@ -410,6 +430,13 @@ export function JobDetail() {
                 </Show>
               </div>
             </div>
+            <Show when={seeding()}>
+              {(s) => (
+                <p class="muted" data-testid="seeding" style={{ "margin-bottom": "1rem" }}>
+                  {seedingText(s())}
+                </p>
+              )}
+            </Show>
             <Show when={actionError()}>
               <div class="alert error" role="alert" style={{ "margin-bottom": "1rem" }}>
                 <p>{actionError()}</p>

@@ -1,0 +1,2 @@
+ALTER TABLE "jobs" ADD COLUMN "seed_ratio" double precision;--> statement-breakpoint
+ALTER TABLE "jobs" ADD COLUMN "seed_minutes" integer;
