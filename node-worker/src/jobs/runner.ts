@@ -42,7 +42,7 @@ import type { StoredReads } from "../seeding/sources.ts";
 import { PermanentJobError, ReconnectRequiredError, type Sink } from "../sinks/index.ts";
 import { Outage } from "../sinks/outage.ts";
 
-import { Download, trackerHosts } from "../torrent/download.ts";
+import { Download, discoveryOf, trackerHosts } from "../torrent/download.ts";
 import type { HolePuncher } from "../torrent/holes.ts";
 import { RangeGoneError, Window } from "../torrent/window.ts";
 import { endSpan, failed, flushTraces, inSpan, startSpan } from "../tracing/index.ts";
@@ -728,19 +728,7 @@ export class JobRun {
 
   #startDownload(source: string | Uint8Array, dir: string): Download {
     const c = this.#deps.config;
-    const download = new Download(
-      source,
-      dir,
-      {
-        dht: c.WORKER_DHT,
-        lsd: c.WORKER_LSD,
-        natUpnp: c.WORKER_NAT_UPNP,
-        natPmp: c.WORKER_NAT_PMP,
-        utp: c.WORKER_UTP,
-        maxConns: c.WORKER_MAX_CONNS,
-      },
-      this.#log,
-    );
+    const download = new Download(source, dir, discoveryOf(c), this.#log);
     download.on("download", (bytes: number) => this.#deps.metrics.bytesDownloaded.inc(bytes));
     this.#download = download;
     return download;

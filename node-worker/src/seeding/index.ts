@@ -19,6 +19,7 @@ import type { Logger } from "pino";
 import type { Config } from "../config.ts";
 import { ProgressPublisher } from "../progress.ts";
 import { removeDir, type ScratchBudget } from "../scratch.ts";
+import { discoveryOf } from "../torrent/download.ts";
 import type { Layout } from "./pieces.ts";
 import { SeedSession } from "./session.ts";
 import {
@@ -162,14 +163,7 @@ export class SeedingSet {
       bytes: h.bytes,
       source,
       reader,
-      discovery: {
-        dht: c.WORKER_DHT,
-        lsd: c.WORKER_LSD,
-        natUpnp: c.WORKER_NAT_UPNP,
-        natPmp: c.WORKER_NAT_PMP,
-        utp: c.WORKER_UTP,
-        maxConns: c.WORKER_MAX_CONNS,
-      },
+      discovery: discoveryOf(c),
       redis: this.#deps.redis,
       log: h.log,
       onEnded: () => {

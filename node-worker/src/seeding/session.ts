@@ -10,6 +10,7 @@ import type { Logger } from "pino";
 import WebTorrent, { type Torrent } from "webtorrent";
 import { asJob, Refusals } from "../egress/index.ts";
 import { ProgressPublisher } from "../progress.ts";
+import type { DiscoveryOptions } from "../torrent/download.ts";
 import { type Layout, offeredPieces } from "./pieces.ts";
 import type { ClosableReader, SeedSource } from "./sources.ts";
 import { SeedStore, type SeedStoreOptions } from "./store.ts";
@@ -33,14 +34,7 @@ export interface SessionOptions {
   bytes: { total: number; downloaded: number; uploaded: number };
   source: SeedSource;
   reader: ClosableReader;
-  discovery: {
-    dht: boolean;
-    lsd: boolean;
-    natUpnp: boolean;
-    natPmp: boolean;
-    utp: boolean;
-    maxConns: number;
-  };
+  discovery: DiscoveryOptions;
   redis: Redis;
   log: Logger;
   now?: () => number;

@@ -35,6 +35,25 @@ export interface DiscoveryOptions {
   maxConns: number;
 }
 
+/** How a worker's torrents find and reach peers, from its configuration. */
+export function discoveryOf(c: {
+  WORKER_DHT: boolean;
+  WORKER_LSD: boolean;
+  WORKER_NAT_UPNP: boolean;
+  WORKER_NAT_PMP: boolean;
+  WORKER_UTP: boolean;
+  WORKER_MAX_CONNS: number;
+}): DiscoveryOptions {
+  return {
+    dht: c.WORKER_DHT,
+    lsd: c.WORKER_LSD,
+    natUpnp: c.WORKER_NAT_UPNP,
+    natPmp: c.WORKER_NAT_PMP,
+    utp: c.WORKER_UTP,
+    maxConns: c.WORKER_MAX_CONNS,
+  };
+}
+
 export interface TorrentMetadata {
   infoHash: string;
   name: string;

@@ -10,7 +10,7 @@ import {
   type TransferProgress,
 } from "@torreclou/contracts";
 import { ApiError, toApiError } from "../api/client.ts";
-import { retryDelay } from "./layout.ts";
+import { retryDelay, sleep } from "./layout.ts";
 
 /** Another tab, or the fleet, took the job: this tab stops without touching it. */
 export class StaleAttempt extends Error {
@@ -38,19 +38,6 @@ export interface TransferEdge {
 
 /** Calls the edge can safely make again after a network error or a 5xx: all of these are idempotent. */
 const TRIES = 4;
-
-const sleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener(
-      "abort",
-      () => {
-        clearTimeout(timer);
-        reject(signal.reason);
-      },
-      { once: true },
-    );
-  });
 
 /** The edge's transfer routes of job `jobId`, from this page's origin. */
 export function transferEdge(jobId: string, signal: AbortSignal): TransferEdge {

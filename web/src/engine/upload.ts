@@ -4,7 +4,7 @@
 // and otherwise gives up with an UploadRefused whose message tells a person
 // what to change.
 import type { PartUrl } from "@torreclou/contracts";
-import { driveContentRange, driveOffsetFromRange, retryDelay, type Slice } from "./layout.ts";
+import { driveContentRange, driveOffsetFromRange, retryDelay, type Slice, sleep } from "./layout.ts";
 
 /** The upload cannot go on; `message` is the job's failure reason. */
 export class UploadRefused extends Error {
@@ -23,18 +23,7 @@ export interface Http {
 
 export const browserHttp: Http = {
   fetch: (url, init) => fetch(url, init),
-  sleep: (ms, signal) =>
-    new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(resolve, ms);
-      signal.addEventListener(
-        "abort",
-        () => {
-          clearTimeout(timer);
-          reject(signal.reason);
-        },
-        { once: true },
-      );
-    }),
+  sleep,
   now: () => Date.now(),
 };
 
