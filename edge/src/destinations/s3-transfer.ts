@@ -23,7 +23,7 @@ import {
   putEmptyObject,
   S3CallError,
 } from "../storage/multipart.ts";
-import type { S3Credentials } from "../storage/s3.ts";
+import { checkEndpoint, type S3Credentials, type S3Target } from "../storage/s3.ts";
 import { s3TargetOf } from "./s3.ts";
 import type { BrowserTransfer, JournaledPart, TransferContext, TransferFile } from "./types.ts";
 
@@ -31,6 +31,21 @@ type Ctx = TransferContext<"s3">;
 
 async function credentialsOf(ctx: Ctx): Promise<S3Credentials> {
   return decryptS3Secret(ctx.config.CREDENTIALS_KEYS, ctx.destination.sealed, ctx.destination.id);
+}
+
+/**
+ * The bucket to call, its endpoint checked again against the egress policy:
+ * the operator's allowances may have changed since the profile was saved.
+ */
+function targetOf(ctx: Ctx): S3Target {
+  const { endpoint } = ctx.destination.config;
+  if (endpoint) {
+    const checked = checkEndpoint(endpoint, ctx.config.EGRESS_ALLOW);
+    if (!checked.ok) {
+      throw new ApiError(422, "endpoint_refused", `This storage profile's endpoint ${checked.reason}.`);
+    }
+  }
+  return s3TargetOf(ctx.destination.config);
 }
 
 function keyOf(ctx: Ctx, file: TransferFile): string {
@@ -76,7 +91,7 @@ export const s3Transfer: BrowserTransfer<"s3"> = {
     const partSize = partSizeOf(parts, file.size);
     const key = keyOf(ctx, file);
     const credentials = await credentialsOf(ctx);
-    const target = s3TargetOf(ctx.destination.config);
+    const target = targetOf(ctx);
     try {
       if (file.size === 0) {
         // No parts to send: the edge stores the empty object itself.
@@ -104,7 +119,7 @@ export const s3Transfer: BrowserTransfer<"s3"> = {
       return partSizeOf(await ctx.journal(), file.size);
     },
     async url(ctx, file, partNumber, now) {
-      const target = s3TargetOf(ctx.destination.config);
+      const target = targetOf(ctx);
       return presignUploadPart(
         target,
         await credentialsOf(ctx),
@@ -134,7 +149,7 @@ export const s3Transfer: BrowserTransfer<"s3"> = {
       );
     }
     const key = keyOf(ctx, file);
-    const target = s3TargetOf(ctx.destination.config);
+    const target = targetOf(ctx);
     const credentials = await credentialsOf(ctx);
     try {
       const parts = [...stored.values()].sort((a, b) => a.partNumber - b.partNumber);

@@ -12,7 +12,7 @@ import {
   parseKeyring,
   type TransferPlan,
 } from "@torreclou/contracts";
-import { jobs, storageProfiles } from "@torreclou/db";
+import { jobFiles, jobs, storageProfiles } from "@torreclou/db";
 import { admitNext } from "@torreclou/db/jobs";
 import { eq } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
@@ -440,6 +440,36 @@ describe("a browser transfer into S3", () => {
     const error = await errorOf(refused);
     expect(error.code).toBe("browser_transfer_unsupported");
     expect(error.message).toMatch(/S3 and Google Drive/);
+  });
+
+  it("checks the bucket's endpoint against the egress policy before calling it", async () => {
+    const user = await s3User();
+    const job = await browserJob(user);
+    // The profile now names a private address (the operator's allowances changed since it was saved).
+    await withDb(async (db) => {
+      const [profile] = await db
+        .select()
+        .from(storageProfiles)
+        .where(eq(storageProfiles.userId, user.userId));
+      await db
+        .update(storageProfiles)
+        .set({
+          config: {
+            ...(profile!.config as { region: string; bucket: string }),
+            endpoint: "http://10.1.2.3:9000",
+          },
+        })
+        .where(eq(storageProfiles.id, profile!.id));
+    });
+    const t = tab(user, job.id);
+    const attempt = (await ok<TransferPlan>(t.take())).attempt;
+    const refused = await t.open(0, attempt);
+    expect(refused.status).toBe(422);
+    const error = await errorOf(refused);
+    expect(error.code).toBe("endpoint_refused");
+    expect(error.message).toContain("10.1.2.3");
+    const files = await withDb((db) => db.select().from(jobFiles).where(eq(jobFiles.jobId, job.id)));
+    expect(files.every((f) => f.uploadSession === null)).toBe(true);
   });
 });
 
