@@ -250,6 +250,8 @@ export function scratchDirFor(root: string, jobId: string): string {
 
 /** Marks a job's scratch folder as this stack's, so only this stack's workers ever delete it. */
 const OWNER_FILE = ".torreclou-stack";
+/** In a finished job's folder while a worker seeds from it: that worker's queue consumer name. */
+const SEEDING_FILE = ".seeding";
 
 /** Creates a job's scratch folder (if needed) with the mark of the stack that owns it. */
 export async function prepareScratchDir(dir: string, stackId: string): Promise<void> {
@@ -284,6 +286,19 @@ export async function ownScratchJobs(root: string, stackId: string): Promise<str
 export async function removeFile(path: string): Promise<void> {
   await truncate(path, 0).catch(() => {});
   await unlink(path).catch(() => {});
+}
+
+/** Marks a finished job's folder as read by a seeding on worker `consumer`, so no other worker clears it. */
+export async function markSeeding(dir: string, consumer: string): Promise<void> {
+  await writeFile(join(dir, SEEDING_FILE), `${consumer}\n`);
+}
+
+/** The worker (queue consumer) seeding from this folder, if one marked it. */
+export async function seedingHolder(dir: string): Promise<string | undefined> {
+  return readFile(join(dir, SEEDING_FILE), "utf8").then(
+    (text) => text.trim() || undefined,
+    () => undefined,
+  );
 }
 
 export async function removeDir(path: string): Promise<void> {

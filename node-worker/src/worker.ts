@@ -32,7 +32,7 @@ import { JobRun, type Outcome, type RunnerDeps } from "./jobs/runner.ts";
 import { attemptsSinceUser, currentJob } from "./jobs/store.ts";
 import type { Metrics } from "./metrics.ts";
 import { type Entry, JobQueue } from "./queue/queue.ts";
-import { ownScratchJobs, removeDir, ScratchBudget, scratchDirFor } from "./scratch.ts";
+import { ownScratchJobs, removeDir, ScratchBudget, scratchDirFor, seedingHolder } from "./scratch.ts";
 import { SeedingSet, type SeedRenewal } from "./seeding/index.ts";
 import { HolePuncher } from "./torrent/holes.ts";
 import { inClaimSpan } from "./tracing/index.ts";
@@ -137,6 +137,7 @@ export class Worker {
     }
     this.seeding = new SeedingSet({
       config: deps.config,
+      consumer: this.queue.consumer,
       redis: this.queue.commands,
       budget: this.budget,
       log: deps.log.child({ part: "seeding" }),
@@ -231,7 +232,12 @@ export class Worker {
     for (const name of await ownScratchJobs(root, stack)) {
       if (!/^[0-9a-f-]{36}$/.test(name)) continue;
       const job = await currentJob(this.#deps.db, name).catch(() => undefined);
-      if (!job || isTerminal(job.state)) await removeDir(scratchDirFor(root, name));
+      if (job && !isTerminal(job.state)) continue;
+      // A live worker (another process on this disk) may be seeding from it.
+      const dir = scratchDirFor(root, name);
+      const holder = await seedingHolder(dir);
+      if (holder && (await this.queue.commands.exists(keys.alive(holder)).catch(() => 1))) continue;
+      await removeDir(dir);
     }
   }
 

@@ -167,6 +167,12 @@ describe("seeding back", () => {
       await waitForState(env, job.id, ["completed", "failed"]);
       await seedingWhere(job.id, (s) => s.source === "disk" && !s.ended);
     }
+    // A second worker starting on the same scratch folder clears finished jobs'
+    // leftovers, but not the folders a live worker seeds from.
+    const { worker: neighbour } = await startWorker(env);
+    workers.push(neighbour);
+    for (const job of [stopped, shut]) expect(existsSync(scratchDirFor(env.scratchDir, job.id))).toBe(true);
+    await neighbour.shutdown(5000);
     // As the edge's POST /api/jobs/{id}/seeding/stop does.
     await env.redis.set(keys.seedStop(stopped.id), "1", "EX", 60);
     const byUser = await seedingWhere(stopped.id, (s) => s.ended !== undefined);

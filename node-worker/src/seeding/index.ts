@@ -18,7 +18,7 @@ import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
 import { ProgressPublisher } from "../progress.ts";
-import { removeDir, type ScratchBudget } from "../scratch.ts";
+import { markSeeding, removeDir, type ScratchBudget } from "../scratch.ts";
 import { discoveryOf } from "../torrent/download.ts";
 import type { Layout } from "./pieces.ts";
 import { SeedSession } from "./session.ts";
@@ -64,6 +64,8 @@ export interface SeedRenewal {
 
 export interface SeedingDeps {
   config: Config;
+  /** This worker's queue consumer name: its liveness key tells other workers it still seeds. */
+  consumer: string;
   redis: Redis;
   budget: ScratchBudget;
   log: Logger;
@@ -138,7 +140,10 @@ export class SeedingSet {
   async #source(h: SeedHandoff): Promise<{ source: SeedSource; reader: ClosableReader } | undefined> {
     const listed = new Set(h.files.map((f) => f.index));
     const isPadding = (file: number) => !listed.has(file);
-    if (h.local) return { source: "disk", reader: diskReader(h.local.dir, isPadding) };
+    if (h.local) {
+      await markSeeding(h.local.dir, this.#deps.consumer);
+      return { source: "disk", reader: diskReader(h.local.dir, isPadding) };
+    }
     if (!this.#deps.config.WORKER_SEED_FROM_STORAGE) return undefined;
     const reads = await h.openStorage();
     if (!reads) return undefined;
