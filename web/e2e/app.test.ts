@@ -250,6 +250,10 @@ describe("the web app, end to end", () => {
     await video.check();
     expect(await total.textContent()).toMatch(/^2 of 3 files selected/);
     await page.getByLabel("Folder in the destination").fill("demo-run");
+    // And give back to the swarm once stored, for a while.
+    await page.getByTestId("seed-back").check();
+    await page.getByLabel("Until ratio").fill("1");
+    await page.getByLabel("or for hours").fill("1");
     await page.getByRole("button", { name: /^Start job/ }).click();
 
     await expect
@@ -316,6 +320,17 @@ describe("the web app, end to end", () => {
     const body = await s3.send(new GetObjectCommand({ Bucket: "torreclou", Key: b! }));
     expect((await body.Body!.transformToByteArray()).length).toBe(2 * 1024 * 1024 - 777);
     s3.destroy();
+
+    // It asked to seed: the worker offers the stored files to the swarm until the person stops it.
+    const seeding = page.getByTestId("seeding");
+    await expect
+      .poll(async () => (await seeding.textContent()) ?? "", { timeout: 60_000, interval: 1000 })
+      .toMatch(/^Seeding · ratio \d+\.\d\d · \d+ peers? · uploaded /);
+    await page.getByRole("button", { name: "Stop seeding" }).click();
+    await expect
+      .poll(async () => (await seeding.textContent()) ?? "", { timeout: 60_000, interval: 1000 })
+      .toMatch(/^Seeded · .* · ended: stopped by the user$/);
+    expect(await page.getByRole("button", { name: "Stop seeding" }).count()).toBe(0);
   });
 
   it("lists the finished job with its progress and filters by status", async () => {

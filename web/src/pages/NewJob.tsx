@@ -21,6 +21,7 @@ import { browserTrackers, webrtcSupported } from "../engine/index.ts";
 import { startMetadataSearch } from "../engine/searches.ts";
 import { startTransfer } from "../engine/transfers.ts";
 import { formatBytes, plural } from "../format.ts";
+import { seedRequest } from "../seed.ts";
 import { selectAll, selectedIndices, selectedSize } from "../tree.ts";
 
 type Source =
@@ -59,6 +60,10 @@ export function NewJob() {
   const [chooseLater, setChooseLater] = createSignal(false);
   /** Who moves the bytes: the worker fleet, or this browser tab. */
   const [inBrowser, setInBrowser] = createSignal(false);
+  // Seeding back once stored (fleet jobs only): up to a ratio or a time, the operator's limits apply.
+  const [seedBack, setSeedBack] = createSignal(false);
+  const [seedRatio, setSeedRatio] = createSignal("1");
+  const [seedHours, setSeedHours] = createSignal("24");
   const [submitting, setSubmitting] = createSignal(false);
   const [submitError, setSubmitError] = createSignal<string>();
   const [profiles, { refetch: refetchProfiles }] = createResource(() => call(api.api.storage.$get()));
@@ -200,13 +205,21 @@ export function NewJob() {
     }
     setSubmitting(true);
     try {
+      const seed = !browserChosen() && seedBack() ? seedRequest(seedRatio(), seedHours()) : undefined;
+      if (typeof seed === "string") {
+        setSubmitError(seed);
+        setSubmitting(false);
+        return;
+      }
       const folder = targetFolder().trim();
       const common = {
         ...(chosenProfile() ? { storageProfileId: chosenProfile() } : {}),
         ...(folder ? { targetFolder: folder } : {}),
+        ...(seed ? { seed } : {}),
       };
       const everything = s.kind === "torrent" && selected().size === s.info.files.length;
       const browser = browserChosen();
+
       // A magnet's file list comes from its swarm: a browser job waits for the choice, found by this tab.
       const chooseFiles = chooseLater() || browser;
       const created = await call(
@@ -544,6 +557,51 @@ export function NewJob() {
                 </Show>
               </p>
             </fieldset>
+
+            <Show when={!browserChosen()}>
+              <fieldset class="stack" data-testid="seed-choice">
+                <legend>After it is stored</legend>
+                <label class="check">
+                  <input
+                    type="checkbox"
+                    checked={seedBack()}
+                    onChange={(e) => setSeedBack(e.currentTarget.checked)}
+                    data-testid="seed-back"
+                  />{" "}
+                  Keep seeding, to give back to the swarm
+                </label>
+                <Show when={seedBack()}>
+                  <div class="grid-2">
+                    <div class="field">
+                      <label for="seed-ratio">Until ratio</label>
+                      <input
+                        id="seed-ratio"
+                        type="number"
+                        min="0.1"
+                        step="0.1"
+                        value={seedRatio()}
+                        onInput={(e) => setSeedRatio(e.currentTarget.value)}
+                      />
+                    </div>
+                    <div class="field">
+                      <label for="seed-hours">or for hours</label>
+                      <input
+                        id="seed-hours"
+                        type="number"
+                        min="1"
+                        step="1"
+                        value={seedHours()}
+                        onInput={(e) => setSeedHours(e.currentTarget.value)}
+                      />
+                    </div>
+                  </div>
+                  <p class="hint">
+                    Whichever comes first. The operator's limits apply; the job page shows what was granted
+                    and how much was given back.
+                  </p>
+                </Show>
+              </fieldset>
+            </Show>
 
             <Show when={submitError()}>
               <div class="alert error" role="alert">
