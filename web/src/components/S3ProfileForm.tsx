@@ -66,7 +66,12 @@ export function S3ProfileForm(props: S3ProfileFormProps) {
   const [failure, setFailure] = createSignal<ProviderFailure>();
   const [formError, setFormError] = createSignal<string>();
   const [busy, setBusy] = createSignal(false);
-  const [saved, setSaved] = createSignal<{ name: string; warnings: string[] }>();
+  const [saved, setSaved] = createSignal<{
+    name: string;
+    warnings: string[];
+    /** Set when a browser tab could not upload into the bucket: what to add to its CORS rules. */
+    cors?: { message: string; rule: string } | undefined;
+  }>();
   let formRef: HTMLFormElement | undefined;
   let failureRef: HTMLDivElement | undefined;
 
@@ -91,7 +96,17 @@ export function S3ProfileForm(props: S3ProfileFormProps) {
     };
     try {
       const result = await call(api.api.storage.$post({ json: body }));
-      setSaved({ name: result.profile.name, warnings: result.warnings });
+      const browser = result.browserTransfer;
+      const cors =
+        browser && !browser.ready
+          ? { message: browser.message, rule: JSON.stringify([browser.rule], null, 2) }
+          : undefined;
+      setSaved({
+        name: result.profile.name,
+        // The CORS advice is shown below with its rule laid out to copy.
+        warnings: result.warnings.filter((w) => w !== browser?.message),
+        cors,
+      });
       setForm({ ...emptyForm });
       props.onSaved?.({ id: result.profile.id, name: result.profile.name });
     } catch (err) {
@@ -258,6 +273,19 @@ export function S3ProfileForm(props: S3ProfileFormProps) {
                 Saved “{s().name}”. The bucket answered correctly.
                 {s().warnings.length > 0 ? ` Note: ${s().warnings.join(" ")}` : ""}
               </p>
+              <Show when={s().cors}>
+                {(cors) => (
+                  <div data-testid="cors-advice">
+                    <p>
+                      Transfers in this browser need one more thing: the bucket must let this site upload
+                      (CORS). Fleet jobs work without it. Add this rule to the bucket's CORS configuration:
+                    </p>
+                    <pre class="mono" data-testid="cors-rule">
+                      {cors().rule}
+                    </pre>
+                  </div>
+                )}
+              </Show>
             </div>
           )}
         </Show>
