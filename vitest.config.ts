@@ -12,6 +12,7 @@ export default defineConfig({
           exclude: ["**/node_modules/**"],
           testTimeout: 60_000,
           hookTimeout: 120_000,
+          expect: { poll: { timeout: 30_000, interval: 100 } },
         },
       },
       // Runs inside workerd through @cloudflare/vitest-plugin.
@@ -26,6 +27,10 @@ export default defineConfig({
           exclude: ["**/node_modules/**"],
           testTimeout: 180_000,
           hookTimeout: 240_000,
+          // A poll waits for what the page shows after a server round trip; it ends as soon
+          // as that holds. The bound is only for failing, so it is generous: a loaded
+          // machine must not turn a slow answer into a failure (vitest's own default is 1 s).
+          expect: { poll: { timeout: 30_000, interval: 100 } },
         },
       },
     ],
