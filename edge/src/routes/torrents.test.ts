@@ -160,10 +160,13 @@ describe("POST /api/torrents/analyze", () => {
   it("is rate limited per user", async () => {
     const { cookie } = await signIn();
     const magnet = JSON.stringify({ magnet: randomMagnet().uri });
+    // 60 a minute. The window slides: a run crossing a minute's boundary may get a few more in.
     const statuses: number[] = [];
-    for (let i = 0; i < 62; i++) statuses.push((await analyze(cookie, magnet, "application/json")).status);
+    while (statuses.at(-1) !== 429 && statuses.length < 120)
+      statuses.push((await analyze(cookie, magnet, "application/json")).status);
     expect(statuses.slice(0, 60).every((s) => s === 200)).toBe(true);
-    expect(statuses.at(-1)).toBe(429);
+    expect(statuses.at(-1), `statuses: ${statuses.join(" ")}`).toBe(429);
+    expect(statuses.slice(0, -1).every((s) => s === 200)).toBe(true);
   });
 });
 
