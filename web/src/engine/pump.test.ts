@@ -34,6 +34,8 @@ describe("pumpFile", () => {
     let running = 0;
     let maxRunning = 0;
     const gates: (() => void)[] = [];
+    let arrived: (() => void) | undefined;
+    let stored: (() => void) | undefined;
     const pumping = pumpFile({
       source,
       fileIndex: 0,
@@ -43,15 +45,21 @@ describe("pumpFile", () => {
       upload: async (part, bytes) => {
         running++;
         maxRunning = Math.max(maxRunning, running);
-        await new Promise<void>((open) => gates.push(open));
+        const gated = new Promise<void>((open) => gates.push(open));
+        arrived?.();
+        await gated;
         got.set(part.partNumber, [...bytes]);
         running--;
+        stored?.();
       },
     });
-    // Open the gates one by one as uploads queue up.
+    // Open the gates one by one, each once as many uploads wait as may run at once.
     while (got.size < slices.length) {
-      await new Promise((r) => setTimeout(r, 0));
+      const waiting = Math.min(2, slices.length - got.size);
+      while (gates.length < waiting) await new Promise<void>((r) => (arrived = r));
+      const before = got.size;
       gates.shift()?.();
+      while (got.size === before) await new Promise<void>((r) => (stored = r));
     }
     await pumping;
     expect([...got.keys()].sort()).toEqual([1, 3, 4, 5]);
