@@ -192,6 +192,14 @@ export const liveJob = sql`${jobs.state} NOT IN (${sql.join(
   sql`, `,
 )})`;
 
+/**
+ * A magnet job whose user picks its files, with its metadata still unknown:
+ * its next run only fetches the file list (queue.metadataStream), holding no
+ * download slot. Known once a worker or the submitter's browser recorded the
+ * info dictionary (recordMetadata) and the job's files.
+ */
+export const awaitsMetadata = sql<boolean>`(${jobs.chooseFiles} and ${jobs.infoDictionary} is null and not exists (select 1 from ${jobFiles} where ${jobFiles.jobId} = ${jobs.id}))`;
+
 export interface AdmitOptions {
   /**
    * The user's running limit (null: none), recorded on the user's row so
@@ -217,7 +225,7 @@ export async function admitNext(
   db: Db,
   userId: string,
   options: AdmitOptions = {},
-): Promise<({ id: string } & TraceContext) | undefined> {
+): Promise<({ id: string; awaitsMetadata: boolean } & TraceContext) | undefined> {
   return db.transaction(async (tx) => {
     const [user] =
       options.runningLimit === undefined
@@ -269,8 +277,13 @@ export async function admitNext(
           eq(jobs.runner, "fleet"),
         ),
       )
-      .returning({ id: jobs.id, traceparent: jobs.traceParent, tracestate: jobs.traceState });
-    return admitted && { id: admitted.id, ...traceOf(admitted) };
+      .returning({
+        id: jobs.id,
+        traceparent: jobs.traceParent,
+        tracestate: jobs.traceState,
+        awaitsMetadata,
+      });
+    return admitted && { id: admitted.id, awaitsMetadata: admitted.awaitsMetadata, ...traceOf(admitted) };
   });
 }
 
@@ -700,6 +713,8 @@ export interface ClaimOptions {
   runner?: JobRunner | undefined;
   /** Scope to an owner (a tab takes only its user's jobs). */
   userId?: string | undefined;
+  /** Only a job that awaits its metadata (a worker's metadata slot takes nothing else). */
+  awaitsMetadata?: boolean | undefined;
 }
 
 export async function claimJob(db: Db, jobId: string, options: ClaimOptions = {}): Promise<Job | undefined> {
@@ -717,6 +732,7 @@ export async function claimJob(db: Db, jobId: string, options: ClaimOptions = {}
         inArray(jobs.state, [...workerStates]),
         eq(jobs.runner, options.runner ?? "fleet"),
         options.userId === undefined ? undefined : eq(jobs.userId, options.userId),
+        options.awaitsMetadata ? awaitsMetadata : undefined,
       ),
     )
     .returning();

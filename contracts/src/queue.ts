@@ -6,6 +6,13 @@ import { z } from "zod";
 export const queue = {
   /** Stream of jobs to run, read by the `workers` consumer group. */
   stream: "torreclou:jobs",
+  /**
+   * Stream of magnet jobs that only need their metadata before their user
+   * picks files (`chooseFiles`, metadata unknown). Read by the same group
+   * with slots of its own (WORKER_METADATA_CONCURRENCY), so fetching a file
+   * list never waits behind, nor holds, a download slot.
+   */
+  metadataStream: "torreclou:jobs:metadata",
   group: "workers",
   /**
    * How long a worker's liveness key and its jobs' leases last without
@@ -30,6 +37,11 @@ export const queue = {
    */
   watchedSeconds: 10,
 } as const;
+
+/** Which stream a job's entry goes to: its metadata alone (a magnet whose user picks files), or the whole run. */
+export function streamFor(job: { awaitsMetadata: boolean }): string {
+  return job.awaitsMetadata ? queue.metadataStream : queue.stream;
+}
 
 export const keys = {
   /** Worker id holding the job's current attempt, with a PX expiry (the lease). */

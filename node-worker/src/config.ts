@@ -35,6 +35,11 @@ const Config = z.object({
   WORKER_ID: z.string().min(1).optional(),
   /** Jobs this process runs at once. */
   WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
+  /**
+   * Magnets' file lists this process fetches at once, apart from the download
+   * slots (a job whose user picks its files; no scratch disk used).
+   */
+  WORKER_METADATA_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(4),
   WORKER_LEASE_MS: z.coerce.number().int().min(1000).default(queue.leaseMs),
   /**
    * How long an idle worker blocks on the jobs stream between two looks at the
@@ -42,7 +47,10 @@ const Config = z.object({
    * period (a `watch` notice wakes it at once when a job starts somewhere).
    */
   WORKER_IDLE_CHECK_MS: z.coerce.number().int().min(100).default(120_000),
-  /** How long the errand loop (swarm-health requests, webhook wakes) blocks when nothing is due. */
+  /**
+   * How long the errand loop (swarm-health requests, webhook wakes) blocks when
+   * nothing is due; also the idle period of the metadata stream's read and look.
+   */
   WORKER_ERRAND_BLOCK_MS: z.coerce.number().int().min(100).default(300_000),
   /** Default: a folder of this stack's own under $TMPDIR/torreclou-scratch (see `stackIdOf`). */
   WORKER_SCRATCH_DIR: z.string().min(1).optional(),

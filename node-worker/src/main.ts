@@ -27,7 +27,7 @@ export async function main(options: MainOptions = {}): Promise<void> {
 
   const { pool, db } = createPool({
     connectionString: config.DATABASE_URL,
-    max: Math.max(4, config.WORKER_CONCURRENCY * 3),
+    max: Math.max(4, config.WORKER_CONCURRENCY * 3 + config.WORKER_METADATA_CONCURRENCY),
     log,
   });
   await pool.query("select 1");

@@ -1,6 +1,9 @@
 // The worker loop: read jobs from the stream (and reclaim those of dead
 // workers), take each job's lease, claim it in Postgres, run it, keep the
 // lease alive while it runs, and acknowledge the entry when the attempt ends.
+// Two streams, each with slots of its own (a lane): downloads, and magnets
+// whose only work yet is fetching their file list for their user to choose
+// from, so a full worker still shows a user their files within seconds.
 import { randomUUID } from "node:crypto";
 import { mkdir } from "node:fs/promises";
 import {
@@ -11,7 +14,10 @@ import {
   keys,
   MAX_ATTEMPTS,
   parseKeyring,
+  queue,
+  streamFor,
   type TraceContext,
+  workerStates,
 } from "@torreclou/contracts";
 import {
   admitNext,
@@ -49,8 +55,32 @@ const PRUNE_EVERY_MS = 60 * 60_000;
  */
 export type Attempt = Pick<JobRun, "jobId" | "attempt" | "phase" | "run" | "stop" | "setWatched">;
 
+/** A stream this worker reads, with slots of its own. */
+interface Lane {
+  readonly kind: "download" | "metadata";
+  readonly queue: JobQueue;
+  readonly slots: number;
+  /**
+   * How long its read blocks, and how long between looks at its group, while
+   * nothing runs anywhere (a `watch` notice in its stream wakes it at once).
+   */
+  readonly idleMs: number;
+  /**
+   * Entries of jobs whose lease another attempt holds (a retry's entry while
+   * the cancelled attempt winds down, a reconciler's duplicate). They stay
+   * pending here and are tried again at each look at the group, until the
+   * lease is free: then the job runs, or the entry is acknowledged because
+   * the job is finished. Never dropped on sight, so no retry is lost.
+   */
+  readonly deferred: Map<string, Entry>;
+  slotFreed: (() => void) | undefined;
+  /** When the read loop looks at the group next (0: at once). */
+  nextCheck: number;
+}
+
 interface Active {
   run: Attempt;
+  lane: Lane;
   /** The job's owner: when the attempt ends, their next job may be let in. */
   userId: string;
   entryId: string;
@@ -76,7 +106,10 @@ export interface WorkerDeps {
 }
 
 export class Worker {
+  /** The download stream's queue; its command connection also holds leases and liveness. */
   readonly queue: JobQueue;
+  /** The metadata stream's (queue.metadataStream). */
+  readonly metadataQueue: JobQueue;
   readonly webhooks: WebhookSender;
   readonly #errands: Errands;
   readonly heartbeat: Heartbeat;
@@ -89,23 +122,14 @@ export class Worker {
   readonly #active = new Map<string, Active>();
   #settled: Promise<void> | undefined;
   /**
-   * Jobs this process is between "seen an entry" and "registered as active".
-   * Set before the first await, so two entries of one job can never start two
-   * attempts of it in one process.
+   * Jobs this process is between "seen an entry" and "registered as active",
+   * with the lane whose slot they take. Set before the first await, so two
+   * entries of one job can never start two attempts of it in one process.
    */
-  readonly #taking = new Set<string>();
-  /**
-   * Entries of jobs whose lease another attempt holds (a retry's entry while
-   * the cancelled attempt winds down, a reconciler's duplicate). They stay
-   * pending here and are tried again at each look at the group, until the
-   * lease is free: then the job runs, or the entry is acknowledged because
-   * the job is finished. Never dropped on sight, so no retry is lost.
-   */
-  readonly #deferred = new Map<string, Entry>();
+  readonly #taking = new Map<string, Lane>();
+  readonly #downloads: Lane;
+  readonly #metadata: Lane;
   #stopping = false;
-  #slotFreed: (() => void) | undefined;
-  /** When the read loop looks at the group next (0: at once). */
-  #nextCheck = 0;
   #loops: Promise<void>[] = [];
   #timers: NodeJS.Timeout[] = [];
   #holes: HolePuncher | undefined;
@@ -126,7 +150,29 @@ export class Worker {
       deps.config.WORKER_LEASE_MS,
       deps.log,
     );
-    deps.metrics.setQueueSource(() => this.queue.lag());
+    this.metadataQueue = new JobQueue(
+      deps.config.REDIS_URL,
+      deps.config.WORKER_ID,
+      deps.config.WORKER_LEASE_MS,
+      deps.log,
+      undefined,
+      queue.metadataStream,
+    );
+    const lane = (kind: Lane["kind"], q: JobQueue, slots: number, idleMs: number): Lane => ({
+      kind,
+      queue: q,
+      slots,
+      idleMs,
+      deferred: new Map(),
+      slotFreed: undefined,
+      nextCheck: 0,
+    });
+    const { WORKER_IDLE_CHECK_MS: idle, WORKER_ERRAND_BLOCK_MS: rare } = deps.config;
+    this.#downloads = lane("download", this.queue, deps.config.WORKER_CONCURRENCY, idle);
+    // New entries wake its read at once; only a crashed worker's wait for the look, and a
+    // job starting anywhere announces itself: so an idle worker looks here as rarely as its errands.
+    this.#metadata = lane("metadata", this.metadataQueue, deps.config.WORKER_METADATA_CONCURRENCY, rare);
+    deps.metrics.setQueueSource(() => bothLags(this.queue, this.metadataQueue));
     deps.metrics.setWorkersSource(() => workersSeen(this.queue.commands));
     if (deps.config.WORKER_FLEET_METRICS) {
       const thresholds = {
@@ -200,6 +246,7 @@ export class Worker {
       },
     });
     await this.queue.init();
+    await this.metadataQueue.init();
     await this.heartbeat.start();
     await this.#errands.start();
     await this.#clearLeftovers();
@@ -213,13 +260,19 @@ export class Worker {
         "the scratch disk cannot free part of a file (fallocate --punch-hole): a job needs disk for all its files at once",
       );
     }
-    this.#loops.push(this.#readLoop());
+    this.#loops.push(this.#readLoop(this.#downloads), this.#readLoop(this.#metadata));
     const renewEvery = Math.max(200, Math.floor(this.#deps.config.WORKER_LEASE_MS / 3));
     this.#timers.push(setInterval(() => void this.#renew(), renewEvery));
     this.#timers.push(setInterval(() => void this.#pruneConsumers(), PRUNE_EVERY_MS));
     void this.#pruneConsumers();
     // The worker's id is on every line already (the root logger's base).
-    this.#log.info({ concurrency: this.#deps.config.WORKER_CONCURRENCY }, "taking jobs");
+    this.#log.info(
+      {
+        concurrency: this.#deps.config.WORKER_CONCURRENCY,
+        metadataConcurrency: this.#deps.config.WORKER_METADATA_CONCURRENCY,
+      },
+      "taking jobs",
+    );
   }
 
   /**
@@ -242,13 +295,17 @@ export class Worker {
   }
 
   /** Keeps an entry for a later try, at the next look at the group, which comes within a lease/3. */
-  #defer(jobId: string, entry: Entry): void {
-    this.#deferred.set(jobId, entry);
-    this.#nextCheck = Math.min(this.#nextCheck, Date.now() + this.#watchEvery);
+  #defer(lane: Lane, jobId: string, entry: Entry): void {
+    lane.deferred.set(jobId, entry);
+    lane.nextCheck = Math.min(lane.nextCheck, Date.now() + this.#watchEvery);
   }
 
-  #free(): number {
-    return this.#deps.config.WORKER_CONCURRENCY - this.#active.size - this.#taking.size;
+  /** The lane's slots not taken by its running attempts or by entries being taken. */
+  #free(lane: Lane): number {
+    let used = 0;
+    for (const active of this.#active.values()) if (active.lane === lane) used++;
+    for (const taking of this.#taking.values()) if (taking === lane) used++;
+    return lane.slots - used;
   }
 
   /** While some worker holds jobs, look at the group often enough to take over within seconds. */
@@ -257,70 +314,76 @@ export class Worker {
   }
 
   /**
-   * Reads new entries, and between reads looks at the group: every few
-   * seconds while jobs run somewhere (to take over a crashed worker's), every
-   * WORKER_IDLE_CHECK_MS (2 min) when nothing runs anywhere. An idle fleet thus
-   * costs each worker one command a minute here.
+   * Reads a lane's new entries, and between reads looks at its group: every
+   * few seconds while jobs run somewhere (to take over a crashed worker's),
+   * every `idleMs` when nothing runs anywhere (WORKER_IDLE_CHECK_MS, 2 min, for
+   * downloads; WORKER_ERRAND_BLOCK_MS, 5 min, for metadata). An idle fleet thus
+   * costs each worker 1.4 commands a minute here.
    */
-  async #readLoop(): Promise<void> {
+  async #readLoop(lane: Lane): Promise<void> {
     while (!this.#stopping) {
-      if (this.#free() <= 0) {
+      if (this.#free(lane) <= 0) {
         await new Promise<void>((resolve) => {
-          this.#slotFreed = resolve;
+          lane.slotFreed = resolve;
         });
         continue;
       }
       try {
-        if (Date.now() >= this.#nextCheck) await this.#check();
-        const block = Math.max(100, this.#nextCheck - Date.now());
-        const entries = await this.queue.read(this.#free(), block);
-        for (const entry of entries) await this.#take(entry, true);
+        if (Date.now() >= lane.nextCheck) await this.#check(lane);
+        const block = Math.max(100, lane.nextCheck - Date.now());
+        const entries = await lane.queue.read(this.#free(lane), block);
+        for (const entry of entries) await this.#take(lane, entry, true);
       } catch (error) {
         if (this.#stopping) break;
-        this.#log.warn({ err: error }, "reading the job stream failed; retrying");
+        this.#log.warn({ err: error, stream: lane.queue.stream }, "reading the job stream failed; retrying");
         await new Promise((r) => setTimeout(r, 1000));
       }
     }
   }
 
   /** Takes over entries of workers that are gone, and tries deferred entries again. */
-  async #check(): Promise<void> {
-    const deferred = [...this.#deferred.values()];
-    this.#deferred.clear();
-    for (const entry of deferred) await this.#take(entry, false);
-    const { othersPending, claimed } = await this.queue.check(this.#free());
+  async #check(lane: Lane): Promise<void> {
+    const deferred = [...lane.deferred.values()];
+    lane.deferred.clear();
+    for (const entry of deferred) await this.#take(lane, entry, false);
+    const { othersPending, claimed } = await lane.queue.check(this.#free(lane));
     for (const entry of claimed) {
       this.#log.info(
-        { entry: entry.id, jobId: entry.kind === "job" ? entry.message.jobId : undefined },
+        { entry: entry.id, jobId: entry.kind === "job" ? entry.message.jobId : undefined, lane: lane.kind },
         "took over a job entry of a worker that is gone",
       );
-      await this.#take(entry, false);
+      await this.#take(lane, entry, false);
     }
-    const watching = othersPending > 0 || this.#deferred.size > 0;
-    this.#nextCheck = Date.now() + (watching ? this.#watchEvery : this.#deps.config.WORKER_IDLE_CHECK_MS);
+    const watching = othersPending > 0 || lane.deferred.size > 0;
+    lane.nextCheck = Date.now() + (watching ? this.#watchEvery : lane.idleMs);
   }
 
   /** Forgets consumers left in the group by workers that died (a clean exit retires its own). */
   async #pruneConsumers(): Promise<void> {
-    try {
-      const removed = await this.queue.pruneConsumers(STALE_CONSUMER_MS);
-      if (removed.length > 0)
-        this.#log.info({ consumers: removed }, "removed consumers of workers that are gone");
-    } catch (error) {
-      this.#log.debug({ err: error }, "could not prune the consumer group");
+    for (const q of [this.queue, this.metadataQueue]) {
+      try {
+        const removed = await q.pruneConsumers(STALE_CONSUMER_MS);
+        if (removed.length > 0)
+          this.#log.info(
+            { consumers: removed, stream: q.stream },
+            "removed consumers of workers that are gone",
+          );
+      } catch (error) {
+        this.#log.debug({ err: error, stream: q.stream }, "could not prune the consumer group");
+      }
     }
   }
 
   /** One stream entry: a job to run, a notice to start watching, or something to drop. */
-  async #take(entry: Entry, fresh: boolean): Promise<void> {
+  async #take(lane: Lane, entry: Entry, fresh: boolean): Promise<void> {
     if (entry.kind === "watch") {
       // A job started somewhere: look at the group now, then every few seconds while it runs.
-      await this.queue.ack(entry.id);
-      this.#nextCheck = 0;
+      await lane.queue.ack(entry.id);
+      lane.nextCheck = 0;
       return;
     }
     if (entry.kind === "invalid") {
-      await this.queue.ack(entry.id);
+      await lane.queue.ack(entry.id);
       return;
     }
     const jobId = entry.message.jobId;
@@ -328,35 +391,50 @@ export class Worker {
     if (this.#stopping) return;
     if (this.#active.has(jobId) || this.#taking.has(jobId)) {
       // This process runs the job already; the entry may be a retry of it. Keep it for later.
-      this.#defer(jobId, entry);
+      this.#defer(lane, jobId, entry);
       return;
     }
-    this.#taking.add(jobId);
+    this.#taking.set(jobId, lane);
     try {
       // A `job.claim` span in the trace the entry carries (tracing on only): the attempt runs in it.
-      await inClaimSpan(entry, () => this.#start(entry, jobId, fresh, log));
+      await inClaimSpan(entry, () => this.#start(lane, entry, jobId, fresh, log));
     } finally {
       this.#taking.delete(jobId);
     }
   }
 
-  async #start(entry: Entry, jobId: string, fresh: boolean, entryLog: Logger): Promise<void> {
+  async #start(lane: Lane, entry: Entry, jobId: string, fresh: boolean, entryLog: Logger): Promise<void> {
     // Until the job is read its attempt is unknown, and said so.
     let log = entryLog.child({ attempt: null });
     if (!(await this.queue.acquireLease(jobId))) {
       log.info({ fresh }, "another attempt holds the job's lease; keeping the entry until it is free");
-      this.#defer(jobId, entry);
+      this.#defer(lane, jobId, entry);
       return;
     }
     if (entry.kind === "job" && entry.message.cleanup) {
-      await this.#cleanUp(entry, jobId, entryLog);
+      await this.#cleanUp(lane, entry, jobId, entryLog);
       return;
     }
+    const trace =
+      entry.kind === "job"
+        ? { traceparent: entry.message.traceparent, tracestate: entry.message.tracestate }
+        : {};
     try {
-      const job = await claimJob(this.#deps.db, jobId);
+      // A metadata slot takes only a job whose file list is still unknown.
+      const job = await claimJob(this.#deps.db, jobId, { awaitsMetadata: lane.kind === "metadata" });
       if (!job) {
-        log.info("job is finished or gone; acknowledging");
-        await this.queue.ack(entry.id);
+        const current = lane.kind === "metadata" ? await currentJob(this.#deps.db, jobId) : undefined;
+        if (current && (workerStates as readonly string[]).includes(current.state)) {
+          // Its files became known since (a worker that stopped after saving them): a download slot's now.
+          log.info(
+            { state: current.state },
+            "the job's metadata is known; passing it to the download stream",
+          );
+          await lane.queue.requeue(jobId, entry.id, trace, queue.stream);
+        } else {
+          log.info("job is finished or gone; acknowledging");
+          await lane.queue.ack(entry.id);
+        }
         await this.queue.releaseLease(jobId);
         return;
       }
@@ -375,25 +453,28 @@ export class Worker {
           }),
         );
         this.#deps.metrics.jobOutcomes.inc({ outcome: "exhausted" });
-        await this.queue.ack(entry.id);
+        await lane.queue.ack(entry.id);
         await this.queue.releaseLease(jobId);
         await this.#admitNext(job.userId, log);
         return;
       }
       log = entryLog.child({ attempt: job.attempt });
-      log.info({ state: job.state }, "job claimed");
+      log.info({ state: job.state, lane: lane.kind }, "job claimed");
       const run =
         this.#deps.attempts?.(this.#runDeps(), jobId, job.attempt) ??
         new JobRun(this.#runDeps(), jobId, job.attempt);
-      const trace =
-        entry.kind === "job"
-          ? { traceparent: entry.message.traceparent, tracestate: entry.message.tracestate }
-          : {};
-      const active: Active = { run, userId: job.userId, entryId: entry.id, trace, done: Promise.resolve() };
+      const active: Active = {
+        run,
+        lane,
+        userId: job.userId,
+        entryId: entry.id,
+        trace,
+        done: Promise.resolve(),
+      };
       this.#active.set(jobId, active);
       if (await this.queue.cancelRequested(jobId, job.attempt)) run.stop("cancel");
       // Someone idle should watch for this worker's crash.
-      await this.queue.announce().catch((error: unknown) => log.debug({ err: error }, "no watch notice"));
+      await lane.queue.announce().catch((error: unknown) => log.debug({ err: error }, "no watch notice"));
       // It left the queue: the owner's next job may go in (fair turns). Not awaited: the
       // job starts meanwhile, and a turn this misses is taken later (see #admitNext).
       void this.#admitNext(job.userId, log);
@@ -404,7 +485,7 @@ export class Worker {
           this.#active.delete(jobId);
           // The entry stays pending; freeing the lease lets a worker reclaim it.
           await this.queue.releaseLease(jobId).catch(() => {});
-          this.#wake();
+          this.#wake(lane);
           await this.#admitNext(job.userId, log);
         },
       );
@@ -412,7 +493,7 @@ export class Worker {
       log.error({ err: error }, "could not start the job");
       await this.queue.releaseLease(jobId).catch(() => {});
       // Still pending here: tried again at the next look at the group.
-      this.#defer(jobId, entry);
+      this.#defer(lane, jobId, entry);
     }
   }
 
@@ -422,7 +503,7 @@ export class Worker {
    * lease held so no attempt starts meanwhile. A provider that does not
    * answer keeps the entry for the next look at the group.
    */
-  async #cleanUp(entry: Entry, jobId: string, entryLog: Logger): Promise<void> {
+  async #cleanUp(lane: Lane, entry: Entry, jobId: string, entryLog: Logger): Promise<void> {
     let log = entryLog.child({ attempt: null });
     try {
       const job = await currentJob(this.#deps.db, jobId);
@@ -431,14 +512,14 @@ export class Worker {
         !job || !isTerminal(job.state) || (await new JobRun(this.#runDeps(), jobId, job.attempt).cleanUp());
       if (clean) {
         log.info("clean-up done");
-        await this.queue.ack(entry.id);
+        await lane.queue.ack(entry.id);
       } else {
         log.info("storage unreachable; the clean-up is kept for later");
-        this.#defer(jobId, entry);
+        this.#defer(lane, jobId, entry);
       }
     } catch (error) {
       log.warn({ err: error }, "clean-up failed; kept for later");
-      this.#defer(jobId, entry);
+      this.#defer(lane, jobId, entry);
     } finally {
       await this.queue.releaseLease(jobId).catch(() => {});
     }
@@ -455,10 +536,12 @@ export class Worker {
       const next = await admitNext(this.#deps.db, userId);
       if (!next) return;
       // Its entry carries the trace context of the request that created it (tracing on).
-      await this.queue.enqueue(next.id, userId, {
-        traceparent: next.traceparent,
-        tracestate: next.tracestate,
-      });
+      await this.queue.enqueue(
+        next.id,
+        userId,
+        { traceparent: next.traceparent, tracestate: next.tracestate },
+        streamFor(next),
+      );
       await markEnqueued(this.#deps.db, next.id);
       log.info({ next: next.id }, "let the user's next job into the queue");
     } catch (error) {
@@ -474,7 +557,8 @@ export class Worker {
       log: this.#log,
       budget: this.budget,
       holes: this.#holes,
-      running: () => this.#active.size,
+      // Jobs sharing the scratch budget: fetching a file list uses none.
+      running: () => [...this.#active.values()].filter((a) => a.lane === this.#downloads).length,
       metrics: this.#deps.metrics,
       keyRing: this.#keyRing,
       announced: (job: TransitionedJob | undefined) => this.#announced(job),
@@ -484,7 +568,8 @@ export class Worker {
 
   /** Keeps this worker alive and its leases (one command for all its jobs); stops cancelled or lost attempts. */
   async #renew(): Promise<void> {
-    if (this.#active.size === 0 && this.#deferred.size === 0 && this.seeding.size === 0) return;
+    const deferred = this.#downloads.deferred.size + this.#metadata.deferred.size;
+    if (this.#active.size === 0 && deferred === 0 && this.seeding.size === 0) return;
     const held = [...this.#active.values()].map((a) => ({ jobId: a.run.jobId, attempt: a.run.attempt }));
     // Seeding jobs ride along (attempt 0: no lease), so a stop is seen in the same command.
     const seeding = this.seeding.jobIds.map((jobId) => ({ jobId, attempt: 0 }));
@@ -517,13 +602,14 @@ export class Worker {
     const active = this.#active.get(jobId);
     if (!active) return;
     const log = this.#log.child({ jobId, attempt: active.run.attempt });
+    const lane = active.lane;
     try {
       switch (outcome) {
         case "stale":
           // A newer attempt owns the job. Our lease and entry go only if they are still ours
           // (a worker that took the job over holds its own).
           await this.queue.releaseLease(jobId);
-          await this.queue.ack(active.entryId);
+          await lane.queue.ack(active.entryId);
           break;
         case "handed_back": {
           const phase = active.run.phase;
@@ -540,7 +626,7 @@ export class Worker {
           }
           // Lease first: a worker reading the new entry must be able to take it.
           await this.queue.releaseLease(jobId);
-          await this.queue.requeue(jobId, active.entryId, active.trace);
+          await lane.queue.requeue(jobId, active.entryId, active.trace);
           break;
         }
         case "interrupted": {
@@ -555,11 +641,11 @@ export class Worker {
             attempt: active.run.attempt,
           }).catch((error: unknown) => log.warn({ reason: String(error) }, "job left in its state"));
           await this.queue.releaseLease(jobId);
-          await this.queue.requeue(jobId, active.entryId, active.trace);
+          await lane.queue.requeue(jobId, active.entryId, active.trace);
           break;
         }
         default:
-          await this.queue.ack(active.entryId);
+          await lane.queue.ack(active.entryId);
           await this.queue.releaseLease(jobId);
       }
       log.info({ outcome }, "attempt ended");
@@ -569,21 +655,22 @@ export class Worker {
       this.#active.delete(jobId);
       // The attempt ended: the owner's next job may go in (a job ended, or came back to the queue).
       await this.#admitNext(active.userId, log);
-      this.#wake();
-      // An entry kept while this attempt ran (a retry, a clean-up) is taken at once.
-      const kept = this.#deferred.get(jobId);
-      if (kept && !this.#stopping) {
-        this.#deferred.delete(jobId);
-        void this.#take(kept, false).catch((error: unknown) =>
+      this.#wake(lane);
+      // An entry kept while this attempt ran (a retry, a clean-up, its download after its choice) is taken at once.
+      for (const keptIn of [this.#downloads, this.#metadata]) {
+        const kept = keptIn.deferred.get(jobId);
+        if (!kept || this.#stopping) continue;
+        keptIn.deferred.delete(jobId);
+        void this.#take(keptIn, kept, false).catch((error: unknown) =>
           log.warn({ err: error }, "could not take the entry kept for this job"),
         );
       }
     }
   }
 
-  #wake(): void {
-    const wake = this.#slotFreed;
-    this.#slotFreed = undefined;
+  #wake(lane: Lane): void {
+    const wake = lane.slotFreed;
+    lane.slotFreed = undefined;
     wake?.();
   }
 
@@ -596,7 +683,9 @@ export class Worker {
     this.#stopping = true;
     for (const t of this.#timers) clearInterval(t);
     this.queue.stopReading();
-    this.#wake();
+    this.metadataQueue.stopReading();
+    this.#wake(this.#downloads);
+    this.#wake(this.#metadata);
     const running = [...this.#active.values()];
     for (const a of running) a.run.stop("shutdown");
     this.#settled = Promise.all([...running.map((a) => a.done), ...this.#loops]).then(() => {});
@@ -612,12 +701,15 @@ export class Worker {
       this.#log.warn({ err: error }, "could not end every seeding cleanly");
     });
     // Out of the group, unless it still holds entries (a job that did not hand back in time, or deferred ones).
-    await this.queue.retire().catch((error: unknown) => {
-      this.#log.warn({ err: error }, "could not leave the consumer group");
-    });
+    for (const q of [this.queue, this.metadataQueue]) {
+      await q.retire().catch((error: unknown) => {
+        this.#log.warn({ err: error, stream: q.stream }, "could not leave the consumer group");
+      });
+    }
     await this.#errands.stop();
     await this.heartbeat.stop();
     await this.queue.close();
+    await this.metadataQueue.close();
     await this.budget.close();
     this.#holes?.close();
   }
@@ -630,4 +722,17 @@ export class Worker {
   stopped(): Promise<void> {
     return this.#settled ?? Promise.resolve();
   }
+}
+
+/** Queue lag over both streams: entries summed, the oldest of either. */
+async function bothLags(
+  downloads: JobQueue,
+  metadata: JobQueue,
+): Promise<{ pending: number; oldestAgeSeconds: number; undelivered: number }> {
+  const [a, b] = await Promise.all([downloads.lag(), metadata.lag()]);
+  return {
+    pending: a.pending + b.pending,
+    oldestAgeSeconds: Math.max(a.oldestAgeSeconds, b.oldestAgeSeconds),
+    undelivered: a.undelivered + b.undelivered,
+  };
 }

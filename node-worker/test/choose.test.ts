@@ -91,7 +91,7 @@ describe("choosing files from a magnet", () => {
 
     // Held by nothing: no lease, the queue entry settled, no scratch folder, no running job.
     await waitFor("the attempt to let go", async () => {
-      const pending = (await env.redis.xpending(queue.stream, queue.group)) as [number, ...unknown[]];
+      const pending = (await env.redis.xpending(queue.metadataStream, queue.group)) as [number, ...unknown[]];
       const lease = await env.redis.get(keys.lease(job.id));
       return pending[0] === 0 && lease === null && (await counter(metrics.activeJobs)) === 0;
     });
@@ -211,7 +211,7 @@ describe("choosing files from a magnet", () => {
 
     // The worker lets go without touching the job: no "cancelled", nothing failed.
     await waitFor("the resolving attempt to let go", async () => {
-      const pending = (await env.redis.xpending(queue.stream, queue.group)) as [number, ...unknown[]];
+      const pending = (await env.redis.xpending(queue.metadataStream, queue.group)) as [number, ...unknown[]];
       return pending[0] === 0 && (await env.redis.get(keys.lease(job.id))) === null;
     });
     const waiting = await jobRow(env, job.id);

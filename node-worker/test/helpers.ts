@@ -27,6 +27,7 @@ import {
   progressField,
   queue,
   type SeedSettings,
+  streamFor,
   webhookWakeKey,
 } from "@torreclou/contracts";
 import {
@@ -38,7 +39,14 @@ import {
   storageProfiles,
   users,
 } from "@torreclou/db";
-import { type Db, insertJob, markEnqueued, retryTransition, transitionJob } from "@torreclou/db/jobs";
+import {
+  awaitsMetadata,
+  type Db,
+  insertJob,
+  markEnqueued,
+  retryTransition,
+  transitionJob,
+} from "@torreclou/db/jobs";
 import { asc, eq } from "drizzle-orm";
 import { Redis } from "ioredis";
 import type pg from "pg";
@@ -319,9 +327,15 @@ export async function submitJob(env: Env, opts: SubmitOptions): Promise<Job> {
   return job;
 }
 
-/** As the edge does after saving a job: XADD the message, mark it enqueued, record the owner. */
+/** As the edge does after saving a job: XADD the message (to the stream its state calls for), mark it enqueued, record the owner. */
 export async function enqueue(env: Env, job: Pick<Job, "id" | "userId">): Promise<void> {
-  await env.redis.xadd(queue.stream, "*", "job", JSON.stringify({ jobId: job.id }));
+  const [row] = await env.db.select({ awaitsMetadata }).from(jobs).where(eq(jobs.id, job.id));
+  await env.redis.xadd(
+    streamFor({ awaitsMetadata: row?.awaitsMetadata ?? false }),
+    "*",
+    "job",
+    JSON.stringify({ jobId: job.id }),
+  );
   await markEnqueued(env.db, job.id);
   await env.redis.set(keys.owner(job.id), job.userId);
 }
@@ -359,7 +373,13 @@ export async function cancelJob(env: Env, jobId: string): Promise<void> {
 export async function retryJob(env: Env, jobId: string): Promise<void> {
   const job = await retryTransition(env.db, jobId);
   if (!job) throw new Error(`job ${jobId} could not be retried`);
-  await env.redis.xadd(queue.stream, "*", "job", JSON.stringify({ jobId }));
+  const [row] = await env.db.select({ awaitsMetadata }).from(jobs).where(eq(jobs.id, jobId));
+  await env.redis.xadd(
+    streamFor({ awaitsMetadata: row?.awaitsMetadata ?? false }),
+    "*",
+    "job",
+    JSON.stringify({ jobId }),
+  );
 }
 
 export async function jobRow(env: Env, jobId: string): Promise<Job> {

@@ -11,6 +11,7 @@ import {
   queue,
   spanAttributes,
   spanNames,
+  streamFor,
   type TraceContext,
 } from "@torreclou/contracts";
 import { admitNext, type Db, markEnqueued } from "@torreclou/db/jobs";
@@ -29,6 +30,7 @@ export async function writeQueueMessage(
   jobId: string,
   userId: string,
   stored: TraceContext = {},
+  stream: string = queue.stream,
 ): Promise<string> {
   // The queue hop of the job's trace: the entry carries this span's context (while tracing
   // is on, and the request is about this job: tracing/ `forJob`).
@@ -36,7 +38,7 @@ export async function writeQueueMessage(
     [spanAttributes.jobId]: jobId,
     "messaging.system": "redis",
     "messaging.operation.type": "send",
-    "messaging.destination.name": queue.stream,
+    "messaging.destination.name": stream,
   };
   return inSpan(spanNames.enqueue, { kind: SpanKind.PRODUCER, attributes }, async (span) => {
     // Else the context of the request that created the job (a job let in on its turn by another).
@@ -45,7 +47,7 @@ export async function writeQueueMessage(
     const results = await redis
       .multi()
       .set(keys.owner(jobId), userId)
-      .xadd(queue.stream, "*", { job: JSON.stringify(message) })
+      .xadd(stream, "*", { job: JSON.stringify(message) })
       .exec();
     const entry = String(results[1]);
     span.setAttribute("messaging.message.id", entry);
@@ -77,10 +79,11 @@ export async function enqueueJob(
   jobId: string,
   userId: string,
   stored: TraceContext = {},
+  stream: string = queue.stream,
 ): Promise<EnqueueResult> {
   await noteChange(redis);
   try {
-    await writeQueueMessage(redis, jobId, userId, stored);
+    await writeQueueMessage(redis, jobId, userId, stored, stream);
   } catch (err) {
     return failed("queue write failed", jobId, err);
   }
@@ -105,7 +108,7 @@ export async function admitAndEnqueue(
   userId: string,
   runningLimit?: number | null,
 ): Promise<string | undefined> {
-  let next: ({ id: string } & TraceContext) | undefined;
+  let next: ({ id: string; awaitsMetadata: boolean } & TraceContext) | undefined;
   await noteChange(redis);
   try {
     next = await admitNext(db, userId, { runningLimit });
@@ -121,10 +124,14 @@ export async function admitAndEnqueue(
     return undefined;
   }
   if (next) {
-    await enqueueJob(db, redis, next.id, userId, {
-      traceparent: next.traceparent,
-      tracestate: next.tracestate,
-    });
+    await enqueueJob(
+      db,
+      redis,
+      next.id,
+      userId,
+      { traceparent: next.traceparent, tracestate: next.tracestate },
+      streamFor(next),
+    );
   }
   return next?.id;
 }

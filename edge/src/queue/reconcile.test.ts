@@ -10,7 +10,7 @@ import { describe, expect, it } from "vitest";
 import { redis, withDb } from "../../test/fixtures/db.ts";
 import { failJobWrites, failRedis } from "../../test/fixtures/faults.ts";
 import { type JobView, messagesFor, send, submitJob, userWithStorage } from "../../test/fixtures/jobs.ts";
-import { makeTorrent, toBase64 } from "../../test/fixtures/torrents.ts";
+import { makeTorrent, randomMagnet, toBase64 } from "../../test/fixtures/torrents.ts";
 import worker from "../index.ts";
 import { createRedis } from "../redis/index.ts";
 import { type ReconcileResult, reconcile } from "./reconcile.ts";
@@ -290,6 +290,39 @@ describe("closing the gaps between rows and stream", () => {
     expect(await messagesFor(job.id)).toHaveLength(1);
     // Once there, it is left alone.
     expect((await reconcileNow(job.id)).requeued).not.toContain(job.id);
+  });
+
+  it("restores a magnet waiting for its file list in the metadata stream, and acknowledges its entry once it ended", async () => {
+    const user = await userWithStorage();
+    const created = await send(user.cookie, "POST", "/api/jobs", {
+      magnet: randomMagnet().uri,
+      chooseFiles: true,
+    });
+    expect(created.status).toBe(201);
+    const job = ((await created.json()) as { job: JobView }).job;
+    const [entry] = await messagesFor(job.id, "run", queue.metadataStream);
+    expect(entry).toBeDefined();
+    await redis().xdel(queue.metadataStream, entry!);
+    expect((await reconcileNow(job.id)).requeued).toContain(job.id);
+    // Back where its state calls for: its file list is still unknown.
+    expect(await messagesFor(job.id, "run", queue.metadataStream)).toHaveLength(1);
+    expect(await messagesFor(job.id)).toEqual([]);
+
+    // A worker took it and died; the job ended meanwhile: its entry is acknowledged.
+    await redis()
+      .xgroup(queue.metadataStream, {
+        type: "CREATE",
+        group: queue.group,
+        id: "0",
+        options: { MKSTREAM: true },
+      })
+      .catch(() => {});
+    await redis().xreadgroup(queue.group, "worker-gone", queue.metadataStream, ">", { count: 1000 });
+    await withDb((db) =>
+      db.update(jobs).set({ state: "failed", failureReason: "x" }).where(eq(jobs.id, job.id)),
+    );
+    expect((await reconcileNow(job.id)).acknowledged).toContain(job.id);
+    expect(await messagesFor(job.id, "run", queue.metadataStream)).toEqual([]);
   });
 
   it("writes the entries it restores with the trace context kept on the job's row", async () => {

@@ -12,6 +12,9 @@
 //   write Redis did not keep across a restart) is enqueued again.
 // - An entry still pending for a job that ended or is gone (its worker died
 //   between the two) is acknowledged, so it is not taken over for nothing.
+// - Both streams are looked at (a magnet waiting for its file list is in the
+//   metadata stream, queue.metadataStream); a job put back goes to the one
+//   its state calls for (streamFor).
 // - A job its submitter's browser transfers (runner `browser`) is never let
 //   in, enqueued or requeued: only the fleet's jobs go into the stream.
 // - A job that has waited for its submitter's choice of files longer than the
@@ -30,14 +33,32 @@
 // (a safety net for a change whose mark could not be written, Redis being
 // unreachable). An idle system thus costs one Redis command a minute and no
 // Postgres at all.
-import { isTerminal, type JobMessage, keys, queue, terminalStates, workerStates } from "@torreclou/contracts";
+import {
+  isTerminal,
+  type JobMessage,
+  keys,
+  queue,
+  streamFor,
+  terminalStates,
+  workerStates,
+} from "@torreclou/contracts";
 import { jobs, users } from "@torreclou/db";
-import { cancelUnchosen, type Db, traceOf } from "@torreclou/db/jobs";
+import { awaitsMetadata, cancelUnchosen, type Db, traceOf } from "@torreclou/db/jobs";
 import type { Redis } from "@upstash/redis/cloudflare";
 import { and, asc, eq, inArray, isNotNull, isNull, lt, sql } from "drizzle-orm";
 import { admitAndEnqueue, enqueueJob, writeQueueMessage } from "./enqueue.ts";
 
 const LIVE_STATES = [...workerStates];
+/** Every stream a job's run entry can be in. */
+const STREAMS = [queue.stream, queue.metadataStream];
+/** What writing a job's entry needs: its owner, trace context, and which stream (streamFor). */
+const entryFields = {
+  id: jobs.id,
+  userId: jobs.userId,
+  traceparent: jobs.traceParent,
+  tracestate: jobs.traceState,
+  awaitsMetadata,
+};
 
 /** The default wait for a choice of files (SELECTION_TIMEOUT_SECONDS). */
 export const DEFAULT_SELECTION_TIMEOUT_MS = 86_400_000;
@@ -146,7 +167,7 @@ export async function reconcile(
   await admitStalled(db, redis, cutoff, options.limit ?? 200, result);
   // jobs_unenqueued_idx (partial, enqueued_at IS NULL) keeps this scan small.
   const pending = await db
-    .select({ id: jobs.id, userId: jobs.userId, traceparent: jobs.traceParent, tracestate: jobs.traceState })
+    .select(entryFields)
     .from(jobs)
     .where(
       and(
@@ -161,7 +182,7 @@ export async function reconcile(
     .limit(options.limit ?? 200);
   for (const job of pending) {
     // The entry carries the creating request's trace context (tracing on), as on any turn.
-    const { enqueued } = await enqueueJob(db, redis, job.id, job.userId, traceOf(job));
+    const { enqueued } = await enqueueJob(db, redis, job.id, job.userId, traceOf(job), streamFor(job));
     (enqueued ? result.enqueued : result.failed).push(job.id);
   }
   await requeueLost(db, redis, cutoff, options.limit ?? 200, result);
@@ -255,15 +276,17 @@ function jobOf(fields: Record<string, unknown> | undefined): JobMessage | undefi
   }
 }
 
-/** Job ids with a run entry in the stream (delivered or not). The stream holds only unsettled entries. */
+/** Job ids with a run entry in either stream (delivered or not). The streams hold only unsettled entries. */
 async function jobsInStream(redis: Redis): Promise<Set<string>> {
   const ids = new Set<string>();
+  for (const stream of STREAMS) await collectJobs(redis, stream, ids);
+  return ids;
+}
+
+async function collectJobs(redis: Redis, stream: string, ids: Set<string>): Promise<void> {
   let start = "-";
   for (let page = 0; page < 100; page++) {
-    const entries = (await redis.xrange(queue.stream, start, "+", 500)) as Record<
-      string,
-      Record<string, unknown>
-    >;
+    const entries = (await redis.xrange(stream, start, "+", 500)) as Record<string, Record<string, unknown>>;
     const entryIds = Object.keys(entries);
     for (const id of entryIds) {
       const message = jobOf(entries[id]);
@@ -272,12 +295,11 @@ async function jobsInStream(redis: Redis): Promise<Set<string>> {
     if (entryIds.length < 500) break;
     start = `(${entryIds.at(-1)}`;
   }
-  return ids;
 }
 
 async function requeueLost(db: Db, redis: Redis, cutoff: Date, limit: number, result: ReconcileResult) {
   const live = await db
-    .select({ id: jobs.id, userId: jobs.userId, traceparent: jobs.traceParent, tracestate: jobs.traceState })
+    .select(entryFields)
     .from(jobs)
     .where(
       and(
@@ -297,7 +319,7 @@ async function requeueLost(db: Db, redis: Redis, cutoff: Date, limit: number, re
   for (const [i, job] of lost.entries()) {
     if (leases[i] !== null) continue; // a worker holds it
     try {
-      await writeQueueMessage(redis, job.id, job.userId, traceOf(job));
+      await writeQueueMessage(redis, job.id, job.userId, traceOf(job), streamFor(job));
       result.requeued.push(job.id);
     } catch {
       result.failed.push(job.id);
@@ -314,7 +336,11 @@ async function requeueLost(db: Db, redis: Redis, cutoff: Date, limit: number, re
 }
 
 async function settleEnded(db: Db, redis: Redis, cutoff: Date, result: ReconcileResult) {
-  const pending = (await redis.xpending(queue.stream, queue.group, "-", "+", 500).catch(() => [])) as [
+  for (const stream of STREAMS) await settleEndedIn(db, redis, stream, cutoff, result);
+}
+
+async function settleEndedIn(db: Db, redis: Redis, stream: string, cutoff: Date, result: ReconcileResult) {
+  const pending = (await redis.xpending(stream, queue.group, "-", "+", 500).catch(() => [])) as [
     string,
     string,
     number,
@@ -323,7 +349,7 @@ async function settleEnded(db: Db, redis: Redis, cutoff: Date, result: Reconcile
   if (pending.length === 0) return;
   const byJob = new Map<string, string[]>();
   for (const [entryId] of pending) {
-    const entries = (await redis.xrange(queue.stream, entryId, entryId, 1)) as Record<
+    const entries = (await redis.xrange(stream, entryId, entryId, 1)) as Record<
       string,
       Record<string, unknown>
     >;
@@ -341,7 +367,7 @@ async function settleEnded(db: Db, redis: Redis, cutoff: Date, result: Reconcile
     const row = known.get(jobId);
     if (row && (!isTerminal(row.state) || row.updatedAt >= cutoff)) continue;
     if ((await redis.get(keys.lease(jobId))) !== null) continue;
-    await redis.multi().xack(queue.stream, queue.group, entryIds).xdel(queue.stream, entryIds).exec();
+    await redis.multi().xack(stream, queue.group, entryIds).xdel(stream, entryIds).exec();
     result.acknowledged.push(jobId);
   }
 }

@@ -148,10 +148,27 @@ const retryExhausted = createRoute({
   },
 });
 
-/** The consumer group's pending and undelivered counts (one XINFO GROUPS); null when not known. */
+/** The consumer group's pending and undelivered counts, over both job streams (one XINFO GROUPS each); null when not known. */
 async function streamCounts(redis: Redis): Promise<{ pending: number; undelivered: number | null } | null> {
+  const counts = await Promise.all(
+    [jobQueue.stream, jobQueue.metadataStream].map((stream) => groupCounts(redis, stream)),
+  );
+  const known = counts.filter((c) => c !== null);
+  if (known.length === 0) return null;
+  return {
+    pending: known.reduce((sum, c) => sum + c.pending, 0),
+    undelivered: known.some((c) => c.undelivered === null)
+      ? null
+      : known.reduce((sum, c) => sum + (c.undelivered ?? 0), 0),
+  };
+}
+
+async function groupCounts(
+  redis: Redis,
+  stream: string,
+): Promise<{ pending: number; undelivered: number | null } | null> {
   try {
-    const groups = (await redis.xinfo(jobQueue.stream, { type: "GROUPS" })) as unknown[][];
+    const groups = (await redis.xinfo(stream, { type: "GROUPS" })) as unknown[][];
     for (const group of groups) {
       const field = (name: string) => {
         const at = group.indexOf(name);
@@ -166,7 +183,7 @@ async function streamCounts(redis: Redis): Promise<{ pending: number; undelivere
     }
     return { pending: 0, undelivered: 0 };
   } catch {
-    // No stream yet (no job ever queued), or a plan without XINFO.
+    // No stream yet (no job ever queued there), or a plan without XINFO.
     return null;
   }
 }

@@ -3,7 +3,7 @@
 // state, indexes, destination names, CSRF), and the selection timeout the
 // reconcile cron enforces, with its clock injected.
 import { env } from "cloudflare:workers";
-import { keys } from "@torreclou/contracts";
+import { keys, queue } from "@torreclou/contracts";
 import { jobFiles, jobs } from "@torreclou/db";
 import { claimJob, transitionJob } from "@torreclou/db/jobs";
 import { eq } from "drizzle-orm";
@@ -63,7 +63,7 @@ async function awaitingJob(user: TestUser, files = FILES, preselected?: number[]
 }
 
 describe("POST /api/jobs with chooseFiles and magnet forms", () => {
-  it("keeps a magnet job that asks to choose queued like any other until its metadata is known", async () => {
+  it("keeps a magnet job that asks to choose queued, in the metadata stream, until its metadata is known", async () => {
     const user = await userWithStorage();
     const response = await send(user.cookie, "POST", "/api/jobs", {
       magnet: randomMagnet().uri,
@@ -72,7 +72,9 @@ describe("POST /api/jobs with chooseFiles and magnet forms", () => {
     expect(response.status).toBe(201);
     const job = await jobOf(response);
     expect(job).toMatchObject({ state: "queued", fileCount: null, selectionDeadline: null });
-    expect(await messagesFor(job.id)).toHaveLength(1);
+    // Fetching its file list takes no download slot: the metadata stream's entry, none in the download stream.
+    expect(await messagesFor(job.id, "run", queue.metadataStream)).toHaveLength(1);
+    expect(await messagesFor(job.id)).toHaveLength(0);
     const row = await withDb(async (db) => (await db.select().from(jobs).where(eq(jobs.id, job.id)))[0]);
     expect(row?.chooseFiles).toBe(true);
   });
@@ -163,7 +165,9 @@ describe("POST /api/jobs/:id/selection", () => {
       cause: "user",
       reason: "2 files chosen by the user",
     });
-    expect(await messagesFor(job.id)).toHaveLength(2);
+    // Its download goes to the download stream; the metadata stream's entry was the first run's.
+    expect(await messagesFor(job.id)).toHaveLength(1);
+    expect(await messagesFor(job.id, "run", queue.metadataStream)).toHaveLength(1);
     expect(await redis().zscore(keys.awaitingSelection, job.id)).toBeNull();
 
     // Chosen once: again is a 409 naming why.

@@ -153,6 +153,8 @@ function parseEntry(raw: StreamFields, log: Logger): Entry {
 const CLAIM_GRACE_MS = 2_000;
 
 export class JobQueue {
+  /** The stream this queue reads and settles (queue.stream, or queue.metadataStream). */
+  readonly stream: string;
   readonly consumer: string;
   readonly leaseMs: number;
   readonly commands: Redis;
@@ -160,7 +162,15 @@ export class JobQueue {
   readonly #log: Logger;
   readonly #graceMs: number;
 
-  constructor(redisUrl: string, consumer: string, leaseMs: number, log: Logger, graceMs = CLAIM_GRACE_MS) {
+  constructor(
+    redisUrl: string,
+    consumer: string,
+    leaseMs: number,
+    log: Logger,
+    graceMs = CLAIM_GRACE_MS,
+    stream: string = queue.stream,
+  ) {
+    this.stream = stream;
     this.consumer = consumer;
     this.leaseMs = leaseMs;
     this.#log = log;
@@ -177,7 +187,7 @@ export class JobQueue {
     await Promise.all([this.commands.connect(), this.#blocking.connect()]);
     try {
       // From the stream's start: jobs enqueued before any worker ever ran must not be skipped.
-      await this.commands.xgroup("CREATE", queue.stream, queue.group, "0", "MKSTREAM");
+      await this.commands.xgroup("CREATE", this.stream, queue.group, "0", "MKSTREAM");
     } catch (error) {
       if (!String(error).includes("BUSYGROUP")) throw error;
     }
@@ -194,7 +204,7 @@ export class JobQueue {
       "BLOCK",
       blockMs,
       "STREAMS",
-      queue.stream,
+      this.stream,
       ">",
     )) as [string, StreamFields[]][] | null;
     if (!reply) return [];
@@ -207,7 +217,7 @@ export class JobQueue {
    * most `count`. One command when nothing runs anywhere.
    */
   async check(count: number): Promise<GroupCheck> {
-    const summary = (await this.commands.xpending(queue.stream, queue.group)) as [
+    const summary = (await this.commands.xpending(this.stream, queue.group)) as [
       number,
       string | null,
       string | null,
@@ -219,7 +229,7 @@ export class JobQueue {
       .reduce((sum, [, n]) => sum + Number(n), 0);
     if (othersPending === 0 || count <= 0) return { othersPending, claimed: [] };
     const pending = (await this.commands.xpending(
-      queue.stream,
+      this.stream,
       queue.group,
       "IDLE",
       this.#graceMs,
@@ -237,7 +247,7 @@ export class JobQueue {
       .slice(0, count);
     if (ids.length === 0) return { othersPending, claimed: [] };
     const claimed = (await this.commands.xclaim(
-      queue.stream,
+      this.stream,
       queue.group,
       this.consumer,
       this.#graceMs,
@@ -314,7 +324,7 @@ export class JobQueue {
       (await this.commands.eval(
         SETTLE,
         2,
-        queue.stream,
+        this.stream,
         keys.reconcileChanges,
         queue.group,
         this.consumer,
@@ -329,34 +339,43 @@ export class JobQueue {
    * of the request that created the job (stored on its row), so its trace
    * goes on from there.
    */
-  async enqueue(jobId: string, userId: string, trace: TraceContext = {}): Promise<void> {
+  async enqueue(
+    jobId: string,
+    userId: string,
+    trace: TraceContext = {},
+    stream = this.stream,
+  ): Promise<void> {
     await this.commands
       .multi()
       .set(keys.owner(jobId), userId)
-      .xadd(queue.stream, "*", "job", JSON.stringify({ jobId, ...trace } satisfies JobMessage))
+      .xadd(stream, "*", "job", JSON.stringify({ jobId, ...trace } satisfies JobMessage))
       .incr(keys.reconcileChanges)
       .exec();
   }
 
   /** Tells the fleet a job is running here, so an idle worker starts watching for crashes. */
   async announce(): Promise<void> {
-    await this.commands.xadd(queue.stream, "*", "watch", this.consumer);
+    await this.commands.xadd(this.stream, "*", "watch", this.consumer);
   }
 
-  /** Puts a job back on the queue as a new entry (with the old one's trace context) and retires the old one. */
-  async requeue(jobId: string, entryId: string, trace: TraceContext = {}): Promise<void> {
+  /**
+   * Puts a job back on the queue as a new entry (with the old one's trace
+   * context) and retires the old one. `to`: another stream, for a job whose
+   * entry is in the wrong one (its metadata became known meanwhile).
+   */
+  async requeue(jobId: string, entryId: string, trace: TraceContext = {}, to = this.stream): Promise<void> {
     await this.commands
       .multi()
-      .xadd(queue.stream, "*", "job", JSON.stringify({ jobId, ...trace } satisfies JobMessage))
-      .xack(queue.stream, queue.group, entryId)
-      .xdel(queue.stream, entryId)
+      .xadd(to, "*", "job", JSON.stringify({ jobId, ...trace } satisfies JobMessage))
+      .xack(this.stream, queue.group, entryId)
+      .xdel(this.stream, entryId)
       .incr(keys.reconcileChanges)
       .exec();
   }
 
   /** Unacknowledged entries across the group, the age of the oldest, and entries not yet delivered. */
   async lag(): Promise<{ pending: number; oldestAgeSeconds: number; undelivered: number }> {
-    const summary = (await this.commands.xpending(queue.stream, queue.group)) as [
+    const summary = (await this.commands.xpending(this.stream, queue.group)) as [
       number,
       string | null,
       ...unknown[],
@@ -366,7 +385,7 @@ export class JobQueue {
     const oldestAgeSeconds = oldest ? Math.max(0, (Date.now() - Number(oldest.split("-")[0])) / 1000) : 0;
     let undelivered = 0;
     try {
-      const groups = (await this.commands.xinfo("GROUPS", queue.stream)) as unknown[][];
+      const groups = (await this.commands.xinfo("GROUPS", this.stream)) as unknown[][];
       for (const group of groups) {
         const at = group.indexOf("name");
         if (group[at + 1] !== queue.group) continue;
@@ -384,7 +403,7 @@ export class JobQueue {
    * Harmless for a live one: its next read adds it back.
    */
   async retire(consumer = this.consumer): Promise<boolean> {
-    return (await this.commands.eval(RETIRE, 1, queue.stream, queue.group, consumer)) !== -1;
+    return (await this.commands.eval(RETIRE, 1, this.stream, queue.group, consumer)) !== -1;
   }
 
   /**
@@ -393,7 +412,7 @@ export class JobQueue {
    * without this the group would list every worker that ever ran.
    */
   async pruneConsumers(idleMs: number): Promise<string[]> {
-    const consumers = (await this.commands.xinfo("CONSUMERS", queue.stream, queue.group)) as unknown[][];
+    const consumers = (await this.commands.xinfo("CONSUMERS", this.stream, queue.group)) as unknown[][];
     const removed: string[] = [];
     for (const fields of consumers) {
       const field = (name: string) => fields[fields.indexOf(name) + 1];
