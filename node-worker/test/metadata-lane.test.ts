@@ -8,9 +8,7 @@ import { keys, queue } from "@torreclou/contracts";
 import { applySelection } from "@torreclou/db/jobs";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadConfig } from "../src/config.ts";
-import { createMetrics } from "../src/metrics.ts";
-import { Worker } from "../src/worker.ts";
+import type { Worker } from "../src/worker.ts";
 import {
   cancelJob,
   createProfile,
@@ -21,10 +19,10 @@ import {
   makeFixture,
   seedFixtures,
   setupEnv,
+  startWorker,
   submitJob,
   waitFor,
   waitForState,
-  workerEnv,
 } from "./helpers.ts";
 
 let env: Env;
@@ -35,21 +33,18 @@ const lines: Record<string, unknown>[] = [];
 beforeAll(async () => {
   env = await setupEnv(24);
   profileId = await createProfile(env);
-  const config = loadConfig(
-    workerEnv(env, {
-      WORKER_CONCURRENCY: "1",
-      WORKER_METADATA_CONCURRENCY: "1",
-      // The job holding the download slot waits for peers that never come, for as long as the test needs.
-      WORKER_NO_PEERS_TIMEOUT_MS: "3600000",
-      WORKER_STALL_TIMEOUT_MS: "3600000",
-    }),
-  );
   const log = pino(
     { level: "info" },
     { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) },
   );
-  worker = new Worker({ config, db: env.db, log, metrics: createMetrics() });
-  await worker.start();
+  const extra = {
+    WORKER_CONCURRENCY: "1",
+    WORKER_METADATA_CONCURRENCY: "1",
+    // The job holding the download slot waits for peers that never come, for as long as the test needs.
+    WORKER_NO_PEERS_TIMEOUT_MS: "3600000",
+    WORKER_STALL_TIMEOUT_MS: "3600000",
+  };
+  ({ worker } = await startWorker(env, extra, log));
 });
 
 afterAll(async () => {
