@@ -14,8 +14,10 @@
 //   BENCH_MIB=1024 BENCH_KEEP=1 ...           (size; keep the data folder)
 //   BENCH_STREAM_MIB=1536 BENCH_STREAM_BUDGET_MIB=256 ...  (the streaming case; 0 to skip it)
 //   BENCH_LOG_LEVEL=info ...                  (the worker's log, e.g. when each file was stored)
+//   BENCH_NODE_OPTIONS=--cpu-prof ...         (the worker's and uploader's NODE_OPTIONS)
+//   BENCH_WORKER_ARGS=--trace-gc ...          (flags NODE_OPTIONS refuses, for the end-to-end worker)
 import { spawn } from "node:child_process";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -49,6 +51,8 @@ const streamBudgetMiB = Number(process.env.BENCH_STREAM_BUDGET_MIB ?? 256);
 const basePort = Number(process.env.BENCH_PORT ?? 17500);
 // The worker image's V8 flags (node-worker/Dockerfile); BENCH_NODE_OPTIONS to try others.
 const workerNodeOptions = process.env.BENCH_NODE_OPTIONS ?? "--max-semi-space-size=4";
+// V8 flags NODE_OPTIONS refuses (e.g. --trace-gc), for the end-to-end worker only.
+const workerArgs = (process.env.BENCH_WORKER_ARGS ?? "").split(" ").filter(Boolean);
 const CLOCK_TICKS = 100;
 
 /** CPU seconds a process has used so far (user + system), from /proc. */
@@ -57,6 +61,34 @@ async function cpuOf(pid: number | undefined): Promise<number> {
   // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) / CLOCK_TICKS;
+}
+
+/**
+ * CPU seconds per group of a process's threads (user and system apart): the
+ * main JavaScript thread, libuv's pool (file reads and writes, hashing off the
+ * main thread), V8's helpers (garbage collection, compilation) and the rest.
+ */
+async function threadCpuOf(pid: number | undefined): Promise<Map<string, { user: number; system: number }>> {
+  const groups = new Map<string, { user: number; system: number }>();
+  const tasks = await readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
+  for (const tid of tasks) {
+    const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, "utf8").catch(() => "");
+    const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const group =
+      tid === String(pid)
+        ? "main"
+        : name.startsWith("libuv-worker")
+          ? "libuv pool"
+          : name.startsWith("V8")
+            ? "V8 helpers"
+            : "other";
+    const g = groups.get(group) ?? { user: 0, system: 0 };
+    g.user += Number(fields[11] ?? 0) / CLOCK_TICKS;
+    g.system += Number(fields[12] ?? 0) / CLOCK_TICKS;
+    groups.set(group, g);
+  }
+  return groups;
 }
 
 function seconds(ms: number): string {
@@ -188,7 +220,7 @@ async function runCase(env: Env, s3Pid: number | undefined, entry: string, c: Ca
   // End to end: a worker process (the bundle the image runs, node-worker/build.ts) runs the job.
   const profileId = await createProfile(env);
   const port = await freePort();
-  const worker = spawn(process.execPath, [entry], {
+  const worker = spawn(process.execPath, [...workerArgs, entry], {
     cwd: root,
     env: {
       ...workerEnv(env, {
@@ -217,6 +249,7 @@ async function runCase(env: Env, s3Pid: number | undefined, entry: string, c: Ca
   const idleStatus = await readFile(`/proc/${worker.pid}/status`, "utf8").catch(() => "");
   const idleRss = Number(/VmRSS:\s+(\d+) kB/.exec(idleStatus)?.[1] ?? 0) * 1024;
   const idleCpu = await cpuOf(worker.pid);
+  const idleThreads = await threadCpuOf(worker.pid);
   let peakRss = 0;
   let peakScratch = 0;
   // What the worker's memory held when its RSS was highest, from its /metrics.
@@ -257,6 +290,12 @@ async function runCase(env: Env, s3Pid: number | undefined, entry: string, c: Ca
     server: (await cpuOf(s3Pid)) - e2eServerCpu,
     seeder: (await cpuOf(seederPid)) - e2eSeederCpu,
   };
+  const byThread = [...(await threadCpuOf(worker.pid))]
+    .map(([group, t]) => {
+      const idle = idleThreads.get(group) ?? { user: 0, system: 0 };
+      return `${group} ${(t.user - idle.user).toFixed(1)}/${(t.system - idle.system).toFixed(1)}`;
+    })
+    .join(", ");
   sampling = false;
   await sampler;
   worker.kill("SIGTERM");
@@ -279,6 +318,7 @@ async function runCase(env: Env, s3Pid: number | undefined, entry: string, c: Ca
       `ratio:           ${(endToEnd / slower).toFixed(2)} × max(download-only, upload-only)  (target ≤ 1.30)`,
       `cpu seconds:     end-to-end: worker ${e2eCpu.worker.toFixed(1)}, S3 server ${e2eCpu.server.toFixed(1)}, seeder ${e2eCpu.seeder.toFixed(1)}; upload-only: uploader ${upCpu.uploader.toFixed(1)}, S3 server ${upCpu.server.toFixed(1)}; download-only: seeder ${dlCpu.seeder.toFixed(1)}`,
       `worker CPU:      ${(e2eCpu.worker / (c.mib / 1024)).toFixed(1)} CPU-s per GiB  (target ≤ 4)`,
+      `worker threads:  ${byThread}  (CPU s, user/system)`,
       `worker peak RSS: ${(peakRss / MiB).toFixed(0)} MiB  (target ≤ 300; idle ${(idleRss / MiB).toFixed(0)} MiB; highest sample ${(atPeak.rss / MiB).toFixed(0)} MiB: V8 heap ${(atPeak.heap / MiB).toFixed(0)} MiB, buffers outside it ${(atPeak.external / MiB).toFixed(0)} MiB)`,
       `peak scratch:    ${(peakScratch / MiB).toFixed(0)} MiB  (${scratchTarget})`,
       "objects verified byte-identical (sha256)",
