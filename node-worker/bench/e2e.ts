@@ -91,6 +91,13 @@ async function threadCpuOf(pid: number | undefined): Promise<Map<string, { user:
   return groups;
 }
 
+/** A process's read and write system calls so far (sockets and files alike), from /proc. */
+async function syscallsOf(pid: number | undefined): Promise<{ reads: number; writes: number }> {
+  const io = await readFile(`/proc/${pid}/io`, "utf8").catch(() => "");
+  const field = (name: string) => Number(new RegExp(`^${name}: (\\d+)$`, "m").exec(io)?.[1] ?? 0);
+  return { reads: field("syscr"), writes: field("syscw") };
+}
+
 function seconds(ms: number): string {
   return (ms / 1000).toFixed(2);
 }
@@ -250,6 +257,7 @@ async function runCase(env: Env, s3Pid: number | undefined, entry: string, c: Ca
   const idleRss = Number(/VmRSS:\s+(\d+) kB/.exec(idleStatus)?.[1] ?? 0) * 1024;
   const idleCpu = await cpuOf(worker.pid);
   const idleThreads = await threadCpuOf(worker.pid);
+  const idleCalls = await syscallsOf(worker.pid);
   let peakRss = 0;
   let peakScratch = 0;
   // What the worker's memory held when its RSS was highest, from its /metrics.
@@ -290,6 +298,7 @@ async function runCase(env: Env, s3Pid: number | undefined, entry: string, c: Ca
     server: (await cpuOf(s3Pid)) - e2eServerCpu,
     seeder: (await cpuOf(seederPid)) - e2eSeederCpu,
   };
+  const calls = await syscallsOf(worker.pid);
   const byThread = [...(await threadCpuOf(worker.pid))]
     .map(([group, t]) => {
       const idle = idleThreads.get(group) ?? { user: 0, system: 0 };
@@ -319,6 +328,7 @@ async function runCase(env: Env, s3Pid: number | undefined, entry: string, c: Ca
       `cpu seconds:     end-to-end: worker ${e2eCpu.worker.toFixed(1)}, S3 server ${e2eCpu.server.toFixed(1)}, seeder ${e2eCpu.seeder.toFixed(1)}; upload-only: uploader ${upCpu.uploader.toFixed(1)}, S3 server ${upCpu.server.toFixed(1)}; download-only: seeder ${dlCpu.seeder.toFixed(1)}`,
       `worker CPU:      ${(e2eCpu.worker / (c.mib / 1024)).toFixed(1)} CPU-s per GiB  (target ≤ 4)`,
       `worker threads:  ${byThread}  (CPU s, user/system)`,
+      `worker syscalls: ${calls.reads - idleCalls.reads} reads, ${calls.writes - idleCalls.writes} writes  (sockets and files)`,
       `worker peak RSS: ${(peakRss / MiB).toFixed(0)} MiB  (target ≤ 300; idle ${(idleRss / MiB).toFixed(0)} MiB; highest sample ${(atPeak.rss / MiB).toFixed(0)} MiB: V8 heap ${(atPeak.heap / MiB).toFixed(0)} MiB, buffers outside it ${(atPeak.external / MiB).toFixed(0)} MiB)`,
       `peak scratch:    ${(peakScratch / MiB).toFixed(0)} MiB  (${scratchTarget})`,
       "objects verified byte-identical (sha256)",

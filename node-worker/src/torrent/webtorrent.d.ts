@@ -156,8 +156,12 @@ declare module "torrent-piece" {
     readonly missing: number;
     /** The next block to request, or -1. */
     reserve(): number;
-    /** Stores block `i`; true once the piece is whole. */
+    /** The first block not yet reserved, all the rest reserved with it (a web seed's run), or -1. */
+    reserveRemaining(): number;
+    /** Copies block `i` (and any blocks after it that `data` runs into) into the piece; true once the piece is whole. */
     set(i: number, data: Uint8Array, source: unknown): boolean;
+    /** Block `i` as stored (a view of the piece's buffer), or undefined if it has not arrived. */
+    get(i: number): Uint8Array | null | undefined;
     /** The whole piece, once every block is set; null before. */
     flush(): Uint8Array | null;
   }
