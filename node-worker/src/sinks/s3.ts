@@ -3,10 +3,12 @@
 // are sent as soon as their bytes are downloaded, journaled so another attempt
 // can resume.
 //
-// Integrity: every body is signed with its SHA-256 (SigV4's
+// Integrity: over plain HTTP every body is signed with its SHA-256 (SigV4's
 // x-amz-content-sha256, which the SDK computes for in-memory bodies), and the
-// provider refuses a body that does not match it. That is the one hash per
-// byte we pay for; a Content-MD5 on top would be a second.
+// provider refuses a body that does not match it. Over HTTPS, TLS already
+// authenticates every byte in transit, so bodies go as UNSIGNED-PAYLOAD, as S3
+// allows, and the worker spares a SHA-256 pass over everything it uploads
+// (~0.6 CPU-s per GiB with SHA extensions, several times that without).
 import { createHash } from "node:crypto";
 import { type FileHandle, open } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -202,6 +204,15 @@ function etagChecksum(etag: string | undefined): string {
   return `etag:${unquote(etag)}`;
 }
 
+/** Commands whose bodies go unhashed over HTTPS. */
+const UNSIGNED_BODIES = new Set(["UploadPartCommand", "PutObjectCommand"]);
+
+/** Whether requests to `endpoint` (none: AWS S3 itself) travel over TLS. */
+export function overTls(endpoint: string | undefined): boolean {
+  if (endpoint === undefined || endpoint === "") return true;
+  return URL.parse(endpoint)?.protocol === "https:";
+}
+
 export class S3Sink implements Sink {
   readonly client: S3Client;
   readonly #opts: S3SinkOptions;
@@ -222,6 +233,19 @@ export class S3Sink implements Sink {
       // Our own retry loop (withRetry) backs off for longer than the SDK's.
       maxAttempts: 2,
     });
+    if (overTls(opts.config.endpoint)) {
+      // Before signing: a request that names its payload hash is signed with that name, unhashed.
+      this.client.middlewareStack.add(
+        (next, context) => async (args) => {
+          const request = args.request as { headers?: Record<string, string> };
+          if (UNSIGNED_BODIES.has(context.commandName ?? "") && request.headers) {
+            request.headers["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD";
+          }
+          return next(args);
+        },
+        { step: "build", name: "unsignedPayloadOverTls" },
+      );
+    }
   }
 
   /** The provider as the user configured it, for messages. */
