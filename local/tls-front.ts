@@ -10,12 +10,14 @@ import { promisify } from "node:util";
 /**
  * A TLS front for `target`, as a provider's HTTPS endpoint: a certificate for
  * 127.0.0.1 made with openssl in `dir`, each connection passed on to the
- * target, and the head of every request it carried (method line and headers).
+ * target, and (unless `record` is false, as for a benchmark) the head of
+ * every request it carried: method line and headers.
  */
 export async function tlsFront(
   target: URL,
   dir: string,
-): Promise<{ url: string; cert: string; heads: string[]; close(): Promise<void> }> {
+  record = true,
+): Promise<{ url: string; cert: string; certPath: string; heads: string[]; close(): Promise<void> }> {
   const [keyPath, certPath] = [join(dir, "front.key"), join(dir, "front.crt")];
   await promisify(execFile)("openssl", [
     "req",
@@ -48,16 +50,17 @@ export async function tlsFront(
     }
     // Request heads, from the decrypted stream: a line "METHOD /path HTTP/1.1" up to the blank line.
     let text = "";
-    client.on("data", (chunk: Buffer) => {
-      text = (text + chunk.toString("latin1")).slice(-64 * 1024);
-      for (let at = text.search(/(GET|PUT|POST|HEAD|DELETE) \S+ HTTP\/1\.1\r\n/); at >= 0; ) {
-        const end = text.indexOf("\r\n\r\n", at);
-        if (end < 0) break;
-        heads.push(text.slice(at, end + 2));
-        text = text.slice(end + 4);
-        at = text.search(/(GET|PUT|POST|HEAD|DELETE) \S+ HTTP\/1\.1\r\n/);
-      }
-    });
+    if (record)
+      client.on("data", (chunk: Buffer) => {
+        text = (text + chunk.toString("latin1")).slice(-64 * 1024);
+        for (let at = text.search(/(GET|PUT|POST|HEAD|DELETE) \S+ HTTP\/1\.1\r\n/); at >= 0; ) {
+          const end = text.indexOf("\r\n\r\n", at);
+          if (end < 0) break;
+          heads.push(text.slice(at, end + 2));
+          text = text.slice(end + 4);
+          at = text.search(/(GET|PUT|POST|HEAD|DELETE) \S+ HTTP\/1\.1\r\n/);
+        }
+      });
     client.pipe(upstream).pipe(client);
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -65,6 +68,7 @@ export async function tlsFront(
   return {
     url: `https://127.0.0.1:${port}`,
     cert,
+    certPath,
     heads,
     close: () =>
       new Promise<void>((resolve) => {

@@ -9,6 +9,9 @@
 //                  sends the same files to the same server
 // plus the worker's peak RSS, its peak scratch disk use and the CPU seconds
 // each process spent (two cores: CPU, not the network, is the limit on loopback).
+// Each worker runs a 16 MiB warm-up job before the measured one, as a worker of
+// a fleet has run jobs before; the warm-up's CPU is printed apart. Then the
+// same again with uploads over HTTPS: a TLS front before the same S3 server.
 //
 //   node node-worker/bench/e2e.ts            (ports 17500-17510; BENCH_PORT=N to move them)
 //   BENCH_MIB=1024 BENCH_KEEP=1 ...           (size; keep the data folder)
@@ -26,6 +29,7 @@ import { freePort, quietLog } from "../../local/process.ts";
 import { startS3Process } from "../../local/s3.ts";
 import { ARIA2_LOOPBACK_FLAGS, type MadeTorrent, readTorrent } from "../../local/seeder/index.ts";
 import { localSecrets, portsFrom, startStack } from "../../local/stack.ts";
+import { tlsFront } from "../../local/tls-front.ts";
 import { buildWorker } from "../build.ts";
 import { diskUsage } from "../src/scratch.ts";
 import {
@@ -102,6 +106,9 @@ function seconds(ms: number): string {
   return (ms / 1000).toFixed(2);
 }
 
+/** A 16 MiB torrent each end-to-end worker runs before the measured job. */
+let warmup: MadeTorrent | undefined;
+
 interface Case {
   name: string;
   made: MadeTorrent;
@@ -142,7 +149,9 @@ async function main(): Promise<void> {
       { path: "part-2.bin", size: sizes[1]! },
       { path: "part-3.bin", size: sizes[2]! },
     ]);
-    const seeder = await seedFixtures(env, [made]);
+    // Each worker runs this small job first, as a worker of the fleet has run others before.
+    warmup = await makeFixture(env, "bench-warmup", [{ path: "bench-warmup", size: 16 * MiB + 99 }]);
+    const seeder = await seedFixtures(env, [made, warmup]);
     const cases: Case[] = [{ name: "whole", made, seederPid: seeder.child.pid, mib: totalMiB }];
     if (streamMiB > 0) {
       const big = await makeFixture(env, "bench-stream", [
@@ -158,7 +167,13 @@ async function main(): Promise<void> {
       });
     }
     const entry = await buildWorker(join(stackDir, "worker.mjs"));
-    for (const c of cases) await runCase(env, s3.pid, entry, c);
+    const front = await tlsFront(new URL(process.env.S3_ENDPOINT ?? ""), stackDir, false);
+    const https = { name: "https", endpoint: front.url, caFile: front.certPath };
+    try {
+      for (const c of cases) await runCase(env, s3.pid, entry, c, https);
+    } finally {
+      await front.close();
+    }
   } finally {
     if (!process.env.BENCH_KEEP) await env.cleanup();
     await stack.stop();
@@ -166,7 +181,21 @@ async function main(): Promise<void> {
   }
 }
 
-async function runCase(env: Env, s3Pid: number | undefined, entry: string, c: Case): Promise<void> {
+/** Where the uploads go: the local S3 server as it is (HTTP), or through a TLS front (HTTPS). */
+interface Target {
+  name: string;
+  endpoint: string;
+  /** A CA file the worker must trust for this endpoint. */
+  caFile?: string;
+}
+
+async function runCase(
+  env: Env,
+  s3Pid: number | undefined,
+  entry: string,
+  c: Case,
+  https: Target,
+): Promise<void> {
   const { made, seederPid } = c;
   const summary = readTorrent(await readFile(made.torrentPath));
   process.stdout.write(
@@ -189,43 +218,93 @@ async function runCase(env: Env, s3Pid: number | undefined, entry: string, c: Ca
   const dlCpu = { seeder: (await cpuOf(seederPid)) - dlSeederCpu };
   await rm(dlDir, { recursive: true, force: true });
 
-  // Upload only: the worker's S3 uploader in a process of its own, as in a job.
+  const http: Target = { name: "http", endpoint: process.env.S3_ENDPOINT ?? "" };
+  const up = await uploadOnly(env, s3Pid, c, summary.files, http);
+  const run = await endToEnd(env, s3Pid, entry, c, http);
+  const upTls = await uploadOnly(env, s3Pid, c, summary.files, https);
+  const runTls = await endToEnd(env, s3Pid, entry, c, https);
+
+  const slower = Math.max(downloadOnly, up.ms);
+  const scratchTarget =
+    c.budgetMiB === undefined ? `of ${c.mib} MiB torrent` : `target ≤ ${c.budgetMiB} MiB, the budget`;
+  const perGiB = (cpu: number) => (cpu / (c.mib / 1024)).toFixed(1);
+  process.stdout.write(
+    [
+      `end-to-end:      ${seconds(run.ms)} s  (worker: download + upload, overlapped)`,
+      `download-only:   ${seconds(downloadOnly)} s  (aria2c from the same seeder)`,
+      `upload-only:     ${seconds(up.ms)} s  (the worker's uploader in its own process, same files, same S3 server)`,
+      `phases:          ${run.phases}`,
+      `ratio:           ${(run.ms / slower).toFixed(2)} × max(download-only, upload-only)  (target ≤ 1.30)`,
+      `cpu seconds:     end-to-end: worker ${run.cpu.worker.toFixed(1)}, S3 server ${run.cpu.server.toFixed(1)}, seeder ${run.cpu.seeder.toFixed(1)}; upload-only: uploader ${up.cpu.uploader.toFixed(1)}, S3 server ${up.cpu.server.toFixed(1)}; download-only: seeder ${dlCpu.seeder.toFixed(1)}`,
+      `worker CPU:      ${perGiB(run.cpu.worker)} CPU-s per GiB  (target ≤ 4; its 16 MiB warm-up job before: ${run.warmupCpu.toFixed(1)} CPU-s)`,
+      `worker threads:  ${run.byThread}  (CPU s, user/system)`,
+      `worker syscalls: ${run.calls.reads} reads, ${run.calls.writes} writes  (sockets and files)`,
+      `worker peak RSS: ${(run.peakRss / MiB).toFixed(0)} MiB  (target ≤ 300; idle ${(run.idleRss / MiB).toFixed(0)} MiB; highest sample ${(run.atPeak.rss / MiB).toFixed(0)} MiB: V8 heap ${(run.atPeak.heap / MiB).toFixed(0)} MiB, buffers outside it ${(run.atPeak.external / MiB).toFixed(0)} MiB)`,
+      `peak scratch:    ${(run.peakScratch / MiB).toFixed(0)} MiB  (${scratchTarget})`,
+      "objects verified byte-identical (sha256)",
+      `over HTTPS (a TLS front before the same server; bodies go unhashed, TLS guards them):`,
+      `  end-to-end:    ${seconds(runTls.ms)} s; ratio ${(runTls.ms / Math.max(downloadOnly, upTls.ms)).toFixed(2)} × max(download-only, upload-only over HTTPS ${seconds(upTls.ms)} s)`,
+      `  worker CPU:    ${perGiB(runTls.cpu.worker)} CPU-s per GiB  (target ≤ 4); threads: ${runTls.byThread}`,
+      `  uploader CPU:  ${up.cpu.uploader.toFixed(1)} s over HTTP (SHA-256 signed), ${upTls.cpu.uploader.toFixed(1)} s over HTTPS (unsigned, encrypted)`,
+      `  worker peak RSS ${(runTls.peakRss / MiB).toFixed(0)} MiB, peak scratch ${(runTls.peakScratch / MiB).toFixed(0)} MiB; objects verified byte-identical`,
+      "",
+    ].join("\n"),
+  );
+}
+
+/** The worker's S3 uploader in a process of its own, as in a job, sending the torrent's files from the seed folder. */
+async function uploadOnly(
+  env: Env,
+  s3Pid: number | undefined,
+  c: Case,
+  files: { path: string; length: number }[],
+  target: Target,
+): Promise<{ ms: number; cpu: { uploader: number; server: number } }> {
   const plan: UploadPlan = {
     bucket: env.bucket,
-    folder: `upload-only-${c.name}`,
+    folder: `upload-only-${c.name}-${target.name}`,
     partSize: 8 * MiB,
     concurrency: 4,
-    files: summary.files.map((f) => ({
+    files: files.map((f) => ({
       path: f.path,
       size: f.length,
       localPath: join(env.dataDir, "seed", f.path),
     })),
   };
-  const upServerCpu = await cpuOf(s3Pid);
-  const upStart = Date.now();
+  const serverCpu = await cpuOf(s3Pid);
+  const start = Date.now();
   const uploader = spawn(process.execPath, ["node-worker/bench/upload.ts", JSON.stringify(plan)], {
     cwd: root,
-    env: { ...process.env, NODE_OPTIONS: workerNodeOptions },
+    env: {
+      ...process.env,
+      S3_ENDPOINT: target.endpoint,
+      ...(target.caFile ? { NODE_EXTRA_CA_CERTS: target.caFile } : {}),
+      NODE_OPTIONS: workerNodeOptions,
+    },
     stdio: ["ignore", "pipe", "inherit"],
   });
   let printed = "";
   uploader.stdout.on("data", (chunk: Buffer) => {
     printed += chunk.toString();
   });
-  const upCode = await new Promise<number | null>((done) => uploader.on("exit", done));
-  const uploadOnly = Date.now() - upStart;
-  if (upCode !== 0) throw new Error(`the upload-only run exited with ${upCode}`);
-  const upCpu = {
+  const code = await new Promise<number | null>((done) => uploader.on("exit", done));
+  const ms = Date.now() - start;
+  if (code !== 0) throw new Error(`the upload-only run (${target.name}) exited with ${code}`);
+  const cpu = {
     uploader: Number(printed.trim().split("\n").pop()),
-    server: (await cpuOf(s3Pid)) - upServerCpu,
+    server: (await cpuOf(s3Pid)) - serverCpu,
   };
   // Deleted, as aria2c's download is, so the end-to-end run starts with as much memory free.
   for (const key of await listKeys(env.s3, env.bucket, `${plan.folder}/`)) {
     await env.s3.send(new DeleteObjectCommand({ Bucket: env.bucket, Key: key }));
   }
+  return { ms, cpu };
+}
 
-  // End to end: a worker process (the bundle the image runs, node-worker/build.ts) runs the job.
-  const profileId = await createProfile(env);
+/** A worker process (the bundle the image runs, node-worker/build.ts) runs the job, sampled as it goes. */
+async function endToEnd(env: Env, s3Pid: number | undefined, entry: string, c: Case, target: Target) {
+  const { made, seederPid } = c;
+  const profileId = await createProfile(env, target.caFile ? { endpoint: target.endpoint } : {});
   const port = await freePort();
   const worker = spawn(process.execPath, [...workerArgs, entry], {
     cwd: root,
@@ -237,6 +316,7 @@ async function runCase(env: Env, s3Pid: number | undefined, entry: string, c: Ca
         WORKER_UPLOAD_CONCURRENCY: "4",
         ...(c.budgetMiB === undefined ? {} : { WORKER_SCRATCH_BUDGET_BYTES: String(c.budgetMiB * MiB) }),
       }),
+      ...(target.caFile ? { NODE_EXTRA_CA_CERTS: target.caFile } : {}),
       PATH: process.env.PATH ?? "",
       NODE_OPTIONS: workerNodeOptions,
     },
@@ -253,6 +333,17 @@ async function runCase(env: Env, s3Pid: number | undefined, entry: string, c: Ca
       break;
     await sleep(100);
   }
+  // The warm-up job: what a worker's first job costs once (compiling its code paths) is not per GiB.
+  const warmCpu = await cpuOf(worker.pid);
+  if (warmup) {
+    const warm = await submitJob(env, { made: warmup, profileId });
+    const warmDone = await waitForState(env, warm.id, ["completed", "failed"], 300_000);
+    if (warmDone.state !== "completed") throw new Error(`the warm-up job failed: ${warmDone.failureReason}`);
+    for (const key of await listKeys(env.s3, env.bucket, `${warm.id}/`)) {
+      await env.s3.send(new DeleteObjectCommand({ Bucket: env.bucket, Key: key }));
+    }
+  }
+  const warmupCpu = (await cpuOf(worker.pid)) - warmCpu;
   const idleStatus = await readFile(`/proc/${worker.pid}/status`, "utf8").catch(() => "");
   const idleRss = Number(/VmRSS:\s+(\d+) kB/.exec(idleStatus)?.[1] ?? 0) * 1024;
   const idleCpu = await cpuOf(worker.pid);
@@ -292,7 +383,7 @@ async function runCase(env: Env, s3Pid: number | undefined, entry: string, c: Ca
   const e2eStart = Date.now();
   const job = await submitJob(env, { made, profileId });
   const done = await waitForState(env, job.id, ["completed", "failed"], 900_000);
-  const endToEnd = Date.now() - e2eStart;
+  const elapsed = Date.now() - e2eStart;
   const e2eCpu = {
     worker: (await cpuOf(worker.pid)) - idleCpu,
     server: (await cpuOf(s3Pid)) - e2eServerCpu,
@@ -315,26 +406,22 @@ async function runCase(env: Env, s3Pid: number | undefined, entry: string, c: Ca
   const history = await transitionsOf(env, job.id);
   const at = (state: string) => history.find((t) => t.toState === state)?.at.getTime() ?? Number.NaN;
   const phases = `queued→downloading ${seconds(at("downloading") - at("queued"))} s, downloading→uploading ${seconds(at("uploading") - at("downloading"))} s, uploading→completed ${seconds(at("completed") - at("uploading"))} s`;
-  const slower = Math.max(downloadOnly, uploadOnly);
-  const scratchTarget =
-    c.budgetMiB === undefined ? `of ${c.mib} MiB torrent` : `target ≤ ${c.budgetMiB} MiB, the budget`;
-  process.stdout.write(
-    [
-      `end-to-end:      ${seconds(endToEnd)} s  (worker: download + upload, overlapped)`,
-      `download-only:   ${seconds(downloadOnly)} s  (aria2c from the same seeder)`,
-      `upload-only:     ${seconds(uploadOnly)} s  (the worker's uploader in its own process, same files, same S3 server)`,
-      `phases:          ${phases}`,
-      `ratio:           ${(endToEnd / slower).toFixed(2)} × max(download-only, upload-only)  (target ≤ 1.30)`,
-      `cpu seconds:     end-to-end: worker ${e2eCpu.worker.toFixed(1)}, S3 server ${e2eCpu.server.toFixed(1)}, seeder ${e2eCpu.seeder.toFixed(1)}; upload-only: uploader ${upCpu.uploader.toFixed(1)}, S3 server ${upCpu.server.toFixed(1)}; download-only: seeder ${dlCpu.seeder.toFixed(1)}`,
-      `worker CPU:      ${(e2eCpu.worker / (c.mib / 1024)).toFixed(1)} CPU-s per GiB  (target ≤ 4)`,
-      `worker threads:  ${byThread}  (CPU s, user/system)`,
-      `worker syscalls: ${calls.reads - idleCalls.reads} reads, ${calls.writes - idleCalls.writes} writes  (sockets and files)`,
-      `worker peak RSS: ${(peakRss / MiB).toFixed(0)} MiB  (target ≤ 300; idle ${(idleRss / MiB).toFixed(0)} MiB; highest sample ${(atPeak.rss / MiB).toFixed(0)} MiB: V8 heap ${(atPeak.heap / MiB).toFixed(0)} MiB, buffers outside it ${(atPeak.external / MiB).toFixed(0)} MiB)`,
-      `peak scratch:    ${(peakScratch / MiB).toFixed(0)} MiB  (${scratchTarget})`,
-      "objects verified byte-identical (sha256)",
-      "",
-    ].join("\n"),
-  );
+  // The stored objects go, so the next run starts with the server as empty.
+  for (const key of await listKeys(env.s3, env.bucket, `${job.id}/`)) {
+    await env.s3.send(new DeleteObjectCommand({ Bucket: env.bucket, Key: key }));
+  }
+  return {
+    ms: elapsed,
+    cpu: e2eCpu,
+    byThread,
+    calls: { reads: calls.reads - idleCalls.reads, writes: calls.writes - idleCalls.writes },
+    warmupCpu,
+    peakRss,
+    idleRss,
+    atPeak,
+    peakScratch,
+    phases,
+  };
 }
 
 main().then(
