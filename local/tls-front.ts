@@ -17,7 +17,17 @@ export async function tlsFront(
   target: URL,
   dir: string,
   record = true,
-): Promise<{ url: string; cert: string; certPath: string; heads: string[]; close(): Promise<void> }> {
+  /** Cut the first connection once it has carried this many bytes of requests (a network fault). */
+  cutFirstAfter?: number,
+): Promise<{
+  url: string;
+  cert: string;
+  certPath: string;
+  heads: string[];
+  /** Connections cut so far (cutFirstAfter). */
+  cuts(): number;
+  close(): Promise<void>;
+}> {
   const [keyPath, certPath] = [join(dir, "front.key"), join(dir, "front.crt")];
   await promisify(execFile)("openssl", [
     "req",
@@ -40,6 +50,8 @@ export async function tlsFront(
   ]);
   const [key, cert] = [await readFile(keyPath, "utf8"), await readFile(certPath, "utf8")];
   const heads: string[] = [];
+  let connections = 0;
+  let cut = 0;
   const sockets = new Set<Socket>();
   const server = createServer({ key, cert }, (client) => {
     const upstream = connect(Number(target.port), target.hostname);
@@ -61,6 +73,17 @@ export async function tlsFront(
           at = text.search(/(GET|PUT|POST|HEAD|DELETE) \S+ HTTP\/1\.1\r\n/);
         }
       });
+    if (cutFirstAfter !== undefined && connections++ === 0) {
+      let carried = 0;
+      client.on("data", (chunk: Buffer) => {
+        carried += chunk.length;
+        if (carried >= cutFirstAfter) {
+          cut += 1;
+          client.destroy();
+          upstream.destroy();
+        }
+      });
+    }
     client.pipe(upstream).pipe(client);
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -70,6 +93,7 @@ export async function tlsFront(
     cert,
     certPath,
     heads,
+    cuts: () => cut,
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();

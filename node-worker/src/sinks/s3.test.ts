@@ -569,6 +569,26 @@ describe("S3Sink against the local S3 server", () => {
     expect(overTls(process.env.S3_ENDPOINT)).toBe(false);
     expect(overTls(undefined)).toBe(true);
   });
+
+  it("sends a part again, sliced afresh, when the TLS connection drops in the middle of its body", async () => {
+    const front = await tlsFront(new URL(process.env.S3_ENDPOINT!), work, true, 2 * MiB);
+    const defaults = getCACertificates("default");
+    setDefaultCACertificates([...defaults, front.cert]);
+    const sink = sinkFor("tls-cut", 1, { endpoint: front.url });
+    try {
+      const file = await localFile("tls-cut.bin", 11 * MiB + 5);
+      const result = await sink.upload(
+        { path: "cut.bin", size: file.bytes.length, localPath: file.localPath, uploadSession: null },
+        recording().hooks,
+      );
+      expect(front.cuts()).toBe(1);
+      expect(sha256(await stored(result.cloudId))).toBe(sha256(file.bytes));
+    } finally {
+      sink.close();
+      setDefaultCACertificates(defaults);
+      await front.close();
+    }
+  });
 });
 
 /** A TCP forwarder to `target` that can refuse connections (closed) and take them again (open), on one port. */

@@ -11,6 +11,7 @@
 // (~0.6 CPU-s per GiB with SHA extensions, several times that without).
 import { createHash } from "node:crypto";
 import { type FileHandle, open } from "node:fs/promises";
+import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
   AbortMultipartUploadCommand,
@@ -204,6 +205,9 @@ function etagChecksum(etag: string | undefined): string {
   return `etag:${unquote(etag)}`;
 }
 
+/** Bytes of a body handed to a TLS socket at a time. */
+const BODY_SLICE = 1024 * 1024;
+
 /** Commands whose bodies go unhashed over HTTPS. */
 const UNSIGNED_BODIES = new Set(["UploadPartCommand", "PutObjectCommand"]);
 
@@ -217,10 +221,13 @@ export class S3Sink implements Sink {
   readonly client: S3Client;
   readonly #opts: S3SinkOptions;
   readonly #bucket: string;
+  /** Requests travel over TLS: bodies go unhashed, and in slices (bodyOf). */
+  readonly #overTls: boolean;
 
   constructor(opts: S3SinkOptions) {
     this.#opts = opts;
     this.#bucket = opts.config.bucket;
+    this.#overTls = overTls(opts.config.endpoint);
     this.client = new S3Client({
       endpoint: opts.config.endpoint,
       region: opts.config.region || "us-east-1",
@@ -238,8 +245,16 @@ export class S3Sink implements Sink {
       // (node-worker/bench/e2e.ts, upload-only over HTTPS). A body refused on
       // sight (a wrong key) is sent once for nothing, at most a part.
       expectContinueHeader: false,
+      // The SDK's own notes (e.g. that it does not retry a sliced body: withRetry does) go to our log.
+      logger: {
+        trace: () => {},
+        debug: () => {},
+        info: () => {},
+        warn: (...args: unknown[]) => opts.log.debug({ sdk: args }, "S3 client note"),
+        error: (...args: unknown[]) => opts.log.debug({ sdk: args }, "S3 client note"),
+      },
     });
-    if (overTls(opts.config.endpoint)) {
+    if (this.#overTls) {
       // Before signing: a request that names its payload hash is signed with that name, unhashed.
       this.client.middlewareStack.add(
         (next, context) => async (args) => {
@@ -252,6 +267,19 @@ export class S3Sink implements Sink {
         { step: "build", name: "unsignedPayloadOverTls" },
       );
     }
+  }
+
+  /**
+   * A request body. Over TLS a Buffer would be encrypted whole into the
+   * socket's buffer on the first write, a second copy of every part in
+   * flight; slices of 1 MiB are encrypted as the socket takes them. Over
+   * plain HTTP the SDK needs the whole buffer to sign its SHA-256.
+   */
+  #bodyOf(body: Buffer): Buffer | Readable {
+    if (!this.#overTls || body.length <= BODY_SLICE) return body;
+    const slices: Buffer[] = [];
+    for (let at = 0; at < body.length; at += BODY_SLICE) slices.push(body.subarray(at, at + BODY_SLICE));
+    return Readable.from(slices, { objectMode: false, highWaterMark: BODY_SLICE });
   }
 
   /** The provider as the user configured it, for messages. */
@@ -368,7 +396,7 @@ export class S3Sink implements Sink {
           new PutObjectCommand({
             Bucket: this.#bucket,
             Key: key,
-            Body: body,
+            Body: this.#bodyOf(body),
             ContentLength: body.length,
             ContentType: contentTypeFor(file.path),
           }),
@@ -635,7 +663,7 @@ export class S3Sink implements Sink {
             Key: key,
             UploadId: uploadId,
             PartNumber: partNumber,
-            Body: body,
+            Body: this.#bodyOf(body),
             ContentLength: body.length,
           }),
           { abortSignal: hooks.signal },
