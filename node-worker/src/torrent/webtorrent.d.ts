@@ -123,6 +123,8 @@ declare module "bittorrent-protocol" {
   import type { Duplex } from "node:stream";
 
   export default class Wire extends Duplex {
+    /** Requests sent and not yet answered, oldest first while the peer answers in order. */
+    readonly requests: readonly { piece: number; offset: number; length: number }[];
     handshake(infoHash: string, peerId: string, extensions?: object): void;
     unchoke(): void;
     have(index: number): void;

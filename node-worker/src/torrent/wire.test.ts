@@ -96,4 +96,49 @@ describe("BitTorrent wire framing", () => {
       leecher.destroy();
     });
   }
+
+  // The patch matches an answer to the oldest request first (peers answer in
+  // order); a peer that answers out of order must still have every answer
+  // reach its own request.
+  it("matches answers sent out of order to their own requests", async () => {
+    const infoHash = randomBytes(20).toString("hex");
+    const seeder = new Wire();
+    const leecher = new Wire();
+    seeder.pipe(leecher).pipe(seeder);
+    const asked: (() => void)[] = [];
+    seeder.on("request", (index: number, offset: number, length: number, respond) => {
+      asked.push(() => respond(null, piece(index, offset, length)));
+      // Answer all at once, newest first, once the last request is in.
+      if (asked.length === 24) for (const answer of asked.reverse()) answer();
+    });
+    seeder.on("handshake", () => {
+      seeder.handshake(infoHash, randomBytes(20).toString("hex"));
+      seeder.unchoke();
+      for (let i = 0; i < 6; i++) seeder.have(i);
+    });
+    const unchoked = new Promise<void>((resolve) => leecher.once("unchoke", () => resolve()));
+    leecher.handshake(infoHash, randomBytes(20).toString("hex"));
+    await unchoked;
+
+    const wanted: [number, number][] = [];
+    for (let index = 0; index < 6; index++) {
+      for (let offset = 0; offset < 4 * BLOCK; offset += BLOCK) wanted.push([index, offset]);
+    }
+    const received = await Promise.all(
+      wanted.map(
+        ([index, offset]) =>
+          new Promise<Buffer>((resolve, reject) => {
+            leecher.request(index, offset, BLOCK, (error: Error | null, data?: Uint8Array) =>
+              error || !data ? reject(error ?? new Error("no data")) : resolve(Buffer.from(data)),
+            );
+          }),
+      ),
+    );
+    for (const [i, [index, offset]] of wanted.entries()) {
+      expect(received[i]?.equals(piece(index, offset, BLOCK))).toBe(true);
+    }
+    expect(leecher.requests).toHaveLength(0);
+    seeder.destroy();
+    leecher.destroy();
+  });
 });
