@@ -91,8 +91,12 @@ async function startEdge(stack: Stack, ports: Ports, dataDir: string): Promise<S
 async function startWorker(stack: Stack, ports: Ports): Promise<Service> {
   const url = `http://127.0.0.1:${ports.worker}`;
   const worker = await spawnService("worker", process.execPath, {
-    // The same V8 flag as the worker image (node-worker/Dockerfile).
-    args: ["--max-semi-space-size=4", join(root, "node-worker", "src", "main.ts")],
+    // The same V8 flags as the worker image (node-worker/Dockerfile).
+    args: [
+      "--max-semi-space-size=4",
+      "--initial-old-space-size=128",
+      join(root, "node-worker", "src", "main.ts"),
+    ],
     cwd: root,
     env: {
       ...process.env,
