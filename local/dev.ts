@@ -94,7 +94,7 @@ async function startWorker(stack: Stack, ports: Ports): Promise<Service> {
     // The same V8 flags as the worker image (node-worker/Dockerfile).
     args: [
       "--max-semi-space-size=4",
-      "--initial-old-space-size=128",
+      "--initial-old-space-size=64",
       join(root, "node-worker", "src", "main.ts"),
     ],
     cwd: root,

@@ -18,7 +18,9 @@
 //   BENCH_STREAM_MIB=1536 BENCH_STREAM_BUDGET_MIB=256 ...  (the streaming case; 0 to skip it)
 //   BENCH_LOG_LEVEL=info ...                  (the worker's log, e.g. when each file was stored)
 //   BENCH_NODE_OPTIONS=--cpu-prof ...         (the worker's and uploader's NODE_OPTIONS)
-//   BENCH_WORKER_ARGS=--trace-gc ...          (flags NODE_OPTIONS refuses, for the end-to-end worker)
+//   BENCH_WORKER_ARGS=--trace-gc ...          (flags NODE_OPTIONS refuses, for the worker and the uploader)
+//   BENCH_QUICK=3 ...                         (end-to-end runs only, 3 over HTTP and 3 over HTTPS)
+//   BENCH_QUICK_OVER=http ...                 (the quick runs over HTTP only)
 import { spawn } from "node:child_process";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -55,8 +57,15 @@ const streamBudgetMiB = Number(process.env.BENCH_STREAM_BUDGET_MIB ?? 256);
 const basePort = Number(process.env.BENCH_PORT ?? 17500);
 // The worker image's V8 flags (node-worker/Dockerfile); BENCH_NODE_OPTIONS to try others.
 const workerNodeOptions = process.env.BENCH_NODE_OPTIONS ?? "--max-semi-space-size=4";
-// V8 flags NODE_OPTIONS refuses (e.g. --trace-gc), for the end-to-end worker only.
-const workerArgs = (process.env.BENCH_WORKER_ARGS ?? "").split(" ").filter(Boolean);
+// The worker image's V8 flags that NODE_OPTIONS refuses (node-worker/Dockerfile's CMD),
+// then BENCH_WORKER_ARGS (e.g. --trace-gc), for the end-to-end worker and the uploader.
+const workerArgs = [
+  "--initial-old-space-size=64",
+  ...(process.env.BENCH_WORKER_ARGS ?? "").split(" ").filter(Boolean),
+];
+// End-to-end runs only (no baselines), this many over HTTP then over HTTPS.
+const quickRuns = Number(process.env.BENCH_QUICK ?? 0);
+const quickOver = (process.env.BENCH_QUICK_OVER ?? "http,https").split(",");
 const CLOCK_TICKS = 100;
 
 /** CPU seconds a process has used so far (user + system), from /proc. */
@@ -198,6 +207,19 @@ async function runCase(
 ): Promise<void> {
   const { made, seederPid } = c;
   const summary = readTorrent(await readFile(made.torrentPath));
+  if (quickRuns > 0) {
+    // End-to-end runs only, each in a fresh worker: for trying a change to the worker's CPU.
+    const targets = [{ name: "http", endpoint: process.env.S3_ENDPOINT ?? "" }, https];
+    for (const target of targets.filter((t) => quickOver.includes(t.name))) {
+      for (let i = 0; i < quickRuns; i++) {
+        const run = await endToEnd(env, s3Pid, entry, c, target);
+        process.stdout.write(
+          `[${c.name}] ${target.name}: ${seconds(run.ms)} s, worker ${(run.cpu.worker / (c.mib / 1024)).toFixed(2)} CPU-s per GiB (${run.byThread}), peak RSS ${(run.peakRss / MiB).toFixed(0)} MiB\n`,
+        );
+      }
+    }
+    return;
+  }
   process.stdout.write(
     `\n[${c.name}] torrent: ${summary.files.length} file${summary.files.length === 1 ? "" : "s"}, ${c.mib} MiB, seeded by aria2c on loopback; scratch budget ${c.budgetMiB === undefined ? "holds it whole" : `${c.budgetMiB} MiB`}\n`,
   );
@@ -273,16 +295,20 @@ async function uploadOnly(
   };
   const serverCpu = await cpuOf(s3Pid);
   const start = Date.now();
-  const uploader = spawn(process.execPath, ["node-worker/bench/upload.ts", JSON.stringify(plan)], {
-    cwd: root,
-    env: {
-      ...process.env,
-      S3_ENDPOINT: target.endpoint,
-      ...(target.caFile ? { NODE_EXTRA_CA_CERTS: target.caFile } : {}),
-      NODE_OPTIONS: workerNodeOptions,
+  const uploader = spawn(
+    process.execPath,
+    [...workerArgs, "node-worker/bench/upload.ts", JSON.stringify(plan)],
+    {
+      cwd: root,
+      env: {
+        ...process.env,
+        S3_ENDPOINT: target.endpoint,
+        ...(target.caFile ? { NODE_EXTRA_CA_CERTS: target.caFile } : {}),
+        NODE_OPTIONS: workerNodeOptions,
+      },
+      stdio: ["ignore", "pipe", "inherit"],
     },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+  );
   let printed = "";
   uploader.stdout.on("data", (chunk: Buffer) => {
     printed += chunk.toString();
