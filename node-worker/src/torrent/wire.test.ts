@@ -50,10 +50,45 @@ function piece(index: number, offset: number, length: number): Buffer {
   return out;
 }
 
+/** Handshakes `leecher` with `seeder`, which unchokes it and has pieces 0 to `pieces - 1`. */
+async function handshaken(seeder: Wire, leecher: Wire, pieces: number): Promise<void> {
+  const infoHash = randomBytes(20).toString("hex");
+  seeder.on("handshake", () => {
+    seeder.handshake(infoHash, randomBytes(20).toString("hex"));
+    seeder.unchoke();
+    for (let i = 0; i < pieces; i++) seeder.have(i);
+  });
+  const unchoked = new Promise<void>((resolve) => leecher.once("unchoke", () => resolve()));
+  leecher.handshake(infoHash, randomBytes(20).toString("hex"));
+  await unchoked;
+}
+
+/** Requests every [index, offset, length] at once; the blocks in the order asked. */
+function fetchAll(leecher: Wire, wanted: [number, number, number][]): Promise<Buffer[]> {
+  return Promise.all(
+    wanted.map(
+      ([index, offset, length]) =>
+        new Promise<Buffer>((resolve, reject) => {
+          leecher.request(index, offset, length, (error: Error | null, data?: Uint8Array) =>
+            error || !data ? reject(error ?? new Error("no data")) : resolve(Buffer.from(data)),
+          );
+        }),
+    ),
+  );
+}
+
+/** Four full blocks of each of pieces 0 to 5. */
+function sixPieces(): [number, number, number][] {
+  const wanted: [number, number, number][] = [];
+  for (let index = 0; index < 6; index++) {
+    for (let offset = 0; offset < 4 * BLOCK; offset += BLOCK) wanted.push([index, offset, BLOCK]);
+  }
+  return wanted;
+}
+
 describe("BitTorrent wire framing", () => {
   for (const seed of [1, 7, 42]) {
     it(`delivers every message whole through a stream re-cut at random (seed ${seed})`, async () => {
-      const infoHash = randomBytes(20).toString("hex");
       const seeder = new Wire();
       const leecher = new Wire();
       seeder.pipe(rechunker(seed)).pipe(leecher);
@@ -64,30 +99,11 @@ describe("BitTorrent wire framing", () => {
       seeder.on("request", (index: number, offset: number, length: number, respond) => {
         respond(null, piece(index, offset, length));
       });
-      seeder.on("handshake", () => {
-        seeder.handshake(infoHash, randomBytes(20).toString("hex"));
-        seeder.unchoke();
-        for (let i = 0; i < 50; i++) seeder.have(i);
-      });
-      const unchoked = new Promise<void>((resolve) => leecher.once("unchoke", () => resolve()));
-      leecher.handshake(infoHash, randomBytes(20).toString("hex"));
-      await unchoked;
+      await handshaken(seeder, leecher, 50);
 
-      const wanted: [number, number, number][] = [];
-      for (let index = 0; index < 6; index++) {
-        for (let offset = 0; offset < 4 * BLOCK; offset += BLOCK) wanted.push([index, offset, BLOCK]);
-      }
+      const wanted = sixPieces();
       wanted.push([6, 0, 1234]); // a short last block
-      const received = await Promise.all(
-        wanted.map(
-          ([index, offset, length]) =>
-            new Promise<Buffer>((resolve, reject) => {
-              leecher.request(index, offset, length, (error: Error | null, data?: Uint8Array) =>
-                error || !data ? reject(error ?? new Error("no data")) : resolve(Buffer.from(data)),
-              );
-            }),
-        ),
-      );
+      const received = await fetchAll(leecher, wanted);
       for (const [i, [index, offset, length]] of wanted.entries()) {
         expect(received[i]?.equals(piece(index, offset, length))).toBe(true);
       }
@@ -101,41 +117,21 @@ describe("BitTorrent wire framing", () => {
   // order); a peer that answers out of order must still have every answer
   // reach its own request.
   it("matches answers sent out of order to their own requests", async () => {
-    const infoHash = randomBytes(20).toString("hex");
     const seeder = new Wire();
     const leecher = new Wire();
     seeder.pipe(leecher).pipe(seeder);
+    const wanted = sixPieces();
     const asked: (() => void)[] = [];
     seeder.on("request", (index: number, offset: number, length: number, respond) => {
       asked.push(() => respond(null, piece(index, offset, length)));
       // Answer all at once, newest first, once the last request is in.
-      if (asked.length === 24) for (const answer of asked.reverse()) answer();
+      if (asked.length === wanted.length) for (const answer of asked.reverse()) answer();
     });
-    seeder.on("handshake", () => {
-      seeder.handshake(infoHash, randomBytes(20).toString("hex"));
-      seeder.unchoke();
-      for (let i = 0; i < 6; i++) seeder.have(i);
-    });
-    const unchoked = new Promise<void>((resolve) => leecher.once("unchoke", () => resolve()));
-    leecher.handshake(infoHash, randomBytes(20).toString("hex"));
-    await unchoked;
+    await handshaken(seeder, leecher, 6);
 
-    const wanted: [number, number][] = [];
-    for (let index = 0; index < 6; index++) {
-      for (let offset = 0; offset < 4 * BLOCK; offset += BLOCK) wanted.push([index, offset]);
-    }
-    const received = await Promise.all(
-      wanted.map(
-        ([index, offset]) =>
-          new Promise<Buffer>((resolve, reject) => {
-            leecher.request(index, offset, BLOCK, (error: Error | null, data?: Uint8Array) =>
-              error || !data ? reject(error ?? new Error("no data")) : resolve(Buffer.from(data)),
-            );
-          }),
-      ),
-    );
-    for (const [i, [index, offset]] of wanted.entries()) {
-      expect(received[i]?.equals(piece(index, offset, BLOCK))).toBe(true);
+    const received = await fetchAll(leecher, wanted);
+    for (const [i, [index, offset, length]] of wanted.entries()) {
+      expect(received[i]?.equals(piece(index, offset, length))).toBe(true);
     }
     expect(leecher.requests).toHaveLength(0);
     seeder.destroy();
