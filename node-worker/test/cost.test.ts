@@ -6,13 +6,13 @@
 //   per 30 s while nobody watches, at most one per 2 s while someone does,
 //   and the lease renewal says which, at no extra command.
 import { keys, queue } from "@torreclou/contracts";
-import { Redis } from "ioredis";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { loadConfig } from "../src/config.ts";
 import { ProgressPublisher } from "../src/progress.ts";
 import { JobQueue } from "../src/queue/queue.ts";
 import { type Env, setupEnv, startWorker, workerEnv } from "./helpers.ts";
+import { monitorRedis } from "./monitor.ts";
 
 const DB = 20;
 const silent = pino({ level: "silent" });
@@ -38,8 +38,6 @@ async function monitor(): Promise<{
   next(name: string, count: number): Promise<number>;
   stop(): void;
 }> {
-  const client = new Redis(env.redisUrl);
-  const mon = await client.monitor();
   const seen: Seen[] = [];
   const waiters: { name: string; count: number; resolve: (at: number) => void }[] = [];
   const check = () => {
@@ -50,7 +48,7 @@ async function monitor(): Promise<{
       }
     }
   };
-  mon.on("monitor", (_time: string, args: string[], source: string, database: string) => {
+  const mon = await monitorRedis(env.redisUrl, ({ args, source, database }) => {
     if (Number(database) !== DB) return;
     seen.push({ name: String(args[0]).toUpperCase(), inScript: source === "lua" });
     check();
@@ -64,8 +62,7 @@ async function monitor(): Promise<{
         check();
       }),
     stop: () => {
-      mon.disconnect();
-      client.disconnect();
+      mon.close();
     },
   };
 }

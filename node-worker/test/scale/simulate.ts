@@ -43,6 +43,7 @@ import { startUpstashServer } from "../../../local/upstash/server.ts";
 import { buildWorker } from "../../build.ts";
 import { createPool } from "../../src/db.ts";
 import { type Env, otherUser, workerEnv } from "../helpers.ts";
+import { monitorRedis } from "../monitor.ts";
 import { type AttemptRecord, now, readRecords } from "./stand-in.ts";
 
 const root = resolve(import.meta.dirname, "../../..");
@@ -633,13 +634,11 @@ async function countRedis(redisUrl: string) {
   // The marker's own commands (ECHO, CLIENT) are not counted.
   const marker = new Redis(redisUrl);
   const self = /addr=(\S+)/.exec(String(await marker.client("INFO")))?.[1];
-  const conn = new Redis(redisUrl);
-  const monitor = await conn.monitor();
   const markers = new Map<string, () => void>();
   const bySource = new Map<string, number>();
   const byCommand = new Map<string, number>();
   let run = 0;
-  monitor.on("monitor", (_time: string, args: string[], source: string, db: string) => {
+  const monitor = await monitorRedis(redisUrl, ({ args, source, database: db }) => {
     const name = String(args[0]).toUpperCase();
     if (name === "ECHO" && markers.has(String(args[1]))) return markers.get(String(args[1]))?.();
     if (db !== database || source === self) return;
@@ -649,8 +648,7 @@ async function countRedis(redisUrl: string) {
     byCommand.set(name, (byCommand.get(name) ?? 0) + 1);
   });
   const close = async () => {
-    monitor.disconnect();
-    conn.disconnect();
+    monitor.close();
     marker.disconnect();
   };
   return {
