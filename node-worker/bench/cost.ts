@@ -33,6 +33,7 @@ import { createMetrics } from "../src/metrics.ts";
 import { ProgressPublisher } from "../src/progress.ts";
 import { JobQueue } from "../src/queue/queue.ts";
 import { Worker } from "../src/worker.ts";
+import { monitorRedis } from "../test/monitor.ts";
 
 const users = Number(process.env.BENCH_USERS ?? 3);
 const jobsPerUser = Number(process.env.BENCH_JOBS ?? 2);
@@ -131,16 +132,12 @@ async function main(): Promise<void> {
     };
 
     // Every command redis-server runs, in order, with a marker to know when it has seen all sent so far.
-    const monitorClient = new Redis(stack.env.REDIS_URL!);
-    const mon = await monitorClient.monitor();
-    stopping.push(async () => {
-      mon.disconnect();
-      monitorClient.disconnect();
-    });
     let billed = 0;
     let run = 0;
     const markers = new Map<string, () => void>();
-    mon.on("monitor", (_t: string, args: string[], source: string) => {
+    const alsoWatching: ((args: string[]) => void)[] = [];
+    const mon = await monitorRedis(stack.env.REDIS_URL!, ({ args, source }) => {
+      for (const watcher of alsoWatching) watcher(args);
       const name = String(args[0]).toUpperCase();
       if (name === "ECHO" && markers.has(String(args[1]))) {
         markers.get(String(args[1]))?.();
@@ -149,6 +146,7 @@ async function main(): Promise<void> {
       run++;
       if (source !== "lua") billed++;
     });
+    stopping.push(async () => mon.close());
     const marker = new Redis(stack.env.REDIS_URL!);
     stopping.push(async () => marker.disconnect());
     const settle = async () => {
@@ -353,7 +351,7 @@ async function main(): Promise<void> {
     // One look at the group (XPENDING) per loop of the read loop.
     let xpending = 0;
     let waiting: { n: number; resolve: () => void } | undefined;
-    mon.on("monitor", (_t: string, args: string[]) => {
+    alsoWatching.push((args) => {
       if (String(args[0]).toUpperCase() !== "XPENDING") return;
       xpending++;
       if (waiting && xpending >= waiting.n) {
