@@ -570,6 +570,7 @@ export class JobRun {
     });
     this.#window = window;
     await window.start();
+    download.handoff.onSkipped = (index, start, end) => window.unwritten(index, start, end);
 
     const ticker = setInterval(() => this.#refresh(), 1000);
     const persister = setInterval(() => void this.#persistCounters(), 5000);
@@ -941,6 +942,12 @@ export class JobRun {
           await abortable(download.waitRange(index, start, end), signal);
           if (end >= file.size) this.#fileDownloaded(index);
         },
+        // Files kept for seeding are read from disk later: every piece must be written there.
+        claim: (start, into) => {
+          if (window.keepsFiles) return undefined;
+          window.claimable(index, start, start + into.length);
+          return download.handoff.claim(index, start, into);
+        },
         onStored: (start, end) => window.stored(index, start, end),
         onSession: async (session) => {
           await updateFile(this.#fenced, file.id, { uploadSession: session });
@@ -979,7 +986,10 @@ export class JobRun {
     this.#uploadedBytes.set(file.fileIndex, file.size);
     await window.fileDone(index);
     this.#deps.metrics.scratchReservedBytes.set(this.#deps.budget.used);
-    this.#log.info({ file: file.path, key: result.cloudId, bytes: file.size }, "file uploaded");
+    this.#log.info(
+      { file: file.path, key: result.cloudId, bytes: file.size, inMemory: window.handedOver(index) },
+      "file uploaded",
+    );
   }
 
   /** Recomputes byte counters and per-file progress from the download and the uploads. */

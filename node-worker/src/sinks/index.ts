@@ -18,6 +18,14 @@ export interface SinkFile {
 export interface UploadHooks {
   /** Resolves once bytes [start, end) of the file are downloaded and verified on disk. */
   ready(start: number, end: number): Promise<void>;
+  /**
+   * Claims bytes [start, start + into.length) of the file before waiting for
+   * them: verified pieces in that range are copied into `into` as they
+   * arrive (and not written to disk when claims took all their bytes). Once
+   * ready() resolves, release the claim and read only its `missing()` ranges
+   * from disk. Absent, or undefined: read the whole range from disk.
+   */
+  claim?(start: number, into: Uint8Array): PartClaim | undefined;
   /** A new upload session started: persist it before sending data. */
   onSession(session: string): Promise<void>;
   /** A part is stored by the provider: journal it. */
@@ -36,6 +44,14 @@ export interface UploadHooks {
    */
   onStored?(start: number, end: number): Promise<void>;
   signal: AbortSignal;
+}
+
+/** A part's buffer, filled with verified pieces as they arrive (see UploadHooks.claim). */
+export interface PartClaim {
+  /** Ranges of the buffer no piece filled, relative to the claim's start: to be read from disk. */
+  missing(): [number, number][];
+  /** No more pieces go into the buffer. */
+  release(): void;
 }
 
 export interface UploadResult {

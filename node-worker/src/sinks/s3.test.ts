@@ -23,6 +23,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { damageInTransit, s3ClientFor } from "../../../local/s3.ts";
 import { tlsFront } from "../../../local/tls-front.ts";
 import type { JournalPart } from "../jobs/store.ts";
+import { Handoff } from "../torrent/handoff.ts";
 import { PermanentJobError, type UploadHooks } from "./index.ts";
 import { Outage, type OutageState } from "./outage.ts";
 import { overTls, partSizeFor, resumedPartSize, S3Sink } from "./s3.ts";
@@ -322,6 +323,39 @@ describe("S3Sink against the local S3 server", () => {
       expect((await retry()).log).toEqual(["part 1 ok", "part 2 ok", "part 3 ok"]);
     },
   );
+  it.each([
+    ["parts", 11 * MiB],
+    ["one request", 3 * MiB],
+  ])(
+    "sends what the pieces handed over in memory, reading from disk only what reached it (%s)",
+    async (_, size) => {
+      const bytes = randomBytes(size);
+      const piece = 256 * 1024;
+      // On disk: only the first piece of each part (it arrived before the part was claimed).
+      const onDisk = Buffer.alloc(size);
+      for (let at = 0; at < size; at += 5 * MiB) bytes.copy(onDisk, at, at, at + piece);
+      const localPath = join(work, `handed-${size}.bin`);
+      await writeFile(localPath, onDisk);
+      const handoff = new Handoff();
+      const { hooks, seen } = recording();
+      hooks.claim = (start, into) => handoff.claim(0, start, into);
+      // The rest of each part's pieces are verified while the sink waits for them.
+      hooks.ready = async (start, end) => {
+        seen.ready.push([start, end]);
+        for (let at = start + piece; at < end; at += piece)
+          expect(handoff.take(0, at, bytes.subarray(at, Math.min(end, at + piece)))).toBe(true);
+      };
+      const sink = sinkFor(`handed-${size}`);
+      try {
+        const result = await sink.upload({ path: "handed.bin", size, localPath, uploadSession: null }, hooks);
+        expect(sha256(await stored(result.cloudId))).toBe(sha256(bytes));
+        expect(seen.bytes).toBe(size);
+      } finally {
+        sink.close();
+      }
+    },
+  );
+
   it("sends a file again in a new upload when the provider drops the one under way", async () => {
     const { bytes, localPath } = await localFile("dropped.bin", 11 * MiB);
     // One part at a time, so the drop falls between part 1 and part 2.

@@ -42,6 +42,7 @@ import type { JournalPart } from "../jobs/store.ts";
 import {
   checkReadLength,
   contentTypeFor,
+  type PartClaim,
   PermanentJobError,
   type Sink,
   type SinkFile,
@@ -388,8 +389,18 @@ export class S3Sink implements Sink {
 
   async #putSingle(file: SinkFile, hooks: UploadHooks): Promise<UploadResult> {
     const key = this.keyFor(file.path);
-    await hooks.ready(0, file.size);
-    const body = await readRange(file.localPath, 0, file.size);
+    const body = Buffer.allocUnsafe(file.size);
+    let handle: FileHandle | undefined;
+    try {
+      const claim = file.size > 0 ? hooks.claim?.(0, body) : undefined;
+      await receive(
+        hooks,
+        { n: 1, start: 0, buffer: body, body, claim },
+        async () => (handle ??= await open(file.localPath, "r")),
+      );
+    } finally {
+      await handle?.close();
+    }
     const put = await withRetry(
       () =>
         this.client.send(
@@ -484,41 +495,52 @@ export class S3Sink implements Sink {
     const id = uploadId;
     this.#opts.log.debug({ key, uploadId: id, parts: count, resumed: stored.size }, "multipart upload");
 
+    // Part buffers are reused: at most maxInFlight + 2 exist per upload (those
+    // in flight, one ready to go, the next one claimed), so memory stays flat
+    // instead of waiting for the GC to free each part.
     const maxInFlight = Math.max(
       1,
-      Math.min(this.#opts.concurrency, Math.floor(PART_BUFFER_BYTES / partSize) - 1),
+      Math.min(this.#opts.concurrency, Math.floor(PART_BUFFER_BYTES / partSize) - 2),
     );
     const inFlight = new Set<Promise<void>>();
     const spare: Buffer[] = [];
     let failure: unknown;
-    // Opened once the first part is on disk: the torrent creates the file as data arrives.
+    // Opened once a part must be read from disk: the torrent creates the file as data arrives.
     let handle: FileHandle | undefined;
+    const opened = async () => (handle ??= await open(file.localPath, "r"));
+    /** Part n's buffer, claimed: its pieces verified from now on are copied into it. */
+    const claimPart = (n: number): Incoming => {
+      const buffer = spare.pop() ?? Buffer.allocUnsafe(partSize);
+      const start = (n - 1) * partSize;
+      const body = buffer.subarray(0, lengthOf(n));
+      return { n, start, buffer, body, claim: hooks.claim?.(start, body) };
+    };
+    let next: Incoming | undefined;
     try {
       for (let n = 1; n <= count && failure === undefined; n++) {
-        const start = (n - 1) * partSize;
-        const length = lengthOf(n);
         if (stored.has(n)) {
           // Stored by an earlier attempt: its bytes need not even be read.
-          hooks.onBytes(length);
+          hooks.onBytes(lengthOf(n));
           continue;
         }
-        await hooks.ready(start, start + length);
-        handle ??= await open(file.localPath, "r");
-        // Part buffers are reused: at most maxInFlight + 1 exist per upload, so
-        // memory stays flat instead of waiting for the GC to free each part.
-        const buffer = spare.pop() ?? Buffer.allocUnsafe(partSize);
-        const body = buffer.subarray(0, length);
-        await readFully(handle, body, start);
+        const part = next?.n === n ? next : claimPart(n);
+        next = undefined;
+        await receive(hooks, part, opened);
+        // The next part is claimed before waiting for a slot: its pieces arriving meanwhile go to memory.
+        let following = n + 1;
+        while (stored.has(following)) following++;
+        if (following <= count) next = claimPart(following);
         while (inFlight.size >= maxInFlight) await Promise.race(inFlight);
         if (failure !== undefined) break;
+        const { start, body, buffer } = part;
         const task = this.#sendPart(key, id, n, body, hooks).then(
-          async (part) => {
-            stored.set(part.partNumber, part);
+          async (sent) => {
+            stored.set(sent.partNumber, sent);
             inFlight.delete(task);
             spare.push(buffer);
             // Freeing the local copy is housekeeping: a failure keeps the bytes, not the job from going on.
             await hooks
-              .onStored?.(start, start + length)
+              .onStored?.(start, start + body.length)
               .catch((error: unknown) =>
                 this.#opts.log.warn(
                   { err: error, key, part: n },
@@ -535,6 +557,7 @@ export class S3Sink implements Sink {
       }
       await Promise.all(inFlight);
     } finally {
+      next?.claim?.release();
       await Promise.allSettled(inFlight);
       await handle?.close();
     }
@@ -837,14 +860,27 @@ async function readFully(
   }
 }
 
-async function readRange(path: string, start: number, length: number): Promise<Buffer> {
-  const body = Buffer.allocUnsafe(length);
-  if (length === 0) return body;
-  const handle = await open(path, "r");
+/** A part's buffer and where it starts in the file, claimed (UploadHooks.claim) before its bytes are ready. */
+interface Incoming {
+  n: number;
+  start: number;
+  buffer: Buffer;
+  body: Buffer;
+  claim: PartClaim | undefined;
+}
+
+/**
+ * Fills the part's body once its bytes are verified: the pieces verified
+ * after the claim were copied in as they arrived, the rest is read from disk
+ * (`file` opens it on first use).
+ */
+async function receive(hooks: UploadHooks, part: Incoming, file: () => Promise<FileHandle>): Promise<void> {
+  const { start, body, claim } = part;
   try {
-    await readFully(handle, body, start);
+    await hooks.ready(start, start + body.length);
   } finally {
-    await handle.close();
+    claim?.release();
   }
-  return body;
+  for (const [a, b] of claim?.missing() ?? [[0, body.length]])
+    if (b > a) await readFully(await file(), body.subarray(a, b), start + a);
 }

@@ -11,6 +11,7 @@ import { parseTorrentFile, TorrentError, type TorrentFileEntry } from "@torreclo
 import type { Logger } from "pino";
 import WebTorrent, { type Torrent } from "webtorrent";
 import type { Layout } from "../seeding/pieces.ts";
+import { Handoff } from "./handoff.ts";
 import { IndexedChunkStore, scratchFile } from "./store.ts";
 
 /** Host names of tracker URLs (never their paths: a passkey may be there), at most 20. */
@@ -75,6 +76,8 @@ interface Waiter {
 
 export class Download extends EventEmitter {
   readonly dir: string;
+  /** Verified pieces go straight into the part buffers of uploads that claim them (handoff.ts). */
+  readonly handoff = new Handoff();
   readonly #client: WebTorrent;
   readonly #torrent: Torrent;
   readonly #log: Logger;
@@ -105,12 +108,13 @@ export class Download extends EventEmitter {
     this.#torrent = this.#client.add(source, {
       path: dir,
       store: IndexedChunkStore,
+      storeOpts: { handoff: this.handoff },
       deselect: true,
       strategy: "sequential",
       // A worker fetches and moves on; it does not serve pieces of files it deletes after upload.
       uploads: 0,
-      // Uploads read the files from disk, so webtorrent's in-memory piece cache
-      // (20 pieces by default) would only add to the worker's memory.
+      // Uploads take pieces from the handoff or read them from disk, so webtorrent's
+      // in-memory piece cache (20 pieces by default) would only add to the worker's memory.
       storeCacheSlots: 0,
     });
     this.#torrent.on("error", (error: Error) => this.#fail(error));

@@ -142,4 +142,34 @@ describe("scratch files named by index", () => {
     expect(second.received).toBeLessThan(2 * 16 * KiB);
     await expectScratchIntact(dir);
   });
+
+  it("hands the pieces an upload claimed to it in memory and writes only the others", async () => {
+    const dir = join(dataDir, "scratch-3");
+    const download = new Download(torrentBytes, dir, discovery, silent);
+    const skipped: [number, number, number][] = [];
+    download.handoff.onSkipped = (index, start, end) => skipped.push([index, start, end]);
+    try {
+      const meta = await download.metadata(new AbortController().signal);
+      await download.ready();
+      const size = meta.files[0]!.size;
+      const part = Buffer.alloc(size);
+      const claim = download.handoff.claim(0, 0, part);
+      for (const f of meta.files) download.selectRange(f.index, 0, f.size);
+      await Promise.all(meta.files.map((f) => download.waitRange(f.index, 0, f.size)));
+      claim.release();
+      // File #0 came whole into the claim; its last piece, shared with file #1, went to disk as well.
+      expect(claim.missing()).toEqual([]);
+      expect(sha256(part)).toBe(expected[0]);
+      const shared = Math.floor(size / (16 * KiB)) * 16 * KiB;
+      expect(skipped.filter(([index]) => index !== 0)).toEqual([]);
+      expect(skipped.reduce((sum, [, a, b]) => sum + b - a, 0)).toBe(shared);
+      const onDisk = await readFile(scratchFile(dir, 0));
+      expect(onDisk.subarray(0, shared).every((b) => b === 0)).toBe(true);
+      expect(onDisk.subarray(shared)).toEqual(part.subarray(shared));
+      for (const [index, hash] of expected.entries())
+        if (index > 0) expect(sha256(await readFile(scratchFile(dir, index))), files[index]!.path).toBe(hash);
+    } finally {
+      await download.destroy();
+    }
+  });
 });

@@ -9,8 +9,13 @@
 // verified piece buffers (patches/webtorrent@3.0.21.patch looks for
 // fs-chunk-store or a subclass), and a restarted job re-verifies what is on
 // disk exactly as before.
+//
+// With a handoff (handoff.ts), a verified piece whose bytes all fall in
+// ranges uploads have claimed is copied into their part buffers and not
+// written out.
 import { join, resolve } from "node:path";
 import FSChunkStore, { type ChunkStoreOptions } from "fs-chunk-store";
+import type { Handoff } from "./handoff.ts";
 
 /** Where file `index` of a torrent is kept in the scratch folder `dir`. */
 export function scratchFile(dir: string, index: number): string {
@@ -19,7 +24,14 @@ export function scratchFile(dir: string, index: number): string {
 }
 
 export class IndexedChunkStore extends FSChunkStore {
-  /** webtorrent calls this with the torrent's files (offsets set) and `path`, the scratch folder. */
+  readonly #handoff: Handoff | undefined;
+  /** Index of each of the store's files in the torrent. */
+  readonly #indexOf = new Map<object, number>();
+
+  /**
+   * webtorrent calls this with the torrent's files (offsets set), `path`, the
+   * scratch folder, and its `storeOpts` (here `handoff`, if any).
+   */
   constructor(chunkLength: number, opts: ChunkStoreOptions) {
     if (!opts.path || !opts.files) throw new Error("an indexed chunk store needs a folder and the file list");
     super(chunkLength, {
@@ -32,5 +44,32 @@ export class IndexedChunkStore extends FSChunkStore {
         offset: file.offset,
       })),
     });
+    this.#handoff = opts.handoff as Handoff | undefined;
+    for (const [index, file] of this.files.entries()) this.#indexOf.set(file, index);
+  }
+
+  override put(index: number, buf: Uint8Array, cb?: (err: Error | null) => void): void {
+    if (this.#handoff && !this.closed && this.#handedOver(this.#handoff, index, buf)) {
+      queueMicrotask(() => cb?.(null));
+    } else {
+      super.put(index, buf, cb);
+    }
+  }
+
+  /** Copies the piece into the claims it falls in; true when they took all of it (nothing to write). */
+  #handedOver(handoff: Handoff, index: number, buf: Uint8Array): boolean {
+    const targets = this.chunkMap[index];
+    if (!targets) return false;
+    let all = true;
+    for (const t of targets) {
+      const bytes = targets.length === 1 ? buf : buf.subarray(t.from, t.to);
+      if (!handoff.take(this.#indexOf.get(t.file)!, t.offset, bytes)) all = false;
+    }
+    if (!all) return false;
+    for (const t of targets) {
+      const length = targets.length === 1 ? buf.length : t.to - t.from;
+      handoff.skipped(this.#indexOf.get(t.file)!, t.offset, t.offset + length);
+    }
+    return true;
   }
 }

@@ -111,6 +111,9 @@ declare module "fs-chunk-store" {
   export default class FSChunkStore {
     constructor(chunkLength: number, opts?: ChunkStoreOptions);
     readonly files: { path: string; length: number; offset: number }[];
+    /** Per piece, where its bytes go: `buf[from, to)` at byte `offset` of `file` (one of `files`). */
+    readonly chunkMap: { from: number; to: number; offset: number; file: object }[][];
+    closed: boolean;
     put(index: number, buf: Uint8Array, cb?: (err: Error | null) => void): void;
     get(index: number, cb: (err: Error | null, buf?: Uint8Array) => void): void;
     close(cb?: (err: Error | null) => void): void;

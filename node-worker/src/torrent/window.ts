@@ -10,7 +10,8 @@
 // start and files are deleted whole once stored: the download never waits on
 // the uploads.
 //
-// Freed bytes are gone for this attempt: webtorrent still counts their pieces
+// Freed bytes are gone for this attempt, and so are bytes an upload took in
+// memory without their being written (handoff.ts): webtorrent still counts their pieces
 // as verified. An upload that must read freed bytes again (the provider lost
 // its upload session and it starts the file over) gets RangeGoneError, and
 // the job is handed back; the next attempt re-verifies what is on disk and
@@ -69,6 +70,9 @@ interface FileState {
   covered: number;
   /** Freed ranges, sorted and disjoint. */
   freed: [number, number][];
+  /** Ranges handed to uploads in memory and never written (handoff.ts), sorted and disjoint. */
+  unwritten: [number, number][];
+  handedOver: number;
   done: boolean;
   /** Extensions run one at a time per file. */
   extending: Promise<void>;
@@ -112,6 +116,8 @@ export class Window {
       file,
       covered: 0,
       freed: (file.stored ?? []).map(([a, b]) => [a, b] as [number, number]).sort((x, y) => x[0] - y[0]),
+      unwritten: [],
+      handedOver: 0,
       done: false,
       extending: Promise.resolve(),
     }));
@@ -194,6 +200,35 @@ export class Window {
     if (overlaps(state.freed, start, end)) throw new RangeGoneError(state.file.localPath, start, end);
     if (end <= state.covered) return;
     await this.#extend(state, end, true);
+  }
+
+  /**
+   * Bytes [start, end) of file `index` went to an upload in memory and not to
+   * disk: an upload that needs them again in this attempt cannot have them.
+   */
+  unwritten(index: number, start: number, end: number): void {
+    const state = this.#files.get(index);
+    if (state) state.handedOver += addRange(state.unwritten, start, end);
+  }
+
+  /**
+   * An upload claims bytes [start, end) of file `index` (handoff.ts): throws
+   * RangeGoneError if some of them already went to an earlier claim in memory
+   * only, since their pieces will not come again in this attempt.
+   */
+  claimable(index: number, start: number, end: number): void {
+    const state = this.#state(index);
+    if (overlaps(state.unwritten, start, end)) throw new RangeGoneError(state.file.localPath, start, end);
+  }
+
+  /** Bytes of file `index` that went to its upload in memory only. */
+  handedOver(index: number): number {
+    return this.#files.get(index)?.handedOver ?? 0;
+  }
+
+  /** Whether stored files stay on disk (for seeding), so every piece must be written there. */
+  get keepsFiles(): boolean {
+    return this.#keeps;
   }
 
   /** Bytes [start, end) of file `index` are stored: their local copy goes and the budget gets them back. */
