@@ -395,7 +395,7 @@ export class S3Sink implements Sink {
       const claim = file.size > 0 ? hooks.claim?.(0, body) : undefined;
       await receive(
         hooks,
-        { n: 1, start: 0, buffer: body, body, claim },
+        { start: 0, body, claim },
         async () => (handle ??= await open(file.localPath, "r")),
       );
     } finally {
@@ -495,12 +495,12 @@ export class S3Sink implements Sink {
     const id = uploadId;
     this.#opts.log.debug({ key, uploadId: id, parts: count, resumed: stored.size }, "multipart upload");
 
-    // Part buffers are reused: at most maxInFlight + 2 exist per upload (those
-    // in flight, one ready to go, the next one claimed), so memory stays flat
+    // Part buffers are reused: at most maxInFlight exist per upload (a part
+    // waits for its bytes only once a slot is free), so memory stays flat
     // instead of waiting for the GC to free each part.
     const maxInFlight = Math.max(
       1,
-      Math.min(this.#opts.concurrency, Math.floor(PART_BUFFER_BYTES / partSize) - 2),
+      Math.min(this.#opts.concurrency, Math.floor(PART_BUFFER_BYTES / partSize) - 1),
     );
     const inFlight = new Set<Promise<void>>();
     const spare: Buffer[] = [];
@@ -508,14 +508,6 @@ export class S3Sink implements Sink {
     // Opened once a part must be read from disk: the torrent creates the file as data arrives.
     let handle: FileHandle | undefined;
     const opened = async () => (handle ??= await open(file.localPath, "r"));
-    /** Part n's buffer, claimed: its pieces verified from now on are copied into it. */
-    const claimPart = (n: number): Incoming => {
-      const buffer = spare.pop() ?? Buffer.allocUnsafe(partSize);
-      const start = (n - 1) * partSize;
-      const body = buffer.subarray(0, lengthOf(n));
-      return { n, start, buffer, body, claim: hooks.claim?.(start, body) };
-    };
-    let next: Incoming | undefined;
     try {
       for (let n = 1; n <= count && failure === undefined; n++) {
         if (stored.has(n)) {
@@ -523,16 +515,14 @@ export class S3Sink implements Sink {
           hooks.onBytes(lengthOf(n));
           continue;
         }
-        const part = next?.n === n ? next : claimPart(n);
-        next = undefined;
-        await receive(hooks, part, opened);
-        // The next part is claimed before waiting for a slot: its pieces arriving meanwhile go to memory.
-        let following = n + 1;
-        while (stored.has(following)) following++;
-        if (following <= count) next = claimPart(following);
+        // A slot first, then the claim: the part's buffer takes its pieces for
+        // as long as the upload waits for them.
         while (inFlight.size >= maxInFlight) await Promise.race(inFlight);
         if (failure !== undefined) break;
-        const { start, body, buffer } = part;
+        const buffer = spare.pop() ?? Buffer.allocUnsafe(partSize);
+        const start = (n - 1) * partSize;
+        const body = buffer.subarray(0, lengthOf(n));
+        await receive(hooks, { start, body, claim: hooks.claim?.(start, body) }, opened);
         const task = this.#sendPart(key, id, n, body, hooks).then(
           async (sent) => {
             stored.set(sent.partNumber, sent);
@@ -557,7 +547,6 @@ export class S3Sink implements Sink {
       }
       await Promise.all(inFlight);
     } finally {
-      next?.claim?.release();
       await Promise.allSettled(inFlight);
       await handle?.close();
     }
@@ -862,9 +851,7 @@ async function readFully(
 
 /** A part's buffer and where it starts in the file, claimed (UploadHooks.claim) before its bytes are ready. */
 interface Incoming {
-  n: number;
   start: number;
-  buffer: Buffer;
   body: Buffer;
   claim: PartClaim | undefined;
 }
