@@ -4,7 +4,7 @@
 // are still handed back for reuse (the patched webtorrent only does that for
 // fs-chunk-store and its subclasses), and a restart re-verifies the data on
 // disk and fetches only what is damaged.
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, open, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -22,7 +22,7 @@ import {
   type Tracker,
 } from "../../../local/seeder/index.ts";
 import { Download } from "./download.ts";
-import { scratchFile } from "./store.ts";
+import { IndexedChunkStore, scratchFile } from "./store.ts";
 
 const KiB = 1024;
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
@@ -171,5 +171,41 @@ describe("scratch files named by index", () => {
     } finally {
       await download.destroy();
     }
+  });
+
+  it.each([
+    ["on the main thread", 10_000, true],
+    ["on libuv's pool after a slow write", -1, false],
+  ])("writes pieces across files %s", async (_, slowWriteMs, writesHere) => {
+    const dir = join(dataDir, `direct-${writesHere}`);
+    const lengths = [20 * KiB, 30 * KiB];
+    const bytes = randomBytes(50 * KiB);
+    const store = new IndexedChunkStore(16 * KiB, {
+      path: dir,
+      files: [
+        { path: "a", length: lengths[0]!, offset: 0 },
+        { path: "b", length: lengths[1]!, offset: lengths[0]! },
+      ],
+      slowWriteMs,
+    });
+    const put = (index: number) =>
+      new Promise<void>((done, fail) =>
+        store.put(
+          index,
+          bytes.subarray(index * 16 * KiB, Math.min(bytes.length, (index + 1) * 16 * KiB)),
+          (err) => (err ? fail(err) : done()),
+        ),
+      );
+    // A piece of the wrong length is refused, as fs-chunk-store does.
+    await expect(
+      new Promise<void>((done, fail) =>
+        store.put(0, bytes.subarray(0, 100), (err) => (err ? fail(err) : done())),
+      ),
+    ).rejects.toThrow(/length/);
+    for (const index of [3, 1, 0, 2]) await put(index);
+    expect(store.writesHere).toBe(writesHere);
+    await new Promise<void>((done) => store.close(() => done()));
+    expect(await readFile(scratchFile(dir, 0))).toEqual(bytes.subarray(0, lengths[0]));
+    expect(await readFile(scratchFile(dir, 1))).toEqual(bytes.subarray(lengths[0]));
   });
 });

@@ -114,6 +114,9 @@ declare module "fs-chunk-store" {
     /** Per piece, where its bytes go: `buf[from, to)` at byte `offset` of `file` (one of `files`). */
     readonly chunkMap: { from: number; to: number; offset: number; file: object }[][];
     closed: boolean;
+    readonly chunkLength: number;
+    readonly lastChunkIndex: number;
+    readonly lastChunkLength: number;
     put(index: number, buf: Uint8Array, cb?: (err: Error | null) => void): void;
     get(index: number, cb: (err: Error | null, buf?: Uint8Array) => void): void;
     close(cb?: (err: Error | null) => void): void;
