@@ -12,6 +12,8 @@
 // what is on disk, as it always has), and an upload that would have to read
 // them again in this attempt is told so (`onSkipped` marks them gone).
 
+import { addRange } from "./ranges.ts";
+
 /** Bytes [start, end) of file `index` were handed over and not written to disk. */
 export type SkippedListener = (index: number, start: number, end: number) => void;
 
@@ -40,7 +42,7 @@ export class Claim {
     const to = Math.min(at + bytes.length, this.end);
     if (to <= from) return 0;
     this.buffer.set(bytes.subarray(from - at, to - at), from - this.start);
-    insert(this.#filled, from - this.start, to - this.start);
+    addRange(this.#filled, from - this.start, to - this.start);
     return to - from;
   }
 
@@ -60,21 +62,6 @@ export class Claim {
   release(): void {
     this.#release(this);
   }
-}
-
-/** Adds [a, b) to sorted, disjoint ranges, merging neighbours. */
-function insert(ranges: [number, number][], a: number, b: number): void {
-  let i = 0;
-  while (i < ranges.length && ranges[i]![1] < a) i++;
-  let start = a;
-  let end = b;
-  let j = i;
-  while (j < ranges.length && ranges[j]![0] <= end) {
-    start = Math.min(start, ranges[j]![0]);
-    end = Math.max(end, ranges[j]![1]);
-    j++;
-  }
-  ranges.splice(i, j - i, [start, end]);
 }
 
 export class Handoff {

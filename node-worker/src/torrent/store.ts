@@ -17,8 +17,9 @@
 // The others are written on the main thread, right after they were hashed
 // there: the copy into the page cache then reads bytes still in this core's
 // cache, and no two pool threads contend for one file's lock. In the
-// benchmark that took ~1 CPU-s per GiB off the worker (libuv's pool went from
-// 1.3-1.5 to 0.1-0.2, the main thread gained less). A disk that throttles
+// benchmark over HTTP that took ~1 CPU-s per GiB off the worker (libuv's pool
+// went from 1.3-1.5 to 0.1-0.2, the main thread gained less); over HTTPS, where
+// the main thread also encrypts, it gained about what the pool lost. A disk that throttles
 // writes would stall the event loop (leases, peers), so a write slower than
 // `slowWriteMs` hands the rest to fs-chunk-store's writes on the pool.
 import { closeSync, constants, mkdirSync, openSync, writeSync } from "node:fs";
@@ -75,7 +76,7 @@ export class IndexedChunkStore extends FSChunkStore {
     const targets = this.chunkMap[index];
     if (this.closed || !targets || buf.length !== this.#expectedLength(index)) {
       super.put(index, buf, cb);
-    } else if (this.#handoff && this.#handedOver(this.#handoff, index, buf)) {
+    } else if (this.#handoff && this.#handedOver(this.#handoff, targets, buf)) {
       queueMicrotask(() => cb?.(null));
     } else if (this.#writesHere) {
       const failure = this.#write(targets, buf);
@@ -135,9 +136,7 @@ export class IndexedChunkStore extends FSChunkStore {
   }
 
   /** Copies the piece into the claims it falls in; true when they took all of it (nothing to write). */
-  #handedOver(handoff: Handoff, index: number, buf: Uint8Array): boolean {
-    const targets = this.chunkMap[index];
-    if (!targets) return false;
+  #handedOver(handoff: Handoff, targets: (typeof this.chunkMap)[number], buf: Uint8Array): boolean {
     let all = true;
     for (const t of targets) {
       const bytes = targets.length === 1 ? buf : buf.subarray(t.from, t.to);

@@ -20,6 +20,7 @@
 import type { Logger } from "pino";
 import { type DiskWait, removeFile, type ScratchBudget } from "../scratch.ts";
 import type { HolePuncher } from "./holes.ts";
+import { addRange, overlaps } from "./ranges.ts";
 
 export interface WindowFile {
   /** Index in the torrent. */
@@ -72,31 +73,9 @@ interface FileState {
   freed: [number, number][];
   /** Ranges handed to uploads in memory and never written (handoff.ts), sorted and disjoint. */
   unwritten: [number, number][];
-  handedOver: number;
   done: boolean;
   /** Extensions run one at a time per file. */
   extending: Promise<void>;
-}
-
-/** Bytes of [start, end) not yet in the sorted, disjoint `ranges`; adds them. */
-function addRange(ranges: [number, number][], start: number, end: number): number {
-  if (end <= start) return 0;
-  let added = end - start;
-  for (const [a, b] of ranges) added -= Math.max(0, Math.min(b, end) - Math.max(a, start));
-  ranges.push([start, end]);
-  ranges.sort((x, y) => x[0] - y[0]);
-  const merged: [number, number][] = [];
-  for (const r of ranges) {
-    const last = merged.at(-1);
-    if (last && r[0] <= last[1]) last[1] = Math.max(last[1], r[1]);
-    else merged.push([r[0], r[1]]);
-  }
-  ranges.splice(0, ranges.length, ...merged);
-  return added;
-}
-
-function overlaps(ranges: [number, number][], start: number, end: number): boolean {
-  return ranges.some(([a, b]) => a < end && start < b);
 }
 
 export class Window {
@@ -117,7 +96,6 @@ export class Window {
       covered: 0,
       freed: (file.stored ?? []).map(([a, b]) => [a, b] as [number, number]).sort((x, y) => x[0] - y[0]),
       unwritten: [],
-      handedOver: 0,
       done: false,
       extending: Promise.resolve(),
     }));
@@ -208,7 +186,7 @@ export class Window {
    */
   unwritten(index: number, start: number, end: number): void {
     const state = this.#files.get(index);
-    if (state) state.handedOver += addRange(state.unwritten, start, end);
+    if (state) addRange(state.unwritten, start, end);
   }
 
   /**
@@ -223,7 +201,7 @@ export class Window {
 
   /** Bytes of file `index` that went to its upload in memory only. */
   handedOver(index: number): number {
-    return this.#files.get(index)?.handedOver ?? 0;
+    return (this.#files.get(index)?.unwritten ?? []).reduce((sum, [a, b]) => sum + b - a, 0);
   }
 
   /** Whether stored files stay on disk (for seeding), so every piece must be written there. */
