@@ -7,8 +7,12 @@
 // included, passes through a fixed amount of disk.
 //
 // When the budget can hold everything at once, everything is selected at the
-// start and files are deleted whole once stored: the download never waits on
-// the uploads.
+// start: the download never waits on the uploads. Stored ranges are still
+// freed as they go (unless the files stay for seeding): the disk and budget
+// come back early, and pieces still arriving are written into page cache the
+// kernel just freed rather than into newly allocated memory, which on a VM
+// whose host reclaims freed guest memory cost ~0.4 CPU-s more per GiB
+// (node-worker/bench/e2e.ts, whole case over HTTPS).
 //
 // Freed bytes are gone for this attempt, and so are bytes an upload took in
 // memory without their being written (handoff.ts): webtorrent still counts their pieces
@@ -212,7 +216,7 @@ export class Window {
   /** Bytes [start, end) of file `index` are stored: their local copy goes and the budget gets them back. */
   async stored(index: number, start: number, end: number): Promise<void> {
     const state = this.#state(index);
-    if (!this.#streaming || state.done) return;
+    if (this.#keeps || state.done) return;
     const from = Math.max(0, start);
     const to = Math.min(end, state.covered);
     if (to <= from) return;
