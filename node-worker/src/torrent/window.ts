@@ -7,12 +7,11 @@
 // included, passes through a fixed amount of disk.
 //
 // When the budget can hold everything at once, everything is selected at the
-// start: the download never waits on the uploads. Stored ranges are still
-// freed as they go (unless the files stay for seeding): the disk and budget
-// come back early, and pieces still arriving are written into page cache the
-// kernel just freed rather than into newly allocated memory, which on a VM
-// whose host reclaims freed guest memory cost ~0.4 CPU-s more per GiB
-// (node-worker/bench/e2e.ts, whole case over HTTPS).
+// start and files are deleted whole once stored: the download never waits on
+// the uploads. Stored ranges are not freed early then: punching a hole first
+// writes the range's dirty pages out to the disk (ext4, XFS and btrfs all
+// flush before they free), where deleting a file drops them unwritten, so a
+// job that fits spares the disk a write of everything it fetched.
 //
 // Freed bytes are gone for this attempt, and so are bytes an upload took in
 // memory without their being written (handoff.ts): webtorrent still counts their pieces
@@ -216,7 +215,7 @@ export class Window {
   /** Bytes [start, end) of file `index` are stored: their local copy goes and the budget gets them back. */
   async stored(index: number, start: number, end: number): Promise<void> {
     const state = this.#state(index);
-    if (this.#keeps || state.done) return;
+    if (!this.#streaming || state.done) return;
     const from = Math.max(0, start);
     const to = Math.min(end, state.covered);
     if (to <= from) return;
