@@ -348,8 +348,17 @@ async function endToEnd(env: Env, s3Pid: number | undefined, entry: string, c: C
     },
     stdio: ["ignore", "inherit", "inherit"],
   });
+  // A worker that exits early (a flag Node refuses, a crash) ends the run at once, not at a timeout.
+  let exited = false;
+  const died = new Promise<never>((_, reject) =>
+    worker.once("exit", (code, signal) => {
+      exited = true;
+      reject(new Error(`the worker exited early (code ${code}, signal ${signal}); its output is above`));
+    }),
+  );
+  died.catch(() => {});
   // Ready once its HTTP server answers.
-  for (let i = 0; i < 100; i++) {
+  for (let i = 0; i < 100 && !exited; i++) {
     if (
       await fetch(`http://127.0.0.1:${port}/healthz`).then(
         (r) => r.ok,
@@ -359,11 +368,13 @@ async function endToEnd(env: Env, s3Pid: number | undefined, entry: string, c: C
       break;
     await sleep(100);
   }
+  if (exited) await died;
+
   // The warm-up job: what a worker's first job costs once (compiling its code paths) is not per GiB.
   const warmCpu = await cpuOf(worker.pid);
   if (warmup) {
     const warm = await submitJob(env, { made: warmup, profileId });
-    const warmDone = await waitForState(env, warm.id, ["completed", "failed"], 300_000);
+    const warmDone = await Promise.race([waitForState(env, warm.id, ["completed", "failed"], 300_000), died]);
     if (warmDone.state !== "completed") throw new Error(`the warm-up job failed: ${warmDone.failureReason}`);
     for (const key of await listKeys(env.s3, env.bucket, `${warm.id}/`)) {
       await env.s3.send(new DeleteObjectCommand({ Bucket: env.bucket, Key: key }));
@@ -408,7 +419,7 @@ async function endToEnd(env: Env, s3Pid: number | undefined, entry: string, c: C
   const e2eServerCpu = await cpuOf(s3Pid);
   const e2eStart = Date.now();
   const job = await submitJob(env, { made, profileId });
-  const done = await waitForState(env, job.id, ["completed", "failed"], 900_000);
+  const done = await Promise.race([waitForState(env, job.id, ["completed", "failed"], 900_000), died]);
   const elapsed = Date.now() - e2eStart;
   const e2eCpu = {
     worker: (await cpuOf(worker.pid)) - idleCpu,
@@ -424,8 +435,9 @@ async function endToEnd(env: Env, s3Pid: number | undefined, entry: string, c: C
     .join(", ");
   sampling = false;
   await sampler;
+  const stopped = new Promise((resolve) => worker.on("exit", resolve));
   worker.kill("SIGTERM");
-  await new Promise((resolve) => worker.on("exit", resolve));
+  await stopped;
   if (done.state !== "completed") throw new Error(`the job failed: ${done.failureReason}`);
   await expectStoredExactly(env, made, job.id);
 
