@@ -201,39 +201,48 @@ describe("the fleet's own services under a running job", () => {
     async () => {
       await startWorker();
       const { jobId, made, key } = await uploading("terminated");
+      // The test holds the job's row, so the worker's statements on it wait: a
+      // session found waiting with its transaction begun before its statement is
+      // inside an explicit transaction (a part's journal entry, a transition), and
+      // is ended there. Waiters outside one (progress counters) are let through.
+      const locker = new pg.Client({ connectionString: env.databaseUrl });
       const admin = new pg.Client({ connectionString: env.databaseUrl });
+      await locker.connect();
       await admin.connect();
       let inTransaction = 0;
-      let terminated = 0;
       try {
-        // Until a few of the worker's sessions were ended in the middle of a transaction.
-        await waitFor(
-          "worker sessions to be caught inside a transaction",
-          async () => {
-            const { rows } = await admin.query<{ pid: number; xact: boolean }>(
-              `select pid, xact_start is not null as xact from pg_stat_activity
-              where application_name = $1 and datname = current_database()`,
-              [WORKER_APP],
-            );
-            for (const row of rows) {
-              await admin.query("select pg_terminate_backend($1)", [row.pid]);
-              terminated++;
-              if (row.xact) inTransaction++;
-            }
-            const s = await snapshot(jobId);
-            if (s?.phase === "completed" || s?.phase === "failed")
-              throw new Error(
-                `the job ended (${s.phase}: ${s.message ?? ""}) before a transaction was caught`,
+        while (inTransaction < 2) {
+          await locker.query("begin");
+          await locker.query("select 1 from jobs where id = $1 for update", [jobId]);
+          const waiting = await waitFor(
+            "a worker session to wait for the job's row",
+            async () => {
+              const { rows } = await admin.query<{ pid: number; xact: boolean }>(
+                `select pid, xact_start < query_start as xact from pg_stat_activity
+                where application_name = $1 and datname = current_database() and wait_event_type = 'Lock'`,
+                [WORKER_APP],
               );
-            return inTransaction >= 2;
-          },
-          60_000,
-          20,
-        );
+              if (rows.length > 0) return rows;
+              const s = await snapshot(jobId);
+              if (s?.phase === "completed" || s?.phase === "failed")
+                throw new Error(
+                  `the job ended (${s.phase}: ${s.message ?? ""}) before a transaction was caught`,
+                );
+              return undefined;
+            },
+            60_000,
+            20,
+          );
+          for (const row of waiting.filter((r) => r.xact)) {
+            await admin.query("select pg_terminate_backend($1)", [row.pid]);
+            inTransaction++;
+          }
+          await locker.query("rollback");
+        }
       } finally {
+        await locker.end();
         await admin.end();
       }
-      expect(terminated).toBeGreaterThanOrEqual(inTransaction);
       // A statement cut off mid-transaction may end the attempt; the job is then
       // queued again at once, and the next attempt resumes the same upload.
       await expectCompletedOnce(jobId, made);
