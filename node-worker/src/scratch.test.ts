@@ -1,9 +1,9 @@
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { loadConfig, stackIdOf } from "./config.ts";
-import { ownScratchJobs, prepareScratchDir } from "./scratch.ts";
+import { ownScratchJobs, prepareScratchDir, ScratchBudget } from "./scratch.ts";
 
 const roots: string[] = [];
 afterEach(async () => {
@@ -65,5 +65,39 @@ describe("scratch folders of more than one stack", () => {
     expect(() => loadConfig({ ...env, EGRESS_ALLOW: "minio" })).toThrow(
       /EGRESS_ALLOW: "minio" is not host:port/,
     );
+  });
+});
+
+describe("a scratch budget shared through its folder's ledger", () => {
+  it("counts the processes holding it or waiting for it, so each can take its share", async () => {
+    const root = await mkdtemp(join(tmpdir(), "torreclou-ledger-"));
+    roots.push(root);
+    const plenty = async () => 1024 ** 4;
+    const a = new ScratchBudget({ total: 16, root, holder: "a", freeSpace: plenty });
+    const b = new ScratchBudget({ total: 16, root, holder: "b", freeSpace: plenty });
+    try {
+      await a.acquire(12, new AbortController().signal);
+      expect(a.sharers).toBe(1);
+      // b waits for room; the ledger shows it waiting.
+      const waits: string[] = [];
+      const taken = b.acquire(8, new AbortController().signal, (w) => waits.push(w.reason));
+      await expect
+        .poll(async () => JSON.parse(await readFile(join(root, ".scratch-ledger.json"), "utf8")).b?.waiting, {
+          timeout: 30_000,
+        })
+        .toBe(true);
+      expect(waits).toEqual([expect.stringMatching(/in use by other jobs/)]);
+      // a sees it at its next look at the ledger.
+      expect(await a.tryAcquire(1)).toBe(true);
+      expect(a.sharers).toBe(2);
+      a.release(13);
+      await taken;
+      expect(b.used).toBe(8);
+      // a holds nothing and waits for nothing: b has the budget to itself.
+      expect(b.sharers).toBe(1);
+    } finally {
+      await a.close();
+      await b.close();
+    }
   });
 });

@@ -59,7 +59,8 @@ const HEARTBEAT_MS = 10_000;
 const SHARED_POLL_MS = 1000;
 
 interface Ledger {
-  [holder: string]: { bytes: number; at: number };
+  /** `waiting`: the holder has a reservation waiting for room (its rings then shrink elsewhere). */
+  [holder: string]: { bytes: number; at: number; waiting?: boolean };
 }
 
 async function statfsFree(root: string): Promise<number> {
@@ -79,6 +80,10 @@ export class ScratchBudget {
   readonly #holder: string;
   readonly #freeSpace: (root: string) => Promise<number>;
   #used = 0;
+  /** Reservations of this process waiting for room. */
+  #waiting = 0;
+  /** Other processes holding or waiting for part of the budget, when the ledger was last read. */
+  #othersActive = 0;
   #waiters: (() => void)[] = [];
   #ledgerWrites: Promise<void> = Promise.resolve();
   #heartbeat: NodeJS.Timeout | undefined;
@@ -97,6 +102,15 @@ export class ScratchBudget {
   }
 
   /**
+   * Processes sharing the budget now, this one included: those holding part
+   * of it or waiting for some, as the ledger said when last read (at each
+   * reservation, release and heartbeat).
+   */
+  get sharers(): number {
+    return 1 + this.#othersActive;
+  }
+
+  /**
    * Takes `bytes` once they fit, waiting (and telling `onWait` why, once per
    * reason) while other jobs or processes hold the budget or the disk is full.
    * Fails at once if they never can fit the budget.
@@ -108,19 +122,24 @@ export class ScratchBudget {
       );
     }
     let told: string | undefined;
-    for (;;) {
-      signal.throwIfAborted();
-      const refusal = await this.#take(bytes);
-      if (refusal === undefined) return;
-      if (refusal !== told) onWait?.({ reason: refusal });
-      told = refusal;
-      await this.#nextChange(signal);
+    this.#waiting++;
+    try {
+      for (;;) {
+        signal.throwIfAborted();
+        const refusal = await this.#take(bytes, true);
+        if (refusal === undefined) return;
+        if (refusal !== told) onWait?.({ reason: refusal });
+        told = refusal;
+        await this.#nextChange(signal);
+      }
+    } finally {
+      this.#waiting--;
     }
   }
 
   /** Takes `bytes` if they fit now; false otherwise. */
   async tryAcquire(bytes: number): Promise<boolean> {
-    return (await this.#take(bytes)) === undefined;
+    return (await this.#take(bytes, false)) === undefined;
   }
 
   /** Gives bytes back (their local copies are deleted). */
@@ -140,8 +159,8 @@ export class ScratchBudget {
     if (this.#root) await this.#writeLedger();
   }
 
-  /** Undefined when taken; otherwise why not, in words. */
-  async #take(bytes: number): Promise<string | undefined> {
+  /** Undefined when taken; otherwise why not, in words. `acquiring`: an acquire (counted in #waiting) asks. */
+  async #take(bytes: number, acquiring: boolean): Promise<string | undefined> {
     const root = this.#root;
     if (!root) {
       if (this.#used + bytes > this.total)
@@ -151,31 +170,50 @@ export class ScratchBudget {
     }
     return this.#withLedger(root, async (ledger) => {
       const now = Date.now();
-      let others = 0;
-      let all = this.#used;
-      for (const [holder, entry] of Object.entries(ledger)) {
-        if (holder === this.#holder) continue;
-        if (now - entry.at > HOLDER_STALE_MS) {
-          delete ledger[holder];
-          continue;
-        }
-        others += entry.bytes;
-        all += entry.bytes;
-      }
+      const others = this.#readOthers(ledger, now);
+      const all = others + this.#used;
+      const refused = (why: string) => {
+        // Seen waiting, so that holders elsewhere shrink their rings.
+        if (acquiring) ledger[this.#holder] = { bytes: this.#used, at: now, waiting: true };
+        return why;
+      };
       if (others + this.#used + bytes > this.total) {
-        return `the scratch budget (${formatBytes(this.total)}) is in use by other jobs`;
+        return refused(`the scratch budget (${formatBytes(this.total)}) is in use by other jobs`);
       }
       // Reserved bytes not yet written will still take disk: they count against what is free.
       const [free, written] = await Promise.all([this.#freeSpace(root), diskUsage(root)]);
       const promised = Math.max(0, all - written);
       if (bytes > free - promised) {
-        return `the disk has ${formatBytes(Math.max(0, free - promised))} free, ${formatBytes(bytes)} needed`;
+        return refused(
+          `the disk has ${formatBytes(Math.max(0, free - promised))} free, ${formatBytes(bytes)} needed`,
+        );
       }
       this.#used += bytes;
-      ledger[this.#holder] = { bytes: this.#used, at: now };
+      ledger[this.#holder] = this.#entry(now, this.#waiting - (acquiring ? 1 : 0) > 0);
       this.#startHeartbeat();
       return undefined;
     });
+  }
+
+  /** Bytes other live holders hold (stale ones are dropped); counts the processes active. */
+  #readOthers(ledger: Ledger, now: number): number {
+    let bytes = 0;
+    let active = 0;
+    for (const [holder, entry] of Object.entries(ledger)) {
+      if (holder === this.#holder) continue;
+      if (now - entry.at > HOLDER_STALE_MS) {
+        delete ledger[holder];
+        continue;
+      }
+      bytes += entry.bytes;
+      if (entry.bytes > 0 || entry.waiting) active++;
+    }
+    this.#othersActive = active;
+    return bytes;
+  }
+
+  #entry(now: number, waiting: boolean): Ledger[string] {
+    return waiting ? { bytes: this.#used, at: now, waiting } : { bytes: this.#used, at: now };
   }
 
   #startHeartbeat(): void {
@@ -193,7 +231,9 @@ export class ScratchBudget {
     this.#ledgerWrites = this.#ledgerWrites
       .then(() =>
         this.#withLedger(root, async (ledger) => {
-          if (this.#used > 0) ledger[this.#holder] = { bytes: this.#used, at: Date.now() };
+          const now = Date.now();
+          this.#readOthers(ledger, now);
+          if (this.#used > 0 || this.#waiting > 0) ledger[this.#holder] = this.#entry(now, this.#waiting > 0);
           else delete ledger[this.#holder];
         }),
       )

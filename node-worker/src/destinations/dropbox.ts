@@ -11,7 +11,6 @@
 // Files go to the app's folder (Apps/<app name>), in the job's folder; the
 // commit creates the folders of its path. The stored file's content_hash is
 // checked against the local file. Names pass through dropboxNames.
-import { createReadStream } from "node:fs";
 import { Readable, Transform, type TransformCallback } from "node:stream";
 import { dropboxNames } from "@torreclou/contracts";
 import type { Logger } from "pino";
@@ -24,6 +23,7 @@ import {
   type UploadHooks,
   type UploadResult,
 } from "../sinks/index.ts";
+import { readStream } from "../sinks/local.ts";
 import type { Outage } from "../sinks/outage.ts";
 import { storedInOrder } from "../sinks/stored.ts";
 import { openGrant } from "./grant.ts";
@@ -212,7 +212,7 @@ export class DropboxSink implements Sink {
     let mismatches = 0;
     const progress = { reported: 0 };
     for (let restarts = 0; ; ) {
-      const hash = new FileHash(file.localPath, new DropboxContentHash());
+      const hash = new FileHash(file, new DropboxContentHash());
       let stored: DropboxFile;
       try {
         let offset = 0;
@@ -274,7 +274,7 @@ export class DropboxSink implements Sink {
     );
     if (found?.[".tag"] !== "file" || found.size !== file.size || !found.content_hash) return undefined;
     await hooks.ready(0, file.size);
-    const local = await hashFile(file.localPath, file.size, new DropboxContentHash());
+    const local = await hashFile(file, file.size, new DropboxContentHash());
     if (local !== found.content_hash) return undefined;
     this.#opts.log.debug({ path: file.path, id: found.id }, "already on Dropbox");
     return { cloudId: found.id, checksum: `dropbox:${local}` };
@@ -442,7 +442,7 @@ export class DropboxSink implements Sink {
         done(null, piece);
       },
     });
-    const source = createReadStream(file.localPath, { start, end: end - 1 });
+    const source = readStream(file, start, end);
     source.on("error", (error) => tap.destroy(error));
     return Readable.toWeb(source.pipe(tap)) as ReadableStream<Uint8Array>;
   }

@@ -12,7 +12,7 @@
 // SHA-256 of those digests concatenated; hex
 // (https://www.dropbox.com/developers/reference/content-hash).
 import { createHash, type Hash } from "node:crypto";
-import { createReadStream } from "node:fs";
+import { type LocalFile, readStream } from "../sinks/local.ts";
 
 export interface ContentHasher {
   update(piece: Uint8Array): void;
@@ -110,10 +110,10 @@ export class DropboxContentHash implements ContentHasher {
  */
 export class FileHash {
   readonly #hasher: ContentHasher;
-  readonly #path: string;
+  readonly #file: LocalFile;
   at = 0;
-  constructor(path: string, hasher: ContentHasher) {
-    this.#path = path;
+  constructor(file: LocalFile, hasher: ContentHasher) {
+    this.#file = file;
     this.#hasher = hasher;
   }
 
@@ -127,10 +127,7 @@ export class FileHash {
   /** Reads and hashes the file up to `end`. */
   async catchUp(end: number): Promise<void> {
     if (this.at >= end) return;
-    for await (const piece of createReadStream(this.#path, { start: this.at, end: end - 1 })) {
-      this.feed(piece as Buffer, this.at);
-    }
-    if (this.at < end) throw new Error(`${this.#path} ended at ${this.at} bytes, expected ${end}`);
+    for await (const piece of readStream(this.#file, this.at, end)) this.feed(piece as Buffer, this.at);
   }
 
   digest(): string {
@@ -139,8 +136,8 @@ export class FileHash {
 }
 
 /** The hash of a whole local file. */
-export async function hashFile(path: string, size: number, hasher: ContentHasher): Promise<string> {
-  const hash = new FileHash(path, hasher);
+export async function hashFile(file: LocalFile, size: number, hasher: ContentHasher): Promise<string> {
+  const hash = new FileHash(file, hasher);
   await hash.catchUp(size);
   return hash.digest();
 }

@@ -10,7 +10,6 @@
 // Every chunk but the last is a multiple of 320 KiB. The stored item's
 // quickXorHash is checked against the local file. Names pass through
 // oneDriveNames (characters OneDrive forbids replaced by look-alikes).
-import { createReadStream } from "node:fs";
 import { Readable, Transform, type TransformCallback } from "node:stream";
 import { oneDriveNames } from "@torreclou/contracts";
 import type { Logger } from "pino";
@@ -23,6 +22,7 @@ import {
   type UploadHooks,
   type UploadResult,
 } from "../sinks/index.ts";
+import { readStream } from "../sinks/local.ts";
 import type { Outage } from "../sinks/outage.ts";
 import { storedInOrder } from "../sinks/stored.ts";
 import { openGrant } from "./grant.ts";
@@ -202,7 +202,7 @@ export class OneDriveSink implements Sink {
     // Upload sessions take no empty file: a simple upload does, in one request.
     if (file.size === 0) return this.#uploadEmpty(itemPath, file, hooks);
     for (let restarts = 0; ; ) {
-      const hash = new FileHash(file.localPath, new QuickXorHash());
+      const hash = new FileHash(file, new QuickXorHash());
       let item: DriveItem;
       try {
         let fresh = false;
@@ -274,7 +274,7 @@ export class OneDriveSink implements Sink {
       },
       this.#retryOpts(hooks.signal, "upload empty file"),
     );
-    const local = await hashFile(file.localPath, 0, new QuickXorHash());
+    const local = await hashFile(file, 0, new QuickXorHash());
     if (item.size !== 0 || item.file?.hashes?.quickXorHash !== local)
       throw new PermanentJobError(`OneDrive stored the empty file "${file.path}" with content.`);
     return { cloudId: item.id, cloudUrl: item.webUrl, checksum: `quickxor:${local}` };
@@ -286,7 +286,7 @@ export class OneDriveSink implements Sink {
     const stored = item?.file?.hashes?.quickXorHash;
     if (!item || item.size !== file.size || !stored) return undefined;
     await hooks.ready(0, file.size);
-    const local = await hashFile(file.localPath, file.size, new QuickXorHash());
+    const local = await hashFile(file, file.size, new QuickXorHash());
     if (local !== stored) return undefined;
     this.#opts.log.debug({ path: file.path, id: item.id }, "already on OneDrive");
     return { cloudId: item.id, cloudUrl: item.webUrl, checksum: `quickxor:${local}` };
@@ -421,7 +421,7 @@ export class OneDriveSink implements Sink {
             done(null, piece);
           },
         });
-        const source = createReadStream(file.localPath, { start, end: end - 1 });
+        const source = readStream(file, start, end);
         source.on("error", (error) => tap.destroy(error));
         return Readable.toWeb(source.pipe(tap)) as ReadableStream<Uint8Array>;
       })(),

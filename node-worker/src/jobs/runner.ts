@@ -557,7 +557,9 @@ export class JobRun {
       budget: this.#deps.budget,
       select: (index, start, end) => download.selectRange(index, start, end),
       holes: this.#deps.holes,
-      share: () => this.#deps.budget.total / Math.max(1, this.#deps.running()),
+      useRing: (index, ring) => download.useRing(index, ring),
+      // Split between this process's jobs, and between the processes sharing the scratch folder.
+      share: () => this.#deps.budget.total / (this.#deps.budget.sharers * Math.max(1, this.#deps.running())),
       onWait: (wait) => {
         if (wait) this.#log.info({ reason: wait.reason }, "waiting for local disk");
         this.#progress?.setWaiting(
@@ -931,10 +933,11 @@ export class JobRun {
     const window = this.#window!;
     const index = file.fileIndex;
     if (file.state === "pending") await this.#fileState(file, "downloading");
-    const localPath = download.localPath(index);
+    const ring = window.ringOf(index);
+    const localPath = ring?.path ?? download.localPath(index);
     let uploaded = 0;
     const result = await sink.upload(
-      { path: file.path, size: file.size, localPath, uploadSession: file.uploadSession },
+      { path: file.path, size: file.size, localPath, ring: ring?.ring, uploadSession: file.uploadSession },
       {
         signal,
         ready: async (start, end) => {

@@ -14,7 +14,6 @@
 //
 // Protocol: https://developers.google.com/drive/api/guides/manage-uploads#resumable
 import { createHash, type Hash } from "node:crypto";
-import { createReadStream } from "node:fs";
 import { Readable, Transform, type TransformCallback } from "node:stream";
 import { drive, type drive_v3, type MethodOptions } from "@googleapis/drive";
 import { destinationNameRules } from "@torreclou/contracts";
@@ -43,6 +42,7 @@ import {
   type UploadHooks,
   type UploadResult,
 } from "./index.ts";
+import { type LocalFile, readStream } from "./local.ts";
 import type { Outage } from "./outage.ts";
 import { storedInOrder } from "./stored.ts";
 
@@ -116,10 +116,10 @@ class SessionGoneError extends Error {
 /** Bytes of the local file hashed in order; chunks re-sent after a failure are not hashed twice. */
 class FileHasher {
   readonly #hash: Hash = createHash("md5");
-  readonly #path: string;
+  readonly #file: LocalFile;
   at = 0;
-  constructor(path: string) {
-    this.#path = path;
+  constructor(file: LocalFile) {
+    this.#file = file;
   }
 
   /** Feeds bytes read at `position`; only those past `at` count. */
@@ -132,10 +132,7 @@ class FileHasher {
   /** Reads and hashes the file up to `end`. */
   async catchUp(end: number): Promise<void> {
     if (this.at >= end) return;
-    for await (const piece of createReadStream(this.#path, { start: this.at, end: end - 1 })) {
-      this.feed(piece as Buffer, this.at);
-    }
-    if (this.at < end) throw new Error(`${this.#path} ended at ${this.at} bytes, expected ${end}`);
+    for await (const piece of readStream(this.#file, this.at, end)) this.feed(piece as Buffer, this.at);
   }
 
   hex(): string {
@@ -383,7 +380,7 @@ export class DriveSink implements Sink {
     // Bytes reported through onBytes: a session started over does not count its bytes twice.
     const progress = { reported: 0 };
     for (let restarts = 0; ; ) {
-      const hasher = new FileHasher(file.localPath);
+      const hasher = new FileHasher(file);
       let uploaded: DriveFile;
       try {
         let fresh = false;
@@ -454,7 +451,7 @@ export class DriveSink implements Sink {
     );
     if (candidates.length === 0) return undefined;
     await hooks.ready(0, file.size);
-    const hasher = new FileHasher(file.localPath);
+    const hasher = new FileHasher(file);
     await hasher.catchUp(file.size);
     const md5 = hasher.hex();
     const match = candidates.find((f) => f.md5Checksum === md5);
@@ -652,7 +649,7 @@ export class DriveSink implements Sink {
                     done(null, piece);
                   },
                 });
-                const source = createReadStream(file.localPath, { start, end: end - 1 });
+                const source = readStream(file, start, end);
                 source.on("error", (error) => tap.destroy(error));
                 return Readable.toWeb(source.pipe(tap)) as ReadableStream<Uint8Array>;
               },

@@ -4,13 +4,16 @@
 // to the storage provider.
 import { type NameRules, storageFolder, storagePath, UnsafeNameError } from "@torreclou/contracts";
 import type { JournalPart } from "../jobs/store.ts";
+import type { Ring } from "../torrent/ring.ts";
 
 export interface SinkFile {
   /** Path inside the torrent, `/`-separated (e.g. `Name/dir/file.bin`). */
   path: string;
   size: number;
-  /** Where the downloaded bytes are on local disk. */
+  /** Where the downloaded bytes are on local disk (a ring file when `ring` is set). */
   localPath: string;
+  /** How the file's offsets map into `localPath` when it streams through a ring (torrent/ring.ts). */
+  ring?: Ring | undefined;
   /** Upload id (S3) or session URI (Drive) an earlier attempt left, if any. */
   uploadSession: string | null;
 }

@@ -10,7 +10,6 @@
 // allows, and the worker spares a SHA-256 pass over everything it uploads
 // (~0.6 CPU-s per GiB with SHA extensions, several times that without).
 import { createHash } from "node:crypto";
-import { type FileHandle, open } from "node:fs/promises";
 import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
@@ -49,6 +48,7 @@ import {
   type UploadHooks,
   type UploadResult,
 } from "./index.ts";
+import { LocalReader } from "./local.ts";
 import type { Outage } from "./outage.ts";
 
 const MiB = 1024 * 1024;
@@ -390,14 +390,10 @@ export class S3Sink implements Sink {
   async #putSingle(file: SinkFile, hooks: UploadHooks): Promise<UploadResult> {
     const key = this.keyFor(file.path);
     const body = Buffer.allocUnsafe(file.size);
-    let handle: FileHandle | undefined;
+    let handle: LocalReader | undefined;
     try {
       const claim = file.size > 0 ? hooks.claim?.(0, body) : undefined;
-      await receive(
-        hooks,
-        { start: 0, body, claim },
-        async () => (handle ??= await open(file.localPath, "r")),
-      );
+      await receive(hooks, { start: 0, body, claim }, async () => (handle ??= await LocalReader.open(file)));
     } finally {
       await handle?.close();
     }
@@ -506,8 +502,8 @@ export class S3Sink implements Sink {
     const spare: Buffer[] = [];
     let failure: unknown;
     // Opened once a part must be read from disk: the torrent creates the file as data arrives.
-    let handle: FileHandle | undefined;
-    const opened = async () => (handle ??= await open(file.localPath, "r"));
+    let handle: LocalReader | undefined;
+    const opened = async () => (handle ??= await LocalReader.open(file));
     try {
       for (let n = 1; n <= count && failure === undefined; n++) {
         if (stored.has(n)) {
@@ -836,19 +832,6 @@ function multipartEtag(parts: JournalPart[]): string | undefined {
   return `${md5.digest("hex")}-${parts.length}`;
 }
 
-async function readFully(
-  handle: import("node:fs/promises").FileHandle,
-  into: Buffer,
-  position: number,
-): Promise<void> {
-  let at = 0;
-  while (at < into.length) {
-    const { bytesRead } = await handle.read(into, at, into.length - at, position + at);
-    if (bytesRead === 0) throw new Error(`file ended ${into.length - at} bytes early`);
-    at += bytesRead;
-  }
-}
-
 /** A part's buffer and where it starts in the file, claimed (UploadHooks.claim) before its bytes are ready. */
 interface Incoming {
   start: number;
@@ -861,7 +844,7 @@ interface Incoming {
  * after the claim were copied in as they arrived, the rest is read from disk
  * (`file` opens it on first use).
  */
-async function receive(hooks: UploadHooks, part: Incoming, file: () => Promise<FileHandle>): Promise<void> {
+async function receive(hooks: UploadHooks, part: Incoming, file: () => Promise<LocalReader>): Promise<void> {
   const { start, body, claim } = part;
   try {
     await hooks.ready(start, start + body.length);
@@ -869,5 +852,5 @@ async function receive(hooks: UploadHooks, part: Incoming, file: () => Promise<F
     claim?.release();
   }
   for (const [a, b] of claim?.missing() ?? [[0, body.length]])
-    if (b > a) await readFully(await file(), body.subarray(a, b), start + a);
+    if (b > a) await (await file()).read(body.subarray(a, b), start + a);
 }

@@ -12,7 +12,8 @@ import type { Logger } from "pino";
 import WebTorrent, { type Torrent } from "webtorrent";
 import type { Layout } from "../seeding/pieces.ts";
 import { Handoff } from "./handoff.ts";
-import { IndexedChunkStore, scratchFile } from "./store.ts";
+import { type Ring, ringPath } from "./ring.ts";
+import { IndexedChunkStore, type Rings, scratchFile } from "./store.ts";
 
 /** Host names of tracker URLs (never their paths: a passkey may be there), at most 20. */
 export function trackerHosts(urls: readonly string[]): string[] {
@@ -78,6 +79,8 @@ export class Download extends EventEmitter {
   readonly dir: string;
   /** Verified pieces go straight into the part buffers of uploads that claim them (handoff.ts). */
   readonly handoff = new Handoff();
+  /** Files streaming through a scratch ring: the store writes their pieces there (ring.ts). */
+  readonly #rings: Rings = new Map();
   readonly #client: WebTorrent;
   readonly #torrent: Torrent;
   readonly #log: Logger;
@@ -108,7 +111,7 @@ export class Download extends EventEmitter {
     this.#torrent = this.#client.add(source, {
       path: dir,
       store: IndexedChunkStore,
-      storeOpts: { handoff: this.handoff },
+      storeOpts: { handoff: this.handoff, rings: this.#rings },
       deselect: true,
       strategy: "sequential",
       // A worker fetches and moves on; it does not serve pieces of files it deletes after upload.
@@ -238,6 +241,17 @@ export class Download extends EventEmitter {
   localPath(index: number): string {
     if (!this.#torrent.files[index]) throw new Error(`torrent has no file #${index}`);
     return scratchFile(this.dir, index);
+  }
+
+  /**
+   * File `index`'s pieces go into a ring file from now on, at `ring`'s
+   * positions; returns the ring file's path. Call before any of its pieces
+   * is selected.
+   */
+  useRing(index: number, ring: Ring): string {
+    const path = ringPath(this.localPath(index));
+    this.#rings.set(index, { ring, path });
+    return path;
   }
 
   #pieceRange(index: number, start: number, end: number): [number, number] {

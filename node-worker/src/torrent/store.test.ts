@@ -5,7 +5,7 @@
 // fs-chunk-store and its subclasses), and a restart re-verifies the data on
 // disk and fetches only what is damaged.
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, open, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, open, readdir, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
@@ -21,8 +21,10 @@ import {
   type TorrentFile,
   type Tracker,
 } from "../../../local/seeder/index.ts";
+import { LocalReader } from "../sinks/local.ts";
 import { Download } from "./download.ts";
-import { IndexedChunkStore, scratchFile } from "./store.ts";
+import { Ring, ringPath } from "./ring.ts";
+import { IndexedChunkStore, type Rings, scratchFile } from "./store.ts";
 
 const KiB = 1024;
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
@@ -207,5 +209,60 @@ describe("scratch files named by index", () => {
     await new Promise<void>((done) => store.close(() => done()));
     expect(await readFile(scratchFile(dir, 0))).toEqual(bytes.subarray(0, lengths[0]));
     expect(await readFile(scratchFile(dir, 1))).toEqual(bytes.subarray(lengths[0]));
+  });
+});
+
+describe("a file streaming through a ring", () => {
+  it.each([
+    ["on the main thread", 10_000],
+    ["on libuv's pool after a slow write", -1],
+  ])("writes its pieces at the ring's positions %s, and never reads them back", async (_, slowWriteMs) => {
+    const dir = join(dataDir, `ring-${slowWriteMs}`);
+    const bytes = randomBytes(80 * KiB);
+    // File #1 starts 4 KiB into the torrent's second piece: its first 12 KiB share that piece with file #0.
+    const ring = new Ring(60 * KiB, 20 * KiB, 16 * KiB);
+    const rings: Rings = new Map([[1, { ring, path: ringPath(scratchFile(dir, 1)) }]]);
+    const store = new IndexedChunkStore(16 * KiB, {
+      path: dir,
+      files: [
+        { path: "a", length: 20 * KiB, offset: 0 },
+        { path: "b", length: 60 * KiB, offset: 20 * KiB },
+      ],
+      rings,
+      slowWriteMs,
+    });
+    const put = (index: number) =>
+      new Promise<void>((done, fail) =>
+        store.put(index, bytes.subarray(index * 16 * KiB, (index + 1) * 16 * KiB), (err) =>
+          err ? fail(err) : done(),
+        ),
+      );
+    const get = (index: number) =>
+      new Promise<Uint8Array>((done, fail) => store.get(index, (err, buf) => (err ? fail(err) : done(buf!))));
+    ring.addCycle(32 * KiB);
+    for (const index of [0, 1, 2, 3]) await put(index);
+    // The last piece goes round the ring, over the first cycle's first 16 KiB.
+    ring.addCycle(32 * KiB);
+    await put(4);
+
+    const reader = await LocalReader.open({ localPath: ringPath(scratchFile(dir, 1)), ring });
+    const b = bytes.subarray(20 * KiB);
+    for (const [start, end] of [
+      [0, 12 * KiB],
+      [28 * KiB, 60 * KiB],
+    ] as const) {
+      const read = Buffer.alloc(end - start);
+      await reader.read(read, start);
+      expect(read.equals(b.subarray(start, end)), `bytes ${start}-${end}`).toBe(true);
+    }
+    await reader.close();
+    // Head, then one cycle's 32 KiB: the ring file holds no more.
+    expect((await stat(ringPath(scratchFile(dir, 1)))).size).toBe(12 * KiB + 32 * KiB);
+    // File #0 is a plain scratch file, read back as ever; pieces in the ring are not.
+    expect(Buffer.from(await get(0)).equals(bytes.subarray(0, 16 * KiB))).toBe(true);
+    await expect(get(2)).rejects.toThrow(/scratch ring/);
+    await expect(get(1)).rejects.toThrow(/scratch ring/);
+    await expect(stat(scratchFile(dir, 1))).rejects.toMatchObject({ code: "ENOENT" });
+    await new Promise<void>((done) => store.close(() => done()));
   });
 });

@@ -14,6 +14,10 @@
 // ranges uploads have claimed is copied into their part buffers and not
 // written out.
 //
+// A file streaming through a ring (ring.ts) is written into its ring file at
+// the ring's positions; its pieces are never read back from there (a get that
+// touches one fails, so a restart's re-verification fetches them again).
+//
 // The others are written on the main thread, right after they were hashed
 // there: the copy into the page cache then reads bytes still in this core's
 // cache, and no two pool threads contend for one file's lock. In the
@@ -22,10 +26,20 @@
 // the main thread also encrypts, it gained about what the pool lost. A disk that throttles
 // writes would stall the event loop (leases, peers), so a write slower than
 // `slowWriteMs` hands the rest to fs-chunk-store's writes on the pool.
-import { closeSync, constants, mkdirSync, openSync, writeSync } from "node:fs";
+import { closeSync, constants, mkdirSync, openSync, write, writeSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import FSChunkStore, { type ChunkStoreOptions } from "fs-chunk-store";
 import type { Handoff } from "./handoff.ts";
+import type { Ring } from "./ring.ts";
+
+/** A file's ring and its ring file, by the file's index in the torrent. */
+export type Rings = Map<number, { ring: Ring; path: string }>;
+
+type GetOptions = { offset?: number; length?: number } | null;
+type GetCallback = (err: Error | null, buf?: Uint8Array) => void;
+
+/** One write: bytes to put at a position of a file. */
+type Write = [fd: number, bytes: Uint8Array, position: number];
 
 /** Where file `index` of a torrent is kept in the scratch folder `dir`. */
 export function scratchFile(dir: string, index: number): string {
@@ -38,9 +52,10 @@ export const slowWriteMs = 50;
 
 export class IndexedChunkStore extends FSChunkStore {
   readonly #handoff: Handoff | undefined;
+  readonly #rings: Rings;
   readonly #slowWriteMs: number;
-  /** Write descriptors of the files, opened on first write. */
-  readonly #fds = new Map<object, number>();
+  /** Write descriptors of the files (by path), opened on first write. */
+  readonly #fds = new Map<string, number>();
   /** Whether pieces are still written on the main thread. */
   #writesHere = true;
   /** Index of each of the store's files in the torrent. */
@@ -48,7 +63,7 @@ export class IndexedChunkStore extends FSChunkStore {
 
   /**
    * webtorrent calls this with the torrent's files (offsets set), `path`, the
-   * scratch folder, and its `storeOpts` (here `handoff`, and `slowWriteMs` for tests).
+   * scratch folder, and its `storeOpts` (here `handoff`, `rings`, and `slowWriteMs` for tests).
    */
   constructor(chunkLength: number, opts: ChunkStoreOptions) {
     if (!opts.path || !opts.files) throw new Error("an indexed chunk store needs a folder and the file list");
@@ -63,6 +78,7 @@ export class IndexedChunkStore extends FSChunkStore {
       })),
     });
     this.#handoff = opts.handoff as Handoff | undefined;
+    this.#rings = (opts.rings as Rings | undefined) ?? new Map();
     this.#slowWriteMs = typeof opts.slowWriteMs === "number" ? opts.slowWriteMs : slowWriteMs;
     for (const [index, file] of this.files.entries()) this.#indexOf.set(file, index);
   }
@@ -78,30 +94,63 @@ export class IndexedChunkStore extends FSChunkStore {
       super.put(index, buf, cb);
     } else if (this.#handoff && this.#handedOver(this.#handoff, targets, buf)) {
       queueMicrotask(() => cb?.(null));
-    } else if (this.#writesHere) {
-      const failure = this.#write(targets, buf);
-      queueMicrotask(() => cb?.(failure));
     } else {
-      super.put(index, buf, cb);
+      let writes: Write[];
+      try {
+        writes = this.#writesOf(targets, buf);
+      } catch (error) {
+        queueMicrotask(() => cb?.(asError(error)));
+        return;
+      }
+      if (this.#writesHere) {
+        const failure = this.#write(writes);
+        queueMicrotask(() => cb?.(failure));
+      } else {
+        writeAll(writes, (error) => cb?.(error));
+      }
     }
   }
 
-  /** Writes the piece's bytes into its files here; a slow write sends the next ones to the pool. */
-  #write(targets: (typeof this.chunkMap)[number], buf: Uint8Array): Error | null {
+  /** Where the piece's bytes go: each file's share, at its ring's positions for a file with a ring. */
+  #writesOf(targets: (typeof this.chunkMap)[number], buf: Uint8Array): Write[] {
+    const writes: Write[] = [];
+    for (const t of targets) {
+      const bytes = targets.length === 1 ? buf : buf.subarray(t.from, t.to);
+      const ring = this.#rings.get(this.#indexOf.get(t.file)!);
+      if (!ring) {
+        writes.push([this.#fdOf((t.file as { path: string }).path), bytes, t.offset]);
+        continue;
+      }
+      const fd = this.#fdOf(ring.path);
+      for (const [position, from, length] of ring.ring.runs(t.offset, t.offset + bytes.length))
+        writes.push([fd, bytes.subarray(from - t.offset, from - t.offset + length), position]);
+    }
+    return writes;
+  }
+
+  /** Writes here, on the main thread; a slow write sends the next ones to the pool. */
+  #write(writes: Write[]): Error | null {
     const started = performance.now();
     try {
-      for (const t of targets) {
-        const bytes = targets.length === 1 ? buf : buf.subarray(t.from, t.to);
-        const fd = this.#fdOf(t.file);
+      for (const [fd, bytes, position] of writes)
         for (let at = 0; at < bytes.length; )
-          at += writeSync(fd, bytes, at, bytes.length - at, t.offset + at);
-      }
+          at += writeSync(fd, bytes, at, bytes.length - at, position + at);
       return null;
     } catch (error) {
-      return error instanceof Error ? error : new Error(String(error));
+      return asError(error);
     } finally {
       if (performance.now() - started > this.#slowWriteMs) this.#writesHere = false;
     }
+  }
+
+  /** Pieces with bytes in a ring file are not read back: they would be another offset's bytes after a wrap. */
+  override get(index: number, cb: GetCallback): void;
+  override get(index: number, opts: GetOptions, cb: GetCallback): void;
+  override get(index: number, opts: GetOptions | GetCallback, cb?: GetCallback): void {
+    if (typeof opts === "function") return this.get(index, null, opts);
+    const ringed = this.chunkMap[index]?.some((t) => this.#rings.has(this.#indexOf.get(t.file)!));
+    if (ringed) queueMicrotask(() => cb?.(new Error(`piece ${index} streamed through a scratch ring`)));
+    else super.get(index, opts, cb!);
   }
 
   /** fs-chunk-store refuses a piece of the wrong length (its put says so); so is that left to it. */
@@ -109,13 +158,12 @@ export class IndexedChunkStore extends FSChunkStore {
     return index === this.lastChunkIndex ? this.lastChunkLength : this.chunkLength;
   }
 
-  #fdOf(file: object): number {
-    let fd = this.#fds.get(file);
+  #fdOf(path: string): number {
+    let fd = this.#fds.get(path);
     if (fd === undefined) {
-      const path = (file as { path: string }).path;
       mkdirSync(dirname(path), { recursive: true });
       fd = openSync(path, constants.O_WRONLY | constants.O_CREAT, 0o600);
-      this.#fds.set(file, fd);
+      this.#fds.set(path, fd);
     }
     return fd;
   }
@@ -149,4 +197,26 @@ export class IndexedChunkStore extends FSChunkStore {
     }
     return true;
   }
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error));
+}
+
+/** The writes one after another on libuv's pool, then `done`. */
+function writeAll(writes: Write[], done: (error: Error | null) => void): void {
+  let i = 0;
+  let at = 0;
+  const next = (error: Error | null, written = 0): void => {
+    if (error) return done(error);
+    at += written;
+    while (i < writes.length && at >= writes[i]![1].length) {
+      i++;
+      at = 0;
+    }
+    if (i === writes.length) return done(null);
+    const [fd, bytes, position] = writes[i]!;
+    write(fd, bytes, at, bytes.length - at, position + at, (err, n) => next(err, n));
+  };
+  next(null);
 }

@@ -119,6 +119,11 @@ declare module "fs-chunk-store" {
     readonly lastChunkLength: number;
     put(index: number, buf: Uint8Array, cb?: (err: Error | null) => void): void;
     get(index: number, cb: (err: Error | null, buf?: Uint8Array) => void): void;
+    get(
+      index: number,
+      opts: { offset?: number; length?: number } | null,
+      cb: (err: Error | null, buf?: Uint8Array) => void,
+    ): void;
     close(cb?: (err: Error | null) => void): void;
     destroy(cb?: (err: Error | null) => void): void;
   }

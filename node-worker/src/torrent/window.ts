@@ -13,6 +13,14 @@
 // flush before they free), where deleting a file drops them unwritten, so a
 // job that fits spares the disk a write of everything it fetched.
 //
+// A streamed file larger than the job's share goes through a ring instead
+// (ring.ts): its bytes are rewritten in place, at their offset modulo the
+// ring's size, and nothing is punched. The ring's bytes are reserved once,
+// when the file's first bytes are selected; the window then selects a byte
+// only once the byte the ring held at its position is stored. When the job's
+// share shrinks (another job started) the ring's next cycle is smaller, and
+// the rest is given back once the bytes there are stored.
+//
 // Freed bytes are gone for this attempt, and so are bytes an upload took in
 // memory without their being written (handoff.ts): webtorrent still counts their pieces
 // as verified. An upload that must read freed bytes again (the provider lost
@@ -20,10 +28,13 @@
 // the job is handed back; the next attempt re-verifies what is on disk and
 // fetches what it needs again.
 
+import { access, truncate } from "node:fs/promises";
+import { partSizeFor } from "@torreclou/contracts";
 import type { Logger } from "pino";
 import { type DiskWait, removeFile, type ScratchBudget } from "../scratch.ts";
 import type { HolePuncher } from "./holes.ts";
 import { addRange, overlaps } from "./ranges.ts";
+import { Ring } from "./ring.ts";
 
 export interface WindowFile {
   /** Index in the torrent. */
@@ -44,6 +55,11 @@ export interface WindowOptions {
   select(index: number, start: number, end: number): void;
   /** Frees part of a scratch file; undefined when the disk cannot (files are then freed whole). */
   holes: HolePuncher | undefined;
+  /**
+   * Sends file `index`'s pieces into a ring from now on (Download.useRing);
+   * returns the ring file's path. Absent: no file streams through a ring.
+   */
+  useRing?(index: number, ring: Ring): string;
   /** This job's share of the budget for reading ahead (the budget over the jobs running). */
   share(): number;
   /** The job waits for local disk (or no longer does: undefined). */
@@ -56,6 +72,39 @@ export interface WindowOptions {
    * streaming window frees bytes as they are stored, whatever this says.
    */
   keep?: boolean;
+}
+
+/** A part an upload asks for cannot fit the file's scratch ring, however much of it is stored. */
+export class RingTooSmallError extends Error {
+  constructor(span: number, ring: number) {
+    super(
+      `a part of ${span} bytes does not fit this file's scratch ring of ${ring} bytes; give the worker a larger scratch budget (WORKER_SCRATCH_BUDGET) or run fewer jobs at once`,
+    );
+    this.name = "RingTooSmallError";
+  }
+}
+
+/**
+ * The smallest ring worth streaming a file through: two of the smallest parts
+ * S3 takes for it, and a piece. An upload's own parts, once it asks for the
+ * first, raise it (two of them and a piece: one sent while the next arrives).
+ */
+export function ringFloor(fileSize: number, pieceLength: number, part = 0): number {
+  const smallest = Math.max(part, partSizeFor(fileSize, 5 * 1024 * 1024));
+  return Math.ceil((2 * smallest + pieceLength) / pieceLength) * pieceLength;
+}
+
+interface RingState {
+  ring: Ring;
+  path: string;
+  /** Budget held for the ring file (0 until its first cycle). */
+  held: number;
+  /** A smaller cycle started: its ring file shrinks once the file is stored up to `after`. */
+  shrink?: { size: number; after: number } | undefined;
+  /** Selections waiting for stored bytes to free ring positions. */
+  waiters: (() => void)[];
+  /** The longest range an upload has asked for at once. */
+  span: number;
 }
 
 /** Bytes an upload needed again were already freed in this attempt. */
@@ -79,6 +128,8 @@ interface FileState {
   done: boolean;
   /** Extensions run one at a time per file. */
   extending: Promise<void>;
+  /** The file streams through a ring (streaming windows only). */
+  ring?: RingState | undefined;
 }
 
 export class Window {
@@ -136,11 +187,39 @@ export class Window {
     }
     this.#streaming = true;
     await this.#acquire(Math.min(pieceLength, budget.total));
+    await this.#ringLargeFiles();
     this.#opts.log.info(
       { total, budget: budget.total, share: this.#opts.share() },
       "streaming the download through a window of the scratch budget",
     );
     this.#pump();
+  }
+
+  /**
+   * Files too large for the job's share stream through rings, where the share
+   * can hold a few parts. Not a file whose plain scratch file exists: a
+   * restart re-verified pieces there, and uploads must find them.
+   */
+  async #ringLargeFiles(): Promise<void> {
+    const { useRing, pieceLength } = this.#opts;
+    if (!useRing) return;
+    const share = this.#opts.share();
+    for (const state of this.#order) {
+      const { file } = state;
+      if (file.size <= share || share - pieceLength < ringFloor(file.size, pieceLength)) continue;
+      if (await exists(file.localPath)) continue;
+      const ring = new Ring(file.size, file.offset, pieceLength);
+      const path = useRing(file.index, ring);
+      // A ring file an earlier attempt left holds nothing this one trusts.
+      await removeFile(path);
+      state.ring = { ring, path, held: 0, waiters: [], span: 0 };
+    }
+  }
+
+  /** The ring file of file `index`, when it streams through one (what its upload reads). */
+  ringOf(index: number): { ring: Ring; path: string } | undefined {
+    const r = this.#files.get(index)?.ring;
+    return r && { ring: r.ring, path: r.path };
   }
 
   #selectAll(total: number): void {
@@ -180,7 +259,11 @@ export class Window {
     const state = this.#state(index);
     if (overlaps(state.freed, start, end)) throw new RangeGoneError(state.file.localPath, start, end);
     if (end <= state.covered) return;
+    if (!state.ring) return this.#extend(state, end, true);
+    state.ring.span = Math.max(state.ring.span, end - start);
     await this.#extend(state, end, true);
+    // The ring is sized now: read ahead into it.
+    this.#pump();
   }
 
   /**
@@ -221,6 +304,7 @@ export class Window {
     if (to <= from) return;
     const gained = addRange(state.freed, from, to);
     if (gained === 0) return;
+    if (state.ring) return this.#ringStored(state, state.ring);
     await this.#opts.holes?.punch(state.file.localPath, from, to - from);
     this.#give(gained);
     this.#pump();
@@ -232,8 +316,15 @@ export class Window {
     if (state.done) return;
     state.done = true;
     if (this.#keeps) return;
-    await removeFile(state.file.localPath);
-    this.#give(this.#gapBytes(state, 0, state.covered));
+    if (state.ring) {
+      await removeFile(state.ring.path);
+      this.#give(state.ring.held);
+      state.ring.held = 0;
+      this.#wake(state.ring);
+    } else {
+      await removeFile(state.file.localPath);
+      this.#give(this.#gapBytes(state, 0, state.covered));
+    }
     this.#pump();
   }
 
@@ -257,6 +348,7 @@ export class Window {
   close(): void {
     this.#closed = true;
     this.#give(this.#held);
+    for (const state of this.#order) if (state.ring) this.#wake(state.ring);
   }
 
   #state(index: number): FileState {
@@ -298,12 +390,18 @@ export class Window {
   #extend(state: FileState, end: number, wait: boolean): Promise<void> {
     const next = state.extending.then(async () => {
       if (end <= state.covered || this.#closed) return;
-      const to = this.#pieceEnd(state.file, end);
-      const bytes = this.#gapBytes(state, state.covered, to);
-      if (bytes > 0) {
-        if (wait) await this.#acquire(bytes);
-        else if (await this.#opts.budget.tryAcquire(bytes)) this.#held += bytes;
-        else return;
+      let to = this.#pieceEnd(state.file, end);
+      if (state.ring) {
+        const reach = await this.#ringReach(state, state.ring, to, wait);
+        if (reach <= state.covered) return;
+        to = reach;
+      } else {
+        const bytes = this.#gapBytes(state, state.covered, to);
+        if (bytes > 0) {
+          if (wait) await this.#acquire(bytes);
+          else if (await this.#opts.budget.tryAcquire(bytes)) this.#held += bytes;
+          else return;
+        }
       }
       if (this.#closed) return;
       this.#selectGaps(state, state.covered, to);
@@ -325,7 +423,9 @@ export class Window {
       try {
         for (const state of this.#order) {
           while (!state.done && state.covered < state.file.size && !this.#closed) {
-            if (this.#held + step > this.#opts.share()) return;
+            // A ring is sized once its upload has asked for a first part (it must hold two).
+            if (state.ring && state.ring.held === 0 && state.ring.span === 0) return;
+            if (!state.ring?.held && this.#held + step > this.#opts.share()) return;
             const before = state.covered;
             await this.#extend(state, Math.min(state.file.size, state.covered + step), false);
             if (state.covered === before) return; // no room now; a release pumps again
@@ -338,4 +438,120 @@ export class Window {
       }
     })();
   }
+
+  /**
+   * How far file bytes may be selected towards `to` (a piece end): reserves
+   * the ring on its first use, starts cycles as the selection reaches them,
+   * and stops where the ring still holds bytes not stored. `wait`: wait for
+   * the budget and for stored bytes until `to` is reachable.
+   */
+  async #ringReach(state: FileState, r: RingState, to: number, wait: boolean): Promise<number> {
+    const { ring } = r;
+    if (r.held === 0) {
+      // Bytes an earlier attempt stored are skipped: the first cycle starts at the
+      // piece holding the first byte not stored (the whole piece is fetched and written).
+      const base = Math.max(ring.headEnd, this.#pieceStart(state.file, this.#ringLow(state, ring)));
+      const size = Math.min(this.#ringSize(state, r, Number.POSITIVE_INFINITY), ring.tailStart - base);
+      const bytes = ring.footprint(size);
+      if (wait) await this.#acquire(bytes);
+      else if (await this.#opts.budget.tryAcquire(bytes)) this.#held += bytes;
+      else return state.covered;
+      r.held = bytes;
+      ring.addCycle(size, base);
+    }
+    for (;;) {
+      if (r.span + this.#opts.pieceLength > ring.size && ring.end < ring.tailStart)
+        throw new RingTooSmallError(r.span, ring.size);
+      const limit = this.#ringLimit(state, r, to);
+      if (limit >= to || !wait || this.#closed || state.done) return Math.min(to, limit);
+      await new Promise<void>((resolve) => r.waiters.push(resolve));
+    }
+  }
+
+  /** The first byte of the ring proper not yet stored (the ring's end of the file when all are). */
+  #ringLow(state: FileState, ring: Ring): number {
+    let low = ring.headEnd;
+    for (const [a, b] of state.freed) {
+      if (a > low) break;
+      low = Math.max(low, b);
+    }
+    return Math.min(low, ring.tailStart);
+  }
+
+  /**
+   * The furthest piece end before `to` whose bytes may go into the ring now,
+   * starting the next cycle if the selection reaches it. A byte at ring
+   * position p of cycle k replaces the byte at position p of cycle k-1,
+   * which must be stored: below the first byte not stored (`low`).
+   */
+  #ringLimit(state: FileState, r: RingState, to: number): number {
+    const { ring } = r;
+    const low = this.#ringLow(state, ring);
+    if (low >= ring.tailStart) return to;
+    let last = ring.cycles.at(-1)!;
+    if (to > ring.end && ring.end < ring.tailStart && low >= last.base) {
+      // The selection goes past the last cycle, and the one before it is stored: start the
+      // next, from the piece holding the first byte not stored if everything before is.
+      const base = Math.max(ring.end, this.#pieceStart(state.file, low));
+      ring.addCycle(this.#ringSize(state, r, last.size), base);
+      if (r.shrink === undefined && ring.size < last.size)
+        r.shrink = { size: ring.size, after: last.base + last.size };
+      last = ring.cycles.at(-1)!;
+    }
+    const before = ring.cycles.at(-2);
+    let limit = last.base + last.size;
+    // Bytes of the last cycle replace those of the cycle before it, position for position.
+    if (before) limit = Math.min(limit, last.base + Math.max(0, low - before.base));
+    // The tail's bytes are kept apart from the ring: selectable once the ring reaches them.
+    if (limit >= ring.tailStart) return to;
+    return Math.min(to, this.#pieceStart(state.file, limit));
+  }
+
+  /**
+   * The next cycle's size: the job's share, no more than the ring had, at
+   * least its floor where the budget holds it, and at least one part and a
+   * piece (a budget that cannot hold that fails the job, saying so).
+   */
+  #ringSize(state: FileState, r: RingState, most: number): number {
+    const pl = this.#opts.pieceLength;
+    const others = this.#held - r.held;
+    const down = (bytes: number) => Math.floor(bytes / pl) * pl;
+    const fair = down(this.#opts.share() - others - r.ring.edges);
+    const room = down(this.#opts.budget.total - others - r.ring.edges);
+    const floor = Math.min(ringFloor(state.file.size, pl, r.span), room);
+    const least = Math.ceil((r.span + pl) / pl) * pl;
+    return Math.min(most, Math.max(least, floor, fair));
+  }
+
+  /** Bytes of a ring file were stored: wake what waits for ring positions, give back a shrunk ring's rest. */
+  async #ringStored(state: FileState, r: RingState): Promise<void> {
+    const shrink = r.shrink;
+    if (shrink && this.#ringLow(state, r.ring) >= shrink.after) {
+      r.shrink = undefined;
+      const keep = r.ring.footprint(shrink.size);
+      await truncate(r.path, keep).catch(() => {});
+      this.#give(r.held - keep);
+      r.held = keep;
+    }
+    this.#wake(r);
+    this.#pump();
+  }
+
+  #wake(r: RingState): void {
+    for (const wake of r.waiters.splice(0)) wake();
+  }
+
+  /** The start of the piece holding byte `at` of the file, clipped to the file. */
+  #pieceStart(file: WindowFile, at: number): number {
+    const pl = this.#opts.pieceLength;
+    const absolute = Math.floor((file.offset + at) / pl) * pl;
+    return Math.max(0, absolute - file.offset);
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
 }
