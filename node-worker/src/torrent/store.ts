@@ -147,7 +147,10 @@ export class IndexedChunkStore extends FSChunkStore {
   override get(index: number, cb: GetCallback): void;
   override get(index: number, opts: GetOptions, cb: GetCallback): void;
   override get(index: number, opts: GetOptions | GetCallback, cb?: GetCallback): void {
-    if (typeof opts === "function") return this.get(index, null, opts);
+    if (typeof opts === "function") {
+      this.get(index, null, opts);
+      return;
+    }
     const ringed = this.chunkMap[index]?.some((t) => this.#rings.has(this.#indexOf.get(t.file)!));
     if (ringed) queueMicrotask(() => cb?.(new Error(`piece ${index} streamed through a scratch ring`)));
     else super.get(index, opts, cb!);
@@ -208,13 +211,19 @@ function writeAll(writes: Write[], done: (error: Error | null) => void): void {
   let i = 0;
   let at = 0;
   const next = (error: Error | null, written = 0): void => {
-    if (error) return done(error);
+    if (error) {
+      done(error);
+      return;
+    }
     at += written;
     while (i < writes.length && at >= writes[i]![1].length) {
       i++;
       at = 0;
     }
-    if (i === writes.length) return done(null);
+    if (i === writes.length) {
+      done(null);
+      return;
+    }
     const [fd, bytes, position] = writes[i]!;
     write(fd, bytes, at, bytes.length - at, position + at, (err, n) => next(err, n));
   };
