@@ -20,7 +20,7 @@ import { join } from "node:path";
 import { lock } from "proper-lockfile";
 import { PermanentJobError } from "./sinks/index.ts";
 
-function formatBytes(n: number): string {
+export function formatBytes(n: number): string {
   const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
   let value = n;
   let unit = 0;

@@ -106,7 +106,12 @@ describe("S3Sink against the local S3 server", () => {
 
   /** Hooks that record what the sink asked for and reported. */
   function recording(journal: JournalPart[] = []) {
-    const seen = { ready: [] as [number, number][], parts: [] as JournalPart[], bytes: 0 };
+    const seen = {
+      ready: [] as [number, number][],
+      parts: [] as JournalPart[],
+      bytes: 0,
+      stored: [] as [number, number][],
+    };
     const hooks: UploadHooks = {
       signal: new AbortController().signal,
       ready: async (start, end) => {
@@ -120,6 +125,9 @@ describe("S3Sink against the local S3 server", () => {
       clearSession: async () => {},
       onBytes: (bytes) => {
         seen.bytes += bytes;
+      },
+      onStored: async (start, end) => {
+        seen.stored.push([start, end]);
       },
     };
     return { hooks, seen };
@@ -417,6 +425,12 @@ describe("S3Sink against the local S3 server", () => {
       sink.close();
     }
     expect(resumed.seen.parts.map((p) => p.partNumber).sort()).toEqual([1, 2, 3]);
+    // The job's disk window hears that part 1 is stored, though the journal it read lacked it.
+    expect(resumed.seen.stored.sort((a, b) => a[0] - b[0])).toEqual([
+      [0, 5 * MiB],
+      [5 * MiB, 10 * MiB],
+      [10 * MiB, 11 * MiB],
+    ]);
     // That attempt dies right after CompleteMultipartUpload; the next finds the object by the journal.
     const next = sinkFor("unjournaled");
     const log = outcomes(next.client);

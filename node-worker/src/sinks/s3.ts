@@ -500,6 +500,13 @@ export class S3Sink implements Sink {
     );
     const inFlight = new Set<Promise<void>>();
     const spare: Buffer[] = [];
+    // Freeing the local copy is housekeeping: a failure keeps the bytes, not the job from going on.
+    const freeLocal = async (part: number, start: number, length: number) =>
+      hooks
+        .onStored?.(start, start + length)
+        .catch((error: unknown) =>
+          this.#opts.log.warn({ err: error, key, part }, "could not free a stored part's local bytes"),
+        );
     let failure: unknown;
     // Opened once a part must be read from disk: the torrent creates the file as data arrives.
     let handle: LocalReader | undefined;
@@ -507,8 +514,11 @@ export class S3Sink implements Sink {
     try {
       for (let n = 1; n <= count && failure === undefined; n++) {
         if (stored.has(n)) {
-          // Stored by an earlier attempt: its bytes need not even be read.
+          // Stored by an earlier attempt: its bytes need not even be read. The
+          // job's disk window hears of it too: it may have read the journal
+          // before that attempt's last part was in it.
           hooks.onBytes(lengthOf(n));
+          await freeLocal(n, (n - 1) * partSize, lengthOf(n));
           continue;
         }
         // A slot first, then the claim: the part's buffer takes its pieces for
@@ -524,15 +534,7 @@ export class S3Sink implements Sink {
             stored.set(sent.partNumber, sent);
             inFlight.delete(task);
             spare.push(buffer);
-            // Freeing the local copy is housekeeping: a failure keeps the bytes, not the job from going on.
-            await hooks
-              .onStored?.(start, start + body.length)
-              .catch((error: unknown) =>
-                this.#opts.log.warn(
-                  { err: error, key, part: n },
-                  "could not free a stored part's local bytes",
-                ),
-              );
+            await freeLocal(n, start, body.length);
           },
           (error: unknown) => {
             inFlight.delete(task);

@@ -247,7 +247,7 @@ describe("a file streaming through a ring", () => {
     const { window, close } = await ringWindow("ring-small", size, { budget: 16 * MiB });
     await window.need(0, 0, part);
     await expect(window.need(0, part, part + 20 * MiB)).rejects.toThrow(RingTooSmallError);
-    await expect(window.need(0, part, part + 20 * MiB)).rejects.toThrow(/WORKER_SCRATCH_BUDGET/);
+    await expect(window.need(0, part, part + 20 * MiB)).rejects.toThrow(/WORKER_SCRATCH_BUDGET_BYTES/);
     window.close();
     close();
   });

@@ -31,7 +31,8 @@
 import { access, truncate } from "node:fs/promises";
 import { partSizeFor } from "@torreclou/contracts";
 import type { Logger } from "pino";
-import { type DiskWait, removeFile, type ScratchBudget } from "../scratch.ts";
+import { type DiskWait, formatBytes, removeFile, type ScratchBudget } from "../scratch.ts";
+import { PermanentJobError } from "../sinks/index.ts";
 import type { HolePuncher } from "./holes.ts";
 import { addRange, overlaps } from "./ranges.ts";
 import { Ring } from "./ring.ts";
@@ -74,11 +75,11 @@ export interface WindowOptions {
   keep?: boolean;
 }
 
-/** A part an upload asks for cannot fit the file's scratch ring, however much of it is stored. */
-export class RingTooSmallError extends Error {
+/** A range an upload asks for at once cannot fit the file's scratch ring, however much of it is stored. */
+export class RingTooSmallError extends PermanentJobError {
   constructor(span: number, ring: number) {
     super(
-      `a part of ${span} bytes does not fit this file's scratch ring of ${ring} bytes; give the worker a larger scratch budget (WORKER_SCRATCH_BUDGET) or run fewer jobs at once`,
+      `The upload asked for ${formatBytes(span)} of the file at once, more than fits the ${formatBytes(ring)} of local disk it streams through. Raise this worker's scratch budget (WORKER_SCRATCH_BUDGET_BYTES) or run fewer jobs at once.`,
     );
     this.name = "RingTooSmallError";
   }
