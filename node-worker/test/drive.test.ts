@@ -395,6 +395,8 @@ describe("Drive jobs larger than the disk budget", () => {
       await expectInDrive(grant, made, "Big");
       expect(peak, `peak scratch ${peak} bytes`).toBeGreaterThan(0);
       expect(peak, `peak scratch ${peak} bytes`).toBeLessThanOrEqual(budget);
+      // Through a ring (room for two 512 KiB chunks is enough), rewritten in place.
+      expect([...sampler.rings]).toEqual([`${job.id}/0.ring`]);
     } finally {
       await worker.shutdown(5000);
     }

@@ -3,7 +3,7 @@
 // the way the edge creates them, and checks of what landed in the bucket.
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { createServer, request, type Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -538,16 +538,21 @@ export async function startWorker(
  * Samples the bytes allocated under a scratch folder (from the file system,
  * not the worker's own counter) until stopped; returns the largest seen.
  */
-export function sampleScratch(dir: string): { stop(): Promise<number> } {
+export function sampleScratch(dir: string): { stop(): Promise<number>; rings: Set<string> } {
   let peak = 0;
   let running = true;
+  /** Ring files seen (streamed files rewritten in place), by name. */
+  const rings = new Set<string>();
   const loop = (async () => {
     while (running) {
       peak = Math.max(peak, await diskUsage(dir));
+      const names = await readdir(dir, { recursive: true }).catch(() => [] as string[]);
+      for (const name of names) if (name.endsWith(".ring")) rings.add(name);
       await new Promise((resolve) => setImmediate(resolve));
     }
   })();
   return {
+    rings,
     async stop() {
       running = false;
       await loop;

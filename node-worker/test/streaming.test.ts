@@ -1,6 +1,7 @@
 // Torrents larger than the worker's disk budget, against the real stack
 // (aria2c seeding, local S3): pieces are fetched in a window that moves
-// through each file, every stored part's bytes are freed, and the scratch
+// through each file, a file larger than the job's share goes through a ring
+// rewritten in place (stored bytes are overwritten, never punched), and the scratch
 // folder — sampled from the file system, not taken from the worker's own
 // counter — never holds more than the budget. Two workers sharing one
 // scratch folder share one budget. A peer that connects and sends nothing
@@ -62,6 +63,8 @@ describe("streaming within the scratch budget", () => {
     expectProgressNeverBackwards(await progressEvents(env, job.id));
     expect(peak, `peak scratch ${peak} bytes`).toBeGreaterThan(0);
     expect(peak, `peak scratch ${peak} bytes`).toBeLessThanOrEqual(BUDGET);
+    // It streamed through a ring: one file, `<index>.ring`, in the job's folder.
+    expect([...sampler.rings]).toEqual([`${job.id}/0.ring`]);
     await worker.shutdown(5000);
   });
 

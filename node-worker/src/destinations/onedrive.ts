@@ -157,6 +157,10 @@ export class OneDriveSink implements Sink {
     }
   }
 
+  partSize(): number {
+    return this.#chunk;
+  }
+
   async upload(file: SinkFile, hooks: UploadHooks): Promise<UploadResult> {
     try {
       return await this.#upload(file, hooks);
@@ -284,7 +288,9 @@ export class OneDriveSink implements Sink {
   async #existing(itemPath: string, file: SinkFile, hooks: UploadHooks): Promise<UploadResult | undefined> {
     const item = await this.#json<DriveItem>("GET", itemPath, undefined, hooks.signal);
     const stored = item?.file?.hashes?.quickXorHash;
-    if (!item || item.size !== file.size || !stored) return undefined;
+    // A file streaming through a ring is never on disk whole, so it cannot be
+    // compared: it is sent again, replacing the copy there.
+    if (!item || item.size !== file.size || !stored || file.ring) return undefined;
     await hooks.ready(0, file.size);
     const local = await hashFile(file, file.size, new QuickXorHash());
     if (local !== stored) return undefined;

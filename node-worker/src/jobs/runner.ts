@@ -551,6 +551,7 @@ export class JobRun {
           offset: download.offsetOf(f.fileIndex),
           localPath: download.localPath(f.fileIndex),
           stored: await this.#storedRanges(f),
+          part: sink.partSize?.(f.size),
         })),
       ),
       pieceLength: download.pieceLength,

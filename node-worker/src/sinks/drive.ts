@@ -332,6 +332,10 @@ export class DriveSink implements Sink {
     }
   }
 
+  partSize(): number {
+    return this.#chunk;
+  }
+
   async upload(file: SinkFile, hooks: UploadHooks): Promise<UploadResult> {
     try {
       return await this.#upload(file, hooks);
@@ -449,7 +453,9 @@ export class DriveSink implements Sink {
     const candidates = ((page.files ?? []) as DriveFile[]).filter(
       (f) => Number(f.size ?? -1) === file.size && f.md5Checksum,
     );
-    if (candidates.length === 0) return undefined;
+    // A file streaming through a ring is never on disk whole, so it cannot be
+    // compared: it is sent again, beside the copy already there.
+    if (candidates.length === 0 || file.ring) return undefined;
     await hooks.ready(0, file.size);
     const hasher = new FileHasher(file);
     await hasher.catchUp(file.size);

@@ -87,6 +87,11 @@ export interface Sink {
    * is a GET the provider bills as egress. Absent where a destination cannot.
    */
   read?(cloudId: string, start: number, end: number, signal: AbortSignal): Promise<Uint8Array>;
+  /**
+   * The most bytes of a file of `size` bytes one upload request sends (its
+   * part or chunk size): a file streaming through a ring needs room for two.
+   */
+  partSize?(size: number): number;
   close(): void;
 }
 

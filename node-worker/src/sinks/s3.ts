@@ -372,6 +372,10 @@ export class S3Sink implements Sink {
     return checkReadLength(answer, start, end, what);
   }
 
+  partSize(size: number): number {
+    return partSizeFor(size, this.#opts.partSize);
+  }
+
   async upload(file: SinkFile, hooks: UploadHooks): Promise<UploadResult> {
     try {
       // A resumed upload keeps the part size its journal was written with,

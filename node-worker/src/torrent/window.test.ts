@@ -100,7 +100,7 @@ describe("a file streaming through a ring", () => {
   async function ringWindow(
     name: string,
     size: number,
-    opts: { budget: number; stored?: [number, number][] },
+    opts: { budget: number; stored?: [number, number][]; part?: number },
   ) {
     const localPath = join(dir, name);
     const budget = new ScratchBudget(opts.budget);
@@ -109,16 +109,17 @@ describe("a file streaming through a ring", () => {
     let fd: number | undefined;
     const selected: [number, number][] = [];
     const window = new Window({
-      files: [{ index: 0, size, offset: 0, localPath, stored: opts.stored }],
+      files: [{ index: 0, size, offset: 0, localPath, stored: opts.stored, part: opts.part }],
       pieceLength,
       budget,
       select: (_index, start, end) => {
         selected.push([start, end]);
+        if (!ring) return;
         // Whole pieces, as the download fetches them.
         const from = Math.floor(start / pieceLength) * pieceLength;
         const to = Math.min(size, Math.ceil(end / pieceLength) * pieceLength);
         fd ??= openSync(ringPath(localPath), "w");
-        for (const [position, at, length] of ring!.runs(from, to))
+        for (const [position, at, length] of ring.runs(from, to))
           writeSync(fd, content(at, at + length), 0, length, position);
       },
       holes,
@@ -250,5 +251,16 @@ describe("a file streaming through a ring", () => {
     await expect(window.need(0, part, part + 20 * MiB)).rejects.toThrow(/WORKER_SCRATCH_BUDGET_BYTES/);
     window.close();
     close();
+  });
+
+  it("takes a file into a ring only where the share holds two of its upload's parts", async () => {
+    // 8 MiB: not two of S3's smallest parts (5 MiB), but many of Drive's 512 KiB chunks.
+    const s3 = await ringWindow("ring-s3", 32 * MiB, { budget: 8 * MiB });
+    expect(s3.window.streaming).toBe(true);
+    expect(s3.window.ringOf(0)).toBeUndefined();
+    s3.window.close();
+    const drive = await ringWindow("ring-drive", 32 * MiB, { budget: 8 * MiB, part: 512 * KiB });
+    expect(drive.window.ringOf(0)).toBeDefined();
+    drive.window.close();
   });
 });

@@ -16,9 +16,10 @@
 // A streamed file larger than the job's share goes through a ring instead
 // (ring.ts): its bytes are rewritten in place, at their offset modulo the
 // ring's size, and nothing is punched. The ring's bytes are reserved once,
-// when the file's first bytes are selected; the window then selects a byte
-// only once the byte the ring held at its position is stored. When the job's
-// share shrinks (another job started) the ring's next cycle is smaller, and
+// when the file's upload first asks for a part (the ring must hold two); the
+// window then selects a byte only once the byte the ring held at its position
+// is stored. When the job's share shrinks (another job started here, or
+// another process waits for the budget) the ring's next cycle is smaller, and
 // the rest is given back once the bytes there are stored.
 //
 // Freed bytes are gone for this attempt, and so are bytes an upload took in
@@ -45,7 +46,9 @@ export interface WindowFile {
   offset: number;
   localPath: string;
   /** Ranges an earlier attempt already stored (journaled parts): never fetched again. */
-  stored?: [number, number][];
+  stored?: [number, number][] | undefined;
+  /** The most its upload asks for at once (Sink.partSize); unknown: S3's smallest parts for its size. */
+  part?: number | undefined;
 }
 
 export interface WindowOptions {
@@ -86,13 +89,13 @@ export class RingTooSmallError extends PermanentJobError {
 }
 
 /**
- * The smallest ring worth streaming a file through: two of the smallest parts
- * S3 takes for it, and a piece. An upload's own parts, once it asks for the
- * first, raise it (two of them and a piece: one sent while the next arrives).
+ * The smallest ring worth streaming a file through: two of its upload's parts
+ * (one sent while the next arrives) and a piece. Parts of unknown size are
+ * taken as the smallest S3 allows for the file.
  */
-export function ringFloor(fileSize: number, pieceLength: number, part = 0): number {
-  const smallest = Math.max(part, partSizeFor(fileSize, 5 * 1024 * 1024));
-  return Math.ceil((2 * smallest + pieceLength) / pieceLength) * pieceLength;
+export function ringFloor(fileSize: number, pieceLength: number, part?: number): number {
+  const size = part || partSizeFor(fileSize, 5 * 1024 * 1024);
+  return Math.ceil((2 * size + pieceLength) / pieceLength) * pieceLength;
 }
 
 interface RingState {
@@ -207,7 +210,7 @@ export class Window {
     const share = this.#opts.share();
     for (const state of this.#order) {
       const { file } = state;
-      if (file.size <= share || share - pieceLength < ringFloor(file.size, pieceLength)) continue;
+      if (file.size <= share || share - pieceLength < ringFloor(file.size, pieceLength, file.part)) continue;
       if (await exists(file.localPath)) continue;
       const ring = new Ring(file.size, file.offset, pieceLength);
       const path = useRing(file.index, ring);
@@ -519,7 +522,7 @@ export class Window {
     const down = (bytes: number) => Math.floor(bytes / pl) * pl;
     const fair = down(this.#opts.share() - others - r.ring.edges);
     const room = down(this.#opts.budget.total - others - r.ring.edges);
-    const floor = Math.min(ringFloor(state.file.size, pl, r.span), room);
+    const floor = Math.min(ringFloor(state.file.size, pl, Math.max(r.span, state.file.part ?? 0)), room);
     const least = Math.ceil((r.span + pl) / pl) * pl;
     return Math.min(most, Math.max(least, floor, fair));
   }
