@@ -68,6 +68,33 @@ describe("streaming within the scratch budget", () => {
     await worker.shutdown(5000);
   });
 
+  it("streams a large file between two small ones whose pieces it shares, every file byte-identical", async () => {
+    const { worker } = await startWorker(env, streaming);
+    workers.push(worker);
+    // Odd sizes: the large file's first and last pieces hold bytes of its neighbours.
+    const made = await makeFixture(
+      env,
+      "neighbours",
+      [
+        { path: "neighbours/a.bin", size: MiB + 123 },
+        { path: "neighbours/big.bin", size: 4 * BUDGET + 4567 },
+        { path: "neighbours/c.bin", size: 2 * MiB + 89 },
+      ],
+      256 * 1024,
+    );
+    await seedFixtures(env, [made], "12M");
+    const sampler = sampleScratch(env.scratchDir);
+    const job = await submitJob(env, { made, profileId });
+    const done = await waitForState(env, job.id, ["completed", "failed"], 120_000);
+    const peak = await sampler.stop();
+    expect(done.failureReason).toBeNull();
+    await expectStoredExactly(env, made, job.id);
+    expect(peak, `peak scratch ${peak} bytes`).toBeLessThanOrEqual(BUDGET);
+    // Only the large file went through a ring.
+    expect([...sampler.rings]).toEqual([`${job.id}/1.ring`]);
+    await worker.shutdown(5000);
+  });
+
   it("two workers sharing one scratch folder share one budget", async () => {
     // One job each, so both run at once on one disk.
     const a = (await startWorker(env, { ...streaming, WORKER_CONCURRENCY: "1" })).worker;
