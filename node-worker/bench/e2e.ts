@@ -21,11 +21,12 @@
 //   BENCH_WORKER_ARGS=--trace-gc ...          (flags NODE_OPTIONS refuses, for the worker and the uploader)
 //   BENCH_QUICK=3 ...                         (end-to-end runs only, 3 over HTTP and 3 over HTTPS)
 //   BENCH_QUICK_OVER=http ...                 (the quick runs over HTTP only)
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { promisify } from "node:util";
 import { DeleteObjectCommand } from "@aws-sdk/client-s3";
 import { freePort, quietLog } from "../../local/process.ts";
 import { startS3Process } from "../../local/s3.ts";
@@ -226,6 +227,7 @@ async function runCase(
 
   // Download only: aria2c as the downloader.
   const dlDir = join(env.dataDir, "aria2-download");
+  await settle();
   const dlSeederCpu = await cpuOf(seederPid);
   const dlStart = Date.now();
   await new Promise<void>((done, fail) => {
@@ -267,6 +269,7 @@ async function runCase(
       `over HTTPS (a TLS front before the same server; bodies go unhashed, TLS guards them):`,
       `  end-to-end:    ${seconds(runTls.ms)} s; ratio ${(runTls.ms / Math.max(downloadOnly, upTls.ms)).toFixed(2)} × max(download-only, upload-only over HTTPS ${seconds(upTls.ms)} s)`,
       `  worker CPU:    ${perGiB(runTls.cpu.worker)} CPU-s per GiB  (target ≤ 4); threads: ${runTls.byThread}`,
+      `  cpu seconds:   end-to-end: worker ${runTls.cpu.worker.toFixed(1)}, S3 server ${runTls.cpu.server.toFixed(1)}, TLS front ${runTls.cpu.bench.toFixed(1)}, seeder ${runTls.cpu.seeder.toFixed(1)}; upload-only: uploader ${upTls.cpu.uploader.toFixed(1)}, S3 server ${upTls.cpu.server.toFixed(1)}, TLS front ${upTls.cpu.bench.toFixed(1)}  (TLS front: the benchmark's own process)`,
       `  uploader CPU:  ${up.cpu.uploader.toFixed(1)} s over HTTP (SHA-256 signed), ${upTls.cpu.uploader.toFixed(1)} s over HTTPS (unsigned, encrypted)`,
       `  worker peak RSS ${(runTls.peakRss / MiB).toFixed(0)} MiB, peak scratch ${(runTls.peakScratch / MiB).toFixed(0)} MiB; objects verified byte-identical`,
       "",
@@ -281,7 +284,7 @@ async function uploadOnly(
   c: Case,
   files: { path: string; length: number }[],
   target: Target,
-): Promise<{ ms: number; cpu: { uploader: number; server: number } }> {
+): Promise<{ ms: number; cpu: { uploader: number; server: number; bench: number } }> {
   const plan: UploadPlan = {
     bucket: env.bucket,
     folder: `upload-only-${c.name}-${target.name}`,
@@ -293,7 +296,9 @@ async function uploadOnly(
       localPath: join(env.dataDir, "seed", f.path),
     })),
   };
+  await settle();
   const serverCpu = await cpuOf(s3Pid);
+  const benchCpu = process.cpuUsage();
   const start = Date.now();
   const uploader = spawn(
     process.execPath,
@@ -319,6 +324,7 @@ async function uploadOnly(
   const cpu = {
     uploader: Number(printed.trim().split("\n").pop()),
     server: (await cpuOf(s3Pid)) - serverCpu,
+    bench: cpuSince(benchCpu),
   };
   // Deleted, as aria2c's download is, so the end-to-end run starts with as much memory free.
   for (const key of await listKeys(env.s3, env.bucket, `${plan.folder}/`)) {
@@ -415,13 +421,17 @@ async function endToEnd(env: Env, s3Pid: number | undefined, entry: string, c: C
       await sleep(100);
     }
   })();
+  await settle();
   const e2eSeederCpu = await cpuOf(seederPid);
   const e2eServerCpu = await cpuOf(s3Pid);
   const e2eStart = Date.now();
+  const benchCpu = process.cpuUsage();
   const job = await submitJob(env, { made, profileId });
   const done = await Promise.race([waitForState(env, job.id, ["completed", "failed"], 900_000), died]);
   const elapsed = Date.now() - e2eStart;
   const e2eCpu = {
+    // This process: the TLS front over HTTPS, and the sampling and the tracker.
+    bench: cpuSince(benchCpu),
     worker: (await cpuOf(worker.pid)) - idleCpu,
     server: (await cpuOf(s3Pid)) - e2eServerCpu,
     seeder: (await cpuOf(seederPid)) - e2eSeederCpu,
@@ -469,3 +479,20 @@ main().then(
     process.exit(1);
   },
 );
+
+/** CPU seconds this process spent since `from` (process.cpuUsage()). */
+function cpuSince(from: NodeJS.CpuUsage): number {
+  const used = process.cpuUsage(from);
+  return (used.user + used.system) / 1e6;
+}
+
+/**
+ * Writes what earlier runs left dirty in the page cache to the disk before a
+ * timed run starts. Otherwise the kernel's writeback of one run's gigabytes
+ * (the S3 server's objects, aria2c's download) lands in the middle of a
+ * later one: seen as seconds with one core in the kernel writing ~1 GB/s and
+ * every process of the run throttled, whichever run it happened to hit.
+ */
+async function settle(): Promise<void> {
+  await promisify(execFile)("sync");
+}
