@@ -9,7 +9,7 @@
 // server injects no faults; the Drive double has no quotas) is not part of
 // that provider's list.
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import {
@@ -43,6 +43,7 @@ import {
 } from "../src/sinks/index.ts";
 import { Outage, type OutageState } from "../src/sinks/outage.ts";
 import { S3Sink } from "../src/sinks/s3.ts";
+import { Ring } from "../src/torrent/ring.ts";
 
 const KiB = 1024;
 const silent = pino({ enabled: false });
@@ -374,6 +375,38 @@ describe.each(providers)("the $name sink against its double", (provider) => {
       expect(stored.get(storedName("job 1", path))?.equals(bytes), path).toBe(true);
     }
     sink.close();
+  });
+
+  it("reads a file that streams through a ring, each range written there just before it is asked for", async () => {
+    const who = email();
+    const bytes = randomBytes(6 * provider.chunk + 999);
+    // A ring two chunks (or parts) round: each range overwrites the one sent two before it.
+    const ring = new Ring(bytes.length, 0, 16 * KiB);
+    const localPath = join(work, `ring-${randomBytes(4).toString("hex")}.ring`);
+    await mkdir(work, { recursive: true });
+    const handle = await open(localPath, "w");
+    const state = newState();
+    const hooks: UploadHooks = {
+      ...hooksFor(state, AbortSignal.timeout(30_000)),
+      // What the download does once the window selects a range: its bytes land at the ring's positions.
+      ready: async (start, end) => {
+        while (ring.end < Math.min(end, ring.tailStart)) ring.addCycle(2 * provider.chunk);
+        for (const [position, at, length] of ring.runs(start, end))
+          await handle.write(bytes, at, length, position);
+      },
+    };
+    try {
+      const sink = provider.sink(provider.grant(who), "job");
+      await sink.upload(
+        { path: "ringed.bin", size: bytes.length, localPath, ring, uploadSession: null },
+        hooks,
+      );
+      sink.close();
+    } finally {
+      await handle.close();
+    }
+    expect(ring.cycles.length).toBeGreaterThan(2);
+    expect((await provider.stored(who)).get("job/ringed.bin")?.equals(bytes)).toBe(true);
   });
 
   it("refuses a torrent two of whose files it would store under one name", () => {
