@@ -243,6 +243,22 @@ describe("a file streaming through a ring", () => {
     close();
   });
 
+  it("hears of a part stored before its bytes were selected, and moves past it", async () => {
+    const size = 48 * MiB;
+    // The journal read at the start had parts up to 15 MiB; the upload then finds
+    // the next part stored too (the provider listed it) and says so first thing.
+    const { window, selected, close } = await ringWindow("ring-listed", size, {
+      budget: 16 * MiB,
+      stored: [[0, 15 * MiB]],
+    });
+    await window.stored(0, 15 * MiB, 20 * MiB);
+    await upload(window, size, 20 * MiB);
+    expect(selected.every(([a]) => a >= 20 * MiB)).toBe(true);
+    await window.fileDone(0);
+    window.close();
+    close();
+  });
+
   it("refuses a part larger than the ring, saying what to change", async () => {
     const size = 64 * MiB;
     const { window, close } = await ringWindow("ring-small", size, { budget: 16 * MiB });

@@ -303,12 +303,19 @@ export class Window {
   async stored(index: number, start: number, end: number): Promise<void> {
     const state = this.#state(index);
     if (!this.#streaming || state.done) return;
+    if (state.ring) {
+      // Recorded even beyond what is selected (a part an earlier attempt stored
+      // that the journal read at the start lacked): the ring's first byte not
+      // stored must move past it, or the ring would wait for it forever.
+      if (addRange(state.freed, Math.max(0, start), Math.min(end, state.file.size)) > 0)
+        await this.#ringStored(state, state.ring);
+      return;
+    }
     const from = Math.max(0, start);
     const to = Math.min(end, state.covered);
     if (to <= from) return;
     const gained = addRange(state.freed, from, to);
     if (gained === 0) return;
-    if (state.ring) return this.#ringStored(state, state.ring);
     await this.#opts.holes?.punch(state.file.localPath, from, to - from);
     this.#give(gained);
     this.#pump();
