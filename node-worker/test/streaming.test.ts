@@ -47,18 +47,24 @@ afterAll(async () => {
   await env?.cleanup();
 });
 
+/** Seeds `made`, runs it as a job while sampling the scratch folder, and checks every stored byte. */
+async function streamed(made: Awaited<ReturnType<typeof makeFixture>>) {
+  await seedFixtures(env, [made], "12M");
+  const sampler = sampleScratch(env.scratchDir);
+  const job = await submitJob(env, { made, profileId });
+  const done = await waitForState(env, job.id, ["completed", "failed"], 120_000);
+  const peak = await sampler.stop();
+  expect(done.failureReason).toBeNull();
+  await expectStoredExactly(env, made, job.id);
+  return { job, peak, sampler };
+}
+
 describe("streaming within the scratch budget", () => {
   it("stores one file four times the budget byte-identical, never holding more than the budget", async () => {
     const { worker } = await startWorker(env, streaming);
     workers.push(worker);
     const made = await makeFixture(env, "four-times", [{ path: "four-times", size: 4 * BUDGET + 12_345 }]);
-    await seedFixtures(env, [made], "12M");
-    const sampler = sampleScratch(env.scratchDir);
-    const job = await submitJob(env, { made, profileId });
-    const done = await waitForState(env, job.id, ["completed", "failed"], 120_000);
-    const peak = await sampler.stop();
-    expect(done.failureReason).toBeNull();
-    await expectStoredExactly(env, made, job.id);
+    const { job, peak, sampler } = await streamed(made);
     expect(await unfinishedUploads(env.s3, env.bucket, `${job.id}/`)).toEqual([]);
     expectProgressNeverBackwards(await progressEvents(env, job.id));
     expect(peak, `peak scratch ${peak} bytes`).toBeGreaterThan(0);
@@ -82,13 +88,7 @@ describe("streaming within the scratch budget", () => {
       ],
       256 * 1024,
     );
-    await seedFixtures(env, [made], "12M");
-    const sampler = sampleScratch(env.scratchDir);
-    const job = await submitJob(env, { made, profileId });
-    const done = await waitForState(env, job.id, ["completed", "failed"], 120_000);
-    const peak = await sampler.stop();
-    expect(done.failureReason).toBeNull();
-    await expectStoredExactly(env, made, job.id);
+    const { job, peak, sampler } = await streamed(made);
     expect(peak, `peak scratch ${peak} bytes`).toBeLessThanOrEqual(BUDGET);
     // Only the large file went through a ring.
     expect([...sampler.rings]).toEqual([`${job.id}/1.ring`]);
