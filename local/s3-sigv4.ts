@@ -172,11 +172,14 @@ export function checkSignatures(secrets: ReadonlyMap<string, string>, now: () =>
   };
 }
 
+/** The largest unsigned body held whole (a part of up to 64 MiB); longer ones stream through s3rver. */
+const UNSIGNED_HELD_BYTES = 64 * 1024 * 1024;
+
 /**
- * A request body held whole in memory, already checked: its chunks as they
- * arrived, with their size and MD5 (the ETag S3 gives it), so the store
- * writes them without hashing or copying them again. Still a stream for
- * whoever reads it as one.
+ * A request body held whole in memory, checked against any hash the client
+ * stated: its chunks as they arrived, with their size and MD5 (the ETag S3
+ * gives it), so the store writes them without hashing or copying them again.
+ * Still a stream for whoever reads it as one.
  */
 export class CheckedBody extends Readable {
   readonly chunks: readonly Buffer[];
@@ -200,14 +203,23 @@ export class CheckedBody extends Readable {
  * Koa middleware for s3rver: a body whose SHA-256 (x-amz-content-sha256) or
  * MD5 (Content-MD5) the client stated must match it, or nothing is stored.
  * Such bodies were whole in the client's memory to be hashed, so they are
- * held whole here too until checked, then handed on as a CheckedBody.
+ * held whole here too until checked, then handed on as a CheckedBody. So is
+ * an unsigned body (UNSIGNED-PAYLOAD, as sent over HTTPS) of a stated length
+ * up to UNSIGNED_HELD_BYTES, so that its part goes into the store the same
+ * way: s3rver's own streaming path copies every part again on completion.
  */
 export async function checkPayload(ctx: S3rverContext, next: () => Promise<void>): Promise<void> {
   const headers = ctx.request.headers;
   const sha = String(headers["x-amz-content-sha256"] ?? "").toLowerCase();
   const md5 = headers["content-md5"];
   const checkSha = /^[0-9a-f]{64}$/.test(sha);
-  if (!checkSha && typeof md5 !== "string") {
+  const length = Number(headers["content-length"] ?? Number.NaN);
+  const unsignedHeld =
+    sha === "unsigned-payload" &&
+    headers["content-encoding"] === undefined &&
+    Number.isSafeInteger(length) &&
+    length <= UNSIGNED_HELD_BYTES;
+  if (!checkSha && typeof md5 !== "string" && !unsignedHeld) {
     await next();
     return;
   }

@@ -1,11 +1,12 @@
 // A TLS front for a plain-HTTP server, standing in for a provider's HTTPS
 // endpoint in tests and benchmarks: the local S3 server speaks HTTP only.
 import { execFile } from "node:child_process";
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { type AddressInfo, connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { createServer } from "node:tls";
 import { promisify } from "node:util";
+import { freePort, portOpen, quietLog, requireProgram, spawnService } from "./process.ts";
 
 /**
  * A TLS front for `target`, as a provider's HTTPS endpoint: a certificate for
@@ -28,26 +29,7 @@ export async function tlsFront(
   cuts(): number;
   close(): Promise<void>;
 }> {
-  const [keyPath, certPath] = [join(dir, "front.key"), join(dir, "front.crt")];
-  await promisify(execFile)("openssl", [
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-days",
-    "1",
-    "-subj",
-    "/CN=127.0.0.1",
-    "-addext",
-    "subjectAltName=IP:127.0.0.1",
-    "-keyout",
-    keyPath,
-    "-out",
-    certPath,
-  ]);
+  const { keyPath, certPath } = await makeCertificate(dir);
   const [key, cert] = [await readFile(keyPath, "utf8"), await readFile(certPath, "utf8")];
   const heads: string[] = [];
   let connections = 0;
@@ -100,4 +82,73 @@ export async function tlsFront(
         server.close(() => resolve());
       }),
   };
+}
+
+/** A self-signed certificate for 127.0.0.1 (EC P-256), made with openssl in `dir`. */
+async function makeCertificate(dir: string): Promise<{ keyPath: string; certPath: string }> {
+  const [keyPath, certPath] = [join(dir, "front.key"), join(dir, "front.crt")];
+  await promisify(execFile)("openssl", [
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-days",
+    "1",
+    "-subj",
+    "/CN=127.0.0.1",
+    "-addext",
+    "subjectAltName=IP:127.0.0.1",
+    "-keyout",
+    keyPath,
+    "-out",
+    certPath,
+  ]);
+  return { keyPath, certPath };
+}
+
+/**
+ * The same front as a native TLS terminator (HAProxy in TCP mode, installed
+ * when missing), for the benchmark: a provider terminates TLS on machines of
+ * its own, and a Node front on the benchmark's two cores spent 3-5 CPU-s per
+ * GiB passing bytes, which then raced the worker for the cores. HAProxy's
+ * process is its own, so its CPU is read apart from everyone else's.
+ */
+export async function haproxyFront(
+  target: URL,
+  dir: string,
+): Promise<{ url: string; certPath: string; pid: number | undefined; close(): Promise<void> }> {
+  const haproxy = requireProgram("haproxy", "haproxy");
+  const { keyPath, certPath } = await makeCertificate(dir);
+  const pemPath = join(dir, "front.pem");
+  await writeFile(pemPath, (await readFile(certPath, "utf8")) + (await readFile(keyPath, "utf8")));
+  const port = await freePort();
+  const configPath = join(dir, "haproxy.cfg");
+  await writeFile(
+    configPath,
+    [
+      "global",
+      "  maxconn 256",
+      "  nbthread 1",
+      "defaults",
+      "  mode tcp",
+      "  timeout connect 5s",
+      "  timeout client 10m",
+      "  timeout server 10m",
+      "frontend tls",
+      `  bind 127.0.0.1:${port} ssl crt ${pemPath}`,
+      "  default_backend plain",
+      "backend plain",
+      `  server target ${target.hostname}:${target.port}`,
+      "",
+    ].join("\n"),
+  );
+  const service = await spawnService("tls-front", haproxy, {
+    args: ["-db", "-f", configPath],
+    log: quietLog,
+    ready: () => portOpen(port),
+  });
+  return { url: `https://127.0.0.1:${port}`, certPath, pid: service.child.pid, close: () => service.stop() };
 }

@@ -11,7 +11,8 @@
 // each process spent (two cores: CPU, not the network, is the limit on loopback).
 // Each worker runs a 16 MiB warm-up job before the measured one, as a worker of
 // a fleet has run jobs before; the warm-up's CPU is printed apart. Then the
-// same again with uploads over HTTPS: a TLS front before the same S3 server.
+// same again with uploads over HTTPS: a TLS front (HAProxy, as a provider
+// terminates TLS apart from its storage) before the same S3 server.
 //
 //   node node-worker/bench/e2e.ts            (ports 17500-17510; BENCH_PORT=N to move them)
 //   BENCH_MIB=1024 BENCH_KEEP=1 ...           (size; keep the data folder)
@@ -21,7 +22,9 @@
 //   BENCH_WORKER_ARGS=--trace-gc ...          (flags NODE_OPTIONS refuses, for the worker and the uploader)
 //   BENCH_QUICK=3 ...                         (end-to-end runs only, 3 over HTTP and 3 over HTTPS)
 //   BENCH_QUICK_OVER=http ...                 (the quick runs over HTTP only)
+//   BENCH_TLS_FRONT=node ...                  (the tests' Node TLS front, in this process, instead of HAProxy)
 import { execFile, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -32,7 +35,7 @@ import { freePort, quietLog } from "../../local/process.ts";
 import { startS3Process } from "../../local/s3.ts";
 import { ARIA2_LOOPBACK_FLAGS, type MadeTorrent, readTorrent } from "../../local/seeder/index.ts";
 import { localSecrets, portsFrom, startStack } from "../../local/stack.ts";
-import { tlsFront } from "../../local/tls-front.ts";
+import { haproxyFront, tlsFront } from "../../local/tls-front.ts";
 import { buildWorker } from "../build.ts";
 import { diskUsage } from "../src/scratch.ts";
 import {
@@ -67,6 +70,11 @@ const workerArgs = [
 // End-to-end runs only (no baselines), this many over HTTP then over HTTPS.
 const quickRuns = Number(process.env.BENCH_QUICK ?? 0);
 const quickOver = (process.env.BENCH_QUICK_OVER ?? "http,https").split(",");
+// The TLS front over HTTPS: HAProxy in a process of its own, or (BENCH_TLS_FRONT=node)
+// the tests' Node front inside this process, whose CPU then counts as the benchmark's.
+const tlsFrontKind = process.env.BENCH_TLS_FRONT === "node" ? "node" : "haproxy";
+const frontNote =
+  tlsFrontKind === "node" ? "TLS front: Node, in the benchmark's process" : "TLS front: HAProxy";
 const CLOCK_TICKS = 100;
 
 /** CPU seconds a process has used so far (user + system), from /proc. */
@@ -138,10 +146,19 @@ async function main(): Promise<void> {
     seeder: false,
     s3: false,
   });
+  // The S3 server's objects in memory (tmpfs) where the machine has one: a provider
+  // stores them on disks of its own, and the kernel's writeback of them on this
+  // disk (a burst of ~1 GB once ~2 GB are dirty) would land inside the worker's run.
+  const s3Dir = await mkdtemp(
+    join(
+      existsSync("/dev/shm") && !process.env.BENCH_S3_ON_DISK ? "/dev/shm" : stackDir,
+      "torreclou-bench-s3-",
+    ),
+  );
   // The S3 server in a process of its own, so its CPU and garbage collection are not this script's.
   const s3 = await startS3Process({
     port: portsFrom(basePort).s3,
-    dataDir: join(stackDir, "s3"),
+    dataDir: s3Dir,
     bucket: localSecrets.s3Bucket,
     accessKeyId: localSecrets.s3AccessKeyId,
     secretAccessKey: localSecrets.s3SecretAccessKey,
@@ -177,8 +194,12 @@ async function main(): Promise<void> {
       });
     }
     const entry = await buildWorker(join(stackDir, "worker.mjs"));
-    const front = await tlsFront(new URL(process.env.S3_ENDPOINT ?? ""), stackDir, false);
-    const https = { name: "https", endpoint: front.url, caFile: front.certPath };
+    const s3Url = new URL(process.env.S3_ENDPOINT ?? "");
+    const front =
+      tlsFrontKind === "node"
+        ? { ...(await tlsFront(s3Url, stackDir, false)), pid: undefined }
+        : await haproxyFront(s3Url, stackDir);
+    const https: Target = { name: "https", endpoint: front.url, caFile: front.certPath, frontPid: front.pid };
     try {
       for (const c of cases) await runCase(env, s3.pid, entry, c, https);
     } finally {
@@ -188,6 +209,7 @@ async function main(): Promise<void> {
     if (!process.env.BENCH_KEEP) await env.cleanup();
     await stack.stop();
     await rm(stackDir, { recursive: true, force: true });
+    await rm(s3Dir, { recursive: true, force: true });
   }
 }
 
@@ -197,6 +219,8 @@ interface Target {
   endpoint: string;
   /** A CA file the worker must trust for this endpoint. */
   caFile?: string;
+  /** The TLS front's own process (HAProxy); a Node front runs in this one. */
+  frontPid?: number | undefined;
 }
 
 async function runCase(
@@ -215,7 +239,7 @@ async function runCase(
       for (let i = 0; i < quickRuns; i++) {
         const run = await endToEnd(env, s3Pid, entry, c, target);
         process.stdout.write(
-          `[${c.name}] ${target.name}: ${seconds(run.ms)} s, worker ${(run.cpu.worker / (c.mib / 1024)).toFixed(2)} CPU-s per GiB (${run.byThread}), peak RSS ${(run.peakRss / MiB).toFixed(0)} MiB\n`,
+          `[${c.name}] ${target.name}: ${seconds(run.ms)} s, worker ${(run.cpu.worker / (c.mib / 1024)).toFixed(2)} CPU-s per GiB (${run.byThread}), peak RSS ${(run.peakRss / MiB).toFixed(0)} MiB; CPU s: S3 server ${run.cpu.server.toFixed(1)}, TLS front ${run.cpu.front.toFixed(1)}, seeder ${run.cpu.seeder.toFixed(1)}, benchmark ${run.cpu.bench.toFixed(1)}\n`,
         );
       }
     }
@@ -269,7 +293,7 @@ async function runCase(
       `over HTTPS (a TLS front before the same server; bodies go unhashed, TLS guards them):`,
       `  end-to-end:    ${seconds(runTls.ms)} s; ratio ${(runTls.ms / Math.max(downloadOnly, upTls.ms)).toFixed(2)} × max(download-only, upload-only over HTTPS ${seconds(upTls.ms)} s)`,
       `  worker CPU:    ${perGiB(runTls.cpu.worker)} CPU-s per GiB  (target ≤ 4); threads: ${runTls.byThread}`,
-      `  cpu seconds:   end-to-end: worker ${runTls.cpu.worker.toFixed(1)}, S3 server ${runTls.cpu.server.toFixed(1)}, TLS front ${runTls.cpu.bench.toFixed(1)}, seeder ${runTls.cpu.seeder.toFixed(1)}; upload-only: uploader ${upTls.cpu.uploader.toFixed(1)}, S3 server ${upTls.cpu.server.toFixed(1)}, TLS front ${upTls.cpu.bench.toFixed(1)}  (TLS front: the benchmark's own process)`,
+      `  cpu seconds:   end-to-end: worker ${runTls.cpu.worker.toFixed(1)}, S3 server ${runTls.cpu.server.toFixed(1)}, TLS front ${runTls.cpu.front.toFixed(1)}, seeder ${runTls.cpu.seeder.toFixed(1)}, benchmark ${runTls.cpu.bench.toFixed(1)}; upload-only: uploader ${upTls.cpu.uploader.toFixed(1)}, S3 server ${upTls.cpu.server.toFixed(1)}, TLS front ${upTls.cpu.front.toFixed(1)}, benchmark ${upTls.cpu.bench.toFixed(1)}  (${frontNote})`,
       `  uploader CPU:  ${up.cpu.uploader.toFixed(1)} s over HTTP (SHA-256 signed), ${upTls.cpu.uploader.toFixed(1)} s over HTTPS (unsigned, encrypted)`,
       `  worker peak RSS ${(runTls.peakRss / MiB).toFixed(0)} MiB, peak scratch ${(runTls.peakScratch / MiB).toFixed(0)} MiB; objects verified byte-identical`,
       "",
@@ -284,7 +308,7 @@ async function uploadOnly(
   c: Case,
   files: { path: string; length: number }[],
   target: Target,
-): Promise<{ ms: number; cpu: { uploader: number; server: number; bench: number } }> {
+): Promise<{ ms: number; cpu: { uploader: number; server: number; front: number; bench: number } }> {
   const plan: UploadPlan = {
     bucket: env.bucket,
     folder: `upload-only-${c.name}-${target.name}`,
@@ -298,6 +322,7 @@ async function uploadOnly(
   };
   await settle();
   const serverCpu = await cpuOf(s3Pid);
+  const frontCpu = await cpuOf(target.frontPid);
   const benchCpu = process.cpuUsage();
   const start = Date.now();
   const uploader = spawn(
@@ -324,6 +349,7 @@ async function uploadOnly(
   const cpu = {
     uploader: Number(printed.trim().split("\n").pop()),
     server: (await cpuOf(s3Pid)) - serverCpu,
+    front: (await cpuOf(target.frontPid)) - frontCpu,
     bench: cpuSince(benchCpu),
   };
   // Deleted, as aria2c's download is, so the end-to-end run starts with as much memory free.
@@ -424,14 +450,16 @@ async function endToEnd(env: Env, s3Pid: number | undefined, entry: string, c: C
   await settle();
   const e2eSeederCpu = await cpuOf(seederPid);
   const e2eServerCpu = await cpuOf(s3Pid);
+  const e2eFrontCpu = await cpuOf(target.frontPid);
   const e2eStart = Date.now();
   const benchCpu = process.cpuUsage();
   const job = await submitJob(env, { made, profileId });
   const done = await Promise.race([waitForState(env, job.id, ["completed", "failed"], 900_000), died]);
   const elapsed = Date.now() - e2eStart;
   const e2eCpu = {
-    // This process: the TLS front over HTTPS, and the sampling and the tracker.
+    // This process: the sampling and the tracker, and a Node TLS front (BENCH_TLS_FRONT=node).
     bench: cpuSince(benchCpu),
+    front: (await cpuOf(target.frontPid)) - e2eFrontCpu,
     worker: (await cpuOf(worker.pid)) - idleCpu,
     server: (await cpuOf(s3Pid)) - e2eServerCpu,
     seeder: (await cpuOf(seederPid)) - e2eSeederCpu,
