@@ -52,7 +52,7 @@ import { LocalReader } from "./local.ts";
 import type { Outage } from "./outage.ts";
 
 const MiB = 1024 * 1024;
-/** Part bytes held in memory per upload: parts in flight plus the one being read. */
+/** Part bytes held in memory per upload: the parts in flight, the one being read among them. */
 const PART_BUFFER_BYTES = 32 * MiB;
 
 export interface S3SinkOptions {
@@ -500,7 +500,7 @@ export class S3Sink implements Sink {
     // instead of waiting for the GC to free each part.
     const maxInFlight = Math.max(
       1,
-      Math.min(this.#opts.concurrency, Math.floor(PART_BUFFER_BYTES / partSize) - 1),
+      Math.min(this.#opts.concurrency, Math.floor(PART_BUFFER_BYTES / partSize)),
     );
     const inFlight = new Set<Promise<void>>();
     const spare: Buffer[] = [];
