@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -307,6 +307,59 @@ describe("local S3 (s3rver)", () => {
     );
     expect(sha(await getBytes("bin/damaged.bin"))).toBe(sha(body));
     await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: "bin/damaged.bin" }));
+  });
+
+  it("stores unsigned bodies (UNSIGNED-PAYLOAD, as clients send over HTTPS) in place, with their MD5 as ETag", async () => {
+    // A client that leaves its bodies unhashed, as the worker's S3 sink does over TLS.
+    const unsigned = s3ClientFor(s3!.env);
+    unsigned.middlewareStack.add(
+      (next) => async (args) => {
+        const request = args.request as { headers?: Record<string, string> };
+        if (request.headers) request.headers["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD";
+        return next(args);
+      },
+      { step: "build", name: "unsignedPayload" },
+    );
+    try {
+      const small = randomBytes(100_001);
+      const put = await unsigned.send(
+        new PutObjectCommand({ Bucket: bucket, Key: "unsigned/small.bin", Body: small }),
+      );
+      expect(put.ETag).toBe(`"${createHash("md5").update(small).digest("hex")}"`);
+      expect(sha(await getBytes("unsigned/small.bin"))).toBe(sha(small));
+
+      const body = randomBytes(7 * MiB + 12_345);
+      const key = "unsigned/two-parts.bin";
+      const { UploadId } = await unsigned.send(
+        new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }),
+      );
+      const pieces = [body.subarray(0, 5 * MiB), body.subarray(5 * MiB)];
+      const Parts: { ETag: string | undefined; PartNumber: number }[] = [];
+      for (const [index, piece] of pieces.entries()) {
+        const { ETag } = await unsigned.send(
+          new UploadPartCommand({ Bucket: bucket, Key: key, UploadId, PartNumber: index + 1, Body: piece }),
+        );
+        expect(ETag).toBe(`"${createHash("md5").update(piece).digest("hex")}"`);
+        Parts.push({ ETag, PartNumber: index + 1 });
+      }
+      // Laid out in the upload's one data file at a fixed stride, as signed parts are,
+      // so completing it renames that file instead of copying each part again.
+      const uploadDir = join(dataDir, bucket, "._S3rver_uploads", UploadId!);
+      expect((await readdir(uploadDir)).sort()).toEqual(expect.arrayContaining(["1.slot", "2.slot", "data"]));
+      await unsigned.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: bucket,
+          Key: key,
+          UploadId,
+          MultipartUpload: { Parts },
+        }),
+      );
+      expect(sha(await getBytes(key))).toBe(sha(body));
+      for (const Key of ["unsigned/small.bin", key])
+        await client.send(new DeleteObjectCommand({ Bucket: bucket, Key }));
+    } finally {
+      unsigned.destroy();
+    }
   });
 
   it("lists objects by prefix", async () => {
