@@ -24,8 +24,7 @@
 //   BENCH_QUICK_OVER=http ...                 (the quick runs over HTTP only)
 //   BENCH_TLS_FRONT=node ...                  (the tests' Node TLS front, in this process, instead of HAProxy)
 import { execFile, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, statfs } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -146,15 +145,11 @@ async function main(): Promise<void> {
     seeder: false,
     s3: false,
   });
-  // The S3 server's objects in memory (tmpfs) where the machine has one: a provider
-  // stores them on disks of its own, and the kernel's writeback of them on this
-  // disk (a burst of ~1 GB once ~2 GB are dirty) would land inside the worker's run.
-  const s3Dir = await mkdtemp(
-    join(
-      existsSync("/dev/shm") && !process.env.BENCH_S3_ON_DISK ? "/dev/shm" : stackDir,
-      "torreclou-bench-s3-",
-    ),
-  );
+  // The S3 server's objects in memory (tmpfs) where the machine has room there: a
+  // provider stores them on disks of its own, and the kernel's writeback of them on
+  // this disk (a burst of ~1 GB once ~2 GB are dirty) would land inside the worker's run.
+  const s3Dir = await mkdtemp(join((await inMemoryRoom()) ? "/dev/shm" : stackDir, "torreclou-bench-s3-"));
+  process.stdout.write(`the S3 server's objects: ${s3Dir}\n`);
   // The S3 server in a process of its own, so its CPU and garbage collection are not this script's.
   const s3 = await startS3Process({
     port: portsFrom(basePort).s3,
@@ -507,6 +502,13 @@ main().then(
     process.exit(1);
   },
 );
+
+/** True when /dev/shm can hold the largest case's objects twice over (unless BENCH_S3_ON_DISK). */
+async function inMemoryRoom(): Promise<boolean> {
+  if (process.env.BENCH_S3_ON_DISK) return false;
+  const fs = await statfs("/dev/shm").catch(() => undefined);
+  return fs !== undefined && fs.bavail * fs.bsize >= 2 * Math.max(totalMiB, streamMiB) * MiB;
+}
 
 /** CPU seconds this process spent since `from` (process.cpuUsage()). */
 function cpuSince(from: NodeJS.CpuUsage): number {
