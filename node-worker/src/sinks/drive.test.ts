@@ -1,7 +1,7 @@
 // The Drive sink against the local Drive double (local/drive): real HTTP, the
 // resumable protocol, faults injected on the wire.
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { pino } from "pino";
@@ -13,6 +13,7 @@ import {
   startDriveDouble,
 } from "../../../local/drive/server.ts";
 import { freePort, quietLog } from "../../../local/process.ts";
+import { Ring } from "../torrent/ring.ts";
 import {
   type AccessToken,
   DriveSink,
@@ -205,6 +206,39 @@ describe("DriveSink against the Drive double", () => {
     for (const result of results.values()) expect(first.has(result.cloudId)).toBe(true);
     expect(drive.stats.requests("upload.create")).toBe(0);
     expect(drive.stats.requests("files.create")).toBe(0);
+    expectTreeOnDrive("job-1");
+  });
+
+  it("keeps the copy already there when a file streamed through a ring turns out to be one, removing the new one", async () => {
+    const path = "Show/episode 1.mkv";
+    const bytes = tree[path]!;
+    const before = driveTree().get(`job-1/${path}`)!;
+    const count = drive.filesOf(grant.accountId).length;
+    // A ring two chunks round: each range lands there just before the upload asks for it.
+    const ring = new Ring(bytes.length, 0, 16 * KiB);
+    const localPath = join(work, "ringed.ring");
+    const handle = await open(localPath, "w");
+    const hooks: UploadHooks = {
+      ...hooksFor(newState(), new AbortController().signal),
+      ready: async (start, end) => {
+        while (ring.end < Math.min(end, ring.tailStart)) ring.addCycle(2 * CHUNK);
+        for (const [position, at, length] of ring.runs(start, end))
+          await handle.write(bytes, at, length, position);
+      },
+    };
+    try {
+      const result = await new DriveSink(sinkOptions()).upload(
+        { path, size: bytes.length, localPath, ring, uploadSession: null },
+        hooks,
+      );
+      // Sent again (it could not be compared before), then found to be the same file.
+      expect(drive.stats.requests("upload.create")).toBe(1);
+      expect(result.cloudId).toBe(before.id);
+      expect(result.checksum).toBe(`md5:${md5(bytes)}`);
+    } finally {
+      await handle.close();
+    }
+    expect(drive.filesOf(grant.accountId).length).toBe(count);
     expectTreeOnDrive("job-1");
   });
 

@@ -93,7 +93,7 @@ export interface DriveFile {
   webViewLink?: string;
 }
 
-const uploadedFields = "id,name,mimeType,size,md5Checksum,webViewLink";
+const uploadedFields = "id,name,mimeType,size,md5Checksum,webViewLink,createdTime";
 
 /** A string literal for Drive's `q` language. */
 export function driveQuote(value: string): string {
@@ -138,6 +138,15 @@ class FileHasher {
   hex(): string {
     return this.#hash.digest("hex");
   }
+}
+
+/** What an upload to Drive reports: the file, where to see it, and its md5. */
+function resultOf(file: DriveFile, md5: string): UploadResult {
+  return {
+    cloudId: file.id,
+    cloudUrl: file.webViewLink ?? `https://drive.google.com/file/d/${file.id}/view`,
+    checksum: `md5:${md5}`,
+  };
 }
 
 export class DriveSink implements Sink {
@@ -412,11 +421,17 @@ export class DriveSink implements Sink {
       }
       const md5 = hasher.hex();
       if (uploaded.md5Checksum === md5 && Number(uploaded.size ?? -1) === file.size) {
-        return {
-          cloudId: uploaded.id,
-          cloudUrl: uploaded.webViewLink ?? `https://drive.google.com/file/d/${uploaded.id}/view`,
-          checksum: `md5:${md5}`,
-        };
+        const twin = file.ring ? await this.#olderTwin(name, parent, uploaded, hooks) : undefined;
+        if (twin) {
+          // Sent again because it could not be compared before: the copy already there stays.
+          this.#opts.log.info({ path: file.path, id: twin.id }, "already on Drive; the new copy is removed");
+          await this.#call(
+            "files.delete",
+            (options) => this.#drive.files.delete({ fileId: uploaded.id }, options),
+            hooks.signal,
+          );
+        }
+        return resultOf(twin ?? uploaded, md5);
       }
       // Drive stored something else: drop it and send the file once more.
       this.#opts.log.warn(
@@ -437,6 +452,17 @@ export class DriveSink implements Sink {
     }
   }
 
+  /** Finished files named `name` in `parent` of `size` bytes, with their md5. */
+  async #sameSized(name: string, parent: string, size: number, signal: AbortSignal): Promise<DriveFile[]> {
+    const q = `name = ${driveQuote(name)} and ${driveQuote(parent)} in parents and mimeType != '${FOLDER_MIME}' and trashed = false`;
+    const page = await this.#call(
+      "files.list",
+      (options) => this.#drive.files.list({ q, fields: `files(${uploadedFields})`, pageSize: 100 }, options),
+      signal,
+    );
+    return ((page.files ?? []) as DriveFile[]).filter((f) => Number(f.size ?? -1) === size && f.md5Checksum);
+  }
+
   /** A finished file of the same name, size and md5 already in the folder (from an earlier attempt). */
   async #existing(
     name: string,
@@ -444,18 +470,11 @@ export class DriveSink implements Sink {
     file: SinkFile,
     hooks: UploadHooks,
   ): Promise<UploadResult | undefined> {
-    const q = `name = ${driveQuote(name)} and ${driveQuote(parent)} in parents and mimeType != '${FOLDER_MIME}' and trashed = false`;
-    const page = await this.#call(
-      "files.list",
-      (options) => this.#drive.files.list({ q, fields: `files(${uploadedFields})`, pageSize: 100 }, options),
-      hooks.signal,
-    );
-    const candidates = ((page.files ?? []) as DriveFile[]).filter(
-      (f) => Number(f.size ?? -1) === file.size && f.md5Checksum,
-    );
     // A file streaming through a ring is never on disk whole, so it cannot be
-    // compared: it is sent again, beside the copy already there.
-    if (candidates.length === 0 || file.ring) return undefined;
+    // compared before it is sent: #olderTwin compares it after.
+    if (file.ring) return undefined;
+    const candidates = await this.#sameSized(name, parent, file.size, hooks.signal);
+    if (candidates.length === 0) return undefined;
     await hooks.ready(0, file.size);
     const hasher = new FileHasher(file);
     await hasher.catchUp(file.size);
@@ -463,11 +482,25 @@ export class DriveSink implements Sink {
     const match = candidates.find((f) => f.md5Checksum === md5);
     if (!match) return undefined;
     this.#opts.log.debug({ path: file.path, id: match.id }, "already on Drive");
-    return {
-      cloudId: match.id,
-      cloudUrl: match.webViewLink ?? `https://drive.google.com/file/d/${match.id}/view`,
-      checksum: `md5:${md5}`,
-    };
+    return resultOf(match, md5);
+  }
+
+  /**
+   * Another copy of `uploaded` (same name, size and md5) made before it, such
+   * as an earlier attempt's upload whose last answer was lost. The oldest
+   * copy is the one kept, so two uploads that finish together agree on it.
+   */
+  async #olderTwin(
+    name: string,
+    parent: string,
+    uploaded: DriveFile,
+    hooks: UploadHooks,
+  ): Promise<DriveFile | undefined> {
+    const copies = (await this.#sameSized(name, parent, Number(uploaded.size), hooks.signal)).filter(
+      (f) => f.md5Checksum === uploaded.md5Checksum,
+    );
+    const oldest = DriveSink.#oldest([uploaded, ...copies.filter((f) => f.id !== uploaded.id)]);
+    return oldest && oldest.id !== uploaded.id ? oldest : undefined;
   }
 
   async #startSession(name: string, parent: string, file: SinkFile, signal: AbortSignal): Promise<string> {
