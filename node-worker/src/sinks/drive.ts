@@ -422,16 +422,23 @@ export class DriveSink implements Sink {
       const md5 = hasher.hex();
       if (uploaded.md5Checksum === md5 && Number(uploaded.size ?? -1) === file.size) {
         const twin = file.ring ? await this.#olderTwin(name, parent, uploaded, hooks) : undefined;
-        if (twin) {
-          // Sent again because it could not be compared before: the copy already there stays.
-          this.#opts.log.info({ path: file.path, id: twin.id }, "already on Drive; the new copy is removed");
+        if (!twin) return resultOf(uploaded, md5);
+        // Sent again because it could not be compared before: the copy already
+        // there stays. Removing the new one is housekeeping: if that fails, the
+        // file is stored all the same, twice.
+        try {
           await this.#call(
             "files.delete",
             (options) => this.#drive.files.delete({ fileId: uploaded.id }, options),
             hooks.signal,
           );
+        } catch (error) {
+          if (hooks.signal.aborted) throw error;
+          this.#opts.log.warn({ err: error, path: file.path }, "could not remove the second copy on Drive");
+          return resultOf(uploaded, md5);
         }
-        return resultOf(twin ?? uploaded, md5);
+        this.#opts.log.info({ path: file.path, id: twin.id }, "already on Drive; the new copy was removed");
+        return resultOf(twin, md5);
       }
       // Drive stored something else: drop it and send the file once more.
       this.#opts.log.warn(
