@@ -952,6 +952,9 @@ export class JobRun {
           window.claimable(index, start, start + into.length);
           return download.handoff.claim(index, start, into);
         },
+        // A file selected whole downloads on its own, ahead of its upload: the upload
+        // may claim where the download is and leave what is already on disk for later.
+        frontier: window.streaming || window.keepsFiles ? undefined : () => download.verifiedUpTo(index),
         onStored: (start, end) => window.stored(index, start, end),
         onSession: async (session) => {
           await updateFile(this.#fenced, file.id, { uploadSession: session });

@@ -29,6 +29,14 @@ export interface UploadHooks {
    * from disk. Absent, or undefined: read the whole range from disk.
    */
   claim?(start: number, into: Uint8Array): PartClaim | undefined;
+  /**
+   * The first byte of the file not verified yet, where the download runs on
+   * its own ahead of the upload (a file selected whole, its pieces handed
+   * over by claims). Given, an upload may take parts out of order: claim the
+   * part the download is filling, so its pieces go into memory, and send the
+   * parts left behind on disk later. Absent: parts go in order.
+   */
+  frontier?: (() => number) | undefined;
   /** A new upload session started: persist it before sending data. */
   onSession(session: string): Promise<void>;
   /** A part is stored by the provider: journal it. */

@@ -26,7 +26,7 @@ import type { JournalPart } from "../jobs/store.ts";
 import { Handoff } from "../torrent/handoff.ts";
 import { PermanentJobError, type UploadHooks } from "./index.ts";
 import { Outage, type OutageState } from "./outage.ts";
-import { overTls, partSizeFor, resumedPartSize, S3Sink } from "./s3.ts";
+import { nextPart, overTls, partSizeFor, resumedPartSize, S3Sink } from "./s3.ts";
 
 const MiB = 1024 * 1024;
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
@@ -60,6 +60,22 @@ describe("part sizes", () => {
     // A journal that fits the configured size keeps it; an empty one takes it.
     expect(resumedPartSize(journal, size, 8 * MiB)).toBe(8 * MiB);
     expect(resumedPartSize([], size, 6 * MiB)).toBe(6 * MiB);
+  });
+});
+
+describe("which part a free slot takes", () => {
+  // Parts of 10 bytes; the download has verified bytes [0, frontier).
+  const endOf = (n: number) => Math.min(n * 10, 55);
+
+  it("takes the part the download is filling while few claimed parts wait for it", () => {
+    expect(nextPart([1, 2, 3, 4, 5, 6], endOf, 25, true)).toBe(2); // part 3: bytes 20-30
+    expect(nextPart([4, 5, 6], endOf, 25, true)).toBe(0); // nothing left behind
+  });
+
+  it("takes the oldest part on disk when enough claimed parts wait, or once the download is done", () => {
+    expect(nextPart([1, 2, 3, 4, 5, 6], endOf, 25, false)).toBe(0);
+    expect(nextPart([2, 6], endOf, 55, true)).toBe(0);
+    expect(nextPart([2, 6], endOf, 50, true)).toBe(1); // the last part ends at 55, past 50
   });
 });
 
@@ -363,6 +379,45 @@ describe("S3Sink against the local S3 server", () => {
       }
     },
   );
+
+  it("claims the parts the download is filling first, and sends the ones already on disk after", async () => {
+    const part = 5 * MiB;
+    const piece = 256 * 1024;
+    const size = 6 * part - 12_345;
+    const bytes = randomBytes(size);
+    // On disk: the first three parts, downloaded before the upload began. The
+    // rest never reaches it: those pieces are verified while their part is claimed.
+    const localPath = join(work, "ahead.bin");
+    await writeFile(localPath, Buffer.concat([bytes.subarray(0, 3 * part), Buffer.alloc(size - 3 * part)]));
+    const handoff = new Handoff();
+    const { hooks, seen } = recording();
+    const claimed: number[] = [];
+    hooks.claim = (start, into) => {
+      claimed.push(start / part + 1);
+      return handoff.claim(0, start, into);
+    };
+    let frontier = 3 * part;
+    hooks.frontier = () => frontier;
+    // The download reaches a claimed part when the sink waits for it.
+    hooks.ready = async (start, end) => {
+      seen.ready.push([start, end]);
+      for (; frontier < end; frontier = Math.min(end, frontier + piece))
+        expect(handoff.take(0, frontier, bytes.subarray(frontier, Math.min(end, frontier + piece)))).toBe(
+          true,
+        );
+    };
+    const sink = sinkFor("ahead", 4);
+    try {
+      const result = await sink.upload({ path: "ahead.bin", size, localPath, uploadSession: null }, hooks);
+      expect(sha256(await stored(result.cloudId))).toBe(sha256(bytes));
+      expect(seen.bytes).toBe(size);
+      // Two claims wait for the download at most (half the four slots); the other slots take parts from disk.
+      expect(claimed).toEqual([4, 5, 1, 2, 6, 3]);
+      expect(seen.parts.map((p) => p.partNumber).sort()).toEqual([1, 2, 3, 4, 5, 6]);
+    } finally {
+      sink.close();
+    }
+  });
 
   it("sends a file again in a new upload when the provider drops the one under way", async () => {
     const { bytes, localPath } = await localFile("dropped.bin", 11 * MiB);

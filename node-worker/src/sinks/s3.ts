@@ -504,6 +504,10 @@ export class S3Sink implements Sink {
     );
     const inFlight = new Set<Promise<void>>();
     const spare: Buffer[] = [];
+    // Parts not started yet, in order, and how many claimed parts wait for the download (see nextPart).
+    const todo = Array.from({ length: count }, (_, i) => i + 1);
+    const maxWaiting = Math.max(1, Math.floor(maxInFlight / 2));
+    let waiting = 0;
     // Freeing the local copy is housekeeping: a failure keeps the bytes, not the job from going on.
     const freeLocal = async (part: number, start: number, length: number) =>
       hooks
@@ -513,14 +517,15 @@ export class S3Sink implements Sink {
         );
     let failure: unknown;
     // Opened once a part must be read from disk: the torrent creates the file as data arrives.
-    let handle: LocalReader | undefined;
-    const opened = async () => (handle ??= await LocalReader.open(file));
+    let handle: Promise<LocalReader> | undefined;
+    const opened = () => (handle ??= LocalReader.open(file));
     try {
-      for (let n = 1; n <= count && failure === undefined; n++) {
-        if (stored.has(n)) {
-          // Stored by an earlier attempt: its bytes need not even be read. The
-          // job's disk window hears of it too: it may have read the journal
-          // before that attempt's last part was in it.
+      while (todo.length > 0 && failure === undefined) {
+        // Stored by an earlier attempt: its bytes need not even be read. The
+        // job's disk window hears of it too: it may have read the journal
+        // before that attempt's last part was in it.
+        if (stored.has(todo[0]!)) {
+          const n = todo.shift()!;
           hooks.onBytes(lengthOf(n));
           await freeLocal(n, (n - 1) * partSize, lengthOf(n));
           continue;
@@ -529,28 +534,51 @@ export class S3Sink implements Sink {
         // as long as the upload waits for them.
         while (inFlight.size >= maxInFlight) await Promise.race(inFlight);
         if (failure !== undefined) break;
+        const frontier = hooks.frontier?.();
+        const endOf = (n: number) => Math.min(n * partSize, file.size);
+        const [n] = todo.splice(
+          frontier === undefined ? 0 : nextPart(todo, endOf, frontier, waiting < maxWaiting),
+          1,
+        );
+        if (n === undefined) break;
+        if (stored.has(n)) {
+          hooks.onBytes(lengthOf(n));
+          await freeLocal(n, (n - 1) * partSize, lengthOf(n));
+          continue;
+        }
         const buffer = spare.pop() ?? Buffer.allocUnsafe(partSize);
         const start = (n - 1) * partSize;
         const body = buffer.subarray(0, lengthOf(n));
-        await receive(hooks, { start, body, claim: hooks.claim?.(start, body) }, opened);
-        const task = this.#sendPart(key, id, n, body, hooks).then(
-          async (sent) => {
-            stored.set(sent.partNumber, sent);
-            inFlight.delete(task);
-            spare.push(buffer);
-            await freeLocal(n, start, body.length);
-          },
-          (error: unknown) => {
-            inFlight.delete(task);
-            failure ??= error;
-          },
-        );
+        const incoming = { start, body, claim: hooks.claim?.(start, body) };
+        let received: Promise<void>;
+        if (frontier === undefined) {
+          // In order, one at a time: a disk window reserves the parts' bytes in turn.
+          await receive(hooks, incoming, opened);
+          received = Promise.resolve();
+        } else {
+          waiting++;
+          received = receive(hooks, incoming, opened).finally(() => waiting--);
+        }
+        const task = received
+          .then(() => this.#sendPart(key, id, n, body, hooks))
+          .then(
+            async (sent) => {
+              stored.set(sent.partNumber, sent);
+              inFlight.delete(task);
+              spare.push(buffer);
+              await freeLocal(n, start, body.length);
+            },
+            (error: unknown) => {
+              inFlight.delete(task);
+              failure ??= error;
+            },
+          );
         inFlight.add(task);
       }
       await Promise.all(inFlight);
     } finally {
       await Promise.allSettled(inFlight);
-      await handle?.close();
+      await (await handle?.catch(() => undefined))?.close();
     }
     if (failure !== undefined) {
       if (codeOf(failure) === "NoSuchUpload" && !restarted)
@@ -836,6 +864,26 @@ function multipartEtag(parts: JournalPart[]): string | undefined {
   for (const part of [...parts].sort((a, b) => a.partNumber - b.partNumber))
     md5.update(Buffer.from(part.etag, "hex"));
   return `${md5.digest("hex")}-${parts.length}`;
+}
+
+/**
+ * Where in `todo` (parts not started, ascending) a free slot goes, given the
+ * first byte the download has not verified. Parts wholly behind that byte are
+ * on disk and can go at any time; the first part past it is the one the
+ * download fills next, and claimed now it takes its pieces in memory instead
+ * of scratch and back. So that one goes first while few claimed parts wait
+ * for the download (`mayWait`); otherwise a part from disk keeps the
+ * connection busy meanwhile (a download that stalls, or runs ahead, leaves
+ * them behind).
+ */
+export function nextPart(
+  todo: readonly number[],
+  endOf: (part: number) => number,
+  frontier: number,
+  mayWait: boolean,
+): number {
+  const ahead = todo.findIndex((n) => endOf(n) > frontier);
+  return ahead > 0 && mayWait ? ahead : 0;
 }
 
 /** A part's buffer and where it starts in the file, claimed (UploadHooks.claim) before its bytes are ready. */

@@ -85,6 +85,8 @@ export class Download extends EventEmitter {
   readonly #torrent: Torrent;
   readonly #log: Logger;
   #waiters: Waiter[] = [];
+  /** Per file, the first piece verifiedUpTo() found missing. */
+  readonly #verifiedCursor = new Map<number, number>();
   #ready: Promise<void>;
   #failure: Error | undefined;
   #destroyed = false;
@@ -289,6 +291,23 @@ export class Download extends EventEmitter {
     await new Promise<void>((resolveWait, rejectWait) => {
       this.#waiters.push({ first, last, resolve: resolveWait, reject: rejectWait });
     });
+  }
+
+  /**
+   * The first byte of file `index` in a piece not verified yet (its size once
+   * all are): where a sequential download is. A cursor per file only moves
+   * forward, as verified pieces stay verified.
+   */
+  verifiedUpTo(index: number): number {
+    const file = this.#torrent.files[index];
+    if (!file || !this.#torrent.ready) return 0;
+    if (file.length === 0) return 0;
+    const [first, last] = this.#pieceRange(index, 0, file.length);
+    const bits = this.#torrent.bitfield;
+    let i = Math.max(first, this.#verifiedCursor.get(index) ?? first);
+    while (i <= last && bits.get(i)) i++;
+    this.#verifiedCursor.set(index, i);
+    return i > last ? file.length : Math.max(0, i * this.#torrent.pieceLength - file.offset);
   }
 
   /** Whether the whole file is downloaded and verified (false before verification ends). */
