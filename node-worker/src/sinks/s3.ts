@@ -504,9 +504,10 @@ export class S3Sink implements Sink {
     );
     const inFlight = new Set<Promise<void>>();
     const spare: Buffer[] = [];
-    // Parts not started yet, in order, and how many claimed parts wait for the download (see nextPart).
+    // Parts not started yet, in order, and how many claimed parts wait for the download
+    // (see nextPart): all slots but one, which is left for parts on disk should it stall.
     const todo = Array.from({ length: count }, (_, i) => i + 1);
-    const maxWaiting = Math.max(1, Math.floor(maxInFlight / 2));
+    const maxWaiting = Math.max(1, maxInFlight - 1);
     let waiting = 0;
     // Freeing the local copy is housekeeping: a failure keeps the bytes, not the job from going on.
     const freeLocal = async (part: number, start: number, length: number) =>
@@ -515,19 +516,21 @@ export class S3Sink implements Sink {
         .catch((error: unknown) =>
           this.#opts.log.warn({ err: error, key, part }, "could not free a stored part's local bytes"),
         );
+    // Stored by an earlier attempt: its bytes need not even be read. The job's
+    // disk window hears of it too: it may have read the journal before that
+    // attempt's last part was in it.
+    const storedBefore = async (n: number) => {
+      hooks.onBytes(lengthOf(n));
+      await freeLocal(n, (n - 1) * partSize, lengthOf(n));
+    };
     let failure: unknown;
     // Opened once a part must be read from disk: the torrent creates the file as data arrives.
     let handle: Promise<LocalReader> | undefined;
     const opened = () => (handle ??= LocalReader.open(file));
     try {
       while (todo.length > 0 && failure === undefined) {
-        // Stored by an earlier attempt: its bytes need not even be read. The
-        // job's disk window hears of it too: it may have read the journal
-        // before that attempt's last part was in it.
         if (stored.has(todo[0]!)) {
-          const n = todo.shift()!;
-          hooks.onBytes(lengthOf(n));
-          await freeLocal(n, (n - 1) * partSize, lengthOf(n));
+          await storedBefore(todo.shift()!);
           continue;
         }
         // A slot first, then the claim: the part's buffer takes its pieces for
@@ -542,8 +545,7 @@ export class S3Sink implements Sink {
         );
         if (n === undefined) break;
         if (stored.has(n)) {
-          hooks.onBytes(lengthOf(n));
-          await freeLocal(n, (n - 1) * partSize, lengthOf(n));
+          await storedBefore(n);
           continue;
         }
         const buffer = spare.pop() ?? Buffer.allocUnsafe(partSize);
@@ -871,10 +873,10 @@ function multipartEtag(parts: JournalPart[]): string | undefined {
  * first byte the download has not verified. Parts wholly behind that byte are
  * on disk and can go at any time; the first part past it is the one the
  * download fills next, and claimed now it takes its pieces in memory instead
- * of scratch and back. So that one goes first while few claimed parts wait
- * for the download (`mayWait`); otherwise a part from disk keeps the
- * connection busy meanwhile (a download that stalls, or runs ahead, leaves
- * them behind).
+ * of scratch and back. So that one goes first while claimed parts may still
+ * wait for the download (`mayWait`); otherwise a part from disk keeps the
+ * connection busy meanwhile (the download, running ahead, left them behind,
+ * and a download that stalls must not hold them back too).
  */
 export function nextPart(
   todo: readonly number[],
