@@ -51,6 +51,8 @@ export interface SeedAllOptions {
   readyTimeoutMs?: number;
   /** aria2c's --max-overall-upload-limit (e.g. "300K"): a slow seeder, to watch progress at a human pace. */
   uploadLimit?: string;
+  /** Accept only connections encrypted with MSE/PE and RC4, as some clients are set to. */
+  requireEncryption?: boolean;
 }
 
 /**
@@ -136,6 +138,7 @@ export async function seedAll(opts: SeedAllOptions): Promise<Spawned> {
     `--stop-with-process=${process.pid}`,
     `--input-file=${inputFile}`,
     ...(opts.uploadLimit ? [`--max-overall-upload-limit=${opts.uploadLimit}`] : []),
+    ...(opts.requireEncryption ? ["--bt-require-crypto=true", "--bt-min-crypto-level=arc4"] : []),
   ];
   const ready =
     opts.ready ??

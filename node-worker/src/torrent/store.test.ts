@@ -212,6 +212,50 @@ describe("scratch files named by index", () => {
   });
 });
 
+describe("an encrypted peer", () => {
+  it("fetches from a peer that takes only MSE/PE connections encrypted with RC4", async () => {
+    // Its own tracker and torrent, so the plaintext seeder above is not among the peers.
+    const own = await startTracker({ port: await freePort(), log: quietLog });
+    const dir = join(dataDir, "encrypted");
+    let strict: Spawned | undefined;
+    try {
+      const torrent = await makeTorrent({
+        dir: join(dir, "seed"),
+        name: "Sealed",
+        files: [{ path: "Sealed", size: 200 * KiB + 9 }],
+        announce: [own.announceUrl],
+        pieceLength: 16 * KiB,
+      });
+      strict = await seedAll({
+        torrents: [{ torrentPath: torrent.torrentPath, dir: join(dir, "seed") }],
+        peerPort: await freePort(),
+        log: quietLog,
+        requireEncryption: true,
+      });
+      const download = new Download(
+        await readFile(torrent.torrentPath),
+        join(dir, "scratch"),
+        discovery,
+        silent,
+      );
+      try {
+        await download.metadata(new AbortController().signal);
+        await download.ready();
+        download.selectRange(0, 0, 200 * KiB + 9);
+        await download.waitRange(0, 0, 200 * KiB + 9);
+      } finally {
+        await download.destroy();
+      }
+      expect(sha256(await readFile(scratchFile(join(dir, "scratch"), 0)))).toBe(
+        sha256(await readFile(join(dir, "seed", "Sealed"))),
+      );
+    } finally {
+      await strict?.stop();
+      await own.stop();
+    }
+  });
+});
+
 describe("a file streaming through a ring", () => {
   it.each([
     ["on the main thread", 10_000],
