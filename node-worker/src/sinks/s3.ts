@@ -506,7 +506,8 @@ export class S3Sink implements Sink {
     const spare: Buffer[] = [];
     // Parts not started yet, in order, and how many claimed parts wait for the download
     // (see nextPart): all slots but one, which is left for parts on disk should it stall.
-    const todo = Array.from({ length: count }, (_, i) => i + 1);
+    const unsent = Array.from({ length: count }, (_, i) => i + 1);
+    const endOf = (n: number) => Math.min(n * partSize, file.size);
     const maxWaiting = Math.max(1, maxInFlight - 1);
     let waiting = 0;
     // Freeing the local copy is housekeeping: a failure keeps the bytes, not the job from going on.
@@ -528,9 +529,9 @@ export class S3Sink implements Sink {
     let handle: Promise<LocalReader> | undefined;
     const opened = () => (handle ??= LocalReader.open(file));
     try {
-      while (todo.length > 0 && failure === undefined) {
-        if (stored.has(todo[0]!)) {
-          await storedBefore(todo.shift()!);
+      while (unsent.length > 0 && failure === undefined) {
+        if (stored.has(unsent[0]!)) {
+          await storedBefore(unsent.shift()!);
           continue;
         }
         // A slot first, then the claim: the part's buffer takes its pieces for
@@ -538,9 +539,8 @@ export class S3Sink implements Sink {
         while (inFlight.size >= maxInFlight) await Promise.race(inFlight);
         if (failure !== undefined) break;
         const frontier = hooks.frontier?.();
-        const endOf = (n: number) => Math.min(n * partSize, file.size);
-        const [n] = todo.splice(
-          frontier === undefined ? 0 : nextPart(todo, endOf, frontier, waiting < maxWaiting),
+        const [n] = unsent.splice(
+          frontier === undefined ? 0 : nextPart(unsent, endOf, frontier, waiting < maxWaiting),
           1,
         );
         if (n === undefined) break;
@@ -869,7 +869,7 @@ function multipartEtag(parts: JournalPart[]): string | undefined {
 }
 
 /**
- * Where in `todo` (parts not started, ascending) a free slot goes, given the
+ * Where in `unsent` (parts not started, ascending) a free slot goes, given the
  * first byte the download has not verified. Parts wholly behind that byte are
  * on disk and can go at any time; the first part past it is the one the
  * download fills next, and claimed now it takes its pieces in memory instead
@@ -879,12 +879,12 @@ function multipartEtag(parts: JournalPart[]): string | undefined {
  * and a download that stalls must not hold them back too).
  */
 export function nextPart(
-  todo: readonly number[],
+  unsent: readonly number[],
   endOf: (part: number) => number,
   frontier: number,
   mayWait: boolean,
 ): number {
-  const ahead = todo.findIndex((n) => endOf(n) > frontier);
+  const ahead = unsent.findIndex((n) => endOf(n) > frontier);
   return ahead > 0 && mayWait ? ahead : 0;
 }
 
