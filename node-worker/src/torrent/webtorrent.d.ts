@@ -134,10 +134,17 @@ declare module "bittorrent-protocol" {
   import type { Duplex } from "node:stream";
 
   export default class Wire extends Duplex {
-    /** Requests sent and not yet answered, oldest first while the peer answers in order. */
+    /**
+     * Requests sent and not yet answered, oldest first while the peer answers
+     * in order. Fewer than 64 answered ones (piece -1) may wait at the front
+     * to be cut off in one go; it is empty once nothing is outstanding.
+     */
     readonly requests: readonly { piece: number; offset: number; length: number }[];
     handshake(infoHash: string, peerId: string, extensions?: object): void;
+    choke(): void;
     unchoke(): void;
+    /** Fails the oldest outstanding request (and emits "timeout") after `ms` without an answer. */
+    setTimeout(ms: number, unref?: boolean): void;
     have(index: number): void;
     request(
       index: number,

@@ -137,4 +137,78 @@ describe("BitTorrent wire framing", () => {
     seeder.destroy();
     leecher.destroy();
   });
+
+  // The patch marks answered requests at the front of the pipeline and cuts
+  // them off in batches instead of shifting the array once per block: what is
+  // still outstanding must behave as before when the peer chokes or times out.
+  describe("a long pipeline answered in order", () => {
+    const count = 150; // more than one batch of answered requests (64)
+
+    async function answeredUpTo(answered: number) {
+      const seeder = new Wire();
+      const leecher = new Wire();
+      seeder.pipe(leecher).pipe(seeder);
+      const answers: (() => void)[] = [];
+      const allAsked = new Promise<void>((resolve) =>
+        seeder.on("request", (index: number, offset: number, length: number, respond) => {
+          answers.push(() => respond(null, piece(index, offset, length)));
+          if (answers.length === count) resolve();
+        }),
+      );
+      await handshaken(seeder, leecher, count);
+      const outcomes: (Buffer | Error)[] = [];
+      const settled = Array.from(
+        { length: count },
+        (_, index) =>
+          new Promise<void>((resolve) =>
+            leecher.request(index, 0, BLOCK, (error: Error | null, data?: Uint8Array) => {
+              outcomes[index] = error ?? Buffer.from(data!);
+              resolve();
+            }),
+          ),
+      );
+      await allAsked;
+      for (const answer of answers.slice(0, answered)) answer();
+      await Promise.all(settled.slice(0, answered));
+      return { seeder, leecher, outcomes, settled };
+    }
+
+    it("delivers every answer and leaves nothing outstanding", async () => {
+      const { seeder, leecher, outcomes, settled } = await answeredUpTo(count);
+      await Promise.all(settled);
+      for (let index = 0; index < count; index++) {
+        expect((outcomes[index] as Buffer).equals(piece(index, 0, BLOCK))).toBe(true);
+      }
+      expect(leecher.requests).toHaveLength(0);
+      seeder.destroy();
+      leecher.destroy();
+    });
+
+    it("fails exactly the unanswered requests when the peer chokes", async () => {
+      const { seeder, leecher, outcomes, settled } = await answeredUpTo(70);
+      seeder.choke();
+      await Promise.all(settled);
+      for (let index = 0; index < count; index++) {
+        const outcome = outcomes[index];
+        if (index < 70) expect((outcome as Buffer).equals(piece(index, 0, BLOCK))).toBe(true);
+        else expect((outcome as Error).message).toBe("peer is choking");
+      }
+      expect(leecher.requests).toHaveLength(0);
+      seeder.destroy();
+      leecher.destroy();
+    });
+
+    it("times out the oldest unanswered request, not an answered one", async () => {
+      const { seeder, leecher, outcomes } = await answeredUpTo(70);
+      const timedOut = new Promise<void>((resolve) => leecher.once("timeout", () => resolve()));
+      leecher.setTimeout(100);
+      leecher.request(0, BLOCK, BLOCK, () => {}); // sets the timer: no answer will come
+      await timedOut;
+      // The wire fails the request before it says it timed out.
+      expect((outcomes[70] as Error | undefined)?.message).toBe("request has timed out");
+      expect(outcomes[71]).toBeUndefined();
+      seeder.destroy();
+      leecher.destroy();
+    });
+  });
 });
