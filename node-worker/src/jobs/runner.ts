@@ -870,7 +870,23 @@ export class JobRun {
     const lane = async () => {
       for (let file = queue.shift(); file; file = queue.shift()) await this.#uploadFile(file, download, sink);
     };
+    // And where uploads claim the parts the download fills, the file the
+    // download is in starts its upload once the download reaches it, even with
+    // both lanes still sending files it left behind on disk: its pieces then go
+    // into its parts in memory, not to scratch and back. The sink bounds the
+    // job's parts in flight (and their buffers) as before.
+    const follow = async () => {
+      while (queue.length > 0) {
+        const next = queue[0]!;
+        await abortable(download.waitRange(next.fileIndex, 0, Math.min(1, next.size)), this.#signal);
+        if (queue[0] !== next) continue; // a lane took it meanwhile
+        queue.shift();
+        await this.#uploadFile(next, download, sink);
+      }
+    };
+    const window = this.#window!;
     const lanes = [lane(), lane()];
+    if (sink.followsDownload && !window.streaming && !window.keepsFiles) lanes.push(follow());
     // Settling waits for both lanes: a lane still running could otherwise find an
     // upload the clean-up aborted and start a new one, orphaned on a failed job.
     this.#lanes = Promise.allSettled(lanes).then(() => {});

@@ -100,6 +100,11 @@ export interface Sink {
    * part or chunk size): a file streaming through a ring needs room for two.
    */
   partSize?(size: number): number;
+  /**
+   * Its uploads claim the parts the download is filling (UploadHooks.frontier):
+   * the file the download is in should have its upload running then.
+   */
+  readonly followsDownload?: boolean;
   close(): void;
 }
 

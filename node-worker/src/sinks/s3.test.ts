@@ -26,7 +26,7 @@ import type { JournalPart } from "../jobs/store.ts";
 import { Handoff } from "../torrent/handoff.ts";
 import { PermanentJobError, type UploadHooks } from "./index.ts";
 import { Outage, type OutageState } from "./outage.ts";
-import { nextPart, overTls, partSizeFor, resumedPartSize, S3Sink } from "./s3.ts";
+import { nextPart, overTls, PartSlots, partSizeFor, resumedPartSize, S3Sink } from "./s3.ts";
 
 const MiB = 1024 * 1024;
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
@@ -76,6 +76,33 @@ describe("which part a free slot takes", () => {
     expect(nextPart([1, 2, 3, 4, 5, 6], endOf, 25, false)).toBe(0);
     expect(nextPart([2, 6], endOf, 55, true)).toBe(0);
     expect(nextPart([2, 6], endOf, 50, true)).toBe(1); // the last part ends at 55, past 50
+  });
+});
+
+describe("a job's part slots", () => {
+  it("gives a freed slot to an upload whose file is downloading before one reading parts from disk", async () => {
+    const slots = new PartSlots(2);
+    await slots.take(false);
+    await slots.take(true);
+    const order: string[] = [];
+    const fromDisk = slots.take(false).then(() => order.push("from disk"));
+    const following = slots.take(true).then(() => order.push("following"));
+    slots.give();
+    await following;
+    expect(order).toEqual(["following"]);
+    slots.give();
+    await fromDisk;
+    expect(order).toEqual(["following", "from disk"]);
+    // Both slots are held again: a third taker waits until one is given back.
+    let third = false;
+    const later = slots.take(true).then(() => {
+      third = true;
+    });
+    await Promise.resolve();
+    expect(third).toBe(false);
+    slots.give();
+    await later;
+    expect(third).toBe(true);
   });
 });
 
@@ -414,6 +441,69 @@ describe("S3Sink against the local S3 server", () => {
       // Three claims wait for the download at most; the fourth slot is left for parts on disk.
       expect(claimed).toEqual([4, 5, 6, 1, 2, 3]);
       expect(seen.parts.map((p) => p.partNumber).sort()).toEqual([1, 2, 3, 4, 5, 6]);
+    } finally {
+      sink.close();
+    }
+  });
+
+  it("sends a file already on disk a part at a time while another upload of the job follows the download", async () => {
+    const part = 5 * MiB;
+    const piece = 256 * 1024;
+    // Downloaded whole before its upload began.
+    const done = await localFile("done.bin", 8 * part);
+    // Downloading: the download is in its first part, and goes on once let.
+    const size = 4 * part - 4321;
+    const bytes = randomBytes(size);
+    const localPath = join(work, "downloading.bin");
+    await writeFile(localPath, Buffer.concat([bytes.subarray(0, part), Buffer.alloc(size - part)]));
+    const handoff = new Handoff();
+    let frontier = part;
+    let letGo = () => {};
+    const gate = new Promise<void>((resolve) => (letGo = resolve));
+    const downloading = recording();
+    downloading.hooks.claim = (start, into) => handoff.claim(0, start, into);
+    downloading.hooks.frontier = () => frontier;
+    let waitedOnce = () => {};
+    const waited = new Promise<void>((resolve) => (waitedOnce = resolve));
+    downloading.hooks.ready = async (_start, end) => {
+      waitedOnce();
+      await gate;
+      for (; frontier < end; frontier = Math.min(end, frontier + piece))
+        handoff.take(0, frontier, bytes.subarray(frontier, Math.min(end, frontier + piece)));
+    };
+    // The other upload's parts in flight: from when it asks for a part's bytes until the part is stored.
+    const fromDisk = recording();
+    fromDisk.hooks.frontier = () => done.bytes.length;
+    let inFlight = 0;
+    const most = { whileFollowed: 0, after: 0 };
+    fromDisk.hooks.ready = async () => {
+      inFlight++;
+      const phase = frontier < size ? "whileFollowed" : "after";
+      most[phase] = Math.max(most[phase], inFlight);
+    };
+    fromDisk.hooks.onPart = async (stored) => {
+      fromDisk.seen.parts.push(stored);
+      inFlight--;
+      // Three parts went up one at a time: now the download may go on.
+      if (fromDisk.seen.parts.length === 3) letGo();
+    };
+    const sink = sinkFor("followed", 2);
+    try {
+      const following = sink.upload(
+        { path: "downloading.bin", size, localPath, uploadSession: null },
+        downloading.hooks,
+      );
+      await waited;
+      const other = sink.upload(
+        { path: "done.bin", size: done.bytes.length, localPath: done.localPath, uploadSession: null },
+        fromDisk.hooks,
+      );
+      const [a, b] = await Promise.all([following, other]);
+      expect(sha256(await stored(a.cloudId))).toBe(sha256(bytes));
+      expect(sha256(await stored(b.cloudId))).toBe(sha256(done.bytes));
+      expect(most.whileFollowed).toBe(1);
+      // Once the other file is downloaded, this one has its two parts in flight again.
+      expect(most.after).toBe(2);
     } finally {
       sink.close();
     }

@@ -224,11 +224,20 @@ export class S3Sink implements Sink {
   readonly #bucket: string;
   /** Requests travel over TLS: bodies go unhashed, and in slices (bodyOf). */
   readonly #overTls: boolean;
+  /** Parts in flight across this sink's (a job's) uploads. */
+  readonly #slots: PartSlots;
+  /** The uploads taking parts where the download is (UploadHooks.frontier), with where it is in their file. */
+  readonly #following = new Map<object, { frontier: () => number; size: number }>();
+  /** Part buffers no part holds now, by size: reused by the job's next parts. */
+  readonly #spare = new Map<number, Buffer[]>();
+  /** Uploads here claim the parts the download is filling (see nextPart): the runner lets one follow it. */
+  readonly followsDownload = true;
 
   constructor(opts: S3SinkOptions) {
     this.#opts = opts;
     this.#bucket = opts.config.bucket;
     this.#overTls = overTls(opts.config.endpoint);
+    this.#slots = new PartSlots(2 * Math.max(1, opts.concurrency));
     this.client = new S3Client({
       endpoint: opts.config.endpoint,
       region: opts.config.region || "us-east-1",
@@ -495,20 +504,21 @@ export class S3Sink implements Sink {
     const id = uploadId;
     this.#opts.log.debug({ key, uploadId: id, parts: count, resumed: stored.size }, "multipart upload");
 
-    // Part buffers are reused: at most maxInFlight exist per upload (a part
-    // waits for its bytes only once a slot is free), so memory stays flat
-    // instead of waiting for the GC to free each part.
+    // Part buffers are reused across the job's uploads: no more exist than
+    // the job has slots (a part waits for its bytes only once it holds one),
+    // so memory stays flat instead of waiting for the GC to free each part.
     const maxInFlight = Math.max(
       1,
       Math.min(this.#opts.concurrency, Math.floor(PART_BUFFER_BYTES / partSize)),
     );
     const inFlight = new Set<Promise<void>>();
-    const spare: Buffer[] = [];
+    let spare = this.#spare.get(partSize);
+    if (!spare) this.#spare.set(partSize, (spare = []));
     // Parts not started yet, in order, and how many claimed parts wait for the download
-    // (see nextPart): all slots but one, which is left for parts on disk should it stall.
+    // (see nextPart): all this upload's slots but one, which is left for parts on disk
+    // should the download stall.
     const unsent = Array.from({ length: count }, (_, i) => i + 1);
     const endOf = (n: number) => Math.min(n * partSize, file.size);
-    const maxWaiting = Math.max(1, maxInFlight - 1);
     let waiting = 0;
     // Freeing the local copy is housekeeping: a failure keeps the bytes, not the job from going on.
     const freeLocal = async (part: number, start: number, length: number) =>
@@ -528,6 +538,28 @@ export class S3Sink implements Sink {
     // Opened once a part must be read from disk: the torrent creates the file as data arrives.
     let handle: Promise<LocalReader> | undefined;
     const opened = () => (handle ??= LocalReader.open(file));
+    const me = {};
+    const frontierOf = hooks.frontier;
+    if (frontierOf) this.#following.set(me, { frontier: frontierOf, size: file.size });
+    // Where the download runs ahead on its own (frontierOf), how many parts
+    // this upload may have in flight depends on where the download is:
+    // - in this file: all the job's slots but one, so claims reach far enough
+    //   ahead of the download to take its pieces in memory while the parts
+    //   sent before them are on their way;
+    // - not there yet: one part, claimed where the file starts;
+    // - past its end: while another upload follows the download, one part at
+    //   a time, so the parts that can still go over in memory come first.
+    const following = Math.max(maxInFlight, Math.min(this.#slots.size, 2 * maxInFlight) - 1);
+    const limit = () => {
+      if (!frontierOf) return maxInFlight;
+      const at = frontierOf();
+      if (at >= file.size) return this.#followed(me) ? 1 : maxInFlight;
+      return at > 0 ? following : 1;
+    };
+    // A part whose bytes are all in may mean the download has reached the
+    // file: the loop then looks at its limit again without waiting for a send.
+    let nudge = () => {};
+    const nudged = () => new Promise<void>((resolve) => (nudge = resolve));
     try {
       while (unsent.length > 0 && failure === undefined) {
         if (stored.has(unsent[0]!)) {
@@ -536,30 +568,40 @@ export class S3Sink implements Sink {
         }
         // A slot first, then the claim: the part's buffer takes its pieces for
         // as long as the upload waits for them.
-        while (inFlight.size >= maxInFlight) await Promise.race(inFlight);
+        while (inFlight.size >= limit()) await Promise.race([...inFlight, nudged()]);
         if (failure !== undefined) break;
-        const frontier = hooks.frontier?.();
+        await this.#slots.take(frontierOf !== undefined && frontierOf() < file.size);
+        const frontier = frontierOf?.();
         const [n] = unsent.splice(
-          frontier === undefined ? 0 : nextPart(unsent, endOf, frontier, waiting < maxWaiting),
+          frontier === undefined ? 0 : nextPart(unsent, endOf, frontier, waiting < Math.max(1, limit() - 1)),
           1,
         );
-        if (n === undefined) break;
-        if (stored.has(n)) {
+        if (n === undefined || stored.has(n)) {
+          this.#slots.give();
+          if (n === undefined) break;
           await storedBefore(n);
           continue;
         }
         const buffer = spare.pop() ?? Buffer.allocUnsafe(partSize);
         const start = (n - 1) * partSize;
         const body = buffer.subarray(0, lengthOf(n));
-        const incoming = { start, body, claim: hooks.claim?.(start, body) };
         let received: Promise<void>;
-        if (frontier === undefined) {
-          // In order, one at a time: a disk window reserves the parts' bytes in turn.
-          await receive(hooks, incoming, opened);
-          received = Promise.resolve();
-        } else {
-          waiting++;
-          received = receive(hooks, incoming, opened).finally(() => waiting--);
+        try {
+          const incoming = { start, body, claim: hooks.claim?.(start, body) };
+          if (frontier === undefined) {
+            // In order, one at a time: a disk window reserves the parts' bytes in turn.
+            await receive(hooks, incoming, opened);
+            received = Promise.resolve();
+          } else {
+            waiting++;
+            received = receive(hooks, incoming, opened).finally(() => {
+              waiting--;
+              nudge();
+            });
+          }
+        } catch (error) {
+          this.#slots.give();
+          throw error;
         }
         const task = received
           .then(() => this.#sendPart(key, id, n, body, hooks))
@@ -567,11 +609,13 @@ export class S3Sink implements Sink {
             async (sent) => {
               stored.set(sent.partNumber, sent);
               inFlight.delete(task);
+              this.#slots.give();
               spare.push(buffer);
               await freeLocal(n, start, body.length);
             },
             (error: unknown) => {
               inFlight.delete(task);
+              this.#slots.give();
               failure ??= error;
             },
           );
@@ -579,6 +623,7 @@ export class S3Sink implements Sink {
       }
       await Promise.all(inFlight);
     } finally {
+      this.#following.delete(me);
       await Promise.allSettled(inFlight);
       await (await handle?.catch(() => undefined))?.close();
     }
@@ -624,6 +669,16 @@ export class S3Sink implements Sink {
     }
     await this.#checkStored(key, file.size, hooks.signal);
     return { cloudId: key, checksum: etagChecksum(completed.ETag) };
+  }
+
+  /** Whether an upload of this job other than `me` follows the download inside its file. */
+  #followed(me: object): boolean {
+    for (const [upload, { frontier, size }] of this.#following) {
+      if (upload === me) continue;
+      const at = frontier();
+      if (at > 0 && at < size) return true;
+    }
+    return false;
   }
 
   /**
@@ -886,6 +941,43 @@ export function nextPart(
 ): number {
   const ahead = unsent.findIndex((n) => endOf(n) > frontier);
   return ahead > 0 && mayWait ? ahead : 0;
+}
+
+/**
+ * The parts a job's uploads have in flight, and their buffers, are bounded
+ * together: a third upload following the download (the runner's) adds no
+ * memory. A slot that frees goes to an upload whose file is still
+ * downloading before one that only reads parts back from disk.
+ */
+export class PartSlots {
+  readonly #size: number;
+  #taken = 0;
+  readonly #waiting: { following: boolean; go: () => void }[] = [];
+
+  constructor(size: number) {
+    this.#size = size;
+  }
+
+  get size(): number {
+    return this.#size;
+  }
+
+  /** Resolves once a slot is this caller's; `following`: its file is still downloading. */
+  take(following: boolean): Promise<void> {
+    if (this.#taken < this.#size && this.#waiting.length === 0) {
+      this.#taken++;
+      return Promise.resolve();
+    }
+    return new Promise((go) => this.#waiting.push({ following, go }));
+  }
+
+  /** Hands a slot back: to the first waiter following the download, else the first waiter. */
+  give(): void {
+    const first = this.#waiting.findIndex((w) => w.following);
+    const [next] = this.#waiting.splice(Math.max(first, 0), 1);
+    if (next) next.go();
+    else this.#taken--;
+  }
 }
 
 /** A part's buffer and where it starts in the file, claimed (UploadHooks.claim) before its bytes are ready. */
