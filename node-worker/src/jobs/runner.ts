@@ -870,15 +870,19 @@ export class JobRun {
     const lane = async () => {
       for (let file = queue.shift(); file; file = queue.shift()) await this.#uploadFile(file, download, sink);
     };
-    // And where uploads claim the parts the download fills, the file the
-    // download is in starts its upload once the download reaches it, even with
-    // both lanes still sending files it left behind on disk: its pieces then go
-    // into its parts in memory, not to scratch and back. The sink bounds the
-    // job's parts in flight (and their buffers) as before.
+    // And where uploads claim the parts the download fills, the next file
+    // starts its upload once the download reaches the file before it, even
+    // with both lanes still sending files the download left behind on disk:
+    // its first part is then claimed (and the upload under way at the
+    // provider) by the time the download gets there, and its pieces go into
+    // its parts in memory, not to scratch and back. The sink bounds the job's
+    // parts in flight (and their buffers) as before.
     const follow = async () => {
       while (queue.length > 0) {
         const next = queue[0]!;
-        await abortable(download.waitRange(next.fileIndex, 0, Math.min(1, next.size)), this.#signal);
+        const before = todo[todo.indexOf(next) - 1];
+        if (before)
+          await abortable(download.waitRange(before.fileIndex, 0, Math.min(1, before.size)), this.#signal);
         if (queue[0] !== next) continue; // a lane took it meanwhile
         queue.shift();
         await this.#uploadFile(next, download, sink);
