@@ -446,11 +446,11 @@ describe("S3Sink against the local S3 server", () => {
     }
   });
 
-  it("sends a file already on disk a part at a time while another upload of the job follows the download", async () => {
+  it("sends files already on disk a part at a time, all told, while another upload of the job follows the download", async () => {
     const part = 5 * MiB;
     const piece = 256 * 1024;
-    // Downloaded whole before its upload began.
-    const done = await localFile("done.bin", 8 * part);
+    // Downloaded whole before their uploads began.
+    const done = [await localFile("done-1.bin", 6 * part), await localFile("done-2.bin", 6 * part)];
     // Downloading: the download is in its first part, and goes on once let.
     const size = 4 * part - 4321;
     const bytes = randomBytes(size);
@@ -471,22 +471,26 @@ describe("S3Sink against the local S3 server", () => {
       for (; frontier < end; frontier = Math.min(end, frontier + piece))
         handoff.take(0, frontier, bytes.subarray(frontier, Math.min(end, frontier + piece)));
     };
-    // The other upload's parts in flight: from when it asks for a part's bytes until the part is stored.
-    const fromDisk = recording();
-    fromDisk.hooks.frontier = () => done.bytes.length;
+    // The other uploads' parts in flight together: from when one asks for a
+    // part's bytes until the part is stored.
     let inFlight = 0;
+    let storedParts = 0;
     const most = { whileFollowed: 0, after: 0 };
-    fromDisk.hooks.ready = async () => {
-      inFlight++;
-      const phase = frontier < size ? "whileFollowed" : "after";
-      most[phase] = Math.max(most[phase], inFlight);
-    };
-    fromDisk.hooks.onPart = async (stored) => {
-      fromDisk.seen.parts.push(stored);
-      inFlight--;
-      // Three parts went up one at a time: now the download may go on.
-      if (fromDisk.seen.parts.length === 3) letGo();
-    };
+    const fromDisk = done.map((file) => {
+      const { hooks } = recording();
+      hooks.frontier = () => file.bytes.length;
+      hooks.ready = async () => {
+        inFlight++;
+        const phase = frontier < size ? "whileFollowed" : "after";
+        most[phase] = Math.max(most[phase], inFlight);
+      };
+      hooks.onPart = async () => {
+        inFlight--;
+        // Four parts went up one at a time: now the download may go on.
+        if (++storedParts === 4) letGo();
+      };
+      return hooks;
+    });
     const sink = sinkFor("followed", 2);
     try {
       const following = sink.upload(
@@ -494,16 +498,25 @@ describe("S3Sink against the local S3 server", () => {
         downloading.hooks,
       );
       await waited;
-      const other = sink.upload(
-        { path: "done.bin", size: done.bytes.length, localPath: done.localPath, uploadSession: null },
-        fromDisk.hooks,
+      const others = done.map((file, i) =>
+        sink.upload(
+          {
+            path: `done-${i + 1}.bin`,
+            size: file.bytes.length,
+            localPath: file.localPath,
+            uploadSession: null,
+          },
+          fromDisk[i]!,
+        ),
       );
-      const [a, b] = await Promise.all([following, other]);
-      expect(sha256(await stored(a.cloudId))).toBe(sha256(bytes));
-      expect(sha256(await stored(b.cloudId))).toBe(sha256(done.bytes));
+      const [a, ...rest] = await Promise.all([following, ...others]);
+      expect(sha256(await stored(a!.cloudId))).toBe(sha256(bytes));
+      for (const [i, result] of rest.entries()) {
+        expect(sha256(await stored(result.cloudId))).toBe(sha256(done[i]!.bytes));
+      }
       expect(most.whileFollowed).toBe(1);
-      // Once the other file is downloaded, this one has its two parts in flight again.
-      expect(most.after).toBe(2);
+      // Once the other file is downloaded, they have their parts in flight again.
+      expect(most.after).toBeGreaterThanOrEqual(2);
     } finally {
       sink.close();
     }

@@ -228,6 +228,10 @@ export class S3Sink implements Sink {
   readonly #slots: PartSlots;
   /** The uploads taking parts where the download is (UploadHooks.frontier), with where it is in their file. */
   readonly #following = new Map<object, { frontier: () => number; size: number }>();
+  /** Parts in flight of files already on disk, sent while another upload follows the download. */
+  #behind = 0;
+  /** Uploads waiting for such a part to be done. */
+  #behindWaiters: (() => void)[] = [];
   /** Part buffers no part holds now, by size: reused by the job's next parts. */
   readonly #spare = new Map<number, Buffer[]>();
   /** Uploads here claim the parts the download is filling (see nextPart): the runner lets one follow it. */
@@ -548,12 +552,16 @@ export class S3Sink implements Sink {
     //   sent before them are on their way;
     // - not there yet: one part, claimed where the file starts;
     // - past its end: while another upload follows the download, one part at
-    //   a time, so the parts that can still go over in memory come first.
+    //   a time across all such uploads, so the parts that can still go over in
+    //   memory come first.
     const following = Math.max(maxInFlight, Math.min(this.#slots.size, 2 * maxInFlight) - 1);
     const limit = () => {
       if (!frontierOf) return maxInFlight;
       const at = frontierOf();
-      if (at >= file.size) return this.#followed(me) ? 1 : maxInFlight;
+      if (at >= file.size) {
+        if (!this.#followed(me)) return maxInFlight;
+        return inFlight.size > 0 || this.#behind === 0 ? 1 : 0;
+      }
       return at > 0 ? following : 1;
     };
     // A part whose bytes are all in may mean the download has reached the
@@ -568,7 +576,10 @@ export class S3Sink implements Sink {
         }
         // A slot first, then the claim: the part's buffer takes its pieces for
         // as long as the upload waits for them.
-        while (inFlight.size >= limit()) await Promise.race([...inFlight, nudged()]);
+        while (inFlight.size >= limit()) {
+          // With none of its own in flight, it waits for another upload's part from disk.
+          await Promise.race(inFlight.size > 0 ? [...inFlight, nudged()] : [this.#behindDone()]);
+        }
         if (failure !== undefined) break;
         await this.#slots.take(frontierOf !== undefined && frontierOf() < file.size);
         const frontier = frontierOf?.();
@@ -582,6 +593,15 @@ export class S3Sink implements Sink {
           await storedBefore(n);
           continue;
         }
+        const behind = frontier !== undefined && frontier >= file.size && this.#followed(me);
+        if (behind) this.#behind++;
+        const done = () => {
+          this.#slots.give();
+          if (behind) {
+            this.#behind--;
+            for (const wake of this.#behindWaiters.splice(0)) wake();
+          }
+        };
         const buffer = spare.pop() ?? Buffer.allocUnsafe(partSize);
         const start = (n - 1) * partSize;
         const body = buffer.subarray(0, lengthOf(n));
@@ -600,7 +620,7 @@ export class S3Sink implements Sink {
             });
           }
         } catch (error) {
-          this.#slots.give();
+          done();
           throw error;
         }
         const task = received
@@ -609,13 +629,13 @@ export class S3Sink implements Sink {
             async (sent) => {
               stored.set(sent.partNumber, sent);
               inFlight.delete(task);
-              this.#slots.give();
+              done();
               spare.push(buffer);
               await freeLocal(n, start, body.length);
             },
             (error: unknown) => {
               inFlight.delete(task);
-              this.#slots.give();
+              done();
               failure ??= error;
             },
           );
@@ -669,6 +689,11 @@ export class S3Sink implements Sink {
     }
     await this.#checkStored(key, file.size, hooks.signal);
     return { cloudId: key, checksum: etagChecksum(completed.ETag) };
+  }
+
+  /** Resolves once a part of a file already on disk, sent while another upload follows the download, is done. */
+  #behindDone(): Promise<void> {
+    return new Promise((resolve) => this.#behindWaiters.push(resolve));
   }
 
   /** Whether an upload of this job other than `me` follows the download inside its file. */
