@@ -46,6 +46,7 @@ import { Download, discoveryOf, trackerHosts } from "../torrent/download.ts";
 import type { HolePuncher } from "../torrent/holes.ts";
 import { RangeGoneError, Window } from "../torrent/window.ts";
 import { endSpan, failed, flushTraces, inSpan, startSpan } from "../tracing/index.ts";
+import { uploadLanes } from "./lanes.ts";
 import { maskSecrets, redactingLogger, secretsOfSource } from "./redact.ts";
 import {
   clearUploadSession,
@@ -865,33 +866,15 @@ export class JobRun {
       this.#refresh();
       if (this.#phase === "downloading") await this.#advance("uploading");
     });
-    // Two files upload at once; each upload keeps its own parts in flight.
-    const queue = [...todo];
-    const lane = async () => {
-      for (let file = queue.shift(); file; file = queue.shift()) await this.#uploadFile(file, download, sink);
-    };
-    // And where uploads claim the parts the download fills, the next file
-    // starts its upload once the download reaches the file before it, even
-    // with both lanes still sending files the download left behind on disk:
-    // its first part is then claimed (and the upload under way at the
-    // provider) by the time the download gets there, and its pieces go into
-    // its parts in memory, not to scratch and back. The sink bounds the job's
-    // parts in flight (and their buffers) as before.
-    const follow = async () => {
-      while (queue.length > 0) {
-        const next = queue[0]!;
-        const before = todo[todo.indexOf(next) - 1];
-        if (before)
-          await abortable(download.waitRange(before.fileIndex, 0, Math.min(1, before.size)), this.#signal);
-        if (queue[0] !== next) continue; // a lane took it meanwhile
-        queue.shift();
-        await this.#uploadFile(next, download, sink);
-      }
-    };
     const window = this.#window!;
-    const lanes = [lane(), lane()];
-    if (sink.followsDownload && !window.streaming && !window.keepsFiles) lanes.push(follow());
-    // Settling waits for both lanes: a lane still running could otherwise find an
+    const follows = sink.followsDownload && !window.streaming && !window.keepsFiles;
+    const lanes = uploadLanes(todo, {
+      upload: (file) => this.#uploadFile(file, download, sink),
+      reached: follows
+        ? (file) => abortable(download.waitRange(file.fileIndex, 0, Math.min(1, file.size)), this.#signal)
+        : undefined,
+    });
+    // Settling waits for every lane: a lane still running could otherwise find an
     // upload the clean-up aborted and start a new one, orphaned on a failed job.
     this.#lanes = Promise.allSettled(lanes).then(() => {});
     await this.#withPeerWatch(Promise.all([allDownloaded, Promise.all(lanes)]), "data");
