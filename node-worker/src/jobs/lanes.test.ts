@@ -13,6 +13,13 @@ function heldUploads() {
   return { started, finish, upload };
 }
 
+/** A download that reaches each file when the test says so. */
+function heldDownload() {
+  const reachedOnce = new Map<string, () => void>();
+  const reached = (file: string) => new Promise<void>((resolve) => reachedOnce.set(file, resolve));
+  return { reachedOnce, reached };
+}
+
 /** Lets queued promise callbacks run. */
 const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
 
@@ -32,8 +39,7 @@ describe("upload lanes", () => {
 
   it("start the next file once the download reaches the one before it, with both lanes busy", async () => {
     const { started, finish, upload } = heldUploads();
-    const reachedOnce = new Map<string, () => void>();
-    const reached = (file: string) => new Promise<void>((resolve) => reachedOnce.set(file, resolve));
+    const { reachedOnce, reached } = heldDownload();
     const lanes = uploadLanes(["a", "b", "c", "d"], { upload, reached });
     await settle();
     // The lanes hold a and b; the third waits for the download to reach b.
@@ -52,8 +58,7 @@ describe("upload lanes", () => {
 
   it("leave a file to a lane that took it while the download had not reached the one before", async () => {
     const { started, finish, upload } = heldUploads();
-    const reachedOnce = new Map<string, () => void>();
-    const reached = (file: string) => new Promise<void>((resolve) => reachedOnce.set(file, resolve));
+    const { reachedOnce, reached } = heldDownload();
     const lanes = uploadLanes(["a", "b", "c", "d"], { upload, reached });
     await settle();
     finish.get("a")!(); // the lane takes c, which the third lane waited to start
