@@ -522,6 +522,50 @@ describe("S3Sink against the local S3 server", () => {
     }
   });
 
+  it("leaves a slot to files on disk when the download stalls with claims waiting in the job's others", async () => {
+    const part = 5 * MiB;
+    const [stalled, next, done] = await Promise.all([
+      localFile("stalled.bin", 4 * part),
+      localFile("next.bin", 2 * part),
+      localFile("on-disk.bin", 3 * part),
+    ]);
+    // The download is stalled a piece into `stalled.bin` and has not reached `next.bin`.
+    let moving = false;
+    let resume = () => {};
+    const resumed = new Promise<void>((resolve) => (resume = resolve));
+    const waiting = (file: typeof stalled, at: number) => {
+      const { hooks } = recording();
+      hooks.frontier = () => (moving ? file.bytes.length : at);
+      hooks.ready = () => resumed;
+      return hooks;
+    };
+    const onDisk = recording();
+    onDisk.hooks.frontier = () => done.bytes.length;
+    const sink = sinkFor("stalled", 2);
+    const upload = (name: string, file: typeof stalled, hooks: UploadHooks) =>
+      sink.upload(
+        { path: name, size: file.bytes.length, localPath: file.localPath, uploadSession: null },
+        hooks,
+      );
+    try {
+      const stalledUpload = upload("stalled.bin", stalled, waiting(stalled, 256 * 1024));
+      const nextUpload = upload("next.bin", next, waiting(next, 0));
+      // Its three parts go up while the others' claims wait for the download.
+      const result = await upload("on-disk.bin", done, onDisk.hooks);
+      expect(sha256(await stored(result.cloudId))).toBe(sha256(done.bytes));
+      moving = true;
+      resume();
+      for (const [result, file] of [
+        [await stalledUpload, stalled],
+        [await nextUpload, next],
+      ] as const) {
+        expect(sha256(await stored(result.cloudId))).toBe(sha256(file.bytes));
+      }
+    } finally {
+      sink.close();
+    }
+  });
+
   it("sends a file again in a new upload when the provider drops the one under way", async () => {
     const { bytes, localPath } = await localFile("dropped.bin", 11 * MiB);
     // One part at a time, so the drop falls between part 1 and part 2.

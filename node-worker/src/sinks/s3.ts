@@ -583,10 +583,17 @@ export class S3Sink implements Sink {
         if (failure !== undefined) break;
         await this.#slots.take(frontierOf !== undefined && frontierOf() < file.size);
         const frontier = frontierOf?.();
-        const [n] = unsent.splice(
-          frontier === undefined ? 0 : nextPart(unsent, endOf, frontier, waiting < Math.max(1, limit() - 1)),
-          1,
-        );
+        const mayWait = waiting < Math.max(1, limit() - 1);
+        const at = frontier === undefined ? 0 : nextPart(unsent, endOf, frontier, mayWait);
+        // Enough claims wait for the download and nothing is left on disk: the
+        // slot stays free for the job's other uploads (should the download
+        // stall, their parts on disk still go), until a claim is filled.
+        if (frontier !== undefined && !mayWait && inFlight.size > 0 && endOf(unsent[at]!) > frontier) {
+          this.#slots.give();
+          await Promise.race([...inFlight, nudged()]);
+          continue;
+        }
+        const [n] = unsent.splice(at, 1);
         if (n === undefined || stored.has(n)) {
           this.#slots.give();
           if (n === undefined) break;
