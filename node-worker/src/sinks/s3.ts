@@ -516,8 +516,8 @@ export class S3Sink implements Sink {
       Math.min(this.#opts.concurrency, Math.floor(PART_BUFFER_BYTES / partSize)),
     );
     const inFlight = new Set<Promise<void>>();
-    let spare = this.#spare.get(partSize);
-    if (!spare) this.#spare.set(partSize, (spare = []));
+    const spare = this.#spare.get(partSize) ?? [];
+    this.#spare.set(partSize, spare);
     // Parts not started yet, in order, and how many claimed parts wait for the download
     // (see nextPart): all this upload's slots but one, which is left for parts on disk
     // should the download stall.
